@@ -1,0 +1,31 @@
+//! The pfnscope trace file.
+//!
+//! A trace is an [Arrow IPC stream](https://arrow.apache.org/docs/format/Columnar.html#ipc-streaming-format):
+//! one flat table, one row per probed call or tracepoint hit, readable without this project by
+//! polars (`pl.read_ipc_stream`), pyarrow and DuckDB. The stream form (not the IPC *file* form,
+//! which needs a footer) keeps everything up to the last complete batch readable after a crash
+//! or a full disk. Recording metadata (kernel, hook plan, BTF offsets, clock, command line) is
+//! JSON in the schema's metadata under [`META_KEY`].
+//!
+//! ```
+//! use pfnscope_trace::{Record, TraceMeta, TraceWriter, read_trace};
+//! let dir = std::env::temp_dir().join(format!("pfnscope-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("t.arrows");
+//! let mut w = TraceWriter::create(&path, &TraceMeta::default()).unwrap();
+//! w.push(&Record { hook: "handle_mm_fault".into(), address: Some(0x7f00_0000_0000), ..Default::default() });
+//! w.finish().unwrap();
+//! let t = read_trace(&path).unwrap();
+//! assert_eq!(t.records[0].address, Some(0x7f00_0000_0000));
+//! ```
+
+mod columns;
+mod meta;
+mod reader;
+mod record;
+mod writer;
+
+pub use meta::{CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta};
+pub use reader::{Trace, TraceError, TraceReader, read_trace};
+pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
+pub use writer::{TraceWriter, WriteError};

@@ -1,0 +1,57 @@
+//! What a trace says about how it was recorded.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Schema-metadata key holding [`TraceMeta`] as JSON.
+pub const META_KEY: &str = "pfnscope.meta";
+/// Schema-metadata key holding the schema version as a decimal string, readable without JSON.
+pub const SCHEMA_VERSION_KEY: &str = "pfnscope.schema_version";
+/// Bump on any change a reader of the previous version would misread.
+pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceMeta {
+    pub schema_version: u32,
+    pub tool: String,
+    /// `uname -r` of the traced kernel.
+    pub kernel_release: String,
+    /// `uname -v`: distributions backport behaviour inside a series, so keep the build too.
+    pub kernel_version: String,
+    pub host: String,
+    pub command_line: Vec<String>,
+    /// Clock behind every `ts_ns`: `bpf_ktime_get_ns()`, i.e. CLOCK_MONOTONIC.
+    pub clock: String,
+    /// Wall-clock time (ns since the epoch) and CLOCK_MONOTONIC at the start, to convert.
+    pub started_unix_ns: u64,
+    pub started_monotonic_ns: u64,
+    /// One entry per requested hook: the symbol used and the rung that attached, or why none did.
+    pub hook_plan: Vec<PlanEntry>,
+    /// Struct field offsets and tracepoint field offsets from the kernel's BTF / tracefs.
+    pub offsets: BTreeMap<String, u32>,
+    /// vm_flags bit values used to decode `vma_flags` (from the kernel's BTF where it has them).
+    pub vm_flag_bits: BTreeMap<String, u64>,
+    /// Cache mode per PAT index (PWT | PCD << 1 | PAT << 2) assumed when decoding protections.
+    pub pat_table: Vec<String>,
+    /// The filters applied in the kernel, in words.
+    pub filters: Vec<String>,
+    pub ring_buffer_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub hook: String,
+    /// The kernel symbol or tracepoint that serves it (None: nothing in this kernel).
+    pub symbol: Option<String>,
+    /// The rung that attached: fentry, kprobe, tp_btf, raw_tp or tracepoint.
+    pub mode: Option<String>,
+    /// Rungs tried before (or instead of) the one that attached, each with the reason it failed.
+    pub failures: Vec<RungFailure>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RungFailure {
+    pub mode: String,
+    pub error: String,
+}

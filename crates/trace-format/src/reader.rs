@@ -1,0 +1,167 @@
+//! Reading a trace back, including damaged ones: everything before the damage is returned.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, Read},
+    path::{Path, PathBuf},
+};
+
+use arrow_ipc::reader::StreamReader;
+
+use crate::{
+    columns::decode,
+    meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
+    record::Record,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("cannot open trace {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{path} is empty: the recording wrote nothing (was it killed before start-up finished?)")]
+    Empty { path: PathBuf },
+    #[error("{path} is not a pfnscope trace ({why}); traces are Arrow IPC streams written by `tracer record`")]
+    NotATrace { path: PathBuf, why: String },
+    #[error("{path} uses trace schema version {found}, this build reads up to {supported}: upgrade pfnscope")]
+    NewerSchema { path: PathBuf, found: u32, supported: u32 },
+}
+
+/// A trace in memory.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub meta: TraceMeta,
+    pub records: Vec<Record>,
+    /// Set when the file ends early or has a corrupt batch: what went wrong and how much was
+    /// recovered. `records` holds everything before the damage.
+    pub damage: Option<String>,
+}
+
+impl Trace {
+    /// Final counter values per CPU from the counter rows (cumulative; the last one wins).
+    pub fn counters(&self) -> Vec<(u32, u64, u64, u64)> {
+        let mut per_cpu = std::collections::BTreeMap::new();
+        for r in self.records.iter().filter(|r| r.hook == crate::COUNTERS_HOOK) {
+            per_cpu.insert(r.cpu, (r.dropped.unwrap_or(0), r.unpaired.unwrap_or(0), r.read_failed.unwrap_or(0)));
+        }
+        per_cpu.into_iter().map(|(c, (d, u, f))| (c, d, u, f)).collect()
+    }
+
+    /// The events, without counter rows.
+    pub fn events(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter().filter(|r| r.hook != crate::COUNTERS_HOOK)
+    }
+}
+
+/// Streams batches of records; for traces too large to hold at once.
+pub struct TraceReader {
+    path: PathBuf,
+    inner: StreamReader<BufReader<File>>,
+    meta: TraceMeta,
+    batches: u64,
+    rows: u64,
+    done: bool,
+}
+
+impl TraceReader {
+    pub fn open(path: &Path) -> Result<TraceReader, TraceError> {
+        let file = File::open(path).map_err(|source| TraceError::Open { path: path.to_owned(), source })?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len == 0 {
+            return Err(TraceError::Empty { path: path.to_owned() });
+        }
+        let mut head = [0u8; 4];
+        let mut f = &file;
+        if f.read_exact(&mut head).is_err() || head != [0xff, 0xff, 0xff, 0xff] {
+            return Err(TraceError::NotATrace {
+                path: path.to_owned(),
+                why: "no Arrow IPC stream header".into(),
+            });
+        }
+        let file = File::open(path).map_err(|source| TraceError::Open { path: path.to_owned(), source })?;
+        let inner = StreamReader::try_new_buffered(file, None).map_err(|e| TraceError::NotATrace {
+            path: path.to_owned(),
+            why: format!("unreadable schema: {e}"),
+        })?;
+        let schema = inner.schema();
+        let md = schema.metadata();
+        let Some(version) = md.get(SCHEMA_VERSION_KEY) else {
+            return Err(TraceError::NotATrace {
+                path: path.to_owned(),
+                why: format!("an Arrow stream without the `{SCHEMA_VERSION_KEY}` key"),
+            });
+        };
+        let found: u32 = version.parse().map_err(|_| TraceError::NotATrace {
+            path: path.to_owned(),
+            why: format!("schema version `{version}` is not a number"),
+        })?;
+        if found > CURRENT_SCHEMA_VERSION {
+            return Err(TraceError::NewerSchema { path: path.to_owned(), found, supported: CURRENT_SCHEMA_VERSION });
+        }
+        let meta = match md.get(META_KEY) {
+            Some(json) => serde_json::from_str(json).map_err(|e| TraceError::NotATrace {
+                path: path.to_owned(),
+                why: format!("metadata is not valid: {e}"),
+            })?,
+            None => TraceMeta::default(),
+        };
+        Ok(TraceReader { path: path.to_owned(), inner, meta, batches: 0, rows: 0, done: false })
+    }
+
+    pub fn meta(&self) -> &TraceMeta {
+        &self.meta
+    }
+
+    /// The next batch of records: `Ok(None)` at a clean end, `Err(damage)` when the rest of the
+    /// file cannot be read (the message says where and how much came before).
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Record>>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.inner.next() {
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(Ok(batch)) => {
+                let mut out = Vec::with_capacity(batch.num_rows());
+                if let Err(e) = decode(&batch, &mut out) {
+                    self.done = true;
+                    return Err(self.damage(&format!("batch {} is corrupt: {e}", self.batches + 1)));
+                }
+                self.batches += 1;
+                self.rows += out.len() as u64;
+                Ok(Some(out))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Err(self.damage(&format!("cannot read batch {}: {e}", self.batches + 1)))
+            }
+        }
+    }
+
+    fn damage(&self, what: &str) -> String {
+        format!(
+            "{}: {what}; kept the {} records of the {} complete batches before it (a recording that was killed or ran out of disk ends this way)",
+            self.path.display(),
+            self.rows,
+            self.batches
+        )
+    }
+}
+
+/// Reads a whole trace. A damaged tail is not an error: see [`Trace::damage`].
+pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
+    let mut r = TraceReader::open(path)?;
+    let mut trace = Trace { meta: r.meta.clone(), ..Default::default() };
+    loop {
+        match r.next_batch() {
+            Ok(Some(mut batch)) => trace.records.append(&mut batch),
+            Ok(None) => break,
+            Err(d) => {
+                trace.damage = Some(d);
+                break;
+            }
+        }
+    }
+    Ok(trace)
+}

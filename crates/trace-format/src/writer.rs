@@ -1,0 +1,161 @@
+//! Writing a trace in bounded, durable batches.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{ArrowError, Schema, SchemaRef};
+
+use crate::{
+    columns::{Builders, fields},
+    meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
+    record::Record,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot create trace file {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("writing trace file {path} failed{}: {source} ({rows} rows in {batches} batches are safely on disk)", if is_full(.source) { " (disk full: free space or write elsewhere with -o)" } else { "" })]
+    Write { path: PathBuf, source: io::Error, rows: u64, batches: u64 },
+}
+
+fn is_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc_enospc()) || e.kind() == io::ErrorKind::StorageFull
+}
+
+const fn libc_enospc() -> i32 {
+    28
+}
+
+fn arrow_io(e: ArrowError) -> io::Error {
+    match e {
+        ArrowError::IoError(_, e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Appends records, writes them out as one Arrow batch on [`TraceWriter::flush_batch`] (the
+/// collector calls it at least every second) and makes that batch durable with fdatasync, so a
+/// crash loses at most what was pushed since.
+pub struct TraceWriter {
+    path: PathBuf,
+    schema: SchemaRef,
+    stream: StreamWriter<BufWriter<File>>,
+    pending: Builders,
+    next_seq: u64,
+    rows_on_disk: u64,
+    batches_on_disk: u64,
+}
+
+impl TraceWriter {
+    pub fn create(path: &Path, meta: &TraceMeta) -> Result<TraceWriter, WriteError> {
+        let mut meta = meta.clone();
+        meta.schema_version = CURRENT_SCHEMA_VERSION;
+        let json = serde_json::to_string(&meta).expect("trace metadata serialises");
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields(),
+            HashMap::from([
+                (META_KEY.to_string(), json),
+                (SCHEMA_VERSION_KEY.to_string(), CURRENT_SCHEMA_VERSION.to_string()),
+            ]),
+        ));
+        let create_err = |source| WriteError::Create { path: path.to_owned(), source };
+        let file = File::create(path).map_err(create_err)?;
+        let mut stream =
+            StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema).map_err(|e| create_err(arrow_io(e)))?;
+        // The schema alone makes a valid (empty) trace: get it onto disk now.
+        stream.flush().map_err(|e| create_err(arrow_io(e)))?;
+        stream.get_mut().get_ref().sync_data().map_err(create_err)?;
+        Ok(TraceWriter {
+            path: path.to_owned(),
+            schema,
+            stream,
+            pending: Builders::default(),
+            next_seq: 0,
+            rows_on_disk: 0,
+            batches_on_disk: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues one record; `seq` is assigned here.
+    pub fn push(&mut self, r: &Record) {
+        if r.seq == self.next_seq {
+            self.pending.push(r);
+        } else {
+            let mut r = r.clone();
+            r.seq = self.next_seq;
+            self.pending.push(&r);
+        }
+        self.next_seq += 1;
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn rows_on_disk(&self) -> u64 {
+        self.rows_on_disk
+    }
+
+    /// Writes what is pending as one batch and syncs it to disk.
+    pub fn flush_batch(&mut self) -> Result<(), WriteError> {
+        let rows = self.pending.len() as u64;
+        if rows == 0 {
+            return Ok(());
+        }
+        let batch = self.pending.finish(self.schema.clone()).expect("columns match the schema");
+        let res = self
+            .stream
+            .write(&batch)
+            .and_then(|_| self.stream.flush())
+            .map_err(arrow_io)
+            .and_then(|_| self.stream.get_mut().get_ref().sync_data());
+        if let Err(source) = res {
+            return Err(WriteError::Write {
+                path: self.path.clone(),
+                source,
+                rows: self.rows_on_disk,
+                batches: self.batches_on_disk,
+            });
+        }
+        self.rows_on_disk += rows;
+        self.batches_on_disk += 1;
+        Ok(())
+    }
+
+    /// Flushes and writes the end-of-stream marker.
+    pub fn finish(mut self) -> Result<u64, WriteError> {
+        self.flush_batch()?;
+        let res = self
+            .stream
+            .finish()
+            .and_then(|_| self.stream.get_mut().flush().map_err(|e| ArrowError::IoError(e.to_string(), e)))
+            .map_err(arrow_io)
+            .and_then(|_| self.stream.get_mut().get_ref().sync_data());
+        res.map_err(|source| WriteError::Write {
+            path: self.path.clone(),
+            source,
+            rows: self.rows_on_disk,
+            batches: self.batches_on_disk,
+        })?;
+        Ok(self.rows_on_disk)
+    }
+}
+
+impl Drop for TraceWriter {
+    fn drop(&mut self) {
+        // Best effort on an error path: whatever is pending is worth a try.
+        let _ = self.stream.flush();
+        let _ = self.stream.get_mut().flush();
+    }
+}

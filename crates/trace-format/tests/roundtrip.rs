@@ -1,0 +1,154 @@
+use std::{fs, path::PathBuf};
+
+use pfnscope_trace::{PlanEntry, Record, TraceError, TraceMeta, TraceWriter, read_trace};
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pfnscope-trace-test-{}-{name}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    dir.join("t.arrows")
+}
+
+fn sample(i: u64) -> Record {
+    Record {
+        id: 1000 + i,
+        parent: if i % 2 == 0 { 0 } else { 999 + i },
+        ts_ns: 1_000_000 + i * 10,
+        latency_ns: (i % 3 != 0).then_some(i * 7),
+        cpu: (i % 2) as u32,
+        pid: 42,
+        tid: 43,
+        comm: "workload".into(),
+        hook: if i % 2 == 0 { "handle_mm_fault" } else { "vmf_insert_pfn_prot" }.into(),
+        mode: "fentry".into(),
+        address: Some(0x7f00_0000_0000 + i * 4096),
+        fault_flags: Some(0x1255),
+        vma_id: Some(3),
+        vma_flags: Some(0x0c04_44fb),
+        vma_cache: Some("UC-".into()),
+        driver: Some("drm_gem_ttm_vm_ops [ttm]".into()),
+        page: Some(i % 5 == 0),
+        pfn: Some(0xfd000 + i),
+        cache_req: Some("WC".into()),
+        cache_out: Some("UC-".into()),
+        ret: Some(-22),
+        ..Default::default()
+    }
+}
+
+fn meta() -> TraceMeta {
+    TraceMeta {
+        kernel_release: "6.12.0-test".into(),
+        hook_plan: vec![PlanEntry { hook: "handle_mm_fault".into(), symbol: Some("handle_mm_fault".into()), mode: Some("fentry".into()), failures: vec![] }],
+        ..Default::default()
+    }
+}
+
+fn write(path: &PathBuf, batches: u64, per: u64) -> Vec<Record> {
+    let mut w = TraceWriter::create(path, &meta()).unwrap();
+    let mut all = vec![];
+    for b in 0..batches {
+        for i in 0..per {
+            let mut r = sample(b * per + i);
+            r.seq = b * per + i;
+            w.push(&r);
+            all.push(r);
+        }
+        w.flush_batch().unwrap();
+    }
+    w.finish().unwrap();
+    all
+}
+
+#[test]
+fn round_trip_keeps_every_field_and_the_metadata() {
+    let p = tmp("rt");
+    let all = write(&p, 3, 100);
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.damage, None);
+    assert_eq!(t.records, all);
+    assert_eq!(t.meta.kernel_release, "6.12.0-test");
+    assert_eq!(t.meta.schema_version, 1);
+    assert_eq!(t.meta.hook_plan[0].mode.as_deref(), Some("fentry"));
+}
+
+#[test]
+fn truncated_file_keeps_complete_batches() {
+    let p = tmp("trunc");
+    let all = write(&p, 4, 50);
+    let bytes = fs::read(&p).unwrap();
+    // Cut in the middle of the last batch (and drop the end-of-stream marker).
+    fs::write(&p, &bytes[..bytes.len() - 300]).unwrap();
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.records, all[..150].to_vec());
+    let d = t.damage.expect("truncation is reported");
+    assert!(d.contains("150 records") && d.contains("3 complete batches"), "{d}");
+}
+
+#[test]
+fn file_without_end_marker_reads_fully() {
+    // What SIGKILL leaves: complete batches, no end-of-stream marker.
+    let p = tmp("nomarker");
+    let all = write(&p, 2, 10);
+    let bytes = fs::read(&p).unwrap();
+    fs::write(&p, &bytes[..bytes.len() - 8]).unwrap();
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.records, all);
+}
+
+#[test]
+fn corrupted_batch_is_reported_and_earlier_batches_kept() {
+    let p = tmp("corrupt");
+    let mut w = TraceWriter::create(&p, &meta()).unwrap();
+    let mut all = vec![];
+    let mut good_len = 0;
+    for b in 0..3u64 {
+        for i in 0..40 {
+            let mut r = sample(b * 40 + i);
+            r.seq = b * 40 + i;
+            w.push(&r);
+            all.push(r);
+        }
+        if b == 2 {
+            good_len = fs::metadata(&p).unwrap().len() as usize;
+        }
+        w.flush_batch().unwrap();
+    }
+    w.finish().unwrap();
+    // Scribble over the third batch's message header (Arrow IPC has no checksums over values, so
+    // this is the corruption a reader can see).
+    let mut bytes = fs::read(&p).unwrap();
+    for b in &mut bytes[good_len + 4..good_len + 40] {
+        *b = 0x5a;
+    }
+    fs::write(&p, &bytes).unwrap();
+    let t = read_trace(&p).unwrap();
+    let d = t.damage.expect("corruption is reported");
+    assert!(d.contains("batch 3"), "{d}");
+    assert_eq!(t.records, all[..80].to_vec());
+}
+
+#[test]
+fn empty_and_foreign_files_are_refused_clearly() {
+    let p = tmp("empty");
+    fs::write(&p, b"").unwrap();
+    assert!(matches!(read_trace(&p), Err(TraceError::Empty { .. })));
+    fs::write(&p, b"PK\x03\x04 this is a zip").unwrap();
+    let e = read_trace(&p).unwrap_err();
+    assert!(matches!(e, TraceError::NotATrace { .. }), "{e}");
+    assert!(e.to_string().contains("tracer record"));
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    use arrow_ipc::writer::StreamWriter;
+    use arrow_schema::{DataType, Field, Schema};
+    let p = tmp("newer");
+    let schema = Schema::new_with_metadata(
+        vec![Field::new("seq", DataType::UInt64, false)],
+        std::collections::HashMap::from([("pfnscope.schema_version".to_string(), "99".to_string())]),
+    );
+    let mut w = StreamWriter::try_new(fs::File::create(&p).unwrap(), &schema).unwrap();
+    w.finish().unwrap();
+    let e = read_trace(&p).unwrap_err();
+    assert!(matches!(e, TraceError::NewerSchema { found: 99, .. }), "{e}");
+}

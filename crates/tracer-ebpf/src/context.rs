@@ -1,0 +1,175 @@
+//! The generic halves of every function hook: `enter` stashes the call, `leave` completes and
+//! emits it. A per-task stack of open call ids links nested calls (a PFN insert inside a fault,
+//! a `memtype_free` inside `untrack_pfn`) to the context they ran in.
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use pfnscope_abi::{Event, HookSpec, MAX_ARGS, MAX_DEPTH, NO_SLOT, counter, flags};
+
+use crate::{
+    emit::emit,
+    filter::{addr_allowed, process_allowed, vma_allowed},
+    maps::{HOOK_SPECS, OPEN, SCRATCH, TASKS, TaskStack, bump, next_id, offsets},
+    vma::{read_u64_at, snapshot},
+};
+
+#[inline(always)]
+fn open_key(tid: u32, depth: u64) -> u64 {
+    ((tid as u64) << 8) | depth
+}
+
+#[inline(always)]
+pub fn spec(hook: u16) -> Option<&'static HookSpec> {
+    let s = HOOK_SPECS.get(hook as u32)?;
+    if s.enabled == 0 { None } else { Some(s) }
+}
+
+/// Fills the fields every event has. Returns None when the current task is filtered out.
+#[inline(always)]
+pub fn begin(hook: u16, mode: u8) -> Option<&'static mut Event> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !process_allowed(tgid) {
+        return None;
+    }
+    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    let now = unsafe { bpf_ktime_get_ns() };
+    ev.ts_entry = now;
+    ev.ts_exit = now;
+    ev.pid = tgid;
+    ev.tid = pid_tgid as u32;
+    ev.cpu = unsafe { bpf_get_smp_processor_id() };
+    ev.hook = hook;
+    ev.mode = mode;
+    ev.flags = 0;
+    ev.ret = 0;
+    ev.ptr_entry = 0;
+    ev.ptr_exit = 0;
+    ev.parent = 0;
+    ev.id = 0;
+    ev.vma = Default::default();
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    Some(ev)
+}
+
+/// The id of the innermost open call of the current task, for events that do not nest others.
+#[inline(always)]
+pub fn current_parent(tid: u32) -> u64 {
+    match unsafe { TASKS.get(&tid) } {
+        Some(s) if s.depth > 0 && (s.depth as usize) <= MAX_DEPTH => s.ids[(s.depth - 1) as usize & (MAX_DEPTH - 1)],
+        _ => 0,
+    }
+}
+
+/// Entry of a function hook. `arg(i)` yields argument slot `i` for the attach kind at hand.
+#[inline(always)]
+pub fn enter(hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
+    let Some(spec) = spec(hook) else { return };
+    let Some(ev) = begin(hook, mode) else { return };
+    let nargs = spec.nargs as u32;
+    let mut i = 0;
+    while i < MAX_ARGS as u32 {
+        ev.args[i as usize] = if i < nargs { arg(i) } else { 0 };
+        i += 1;
+    }
+    let o = offsets();
+    let mut addr: Option<u64> = None;
+    let mut vma_ptr = 0;
+    if (spec.vma_slot as usize) < MAX_ARGS {
+        vma_ptr = ev.args[spec.vma_slot as usize];
+    } else if (spec.vmf_slot as usize) < MAX_ARGS {
+        let vmf = ev.args[spec.vmf_slot as usize];
+        vma_ptr = read_u64_at(vmf, o.vmf_vma).unwrap_or(0);
+        // The vmf pointer itself is never written out: the slot carries vmf->address instead.
+        let a = read_u64_at(vmf, o.vmf_address).unwrap_or(0);
+        ev.args[spec.vmf_slot as usize] = a;
+        addr = Some(a);
+    }
+    if vma_ptr != 0 {
+        if snapshot(vma_ptr, o, &mut ev.vma) {
+            ev.flags |= flags::HAS_VMA;
+            if !vma_allowed(ev.vma.flags) {
+                return;
+            }
+        } else {
+            bump(counter::READ_FAILED);
+        }
+    }
+    if (spec.addr_slot as usize) < MAX_ARGS {
+        addr = Some(ev.args[spec.addr_slot as usize]);
+    }
+    if let Some(a) = addr {
+        if !addr_allowed(a) {
+            return;
+        }
+    }
+    if (spec.ptr_slot as usize) < MAX_ARGS {
+        if let Some(v) = read_u64_at(ev.args[spec.ptr_slot as usize], 0) {
+            ev.ptr_entry = v;
+            ev.flags |= flags::HAS_PTR;
+        }
+    }
+
+    let tid = ev.tid;
+    let stack = match TASKS.get_ptr_mut(&tid) {
+        Some(s) => s,
+        None => {
+            let fresh = TaskStack { depth: 0, ids: [0; MAX_DEPTH] };
+            if TASKS.insert(&tid, &fresh, 0).is_err() {
+                return;
+            }
+            match TASKS.get_ptr_mut(&tid) {
+                Some(s) => s,
+                None => return,
+            }
+        }
+    };
+    let stack = unsafe { &mut *stack };
+    let depth = stack.depth;
+    if depth as usize >= MAX_DEPTH {
+        bump(counter::UNPAIRED);
+        return;
+    }
+    ev.id = next_id(ev.cpu);
+    if depth > 0 {
+        ev.parent = stack.ids[(depth - 1) as usize & (MAX_DEPTH - 1)];
+    }
+    stack.ids[depth as usize & (MAX_DEPTH - 1)] = ev.id;
+    if OPEN.insert(&open_key(tid, depth), ev, 0).is_ok() {
+        stack.depth = depth + 1;
+    }
+}
+
+/// Return of a function hook: completes the call stashed by `enter` and emits it.
+#[inline(always)]
+pub fn leave(hook: u16, ret: u64) {
+    let Some(spec) = spec(hook) else { return };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(stack) = TASKS.get_ptr_mut(&tid) else { return };
+    let stack = unsafe { &mut *stack };
+    let depth = stack.depth;
+    if depth == 0 || depth as usize > MAX_DEPTH {
+        return;
+    }
+    let key = open_key(tid, depth - 1);
+    let Some(ev) = OPEN.get_ptr_mut(&key) else {
+        bump(counter::UNPAIRED);
+        stack.depth = depth - 1;
+        return;
+    };
+    let ev = unsafe { &mut *ev };
+    // The innermost open call is not ours: our entry was filtered out, so there is nothing to do.
+    if ev.hook != hook {
+        return;
+    }
+    stack.depth = depth - 1;
+    ev.ts_exit = unsafe { bpf_ktime_get_ns() };
+    ev.ret = ret;
+    ev.flags |= flags::HAS_RET;
+    if spec.ptr_slot != NO_SLOT && (spec.ptr_slot as usize) < MAX_ARGS {
+        if let Some(v) = read_u64_at(ev.args[spec.ptr_slot as usize], 0) {
+            ev.ptr_exit = v;
+        }
+    }
+    emit(ev);
+    let _ = OPEN.remove(&key);
+}

@@ -1,0 +1,81 @@
+//! Maps and read-only globals shared by all programs.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use pfnscope_abi::{Event, Filter, HookSpec, MAX_DEPTH, Offsets, counter, hook};
+
+/// User space raises this with `EbpfLoader::set_max_entries` (`--buffer-mb`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+#[map]
+pub static HOOK_SPECS: Array<HookSpec> = Array::with_max_entries(hook::COUNT as u32, 0);
+
+/// Thread-group ids to trace when `Filter::by_tgid` is set.
+#[map]
+pub static TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
+
+/// Per task: the ids of the probed calls it is inside, innermost last.
+#[map]
+pub static TASKS: LruHashMap<u32, TaskStack> = LruHashMap::with_max_entries(16384, 0);
+
+/// Calls that have entered but not returned, keyed by `(tid << 8) | depth`. LRU so a return we
+/// never see (a missed kretprobe, a task killed mid-call) cannot fill the map for good.
+#[map]
+pub static OPEN: LruHashMap<u64, Event> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// An `Event` is too large for the 512-byte BPF stack: it is assembled here.
+#[map]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TaskStack {
+    pub depth: u64,
+    pub ids: [u64; MAX_DEPTH],
+}
+
+#[unsafe(no_mangle)]
+pub static OFFSETS: Offsets = Offsets::NONE;
+
+#[unsafe(no_mangle)]
+pub static FILTER: Filter = Filter::ALL;
+
+/// Globals are patched into the object before load: read them through a volatile load so the
+/// compiler cannot fold the defaults in.
+#[inline(always)]
+pub fn offsets() -> &'static Offsets {
+    unsafe { &*core::ptr::read_volatile(&&OFFSETS) }
+}
+
+#[inline(always)]
+pub fn filter() -> &'static Filter {
+    unsafe { &*core::ptr::read_volatile(&&FILTER) }
+}
+
+#[inline(always)]
+pub fn bump(idx: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// Unique per recording: the CPU in the top bits, a per-CPU sequence below.
+#[inline(always)]
+pub fn next_id(cpu: u32) -> u64 {
+    match NEXT_ID.get_ptr_mut(0) {
+        Some(n) => unsafe {
+            *n += 1;
+            ((cpu as u64 + 1) << 40) | *n
+        },
+        None => 0,
+    }
+}

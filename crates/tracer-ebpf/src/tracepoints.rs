@@ -1,0 +1,166 @@
+//! Tracepoint programs. `exceptions:page_fault_*` are the rung that still works where fentry and
+//! kprobes do not (the development VM): entry only, no return value or latency, but the faulting
+//! vma can still be found with `bpf_find_vma` (5.17+) from the BTF-typed form.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_find_vma, bpf_get_current_task_btf},
+    },
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+};
+use pfnscope_abi::{Mode, Offsets, VmaSnapshot, flags, hook};
+
+use crate::{
+    context::{begin, current_parent, spec},
+    emit::emit,
+    filter::{addr_allowed, process_allowed, vma_allowed},
+    maps::{TGIDS, filter, next_id, offsets},
+    vma::snapshot,
+};
+
+/// `bpf_find_vma` callback: runs with the mmap lock held, so the vma is read here.
+#[inline(never)]
+extern "C" fn found_vma(_task: *mut c_void, vma: *mut c_void, out: *mut c_void) -> i64 {
+    let out = unsafe { &mut *(out as *mut VmaSnapshot) };
+    snapshot(vma as u64, offsets(), out);
+    0
+}
+
+#[inline(always)]
+fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, find_vma: bool) {
+    if spec(hook_id).is_none() || !addr_allowed(address) {
+        return;
+    }
+    let mut vma = VmaSnapshot::default();
+    if find_vma {
+        unsafe {
+            let task = bpf_get_current_task_btf();
+            bpf_find_vma(
+                task as *mut _,
+                address,
+                found_vma as *mut c_void,
+                &mut vma as *mut VmaSnapshot as *mut c_void,
+                0,
+            );
+        }
+        if vma.start != 0 && !vma_allowed(vma.flags) {
+            return;
+        }
+    }
+    let Some(ev) = begin(hook_id, mode) else { return };
+    ev.args[0] = address;
+    ev.args[1] = ip;
+    ev.args[2] = error_code;
+    if vma.start != 0 {
+        ev.vma = vma;
+        ev.flags |= flags::HAS_VMA;
+    }
+    ev.parent = current_parent(ev.tid);
+    ev.id = next_id(ev.cpu);
+    emit(ev);
+}
+
+// tp_btf arguments: (unsigned long address, struct pt_regs *regs, unsigned long error_code).
+#[btf_tracepoint(function = "page_fault_user")]
+pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
+    page_fault(hook::PAGE_FAULT_USER, Mode::TpBtf as u8, ctx.arg(0), 0, ctx.arg(2), true);
+    0
+}
+
+#[btf_tracepoint(function = "page_fault_kernel")]
+pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> u32 {
+    page_fault(hook::PAGE_FAULT_KERNEL, Mode::TpBtf as u8, ctx.arg(0), 0, ctx.arg(2), true);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "page_fault_user")]
+pub fn page_fault_user_raw(ctx: RawTracePointContext) -> u32 {
+    page_fault(hook::PAGE_FAULT_USER, Mode::RawTp as u8, ctx.arg(0), 0, ctx.arg(2), false);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "page_fault_kernel")]
+pub fn page_fault_kernel_raw(ctx: RawTracePointContext) -> u32 {
+    page_fault(hook::PAGE_FAULT_KERNEL, Mode::RawTp as u8, ctx.arg(0), 0, ctx.arg(2), false);
+    0
+}
+
+#[inline(always)]
+fn tp_field(ctx: &TracePointContext, off: u32) -> u64 {
+    if off == Offsets::UNKNOWN {
+        return 0;
+    }
+    unsafe { ctx.read_at::<u64>(off as usize) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn tp_field_u32(ctx: &TracePointContext, off: u32) -> u64 {
+    if off == Offsets::UNKNOWN {
+        return 0;
+    }
+    unsafe { ctx.read_at::<u32>(off as usize) }.map(|v| v as u64).unwrap_or(0)
+}
+
+#[tracepoint(category = "exceptions", name = "page_fault_user")]
+pub fn page_fault_user_tp(ctx: TracePointContext) -> u32 {
+    let o = offsets();
+    let (a, ip, e) = (tp_field(&ctx, o.tp_fault_address), tp_field(&ctx, o.tp_fault_ip), tp_field(&ctx, o.tp_fault_error_code));
+    page_fault(hook::PAGE_FAULT_USER, Mode::Tracepoint as u8, a, ip, e, false);
+    0
+}
+
+#[tracepoint(category = "exceptions", name = "page_fault_kernel")]
+pub fn page_fault_kernel_tp(ctx: TracePointContext) -> u32 {
+    let o = offsets();
+    let (a, ip, e) = (tp_field(&ctx, o.tp_fault_address), tp_field(&ctx, o.tp_fault_ip), tp_field(&ctx, o.tp_fault_error_code));
+    page_fault(hook::PAGE_FAULT_KERNEL, Mode::Tracepoint as u8, a, ip, e, false);
+    0
+}
+
+/// Fields: pfn, i_ino, index, s_dev (the same in every supported kernel).
+#[tracepoint(category = "filemap", name = "mm_filemap_delete_from_page_cache")]
+pub fn filemap_delete_tp(ctx: TracePointContext) -> u32 {
+    if spec(hook::FILEMAP_DELETE).is_none() {
+        return 0;
+    }
+    let Some(ev) = begin(hook::FILEMAP_DELETE, Mode::Tracepoint as u8) else { return 0 };
+    let o = offsets();
+    ev.args[0] = tp_field(&ctx, o.tp_filemap_pfn);
+    ev.args[1] = tp_field(&ctx, o.tp_filemap_ino);
+    ev.args[2] = tp_field(&ctx, o.tp_filemap_index);
+    ev.args[3] = tp_field_u32(&ctx, o.tp_filemap_dev);
+    ev.parent = current_parent(ev.tid);
+    ev.id = next_id(ev.cpu);
+    emit(ev);
+    0
+}
+
+/// Extends the traced set to children (so `record -- CMD` follows the whole tree) and records
+/// the fork itself, the context of `track_pfn_copy` and `copy_page_range`.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_fork_tp(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !process_allowed(tgid) {
+        return 0;
+    }
+    let o = offsets();
+    let child = tp_field_u32(&ctx, o.tp_fork_child_pid) as u32;
+    let f = filter();
+    if f.by_tgid != 0 && f.follow_children != 0 && child != 0 {
+        let _ = TGIDS.insert(&child, &1u8, 0);
+    }
+    if spec(hook::SCHED_PROCESS_FORK).is_none() {
+        return 0;
+    }
+    let Some(ev) = begin(hook::SCHED_PROCESS_FORK, Mode::Tracepoint as u8) else { return 0 };
+    ev.args[0] = tp_field_u32(&ctx, o.tp_fork_parent_pid);
+    ev.args[1] = child as u64;
+    ev.parent = current_parent(ev.tid);
+    ev.id = next_id(ev.cpu);
+    emit(ev);
+    0
+}

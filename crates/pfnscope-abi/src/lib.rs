@@ -258,7 +258,10 @@ mod tests {
     #[test]
     fn layout_has_no_padding() {
         assert_eq!(size_of::<VmaSnapshot>(), 9 * 8);
-        assert_eq!(size_of::<Event>(), 4 * 8 + MAX_ARGS * 8 + 3 * 8 + 9 * 8 + 16 + COMM_LEN);
+        assert_eq!(
+            size_of::<Event>(),
+            4 * 8 + MAX_ARGS * 8 + 3 * 8 + 9 * 8 + 16 + COMM_LEN
+        );
         assert_eq!(size_of::<HookSpec>(), 8);
         assert_eq!(size_of::<Offsets>(), 20 * 4);
         assert_eq!(size_of::<Filter>(), 8 + COMM_LEN + 3 * 8 + 8);
@@ -266,7 +269,13 @@ mod tests {
 
     #[test]
     fn mode_round_trips() {
-        for m in [Mode::Fentry, Mode::Kprobe, Mode::TpBtf, Mode::RawTp, Mode::Tracepoint] {
+        for m in [
+            Mode::Fentry,
+            Mode::Kprobe,
+            Mode::TpBtf,
+            Mode::RawTp,
+            Mode::Tracepoint,
+        ] {
             assert_eq!(Mode::from_u8(m as u8), Some(m));
         }
         assert_eq!(Mode::from_u8(0), None);

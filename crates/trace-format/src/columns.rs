@@ -38,7 +38,11 @@ macro_rules! column_kind {
                 Arc::new(b.finish())
             }
             fn get(a: &Self::Array, i: usize) -> Self::Value {
-                if a.is_null(i) { None } else { Some(a.value(i).into()) }
+                if a.is_null(i) {
+                    None
+                } else {
+                    Some(a.value(i).into())
+                }
             }
         }
     };
@@ -66,11 +70,39 @@ macro_rules! column_kind {
 column_kind!(U64, u64, UInt64Builder, UInt64Array, DataType::UInt64);
 column_kind!(U32, u32, UInt32Builder, UInt32Array, DataType::UInt32);
 column_kind!(Str, String, StringBuilder, StringArray, DataType::Utf8);
-column_kind!(OptU64, u64, UInt64Builder, UInt64Array, DataType::UInt64, opt);
-column_kind!(OptU32, u32, UInt32Builder, UInt32Array, DataType::UInt32, opt);
+column_kind!(
+    OptU64,
+    u64,
+    UInt64Builder,
+    UInt64Array,
+    DataType::UInt64,
+    opt
+);
+column_kind!(
+    OptU32,
+    u32,
+    UInt32Builder,
+    UInt32Array,
+    DataType::UInt32,
+    opt
+);
 column_kind!(OptI64, i64, Int64Builder, Int64Array, DataType::Int64, opt);
-column_kind!(OptStr, String, StringBuilder, StringArray, DataType::Utf8, opt);
-column_kind!(OptBool, bool, BooleanBuilder, BooleanArray, DataType::Boolean, opt);
+column_kind!(
+    OptStr,
+    String,
+    StringBuilder,
+    StringArray,
+    DataType::Utf8,
+    opt
+);
+column_kind!(
+    OptBool,
+    bool,
+    BooleanBuilder,
+    BooleanArray,
+    DataType::Boolean,
+    opt
+);
 
 macro_rules! columns {
     ($($field:ident: $kind:ident),* $(,)?) => {

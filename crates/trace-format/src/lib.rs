@@ -25,7 +25,9 @@ mod reader;
 mod record;
 mod writer;
 
-pub use meta::{CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta};
+pub use meta::{
+    CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
+};
 pub use reader::{Trace, TraceError, TraceReader, read_trace};
 pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
 pub use writer::{TraceWriter, WriteError};

@@ -48,6 +48,10 @@ pub struct PlanEntry {
     pub mode: Option<String>,
     /// Rungs tried before (or instead of) the one that attached, each with the reason it failed.
     pub failures: Vec<RungFailure>,
+    /// When no rung attached: the hooks that stand in for it (handle_mm_fault falls back to the
+    /// `exceptions:page_fault_*` tracepoints).
+    #[serde(default)]
+    pub served_by: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

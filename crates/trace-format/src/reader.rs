@@ -18,12 +18,22 @@ use crate::{
 pub enum TraceError {
     #[error("cannot open trace {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{path} is empty: the recording wrote nothing (was it killed before start-up finished?)")]
+    #[error(
+        "{path} is empty: the recording wrote nothing (was it killed before start-up finished?)"
+    )]
     Empty { path: PathBuf },
-    #[error("{path} is not a pfnscope trace ({why}); traces are Arrow IPC streams written by `tracer record`")]
+    #[error(
+        "{path} is not a pfnscope trace ({why}); traces are Arrow IPC streams written by `tracer record`"
+    )]
     NotATrace { path: PathBuf, why: String },
-    #[error("{path} uses trace schema version {found}, this build reads up to {supported}: upgrade pfnscope")]
-    NewerSchema { path: PathBuf, found: u32, supported: u32 },
+    #[error(
+        "{path} uses trace schema version {found}, this build reads up to {supported}: upgrade pfnscope"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 /// A trace in memory.
@@ -40,15 +50,31 @@ impl Trace {
     /// Final counter values per CPU from the counter rows (cumulative; the last one wins).
     pub fn counters(&self) -> Vec<(u32, u64, u64, u64)> {
         let mut per_cpu = std::collections::BTreeMap::new();
-        for r in self.records.iter().filter(|r| r.hook == crate::COUNTERS_HOOK) {
-            per_cpu.insert(r.cpu, (r.dropped.unwrap_or(0), r.unpaired.unwrap_or(0), r.read_failed.unwrap_or(0)));
+        for r in self
+            .records
+            .iter()
+            .filter(|r| r.hook == crate::COUNTERS_HOOK)
+        {
+            per_cpu.insert(
+                r.cpu,
+                (
+                    r.dropped.unwrap_or(0),
+                    r.unpaired.unwrap_or(0),
+                    r.read_failed.unwrap_or(0),
+                ),
+            );
         }
-        per_cpu.into_iter().map(|(c, (d, u, f))| (c, d, u, f)).collect()
+        per_cpu
+            .into_iter()
+            .map(|(c, (d, u, f))| (c, d, u, f))
+            .collect()
     }
 
     /// The events, without counter rows.
     pub fn events(&self) -> impl Iterator<Item = &Record> {
-        self.records.iter().filter(|r| r.hook != crate::COUNTERS_HOOK)
+        self.records
+            .iter()
+            .filter(|r| r.hook != crate::COUNTERS_HOOK)
     }
 }
 
@@ -64,10 +90,15 @@ pub struct TraceReader {
 
 impl TraceReader {
     pub fn open(path: &Path) -> Result<TraceReader, TraceError> {
-        let file = File::open(path).map_err(|source| TraceError::Open { path: path.to_owned(), source })?;
+        let file = File::open(path).map_err(|source| TraceError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if len == 0 {
-            return Err(TraceError::Empty { path: path.to_owned() });
+            return Err(TraceError::Empty {
+                path: path.to_owned(),
+            });
         }
         let mut head = [0u8; 4];
         let mut f = &file;
@@ -77,11 +108,15 @@ impl TraceReader {
                 why: "no Arrow IPC stream header".into(),
             });
         }
-        let file = File::open(path).map_err(|source| TraceError::Open { path: path.to_owned(), source })?;
-        let inner = StreamReader::try_new_buffered(file, None).map_err(|e| TraceError::NotATrace {
+        let file = File::open(path).map_err(|source| TraceError::Open {
             path: path.to_owned(),
-            why: format!("unreadable schema: {e}"),
+            source,
         })?;
+        let inner =
+            StreamReader::try_new_buffered(file, None).map_err(|e| TraceError::NotATrace {
+                path: path.to_owned(),
+                why: format!("unreadable schema: {e}"),
+            })?;
         let schema = inner.schema();
         let md = schema.metadata();
         let Some(version) = md.get(SCHEMA_VERSION_KEY) else {
@@ -95,7 +130,11 @@ impl TraceReader {
             why: format!("schema version `{version}` is not a number"),
         })?;
         if found > CURRENT_SCHEMA_VERSION {
-            return Err(TraceError::NewerSchema { path: path.to_owned(), found, supported: CURRENT_SCHEMA_VERSION });
+            return Err(TraceError::NewerSchema {
+                path: path.to_owned(),
+                found,
+                supported: CURRENT_SCHEMA_VERSION,
+            });
         }
         let meta = match md.get(META_KEY) {
             Some(json) => serde_json::from_str(json).map_err(|e| TraceError::NotATrace {
@@ -104,7 +143,14 @@ impl TraceReader {
             })?,
             None => TraceMeta::default(),
         };
-        Ok(TraceReader { path: path.to_owned(), inner, meta, batches: 0, rows: 0, done: false })
+        Ok(TraceReader {
+            path: path.to_owned(),
+            inner,
+            meta,
+            batches: 0,
+            rows: 0,
+            done: false,
+        })
     }
 
     pub fn meta(&self) -> &TraceMeta {
@@ -152,7 +198,10 @@ impl TraceReader {
 /// Reads a whole trace. A damaged tail is not an error: see [`Trace::damage`].
 pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
     let mut r = TraceReader::open(path)?;
-    let mut trace = Trace { meta: r.meta.clone(), ..Default::default() };
+    let mut trace = Trace {
+        meta: r.meta.clone(),
+        ..Default::default()
+    };
     loop {
         match r.next_batch() {
             Ok(Some(mut batch)) => trace.records.append(&mut batch),

@@ -22,7 +22,12 @@ pub enum WriteError {
     #[error("cannot create trace file {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
     #[error("writing trace file {path} failed{}: {source} ({rows} rows in {batches} batches are safely on disk)", if is_full(.source) { " (disk full: free space or write elsewhere with -o)" } else { "" })]
-    Write { path: PathBuf, source: io::Error, rows: u64, batches: u64 },
+    Write {
+        path: PathBuf,
+        source: io::Error,
+        rows: u64,
+        batches: u64,
+    },
 }
 
 fn is_full(e: &io::Error) -> bool {
@@ -62,13 +67,19 @@ impl TraceWriter {
             fields(),
             HashMap::from([
                 (META_KEY.to_string(), json),
-                (SCHEMA_VERSION_KEY.to_string(), CURRENT_SCHEMA_VERSION.to_string()),
+                (
+                    SCHEMA_VERSION_KEY.to_string(),
+                    CURRENT_SCHEMA_VERSION.to_string(),
+                ),
             ]),
         ));
-        let create_err = |source| WriteError::Create { path: path.to_owned(), source };
+        let create_err = |source| WriteError::Create {
+            path: path.to_owned(),
+            source,
+        };
         let file = File::create(path).map_err(create_err)?;
-        let mut stream =
-            StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema).map_err(|e| create_err(arrow_io(e)))?;
+        let mut stream = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+            .map_err(|e| create_err(arrow_io(e)))?;
         // The schema alone makes a valid (empty) trace: get it onto disk now.
         stream.flush().map_err(|e| create_err(arrow_io(e)))?;
         stream.get_mut().get_ref().sync_data().map_err(create_err)?;
@@ -113,7 +124,10 @@ impl TraceWriter {
         if rows == 0 {
             return Ok(());
         }
-        let batch = self.pending.finish(self.schema.clone()).expect("columns match the schema");
+        let batch = self
+            .pending
+            .finish(self.schema.clone())
+            .expect("columns match the schema");
         let res = self
             .stream
             .write(&batch)
@@ -139,7 +153,12 @@ impl TraceWriter {
         let res = self
             .stream
             .finish()
-            .and_then(|_| self.stream.get_mut().flush().map_err(|e| ArrowError::IoError(e.to_string(), e)))
+            .and_then(|_| {
+                self.stream
+                    .get_mut()
+                    .flush()
+                    .map_err(|e| ArrowError::IoError(e.to_string(), e))
+            })
             .map_err(arrow_io)
             .and_then(|_| self.stream.get_mut().get_ref().sync_data());
         res.map_err(|source| WriteError::Write {

@@ -3,7 +3,8 @@ use std::{fs, path::PathBuf};
 use pfnscope_trace::{PlanEntry, Record, TraceError, TraceMeta, TraceWriter, read_trace};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pfnscope-trace-test-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("pfnscope-trace-test-{}-{name}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     dir.join("t.arrows")
 }
@@ -18,7 +19,12 @@ fn sample(i: u64) -> Record {
         pid: 42,
         tid: 43,
         comm: "workload".into(),
-        hook: if i % 2 == 0 { "handle_mm_fault" } else { "vmf_insert_pfn_prot" }.into(),
+        hook: if i % 2 == 0 {
+            "handle_mm_fault"
+        } else {
+            "vmf_insert_pfn_prot"
+        }
+        .into(),
         mode: "fentry".into(),
         address: Some(0x7f00_0000_0000 + i * 4096),
         fault_flags: Some(0x1255),
@@ -38,7 +44,12 @@ fn sample(i: u64) -> Record {
 fn meta() -> TraceMeta {
     TraceMeta {
         kernel_release: "6.12.0-test".into(),
-        hook_plan: vec![PlanEntry { hook: "handle_mm_fault".into(), symbol: Some("handle_mm_fault".into()), mode: Some("fentry".into()), failures: vec![] }],
+        hook_plan: vec![PlanEntry {
+            hook: "handle_mm_fault".into(),
+            symbol: Some("handle_mm_fault".into()),
+            mode: Some("fentry".into()),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -81,7 +92,10 @@ fn truncated_file_keeps_complete_batches() {
     let t = read_trace(&p).unwrap();
     assert_eq!(t.records, all[..150].to_vec());
     let d = t.damage.expect("truncation is reported");
-    assert!(d.contains("150 records") && d.contains("3 complete batches"), "{d}");
+    assert!(
+        d.contains("150 records") && d.contains("3 complete batches"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -145,10 +159,16 @@ fn newer_schema_is_refused() {
     let p = tmp("newer");
     let schema = Schema::new_with_metadata(
         vec![Field::new("seq", DataType::UInt64, false)],
-        std::collections::HashMap::from([("pfnscope.schema_version".to_string(), "99".to_string())]),
+        std::collections::HashMap::from([(
+            "pfnscope.schema_version".to_string(),
+            "99".to_string(),
+        )]),
     );
     let mut w = StreamWriter::try_new(fs::File::create(&p).unwrap(), &schema).unwrap();
     w.finish().unwrap();
     let e = read_trace(&p).unwrap_err();
-    assert!(matches!(e, TraceError::NewerSchema { found: 99, .. }), "{e}");
+    assert!(
+        matches!(e, TraceError::NewerSchema { found: 99, .. }),
+        "{e}"
+    );
 }

@@ -2,7 +2,9 @@
 //! emits it. A per-task stack of open call ids links nested calls (a PFN insert inside a fault,
 //! a `memtype_free` inside `untrack_pfn`) to the context they ran in.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+};
 use pfnscope_abi::{Event, HookSpec, MAX_ARGS, MAX_DEPTH, NO_SLOT, counter, flags};
 
 use crate::{
@@ -55,7 +57,9 @@ pub fn begin(hook: u16, mode: u8) -> Option<&'static mut Event> {
 #[inline(always)]
 pub fn current_parent(tid: u32) -> u64 {
     match unsafe { TASKS.get(&tid) } {
-        Some(s) if s.depth > 0 && (s.depth as usize) <= MAX_DEPTH => s.ids[(s.depth - 1) as usize & (MAX_DEPTH - 1)],
+        Some(s) if s.depth > 0 && (s.depth as usize) <= MAX_DEPTH => {
+            s.ids[(s.depth - 1) as usize & (MAX_DEPTH - 1)]
+        }
         _ => 0,
     }
 }
@@ -113,7 +117,10 @@ pub fn enter(hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
     let stack = match TASKS.get_ptr_mut(&tid) {
         Some(s) => s,
         None => {
-            let fresh = TaskStack { depth: 0, ids: [0; MAX_DEPTH] };
+            let fresh = TaskStack {
+                depth: 0,
+                ids: [0; MAX_DEPTH],
+            };
             if TASKS.insert(&tid, &fresh, 0).is_err() {
                 return;
             }
@@ -144,7 +151,9 @@ pub fn enter(hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
 pub fn leave(hook: u16, ret: u64) {
     let Some(spec) = spec(hook) else { return };
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(stack) = TASKS.get_ptr_mut(&tid) else { return };
+    let Some(stack) = TASKS.get_ptr_mut(&tid) else {
+        return;
+    };
     let stack = unsafe { &mut *stack };
     let depth = stack.depth;
     if depth == 0 || depth as usize > MAX_DEPTH {

@@ -51,7 +51,9 @@ fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, fi
             return;
         }
     }
-    let Some(ev) = begin(hook_id, mode) else { return };
+    let Some(ev) = begin(hook_id, mode) else {
+        return;
+    };
     ev.args[0] = address;
     ev.args[1] = ip;
     ev.args[2] = error_code;
@@ -67,25 +69,53 @@ fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, fi
 // tp_btf arguments: (unsigned long address, struct pt_regs *regs, unsigned long error_code).
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
-    page_fault(hook::PAGE_FAULT_USER, Mode::TpBtf as u8, ctx.arg(0), 0, ctx.arg(2), true);
+    page_fault(
+        hook::PAGE_FAULT_USER,
+        Mode::TpBtf as u8,
+        ctx.arg(0),
+        0,
+        ctx.arg(2),
+        true,
+    );
     0
 }
 
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> u32 {
-    page_fault(hook::PAGE_FAULT_KERNEL, Mode::TpBtf as u8, ctx.arg(0), 0, ctx.arg(2), true);
+    page_fault(
+        hook::PAGE_FAULT_KERNEL,
+        Mode::TpBtf as u8,
+        ctx.arg(0),
+        0,
+        ctx.arg(2),
+        true,
+    );
     0
 }
 
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user_raw(ctx: RawTracePointContext) -> u32 {
-    page_fault(hook::PAGE_FAULT_USER, Mode::RawTp as u8, ctx.arg(0), 0, ctx.arg(2), false);
+    page_fault(
+        hook::PAGE_FAULT_USER,
+        Mode::RawTp as u8,
+        ctx.arg(0),
+        0,
+        ctx.arg(2),
+        false,
+    );
     0
 }
 
 #[raw_tracepoint(tracepoint = "page_fault_kernel")]
 pub fn page_fault_kernel_raw(ctx: RawTracePointContext) -> u32 {
-    page_fault(hook::PAGE_FAULT_KERNEL, Mode::RawTp as u8, ctx.arg(0), 0, ctx.arg(2), false);
+    page_fault(
+        hook::PAGE_FAULT_KERNEL,
+        Mode::RawTp as u8,
+        ctx.arg(0),
+        0,
+        ctx.arg(2),
+        false,
+    );
     0
 }
 
@@ -102,22 +132,46 @@ fn tp_field_u32(ctx: &TracePointContext, off: u32) -> u64 {
     if off == Offsets::UNKNOWN {
         return 0;
     }
-    unsafe { ctx.read_at::<u32>(off as usize) }.map(|v| v as u64).unwrap_or(0)
+    unsafe { ctx.read_at::<u32>(off as usize) }
+        .map(|v| v as u64)
+        .unwrap_or(0)
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_user")]
 pub fn page_fault_user_tp(ctx: TracePointContext) -> u32 {
     let o = offsets();
-    let (a, ip, e) = (tp_field(&ctx, o.tp_fault_address), tp_field(&ctx, o.tp_fault_ip), tp_field(&ctx, o.tp_fault_error_code));
-    page_fault(hook::PAGE_FAULT_USER, Mode::Tracepoint as u8, a, ip, e, false);
+    let (a, ip, e) = (
+        tp_field(&ctx, o.tp_fault_address),
+        tp_field(&ctx, o.tp_fault_ip),
+        tp_field(&ctx, o.tp_fault_error_code),
+    );
+    page_fault(
+        hook::PAGE_FAULT_USER,
+        Mode::Tracepoint as u8,
+        a,
+        ip,
+        e,
+        false,
+    );
     0
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_kernel")]
 pub fn page_fault_kernel_tp(ctx: TracePointContext) -> u32 {
     let o = offsets();
-    let (a, ip, e) = (tp_field(&ctx, o.tp_fault_address), tp_field(&ctx, o.tp_fault_ip), tp_field(&ctx, o.tp_fault_error_code));
-    page_fault(hook::PAGE_FAULT_KERNEL, Mode::Tracepoint as u8, a, ip, e, false);
+    let (a, ip, e) = (
+        tp_field(&ctx, o.tp_fault_address),
+        tp_field(&ctx, o.tp_fault_ip),
+        tp_field(&ctx, o.tp_fault_error_code),
+    );
+    page_fault(
+        hook::PAGE_FAULT_KERNEL,
+        Mode::Tracepoint as u8,
+        a,
+        ip,
+        e,
+        false,
+    );
     0
 }
 
@@ -127,7 +181,9 @@ pub fn filemap_delete_tp(ctx: TracePointContext) -> u32 {
     if spec(hook::FILEMAP_DELETE).is_none() {
         return 0;
     }
-    let Some(ev) = begin(hook::FILEMAP_DELETE, Mode::Tracepoint as u8) else { return 0 };
+    let Some(ev) = begin(hook::FILEMAP_DELETE, Mode::Tracepoint as u8) else {
+        return 0;
+    };
     let o = offsets();
     ev.args[0] = tp_field(&ctx, o.tp_filemap_pfn);
     ev.args[1] = tp_field(&ctx, o.tp_filemap_ino);
@@ -156,7 +212,9 @@ pub fn sched_fork_tp(ctx: TracePointContext) -> u32 {
     if spec(hook::SCHED_PROCESS_FORK).is_none() {
         return 0;
     }
-    let Some(ev) = begin(hook::SCHED_PROCESS_FORK, Mode::Tracepoint as u8) else { return 0 };
+    let Some(ev) = begin(hook::SCHED_PROCESS_FORK, Mode::Tracepoint as u8) else {
+        return 0;
+    };
     ev.args[0] = tp_field_u32(&ctx, o.tp_fork_parent_pid);
     ev.args[1] = child as u64;
     ev.parent = current_parent(ev.tid);

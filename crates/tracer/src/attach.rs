@@ -1,0 +1,240 @@
+//! Loading the eBPF object and the attach ladder: for each hook, fentry/fexit, then
+//! kprobe/kretprobe, then the tracepoint forms; every failed rung is kept with its reason.
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
+};
+use pfnscope_abi::{Filter, HookSpec, Mode, Offsets, hook};
+use pfnscope_trace::RungFailure;
+
+use crate::{
+    hooks::{HookDef, Kind},
+    system::{KPROBE_PMU, kprobe_pmu},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the eBPF object failed: {0}")]
+    Object(String),
+    #[error("the eBPF object lacks map `{0}` (tracer and tracer-ebpf out of sync: rebuild)")]
+    NoMap(&'static str),
+}
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// Loads the object with the runtime settings baked in as read-only globals.
+pub fn load(offsets: &Offsets, filter: &Filter, ring_bytes: u32) -> Result<Ebpf, LoadError> {
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones ignore it, and a
+    // container may forbid raising it, so a failure here is not an error.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    EbpfLoader::new()
+        .override_global("OFFSETS", offsets, true)
+        .override_global("FILTER", filter, true)
+        .map_max_entries("EVENTS", ring_bytes)
+        .load(OBJECT)
+        .map_err(|e| LoadError::Object(chain(&e)))
+}
+
+pub fn set_spec(ebpf: &mut Ebpf, id: u16, spec: HookSpec) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut("HOOK_SPECS")
+        .ok_or(LoadError::NoMap("HOOK_SPECS"))?;
+    let mut specs: Array<&mut MapData, HookSpec> =
+        Array::try_from(map).map_err(|e| LoadError::Object(chain(&e)))?;
+    specs
+        .set(id as u32, spec, 0)
+        .map_err(|e| LoadError::Object(chain(&e)))
+}
+
+/// The error and its sources on one line, plus what the errno means for us.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut errno = None;
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            errno = errno.or(io.raw_os_error());
+        }
+        cur = s.source();
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        errno = errno.or(io.raw_os_error());
+    }
+    // Verifier logs are long; the first lines carry the reason.
+    if msg.len() > 600 {
+        let mut cut = 600;
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        msg.truncate(cut);
+        msg.push_str("...");
+    }
+    match errno.and_then(meaning) {
+        Some(m) => format!("{m} [{msg}]"),
+        None => msg,
+    }
+}
+
+fn meaning(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EPERM => {
+            "EPERM: the kernel refuses this program type here (lockdown, or a VM/hypervisor policy; root was not enough)"
+        }
+        libc::EACCES => "EACCES: the verifier rejected the program",
+        libc::ENOENT => "ENOENT: no such symbol or tracepoint in this kernel",
+        libc::ESRCH => "ESRCH: no BTF id for this function",
+        libc::EINVAL => {
+            "EINVAL: the kernel rejected the attach (e.g. a struct argument its trampolines cannot take)"
+        }
+        libc::E2BIG => "E2BIG: the function has more arguments than a trampoline can take",
+        libc::EOPNOTSUPP | 524 => "ENOTSUPP: not supported by this kernel for this function",
+        libc::EBUSY => "EBUSY: another tracer holds this attach point",
+        libc::EEXIST => "EEXIST: already attached",
+        _ => return None,
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut Program>,
+    <&'a mut T as TryFrom<&'a mut Program>>::Error: std::fmt::Display,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program `{name}` missing from the eBPF object (rebuild)"))?;
+    p.try_into()
+        .map_err(|e: <&'a mut T as TryFrom<&'a mut Program>>::Error| {
+            format!("program `{name}`: {e}")
+        })
+}
+
+fn unload(ebpf: &mut Ebpf, name: &str) {
+    let _ = match ebpf.program_mut(name) {
+        Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::FExit(p)) => p.unload(),
+        Some(Program::KProbe(p)) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+fn fentry_rung(ebpf: &mut Ebpf, btf: &Btf, sym: &str, stem: &str) -> Result<(), String> {
+    let entry = format!("{stem}_fentry");
+    let exit = format!("{stem}_fexit");
+    let res = (|| {
+        let p: &mut FEntry = program(ebpf, &entry)?;
+        p.load(sym, btf).map_err(|e| chain(&e))?;
+        p.attach().map_err(|e| chain(&e))?;
+        let p: &mut FExit = program(ebpf, &exit)?;
+        p.load(sym, btf).map_err(|e| chain(&e))?;
+        p.attach().map_err(|e| chain(&e))?;
+        Ok(())
+    })();
+    if res.is_err() {
+        unload(ebpf, &entry);
+        unload(ebpf, &exit);
+    }
+    res
+}
+
+fn kprobe_rung(ebpf: &mut Ebpf, sym: &str, stem: &str) -> Result<(), String> {
+    if !kprobe_pmu() {
+        return Err(format!(
+            "no kprobes in this kernel ({KPROBE_PMU} is missing: built without CONFIG_KPROBES)"
+        ));
+    }
+    let entry = format!("{stem}_kprobe");
+    let exit = format!("{stem}_kretprobe");
+    let res = (|| {
+        for name in [&entry, &exit] {
+            let p: &mut KProbe = program(ebpf, name)?;
+            p.load().map_err(|e| chain(&e))?;
+            p.attach(sym, 0).map_err(|e| chain(&e))?;
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        unload(ebpf, &entry);
+        unload(ebpf, &exit);
+    }
+    res
+}
+
+/// eBPF program names of a tracepoint hook's rungs.
+fn tracepoint_stem(id: u16) -> &'static str {
+    match id {
+        hook::PAGE_FAULT_USER => "page_fault_user",
+        hook::PAGE_FAULT_KERNEL => "page_fault_kernel",
+        hook::FILEMAP_DELETE => "filemap_delete",
+        hook::SCHED_PROCESS_FORK => "sched_fork",
+        _ => "",
+    }
+}
+
+fn tracepoint_rung(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    id: u16,
+    group: &str,
+    event: &str,
+    mode: Mode,
+) -> Result<(), String> {
+    let stem = tracepoint_stem(id);
+    match mode {
+        Mode::TpBtf => {
+            let p: &mut BtfTracePoint = program(ebpf, &format!("{stem}_btf"))?;
+            p.load(event, btf).map_err(|e| chain(&e))?;
+            p.attach().map(drop).map_err(|e| chain(&e))
+        }
+        Mode::RawTp => {
+            let p: &mut RawTracePoint = program(ebpf, &format!("{stem}_raw"))?;
+            p.load().map_err(|e| chain(&e))?;
+            p.attach(event).map(drop).map_err(|e| chain(&e))
+        }
+        Mode::Tracepoint => {
+            let p: &mut TracePoint = program(ebpf, &format!("{stem}_tp"))?;
+            p.load().map_err(|e| chain(&e))?;
+            p.attach(group, event).map(drop).map_err(|e| chain(&e))
+        }
+        Mode::Fentry | Mode::Kprobe => Err("not a tracepoint rung".into()),
+    }
+}
+
+/// Climbs the ladder for one hook. Returns the rung that attached, if any, and every failure.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    def: &HookDef,
+    symbol: &str,
+) -> (Option<Mode>, Vec<RungFailure>) {
+    let mut failures = vec![];
+    for &mode in def.rungs() {
+        let res = match def.kind {
+            Kind::Function { .. } => match mode {
+                Mode::Fentry => fentry_rung(ebpf, btf, symbol, def.name()),
+                _ => kprobe_rung(ebpf, symbol, def.name()),
+            },
+            Kind::Tracepoint { group, event, .. } => {
+                tracepoint_rung(ebpf, btf, def.id, group, event, mode)
+            }
+        };
+        match res {
+            Ok(()) => return (Some(mode), failures),
+            Err(error) => failures.push(RungFailure {
+                mode: mode.name().to_string(),
+                error,
+            }),
+        }
+    }
+    (None, failures)
+}

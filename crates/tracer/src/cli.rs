@@ -1,0 +1,201 @@
+//! Command-line arguments, parsed and validated without touching the system.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Trace the Linux page-fault path for device and PFN mappings with eBPF"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check this kernel: BTF, privileges, and how each hook would attach (or why not).
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a trace.
+    Record(RecordArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// Trace file to write (Arrow IPC stream).
+    #[arg(short = 'o', long, default_value = "pfnscope.arrows")]
+    pub output: PathBuf,
+    /// Stop after this many seconds.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<f64>,
+    /// Trace this process and its future children (stops when it exits).
+    #[arg(short = 'p', long, conflicts_with_all = ["comm", "all"])]
+    pub pid: Option<u32>,
+    /// Trace tasks with this command name (at most 15 characters, as the kernel keeps it).
+    #[arg(long, value_parser = parse_comm, conflicts_with = "all")]
+    pub comm: Option<String>,
+    /// Trace every process.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Comma-separated hooks to attach (default: all; see `tracer doctor`).
+    #[arg(long)]
+    pub hooks: Option<String>,
+    /// Keep only calls on vmas with any of these flags: pfnmap, mixedmap, io, shared, pat.
+    #[arg(long, value_parser = parse_vma_flags)]
+    pub vma_flags: Option<VmaFlags>,
+    /// Keep only calls about user addresses in [A, B) (hex with 0x, or decimal).
+    #[arg(long, value_parser = parse_addr_range)]
+    pub addr_range: Option<(u64, u64)>,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 16, value_parser = parse_buffer_mb)]
+    pub buffer_mb: u32,
+    /// No live status line.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Command to run and trace (with its children); recording stops when it exits.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmaFlags(pub Vec<String>);
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("duration must be positive, got {s}"));
+    }
+    Ok(v)
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err(format!(
+            "`{s}`: a command name has 1 to 15 bytes (the kernel truncates comm to 15)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+pub fn parse_vma_flags(s: &str) -> Result<VmaFlags, String> {
+    let mut out = vec![];
+    for f in s.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let name = match f.to_ascii_lowercase().as_str() {
+            "pfnmap" => "VM_PFNMAP",
+            "mixedmap" => "VM_MIXEDMAP",
+            "io" => "VM_IO",
+            "shared" => "VM_SHARED",
+            "pat" => "VM_PAT",
+            _ => {
+                return Err(format!(
+                    "unknown vma flag `{f}`: use pfnmap, mixedmap, io, shared or pat"
+                ));
+            }
+        };
+        out.push(name.to_string());
+    }
+    if out.is_empty() {
+        return Err("empty --vma-flags".into());
+    }
+    Ok(VmaFlags(out))
+}
+
+fn parse_num(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(&h.replace('_', ""), 16),
+        None => s.replace('_', "").parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not an address"))
+}
+
+pub fn parse_addr_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| {
+        format!("`{s}`: write the range as START-END, e.g. 0x7f0000000000-0x7f0000100000")
+    })?;
+    let (a, b) = (parse_num(a)?, parse_num(b)?);
+    if a >= b {
+        return Err(format!("empty address range {s}: START must be below END"));
+    }
+    Ok((a, b))
+}
+
+fn parse_buffer_mb(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of MiB"))?;
+    if v == 0 || !v.is_power_of_two() || v > 1024 {
+        return Err(format!(
+            "--buffer-mb must be a power of two from 1 to 1024, got {v}"
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tracer").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn record_with_command() {
+        let c = parse(&[
+            "record", "-o", "x.arrows", "--", "workload", "anon", "--pages", "10",
+        ])
+        .unwrap();
+        let Command::Record(r) = c.command else {
+            panic!()
+        };
+        assert_eq!(r.command, ["workload", "anon", "--pages", "10"]);
+        assert_eq!(r.output, PathBuf::from("x.arrows"));
+        assert_eq!(r.buffer_mb, 16);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_hint() {
+        let table: &[(&[&str], &str)] = &[
+            (
+                &["record", "--vma-flags", "pfnmap,bogus"],
+                "unknown vma flag `bogus`",
+            ),
+            (
+                &["record", "--addr-range", "0x2000-0x1000"],
+                "START must be below END",
+            ),
+            (&["record", "--addr-range", "12345"], "START-END"),
+            (&["record", "--duration=-3"], "positive"),
+            (&["record", "--duration", "0"], "positive"),
+            (&["record", "--buffer-mb", "3"], "power of two"),
+            (&["record", "--comm", "a-very-long-command-name"], "15"),
+            (&["record", "-p", "1", "-a"], "cannot be used with"),
+        ];
+        for (args, want) in table {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn good_values() {
+        assert_eq!(parse_addr_range("0x1000-0x3000"), Ok((0x1000, 0x3000)));
+        assert_eq!(parse_addr_range("4096-8192"), Ok((4096, 8192)));
+        assert_eq!(
+            parse_vma_flags("pfnmap,IO"),
+            Ok(VmaFlags(vec!["VM_PFNMAP".into(), "VM_IO".into()]))
+        );
+        assert_eq!(parse_duration("2.5s"), Ok(2.5));
+    }
+}

@@ -1,0 +1,209 @@
+//! The user-space end of the ring buffer: poll, decode, batch into the trace file.
+//!
+//! The programs submit with BPF_RB_NO_WAKEUP, so nothing ever wakes us: we poll every
+//! millisecond (immediately again while there is data). A wakeup per event cost 1.83x on the
+//! development VM; this costs ~1.07x (shared/docs/toolchain.md, BENCHMARKS.md).
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    io::{IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use pfnscope_abi::{Event, counter};
+use pfnscope_trace::{COUNTERS_HOOK, Record, TraceWriter, WriteError};
+
+use crate::decode::Decoder;
+
+/// At most this many events per batch: bounds memory between flushes in a fault storm.
+const MAX_BATCH: usize = 64 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const POLL_EVERY: Duration = Duration::from_millis(1);
+
+#[derive(Default, Debug)]
+pub struct Summary {
+    pub events: u64,
+    pub per_hook: BTreeMap<String, u64>,
+    /// Final counters per CPU: (cpu, dropped, unpaired, read_failed).
+    pub per_cpu: Vec<(u32, u64, u64, u64)>,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn dropped(&self) -> u64 {
+        self.per_cpu.iter().map(|c| c.1).sum()
+    }
+}
+
+pub struct Collector {
+    pub ring: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub decoder: Decoder,
+    pub writer: TraceWriter,
+    /// Print a status line on stderr (every second on a terminal, every 10 s otherwise).
+    pub status: bool,
+}
+
+impl Collector {
+    fn drain(&mut self, summary: &mut Summary) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            if item.len() < size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the programs submit whole `Event`s; the ring gives no alignment promise.
+            let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            drop(item);
+            let r = self.decoder.decode(&ev);
+            *summary.per_hook.entry(r.hook.clone()).or_default() += 1;
+            self.writer.push(&r);
+            n += 1;
+            if self.writer.pending() >= MAX_BATCH {
+                break;
+            }
+        }
+        summary.events += n as u64;
+        n
+    }
+
+    fn read_counters(&self) -> Vec<(u32, u64, u64, u64)> {
+        let get = |idx| {
+            self.counters
+                .get(&idx, 0)
+                .map(|v| v.iter().copied().collect::<Vec<u64>>())
+                .unwrap_or_default()
+        };
+        let (d, u, f) = (
+            get(counter::DROPPED),
+            get(counter::UNPAIRED),
+            get(counter::READ_FAILED),
+        );
+        (0..d.len())
+            .map(|cpu| {
+                (
+                    cpu as u32,
+                    d[cpu],
+                    u.get(cpu).copied().unwrap_or(0),
+                    f.get(cpu).copied().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    fn push_counters(&mut self, now_ns: u64) -> Vec<(u32, u64, u64, u64)> {
+        let c = self.read_counters();
+        for &(cpu, dropped, unpaired, read_failed) in &c {
+            self.writer.push(&Record {
+                hook: COUNTERS_HOOK.into(),
+                mode: "user".into(),
+                ts_ns: now_ns,
+                cpu,
+                dropped: Some(dropped),
+                unpaired: Some(unpaired),
+                read_failed: Some(read_failed),
+                ..Default::default()
+            });
+        }
+        c
+    }
+
+    /// Runs until `stop` resolves, then drains what is left and finishes the file. A write error
+    /// ends the run at once; everything flushed before it stays readable.
+    pub async fn run<T>(
+        self,
+        stop: impl Future<Output = T>,
+    ) -> (Result<Summary, (WriteError, Summary)>, Option<T>) {
+        let mut why = None;
+        let res = self.run_inner(stop, &mut why).await;
+        (res, why)
+    }
+
+    async fn run_inner<T>(
+        mut self,
+        stop: impl Future<Output = T>,
+        why: &mut Option<T>,
+    ) -> Result<Summary, (WriteError, Summary)> {
+        let mut summary = Summary::default();
+        let started = Instant::now();
+        let tty = std::io::stderr().is_terminal();
+        let status_every = if tty {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        };
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_flush = Instant::now();
+        let mut last_status = Instant::now();
+        let mut events_at_status = 0u64;
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                w = &mut stop => {
+                    *why = Some(w);
+                    break;
+                }
+                _ = tick.tick() => {}
+            }
+            while self.drain(&mut summary) > 0 && self.writer.pending() < MAX_BATCH {}
+            if last_flush.elapsed() >= FLUSH_EVERY || self.writer.pending() >= MAX_BATCH {
+                summary.per_cpu = self.push_counters(monotonic_ns());
+                if let Err(e) = self.writer.flush_batch() {
+                    summary.elapsed = started.elapsed();
+                    return Err((e, summary));
+                }
+                last_flush = Instant::now();
+            }
+            if self.status && last_status.elapsed() >= status_every {
+                let secs = last_status.elapsed().as_secs_f64();
+                let rate = (summary.events - events_at_status) as f64 / secs;
+                let line = format!(
+                    "recording: {:>9.0} events/s, {} events, {} dropped, {} on disk",
+                    rate,
+                    summary.events,
+                    summary.dropped(),
+                    self.writer.rows_on_disk()
+                );
+                let mut err = std::io::stderr().lock();
+                if tty {
+                    let _ = write!(err, "\r{line}\x1b[K");
+                } else {
+                    let _ = writeln!(err, "{line}");
+                }
+                let _ = err.flush();
+                events_at_status = summary.events;
+                last_status = Instant::now();
+            }
+        }
+        // Probes are still attached: take everything already in the ring.
+        while self.drain(&mut summary) > 0 {
+            if self.writer.pending() >= MAX_BATCH {
+                if let Err(e) = self.writer.flush_batch() {
+                    summary.elapsed = started.elapsed();
+                    return Err((e, summary));
+                }
+            }
+        }
+        summary.per_cpu = self.push_counters(monotonic_ns());
+        if self.status && tty {
+            eprint!("\r\x1b[K");
+        }
+        summary.elapsed = started.elapsed();
+        match self.writer.finish() {
+            Ok(_) => Ok(summary),
+            Err(e) => Err((e, summary)),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

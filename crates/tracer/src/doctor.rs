@@ -1,0 +1,182 @@
+//! `tracer doctor`: what this kernel offers and how each hook would attach, tried for real.
+
+use std::path::Path;
+
+use pfnscope_abi::Filter;
+use pfnscope_trace::PlanEntry;
+use serde::Serialize;
+
+use crate::{
+    btf::VMLINUX,
+    hooks::{self, HOOKS},
+    session::{self, Setup},
+    system::{self, KPROBE_PMU},
+};
+
+#[derive(Serialize)]
+pub struct Report {
+    pub kernel_release: String,
+    pub kernel_version: String,
+    pub host: String,
+    pub privileged: bool,
+    pub btf: bool,
+    pub kprobes: bool,
+    pub tracefs: Option<String>,
+    pub hooks: Vec<HookReport>,
+    /// At least one hook attaches: `tracer record` will work.
+    pub ready: bool,
+    /// Plain-language conclusions.
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct HookReport {
+    pub hook: String,
+    pub what: String,
+    pub kernels: String,
+    #[serde(flatten)]
+    pub plan: PlanEntry,
+}
+
+pub fn report() -> Report {
+    let u = system::uname();
+    let privileged = system::privileged();
+    let btf = Path::new(VMLINUX).exists();
+    let kprobes = system::kprobe_pmu();
+    let tracefs = system::tracefs().map(|p| p.display().to_string());
+    let mut notes = vec![];
+    let mut plan: Vec<PlanEntry> = vec![];
+    if !btf {
+        notes.push(format!("no kernel BTF at {VMLINUX}: this kernel cannot be traced (boot one built with CONFIG_DEBUG_INFO_BTF)"));
+    } else if !privileged {
+        notes.push("not root (nor CAP_BPF + CAP_PERFMON): attach modes were not tried; run `sudo tracer doctor`".into());
+    } else {
+        // Attach everything for real, but with a filter that matches no process: the probes
+        // cost next to nothing while the ladder is climbed.
+        let mut filter = Filter::ALL;
+        filter.by_tgid = 1;
+        let setup = Setup {
+            hooks: None,
+            filter,
+            vma_flags: vec![],
+            ring_bytes: 1 << 20,
+        };
+        match session::start(&setup) {
+            Ok(s) => plan = s.plan.clone(),
+            Err(e) => notes.push(format!("bringing the probes up failed: {e}")),
+        }
+    }
+    if !kprobes {
+        notes.push(format!(
+            "kprobes are absent ({KPROBE_PMU} missing): the kprobe rung cannot be used"
+        ));
+    }
+    let first_fn_failure = plan
+        .iter()
+        .filter(|p| hooks::by_name(&p.hook).is_some_and(|d| d.is_function()))
+        .flat_map(|p| p.failures.iter())
+        .find(|f| f.mode == "fentry");
+    if let Some(f) = first_fn_failure {
+        if f.error.starts_with("EPERM") {
+            notes.push(
+                "fentry/fexit are refused by this kernel (EPERM at load, even as root)".into(),
+            );
+        }
+    }
+    let fn_attached = plan
+        .iter()
+        .any(|p| hooks::by_name(&p.hook).is_some_and(|d| d.is_function()) && p.mode.is_some());
+    if !plan.is_empty() && !fn_attached {
+        let tp = plan
+            .iter()
+            .find(|p| p.hook == "exceptions:page_fault_user")
+            .and_then(|p| p.mode.clone());
+        notes.push(match tp {
+            Some(mode) => format!(
+                "no function hook attaches here: faults are traced through the tracepoint rung (exceptions:page_fault_user via {mode}): \
+                 address, error code{} per fault, but no return values, latencies, PFN inserts or PAT calls; use a test box kernel for those",
+                if mode == "tp_btf" { ", vma" } else { "" }
+            ),
+            None => "no hook attaches on this kernel".into(),
+        });
+    }
+    let hooks = HOOKS
+        .iter()
+        .map(|d| HookReport {
+            hook: d.name().into(),
+            what: d.what.into(),
+            kernels: d.kernels.describe(),
+            plan: plan
+                .iter()
+                .find(|p| p.hook == d.name())
+                .cloned()
+                .unwrap_or_else(|| PlanEntry {
+                    hook: d.name().into(),
+                    ..Default::default()
+                }),
+        })
+        .collect();
+    let ready = plan.iter().any(|p| p.mode.is_some());
+    Report {
+        kernel_release: u.release,
+        kernel_version: u.version,
+        host: u.nodename,
+        privileged,
+        btf,
+        kprobes,
+        tracefs,
+        hooks,
+        ready,
+        notes,
+    }
+}
+
+pub fn print_human(r: &Report) {
+    println!("kernel      {} ({})", r.kernel_release, r.kernel_version);
+    println!("BTF         {}", if r.btf { VMLINUX } else { "missing" });
+    println!(
+        "privileges  {}",
+        if r.privileged {
+            "yes"
+        } else {
+            "no (run as root)"
+        }
+    );
+    println!(
+        "kprobes     {}",
+        if r.kprobes { "available" } else { "absent" }
+    );
+    println!(
+        "tracefs     {}",
+        r.tracefs.as_deref().unwrap_or("not mounted")
+    );
+    println!();
+    println!("{:<44} {:<11} detail", "hook", "mode");
+    for h in &r.hooks {
+        let mode = h.plan.mode.as_deref().unwrap_or("-");
+        let mut detail: Vec<String> = h
+            .plan
+            .failures
+            .iter()
+            .map(|f| format!("{}: {}", f.mode, short(&f.error)))
+            .collect();
+        if !h.plan.served_by.is_empty() {
+            detail.push(format!("served by {}", h.plan.served_by.join(" + ")));
+        }
+        if detail.is_empty() && h.plan.mode.is_some() {
+            detail.push(h.what.clone());
+        }
+        println!("{:<44} {:<11} {}", h.hook, mode, detail.join("; "));
+    }
+    if !r.notes.is_empty() {
+        println!();
+        for n in &r.notes {
+            println!("- {n}");
+        }
+    }
+}
+
+fn short(s: &str) -> &str {
+    // The errno explanation comes first; the bracketed raw error is for --json.
+    s.split(" [").next().unwrap_or(s)
+}

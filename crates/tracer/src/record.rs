@@ -1,0 +1,425 @@
+//! `tracer record`: bring the probes up, start (or find) what to trace, stream to the file,
+//! stop on the command's exit, a duration, SIGINT or SIGTERM, and say what was recorded.
+
+use std::{
+    ffi::CString,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, anyhow, bail};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use pfnscope_abi::{COMM_LEN, Filter};
+use pfnscope_trace::{TraceMeta, TraceWriter};
+
+use crate::{
+    cli::RecordArgs,
+    collector::{Collector, Summary, monotonic_ns},
+    decode::{Decoder, LINUX_PAT_TABLE},
+    session::{self, Setup},
+};
+
+/// Why the recording ended.
+enum Stop {
+    Signal(&'static str),
+    Duration,
+    ChildExited(i32),
+    TargetGone,
+}
+
+pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
+    let target = Target::from_args(&args)?;
+    check_output(&args.output)?;
+    let hooks = match &args.hooks {
+        Some(list) => Some(session::parse_hooks(list)?),
+        None => None,
+    };
+    let mut filter = Filter::ALL;
+    filter.self_tgid = std::process::id();
+    match &target {
+        Target::Pid(_) | Target::Command(_) => {
+            filter.by_tgid = 1;
+            filter.follow_children = 1;
+        }
+        Target::Comm(c) => {
+            filter.by_comm = 1;
+            filter.comm[..c.len()].copy_from_slice(c.as_bytes());
+        }
+        Target::All => {}
+    }
+    if let Some((lo, hi)) = args.addr_range {
+        filter.addr_lo = lo;
+        filter.addr_hi = hi;
+    }
+    let setup = Setup {
+        hooks: hooks.as_deref(),
+        filter,
+        vma_flags: args.vma_flags.clone().map(|v| v.0).unwrap_or_default(),
+        ring_bytes: args.buffer_mb << 20,
+    };
+    let mut s = session::start(&setup)?;
+    for p in &s.plan {
+        if p.mode.is_none() && !args.quiet {
+            let why = p.failures.last().map(|f| f.error.as_str()).unwrap_or("");
+            let served = if p.served_by.is_empty() {
+                String::new()
+            } else {
+                format!(" (served by {})", p.served_by.join(", "))
+            };
+            eprintln!("tracer: {} not attached{served}: {why}", p.hook);
+        }
+    }
+
+    let mut tgids: BpfHashMap<MapData, u32, u8> = BpfHashMap::try_from(
+        s.ebpf
+            .take_map("TGIDS")
+            .ok_or_else(|| anyhow!("eBPF object lacks TGIDS"))?,
+    )?;
+    let mut child = None;
+    match &target {
+        Target::Pid(pid) => tgids
+            .insert(pid, 1, 0)
+            .context("adding the pid to the in-kernel filter")?,
+        Target::Command(cmd) => {
+            let c = GatedChild::spawn(cmd)?;
+            tgids
+                .insert(c.pid as u32, 1, 0)
+                .context("adding the command to the in-kernel filter")?;
+            child = Some(c);
+        }
+        _ => {}
+    }
+
+    let u = &s.uname;
+    let meta = TraceMeta {
+        tool: format!("pfnscope tracer {}", env!("CARGO_PKG_VERSION")),
+        kernel_release: u.release.clone(),
+        kernel_version: u.version.clone(),
+        host: u.nodename.clone(),
+        command_line: std::env::args().collect(),
+        clock: "CLOCK_MONOTONIC (bpf_ktime_get_ns)".into(),
+        started_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        started_monotonic_ns: monotonic_ns(),
+        hook_plan: s.plan.clone(),
+        offsets: s.offsets.clone(),
+        vm_flag_bits: s.vm_flag_bits.clone(),
+        pat_table: LINUX_PAT_TABLE.iter().map(|s| s.to_string()).collect(),
+        filters: describe_filters(&args, &target),
+        ring_buffer_bytes: (args.buffer_mb as u64) << 20,
+        ..Default::default()
+    };
+    let writer = TraceWriter::create(&args.output, &meta)?;
+    let ring = RingBuf::try_from(
+        s.ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("eBPF object lacks EVENTS"))?,
+    )?;
+    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
+        s.ebpf
+            .take_map("COUNTERS")
+            .ok_or_else(|| anyhow!("eBPF object lacks COUNTERS"))?,
+    )?;
+    let decoder = Decoder::new(
+        std::mem::take(&mut s.attached),
+        std::mem::take(&mut s.kallsyms),
+    );
+    let collector = Collector {
+        ring,
+        counters,
+        decoder,
+        writer,
+        status: !args.quiet,
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let watched_pid = match target {
+        Target::Pid(p) => Some(p),
+        _ => None,
+    };
+    let (result, stop) = rt.block_on(async {
+        let watcher = wait_for_stop(args.duration, child.as_ref().map(|c| c.pid), watched_pid);
+        if let Some(c) = &child {
+            c.release()?;
+        }
+        Ok::<_, anyhow::Error>(collector.run(watcher).await)
+    })?;
+    // Detach before the summary: dropping the object unloads every program.
+    drop(s);
+
+    let path = args.output.display().to_string();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err((e, summary)) => {
+            print_summary(&summary, &path);
+            bail!("{e}");
+        }
+    };
+    print_summary(&summary, &path);
+    Ok(match stop {
+        Some(Stop::ChildExited(code)) if code != 0 => {
+            eprintln!("tracer: the traced command exited with status {code}");
+            code
+        }
+        Some(Stop::Signal(name)) => {
+            eprintln!("tracer: stopped by {name}");
+            0
+        }
+        _ => 0,
+    })
+}
+
+enum Target {
+    Pid(u32),
+    Comm(String),
+    All,
+    Command(Vec<String>),
+}
+
+impl Target {
+    fn from_args(a: &RecordArgs) -> anyhow::Result<Target> {
+        let chosen = a.pid.is_some() as u8
+            + a.comm.is_some() as u8
+            + a.all as u8
+            + !a.command.is_empty() as u8;
+        if chosen > 1 {
+            bail!("choose one of -p PID, --comm NAME, -a, or -- CMD");
+        }
+        Ok(if let Some(p) = a.pid {
+            if !Path::new(&format!("/proc/{p}")).exists() {
+                bail!("no process with pid {p}");
+            }
+            Target::Pid(p)
+        } else if let Some(c) = &a.comm {
+            debug_assert!(c.len() < COMM_LEN);
+            Target::Comm(c.clone())
+        } else if a.all {
+            Target::All
+        } else if !a.command.is_empty() {
+            Target::Command(a.command.clone())
+        } else {
+            bail!("say what to trace: -p PID, --comm NAME, -a (everything), or -- CMD ARGS...");
+        })
+    }
+}
+
+fn describe_filters(a: &RecordArgs, t: &Target) -> Vec<String> {
+    let mut f = vec![match t {
+        Target::Pid(p) => format!("pid {p} and its children"),
+        Target::Comm(c) => format!("comm == {c}"),
+        Target::All => "all processes".into(),
+        Target::Command(c) => format!("command `{}` and its children", c.join(" ")),
+    }];
+    if let Some(v) = &a.vma_flags {
+        f.push(format!("vma flags any of {}", v.0.join("|")));
+    }
+    if let Some((lo, hi)) = a.addr_range {
+        f.push(format!("address in [{lo:#x}, {hi:#x})"));
+    }
+    if let Some(h) = &a.hooks {
+        f.push(format!("hooks {h}"));
+    }
+    f
+}
+
+/// Fails early, before any probe is attached, when the trace cannot be written.
+fn check_output(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    let c = CString::new(dir.as_os_str().as_bytes())?;
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        bail!(
+            "cannot write {}: directory {} is not writable; choose another with -o",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        bail!(
+            "{} is a directory; give a file name with -o",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_stop(
+    duration: Option<f64>,
+    child: Option<libc::pid_t>,
+    pid: Option<u32>,
+) -> Stop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let sleep = async {
+        match duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let child_exit = async {
+        match child {
+            Some(pid) => tokio::task::spawn_blocking(move || wait_child(pid))
+                .await
+                .unwrap_or(1),
+            None => std::future::pending().await,
+        }
+    };
+    let target_gone = async {
+        match pid {
+            Some(p) => loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !Path::new(&format!("/proc/{p}")).exists() {
+                    break;
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = int.recv() => Stop::Signal("SIGINT"),
+        _ = term.recv() => Stop::Signal("SIGTERM"),
+        _ = sleep => Stop::Duration,
+        code = child_exit => Stop::ChildExited(code),
+        _ = target_gone => Stop::TargetGone,
+    }
+}
+
+fn wait_child(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 1;
+        }
+    }
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// A forked child held before `exec` until its pid is in the in-kernel filter, so not one of
+/// its faults is missed. (std's `Command::spawn` waits for the exec, so it cannot be gated.)
+struct GatedChild {
+    pid: libc::pid_t,
+    gate: libc::c_int,
+}
+
+impl GatedChild {
+    fn spawn(cmd: &[String]) -> anyhow::Result<GatedChild> {
+        let path = resolve_command(&cmd[0])?;
+        let prog = CString::new(path.as_os_str().as_bytes())?;
+        let argv: Vec<CString> = cmd
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut fds = [0; 2];
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            bail!("pipe2: {}", std::io::Error::last_os_error());
+        }
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            bail!("fork: {}", std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // Child: only async-signal-safe calls from here to exec.
+            unsafe {
+                libc::close(fds[1]);
+                let mut b = 0u8;
+                let n = libc::read(fds[0], &mut b as *mut u8 as *mut libc::c_void, 1);
+                if n != 1 {
+                    libc::_exit(127);
+                }
+                libc::execv(prog.as_ptr(), argv_ptrs.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        unsafe { libc::close(fds[0]) };
+        Ok(GatedChild { pid, gate: fds[1] })
+    }
+
+    fn release(&self) -> anyhow::Result<()> {
+        let b = 1u8;
+        let n = unsafe { libc::write(self.gate, &b as *const u8 as *const libc::c_void, 1) };
+        unsafe { libc::close(self.gate) };
+        if n != 1 {
+            bail!(
+                "releasing the traced command: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn resolve_command(name: &str) -> anyhow::Result<PathBuf> {
+    let is_exec = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
+            .unwrap_or(false)
+            && p.is_file()
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+        bail!("cannot run {name}: not an executable file");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+    }
+    bail!("command not found: {name}")
+}
+
+fn print_summary(s: &Summary, path: &str) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "tracer: wrote {} events to {path} ({:.1} MiB) in {:.1} s",
+        s.events,
+        size as f64 / (1 << 20) as f64,
+        s.elapsed.as_secs_f64()
+    );
+    for (hook, n) in &s.per_hook {
+        eprintln!("  {hook:<45} {n:>10}");
+    }
+    let drops: Vec<String> = s.per_cpu.iter().map(|c| c.1.to_string()).collect();
+    let unpaired: u64 = s.per_cpu.iter().map(|c| c.2).sum();
+    eprintln!(
+        "  dropped: {} (per CPU: {}); unpaired returns: {unpaired}",
+        s.dropped(),
+        drops.join(" ")
+    );
+    if s.dropped() > 0 {
+        eprintln!(
+            "  events were lost: raise --buffer-mb or narrow the trace (--hooks, --vma-flags, -p)"
+        );
+    }
+}

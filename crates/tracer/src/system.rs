@@ -1,0 +1,240 @@
+//! Facts about the running system, probed once: kernel release, privileges, tracefs, kprobes,
+//! kallsyms.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct Uname {
+    pub release: String,
+    pub version: String,
+    pub nodename: String,
+}
+
+pub fn uname() -> Uname {
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return Uname::default();
+    }
+    let s = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Uname {
+        release: s(&u.release),
+        version: s(&u.version),
+        nodename: s(&u.nodename),
+    }
+}
+
+/// (major, minor) from a release string such as `6.12.57+deb13-amd64`.
+pub fn major_minor(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Whether this process may load and attach tracing programs: root, or CAP_BPF + CAP_PERFMON.
+pub fn privileged() -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    // CapEff from /proc/self/status: bit 38 CAP_PERFMON, bit 39 CAP_BPF, bit 21 CAP_SYS_ADMIN.
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    has(21) || (has(38) && has(39))
+}
+
+/// Where tracefs is mounted, mounting it if it is not (a bare initramfs has nothing mounted).
+pub fn tracefs() -> Option<PathBuf> {
+    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(p).join("events").is_dir() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let target = c"/sys/kernel/tracing";
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    (rc == 0 && Path::new("/sys/kernel/tracing/events").is_dir())
+        .then(|| PathBuf::from("/sys/kernel/tracing"))
+}
+
+pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+pub fn kprobe_pmu() -> bool {
+    Path::new(KPROBE_PMU).exists()
+}
+
+/// Field offsets of a tracepoint's record, from its tracefs `format` file.
+pub fn tracepoint_fields(tracefs: &Path, group: &str, event: &str) -> Option<Vec<(String, u32)>> {
+    let text = fs::read_to_string(
+        tracefs
+            .join("events")
+            .join(group)
+            .join(event)
+            .join("format"),
+    )
+    .ok()?;
+    Some(parse_format(&text))
+}
+
+fn parse_format(text: &str) -> Vec<(String, u32)> {
+    let mut out = vec![];
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
+        let mut parts = rest.split(';');
+        let decl = parts.next().unwrap_or("").trim();
+        let name = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()
+            .unwrap_or("");
+        let name = name.split('[').next().unwrap_or(name).to_string();
+        let off = parts
+            .find_map(|p| p.trim().strip_prefix("offset:"))
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(off) = off {
+            out.push((name, off));
+        }
+    }
+    out
+}
+
+/// `/proc/kallsyms`: function names for kprobe checks, data symbols to name `vm_ops` tables.
+#[derive(Default)]
+pub struct Kallsyms {
+    /// Data symbols sorted by address: `name` or `name [module]`.
+    data: Vec<(u64, String)>,
+    funcs: std::collections::HashSet<String>,
+    /// False when addresses read as zero (kptr_restrict, or not root).
+    pub addresses_visible: bool,
+}
+
+impl Kallsyms {
+    pub fn load() -> Kallsyms {
+        match fs::read_to_string("/proc/kallsyms") {
+            Ok(text) => Self::parse(&text),
+            Err(_) => Kallsyms::default(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Kallsyms {
+        let mut k = Kallsyms::default();
+        for line in text.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(addr), Some(ty), Some(name)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let module = f.next();
+            let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
+            match ty {
+                "t" | "T" => {
+                    if module.is_none() {
+                        k.funcs.insert(name.to_string());
+                    }
+                }
+                "d" | "D" | "r" | "R" | "b" | "B" => {
+                    if addr != 0 {
+                        let full = match module {
+                            Some(m) => format!("{name} {m}"),
+                            None => name.to_string(),
+                        };
+                        k.data.push((addr, full));
+                    }
+                }
+                _ => {}
+            }
+        }
+        k.addresses_visible = !k.data.is_empty();
+        k.data.sort_unstable_by_key(|(a, _)| *a);
+        k
+    }
+
+    pub fn has_function(&self, name: &str) -> bool {
+        self.funcs.contains(name)
+    }
+
+    /// The data symbol starting exactly at `addr` (a `vm_operations_struct` is a whole object).
+    pub fn data_symbol(&self, addr: u64) -> Option<&str> {
+        let i = self.data.partition_point(|(a, _)| *a < addr);
+        match self.data.get(i) {
+            Some((a, n)) if *a == addr => Some(n),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_versions() {
+        assert_eq!(major_minor("6.12.57+deb13-amd64"), Some((6, 12)));
+        assert_eq!(major_minor("6.1.0-41-amd64"), Some((6, 1)));
+        assert_eq!(major_minor("7.2.13-amd64"), Some((7, 2)));
+        assert_eq!(major_minor("6.18.44-fc-v782"), Some((6, 18)));
+        assert_eq!(major_minor("garbage"), None);
+    }
+
+    #[test]
+    fn format_file_offsets() {
+        let text = "name: page_fault_user\nID: 123\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+                    \tfield:unsigned long address;\toffset:8;\tsize:8;\tsigned:0;\n\
+                    \tfield:unsigned long ip;\toffset:16;\tsize:8;\tsigned:0;\n\
+                    \tfield:char comm[16];\toffset:24;\tsize:16;\tsigned:0;\n";
+        let f = parse_format(text);
+        assert!(f.contains(&("address".into(), 8)));
+        assert!(f.contains(&("ip".into(), 16)));
+        assert!(f.contains(&("comm".into(), 24)));
+    }
+
+    #[test]
+    fn kallsyms_names_vm_ops_with_module() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 T handle_mm_fault\nffffffffc0001000 d bochs_vm_ops\t[bochs]\nffffffff82000000 D generic_file_vm_ops\n",
+        );
+        assert!(k.has_function("handle_mm_fault"));
+        assert_eq!(
+            k.data_symbol(0xffffffffc0001000),
+            Some("bochs_vm_ops [bochs]")
+        );
+        assert_eq!(
+            k.data_symbol(0xffffffff82000000),
+            Some("generic_file_vm_ops")
+        );
+        assert_eq!(k.data_symbol(0xffffffff82000008), None);
+        assert!(k.addresses_visible);
+        let hidden = Kallsyms::parse("0000000000000000 D generic_file_vm_ops\n");
+        assert!(!hidden.addresses_visible);
+    }
+
+    #[test]
+    fn this_machine_has_a_release() {
+        let u = uname();
+        assert!(major_minor(&u.release).is_some(), "{}", u.release);
+    }
+}

@@ -8,7 +8,10 @@ use std::{
     sync::Arc,
 };
 
-use arrow_ipc::writer::StreamWriter;
+use arrow_ipc::{
+    CompressionType,
+    writer::{IpcWriteOptions, StreamWriter},
+};
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 
 use crate::{
@@ -78,8 +81,17 @@ impl TraceWriter {
             source,
         };
         let file = File::create(path).map_err(create_err)?;
-        let mut stream = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+        // LZ4 frames: most columns are null or repeat within a hook, so batches shrink ~8x, and
+        // the Arrow readers we care about (arrow-rs, C++/pyarrow, polars) all read them.
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
             .map_err(|e| create_err(arrow_io(e)))?;
+        let mut stream = StreamWriter::try_new_with_options(
+            BufWriter::with_capacity(1 << 20, file),
+            &schema,
+            options,
+        )
+        .map_err(|e| create_err(arrow_io(e)))?;
         // The schema alone makes a valid (empty) trace: get it onto disk now.
         stream.flush().map_err(|e| create_err(arrow_io(e)))?;
         stream.get_mut().get_ref().sync_data().map_err(create_err)?;

@@ -1,4 +1,7 @@
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use pfnscope_trace::{PlanEntry, Record, TraceError, TraceMeta, TraceWriter, read_trace};
 
@@ -12,14 +15,14 @@ fn tmp(name: &str) -> PathBuf {
 fn sample(i: u64) -> Record {
     Record {
         id: 1000 + i,
-        parent: if i % 2 == 0 { 0 } else { 999 + i },
+        parent: if i.is_multiple_of(2) { 0 } else { 999 + i },
         ts_ns: 1_000_000 + i * 10,
-        latency_ns: (i % 3 != 0).then_some(i * 7),
+        latency_ns: (!i.is_multiple_of(3)).then_some(i * 7),
         cpu: (i % 2) as u32,
         pid: 42,
         tid: 43,
         comm: "workload".into(),
-        hook: if i % 2 == 0 {
+        hook: if i.is_multiple_of(2) {
             "handle_mm_fault"
         } else {
             "vmf_insert_pfn_prot"
@@ -32,7 +35,7 @@ fn sample(i: u64) -> Record {
         vma_flags: Some(0x0c04_44fb),
         vma_cache: Some("UC-".into()),
         driver: Some("drm_gem_ttm_vm_ops [ttm]".into()),
-        page: Some(i % 5 == 0),
+        page: Some(i.is_multiple_of(5)),
         pfn: Some(0xfd000 + i),
         cache_req: Some("WC".into()),
         cache_out: Some("UC-".into()),
@@ -54,7 +57,7 @@ fn meta() -> TraceMeta {
     }
 }
 
-fn write(path: &PathBuf, batches: u64, per: u64) -> Vec<Record> {
+fn write(path: &Path, batches: u64, per: u64) -> Vec<Record> {
     let mut w = TraceWriter::create(path, &meta()).unwrap();
     let mut all = vec![];
     for b in 0..batches {

@@ -88,9 +88,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn meaning(errno: i32) -> Option<&'static str> {
     Some(match errno {
-        libc::EPERM => {
-            "EPERM: the kernel refuses this program type here (lockdown, or a VM/hypervisor policy; root was not enough)"
-        }
+        libc::EPERM => "EPERM: refused by this kernel even as root (lockdown or hypervisor policy)",
         libc::EACCES => "EACCES: the verifier rejected the program",
         libc::ENOENT => "ENOENT: no such symbol or tracepoint in this kernel",
         libc::ESRCH => "ESRCH: no BTF id for this function",

@@ -52,10 +52,10 @@ impl KernelBtf {
 
     fn struct_named(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
         for t in self.btf.resolve_types_by_name(name).unwrap_or_default() {
-            if let Type::Struct(s) = t {
-                if !s.members.is_empty() {
-                    return Ok(s);
-                }
+            if let Type::Struct(s) = t
+                && !s.members.is_empty()
+            {
+                return Ok(s);
             }
         }
         Err(BtfError::NoType(format!("struct {name}")))
@@ -95,10 +95,10 @@ impl KernelBtf {
                         _ => break,
                     }
                 }
-                if let Type::Struct(inner) | Type::Union(inner) = t {
-                    if let Some(off) = self.find_member(&inner, field, bits, depth + 1) {
-                        return Some(off);
-                    }
+                if let Type::Struct(inner) | Type::Union(inner) = t
+                    && let Some(off) = self.find_member(&inner, field, bits, depth + 1)
+                {
+                    return Some(off);
                 }
             }
         }

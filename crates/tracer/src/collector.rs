@@ -179,11 +179,11 @@ impl Collector {
         }
         // Probes are still attached: take everything already in the ring.
         while self.drain(&mut summary) > 0 {
-            if self.writer.pending() >= MAX_BATCH {
-                if let Err(e) = self.writer.flush_batch() {
-                    summary.elapsed = started.elapsed();
-                    return Err((e, summary));
-                }
+            if self.writer.pending() >= MAX_BATCH
+                && let Err(e) = self.writer.flush_batch()
+            {
+                summary.elapsed = started.elapsed();
+                return Err((e, summary));
             }
         }
         summary.per_cpu = self.push_counters(monotonic_ns());

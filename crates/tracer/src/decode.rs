@@ -329,7 +329,7 @@ mod tests {
         )]);
         let mut ev = event(
             hook::TRACK_PFN_INSERT,
-            [0, 0xffffc900_0000_0000, 0xfd000, 0, 0, 0],
+            [0, 0xffff_c900_0000_0000, 0xfd000, 0, 0, 0],
         );
         ev.flags |= flags::HAS_PTR;
         ev.ptr_entry = 0x8000_0000_0000_002f; // WC requested
@@ -397,7 +397,7 @@ mod tests {
 
         let mut ev = event(
             hook::MEMTYPE_RESERVE,
-            [0xa0000, 0xb0000, 1, 0xffffc900_0000_0000, 0, 0],
+            [0xa0000, 0xb0000, 1, 0xffff_c900_0000_0000, 0, 0],
         );
         ev.flags = flags::HAS_RET | flags::HAS_PTR;
         ev.ptr_exit = 0xdead_beef_0000_0002; // enum is 32 bits: upper half is whatever followed it

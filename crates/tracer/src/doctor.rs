@@ -76,12 +76,10 @@ pub fn report() -> Report {
         .filter(|p| hooks::by_name(&p.hook).is_some_and(|d| d.is_function()))
         .flat_map(|p| p.failures.iter())
         .find(|f| f.mode == "fentry");
-    if let Some(f) = first_fn_failure {
-        if f.error.starts_with("EPERM") {
-            notes.push(
-                "fentry/fexit are refused by this kernel (EPERM at load, even as root)".into(),
-            );
-        }
+    if let Some(f) = first_fn_failure
+        && f.error.starts_with("EPERM")
+    {
+        notes.push("fentry/fexit are refused by this kernel (EPERM at load, even as root)".into());
     }
     let fn_attached = plan
         .iter()

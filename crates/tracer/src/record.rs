@@ -59,16 +59,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         ring_bytes: args.buffer_mb << 20,
     };
     let mut s = session::start(&setup)?;
-    for p in &s.plan {
-        if p.mode.is_none() && !args.quiet {
-            let why = p.failures.last().map(|f| f.error.as_str()).unwrap_or("");
-            let served = if p.served_by.is_empty() {
-                String::new()
-            } else {
-                format!(" (served by {})", p.served_by.join(", "))
-            };
-            eprintln!("tracer: {} not attached{served}: {why}", p.hook);
-        }
+    if !args.quiet {
+        report_unattached(&s.plan, args.hooks.is_some());
     }
 
     let mut tgids: BpfHashMap<MapData, u32, u8> = BpfHashMap::try_from(
@@ -172,6 +164,40 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         }
         _ => 0,
     })
+}
+
+/// One line per distinct reason, not one per hook: on a kernel without fentry and kprobes every
+/// function hook fails the same way. Hooks this kernel simply lacks are only worth a word when
+/// they were asked for by name.
+fn report_unattached(plan: &[pfnscope_trace::PlanEntry], explicit: bool) {
+    let mut by_reason: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for p in plan.iter().filter(|p| p.mode.is_none()) {
+        let Some(last) = p.failures.last() else {
+            continue;
+        };
+        if last.mode == "resolve" && !explicit {
+            continue;
+        }
+        let reasons: Vec<String> = p
+            .failures
+            .iter()
+            .map(|f| format!("{}: {}", f.mode, f.error.split(" [").next().unwrap_or("")))
+            .collect();
+        by_reason
+            .entry(reasons.join("; "))
+            .or_default()
+            .push(&p.hook);
+    }
+    for (reason, hooks) in by_reason {
+        eprintln!("tracer: not attached ({}): {reason}", hooks.join(", "));
+    }
+    for p in plan.iter().filter(|p| !p.served_by.is_empty()) {
+        eprintln!(
+            "tracer: {} is served by {} (no return values or latencies in this mode)",
+            p.hook,
+            p.served_by.join(" + ")
+        );
+    }
 }
 
 enum Target {

@@ -151,19 +151,15 @@ impl Kallsyms {
             let module = f.next();
             let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
             match ty {
-                "t" | "T" => {
-                    if module.is_none() {
-                        k.funcs.insert(name.to_string());
-                    }
+                "t" | "T" if module.is_none() => {
+                    k.funcs.insert(name.to_string());
                 }
-                "d" | "D" | "r" | "R" | "b" | "B" => {
-                    if addr != 0 {
-                        let full = match module {
-                            Some(m) => format!("{name} {m}"),
-                            None => name.to_string(),
-                        };
-                        k.data.push((addr, full));
-                    }
+                "d" | "D" | "r" | "R" | "b" | "B" if addr != 0 => {
+                    let full = match module {
+                        Some(m) => format!("{name} {m}"),
+                        None => name.to_string(),
+                    };
+                    k.data.push((addr, full));
                 }
                 _ => {}
             }

@@ -1,0 +1,180 @@
+//! How a recording ends: SIGINT/SIGTERM finish the file cleanly, SIGKILL loses at most the last
+//! second, a full disk stops with a clear error and keeps what was written. Root only (they load
+//! eBPF for real); skipped with the reason otherwise.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use pfnscope_trace::read_trace;
+
+fn skip(why: &str) -> bool {
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+    true
+}
+
+fn not_root() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    !root && skip("needs root to load eBPF programs")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pfnscope-stop-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn record_all(out: &PathBuf) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["record", "-a", "--quiet", "-o"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Faults in this process while the tracer records everything, until `d` has passed.
+fn make_faults(d: Duration) {
+    let start = Instant::now();
+    let len = 8 << 20;
+    while start.elapsed() < d {
+        // Fresh mappings each time: malloc would recycle memory and fault only once.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
+            for i in (0..len).step_by(4096) {
+                std::ptr::write_volatile((p as *mut u8).add(i), 1);
+            }
+            libc::munmap(p, len);
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_until_recording(out: &PathBuf) {
+    let t = Instant::now();
+    while !out.exists() && t.elapsed() < Duration::from_secs(30) {
+        sleep(Duration::from_millis(50));
+    }
+    assert!(out.exists(), "tracer never created {}", out.display());
+}
+
+#[test]
+fn sigterm_and_sigint_finish_the_file_and_exit_zero() {
+    if not_root() {
+        return;
+    }
+    for (sig, name) in [(libc::SIGTERM, "term"), (libc::SIGINT, "int")] {
+        let out = tmpdir(name).join("t.arrows");
+        let child = record_all(&out);
+        wait_until_recording(&out);
+        make_faults(Duration::from_millis(800));
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {err}");
+        assert!(
+            err.contains("wrote") && err.contains("dropped"),
+            "{name}: no summary: {err}"
+        );
+        let t = read_trace(&out).unwrap();
+        assert_eq!(t.damage, None, "{name}");
+        assert!(t.events().count() > 0, "{name}: nothing recorded");
+        assert!(!t.counters().is_empty(), "{name}: no final counters");
+    }
+}
+
+#[test]
+fn sigkill_keeps_everything_but_the_last_second() {
+    if not_root() {
+        return;
+    }
+    let out = tmpdir("kill").join("t.arrows");
+    let mut child = record_all(&out);
+    wait_until_recording(&out);
+    make_faults(Duration::from_millis(2600));
+    let flushed_before_kill = std::fs::metadata(&out).unwrap().len();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = read_trace(&out).expect("a killed recording is still a trace");
+    // At least two one-second flushes happened: their rows are there.
+    assert!(
+        t.events().count() > 0,
+        "nothing survived SIGKILL ({flushed_before_kill} bytes on disk)"
+    );
+    assert!(!t.counters().is_empty());
+}
+
+/// The child side of the full-disk test: a few faults, a pause long enough for one flush, then a
+/// flood of faults far larger than the disk.
+#[test]
+fn flood_child() {
+    if std::env::var_os("PFNSCOPE_FLOOD").is_none() {
+        return;
+    }
+    make_faults(Duration::from_millis(10));
+    sleep(Duration::from_millis(1800));
+    make_faults(Duration::from_secs(5));
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_the_file_stays_readable() {
+    if not_root() {
+        return;
+    }
+    let dir = tmpdir("full");
+    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"size=2m".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        skip(&format!(
+            "cannot mount a small tmpfs: {}",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    let out = dir.join("t.arrows");
+    let o = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["record", "--quiet", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "flood_child", "--test-threads=1"])
+        .env("PFNSCOPE_FLOOD", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let t = read_trace(&out);
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    assert!(
+        !o.status.success(),
+        "tracer did not fail on a full disk: {err}"
+    );
+    assert!(err.contains("disk full"), "{err}");
+    assert!(err.contains("safely on disk"), "{err}");
+    let t = t.expect("what was written before the disk filled is readable");
+    assert!(!t.counters().is_empty(), "the first batch was lost: {err}");
+    assert!(t.events().count() > 0, "{err}");
+    let d = t.damage.unwrap_or_default();
+    assert!(d.is_empty() || d.contains("complete batches"), "{d}");
+}

@@ -4,7 +4,7 @@
 
 use std::{
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-fn record_all(out: &PathBuf) -> Child {
+fn record_all(out: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tracer"))
         .args(["record", "-a", "--quiet", "-o"])
         .arg(out)
@@ -64,7 +64,7 @@ fn make_faults(d: Duration) {
     }
 }
 
-fn wait_until_recording(out: &PathBuf) {
+fn wait_until_recording(out: &Path) {
     let t = Instant::now();
     while !out.exists() && t.elapsed() < Duration::from_secs(30) {
         sleep(Duration::from_millis(50));

@@ -79,44 +79,73 @@ impl Trace {
 }
 
 /// Streams batches of records; for traces too large to hold at once.
-pub struct TraceReader {
+/// The stream as read after its first four bytes were checked.
+pub type Checked<R> = std::io::Chain<std::io::Cursor<[u8; 4]>, R>;
+
+pub struct TraceReader<R: Read> {
     path: PathBuf,
-    inner: StreamReader<BufReader<File>>,
+    inner: StreamReader<R>,
     meta: TraceMeta,
     batches: u64,
     rows: u64,
     done: bool,
 }
 
-impl TraceReader {
-    pub fn open(path: &Path) -> Result<TraceReader, TraceError> {
+impl TraceReader<Checked<BufReader<File>>> {
+    pub fn open(path: &Path) -> Result<Self, TraceError> {
         let file = File::open(path).map_err(|source| TraceError::Open {
             path: path.to_owned(),
             source,
         })?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len == 0 {
+        if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
             return Err(TraceError::Empty {
                 path: path.to_owned(),
             });
         }
-        let mut head = [0u8; 4];
-        let mut f = &file;
-        if f.read_exact(&mut head).is_err() || head != [0xff, 0xff, 0xff, 0xff] {
+        TraceReader::from_reader(BufReader::new(file), path)
+    }
+}
+
+impl<'a> TraceReader<Checked<&'a [u8]>> {
+    /// Reads a trace held in memory (`label` names it in messages).
+    pub fn from_bytes(bytes: &'a [u8], label: &Path) -> Result<Self, TraceError> {
+        if bytes.is_empty() {
+            return Err(TraceError::Empty {
+                path: label.to_owned(),
+            });
+        }
+        TraceReader::from_reader(bytes, label)
+    }
+}
+
+impl<R: Read> TraceReader<Checked<R>> {
+    /// Opens a stream from any reader: checks the Arrow stream header, the schema version and
+    /// the metadata before any batch is read.
+    pub fn from_reader(mut r: R, label: &Path) -> Result<Self, TraceError> {
+        let mut magic = [0u8; 4];
+        if r.read_exact(&mut magic).is_err() {
+            return Err(TraceError::NotATrace {
+                path: label.to_owned(),
+                why: "no Arrow IPC stream header".into(),
+            });
+        }
+        TraceReader::checked(std::io::Cursor::new(magic).chain(r), magic, label)
+    }
+}
+
+impl<R: Read> TraceReader<R> {
+    fn checked(inner: R, magic: [u8; 4], path: &Path) -> Result<TraceReader<R>, TraceError> {
+        // Every Arrow IPC stream message starts with the 0xFFFFFFFF continuation marker.
+        if magic != [0xff; 4] {
             return Err(TraceError::NotATrace {
                 path: path.to_owned(),
                 why: "no Arrow IPC stream header".into(),
             });
         }
-        let file = File::open(path).map_err(|source| TraceError::Open {
+        let inner = StreamReader::try_new(inner, None).map_err(|e| TraceError::NotATrace {
             path: path.to_owned(),
-            source,
+            why: format!("unreadable schema: {e}"),
         })?;
-        let inner =
-            StreamReader::try_new_buffered(file, None).map_err(|e| TraceError::NotATrace {
-                path: path.to_owned(),
-                why: format!("unreadable schema: {e}"),
-            })?;
         let schema = inner.schema();
         let md = schema.metadata();
         let Some(version) = md.get(SCHEMA_VERSION_KEY) else {
@@ -197,7 +226,15 @@ impl TraceReader {
 
 /// Reads a whole trace. A damaged tail is not an error: see [`Trace::damage`].
 pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
-    let mut r = TraceReader::open(path)?;
+    collect(TraceReader::open(path)?)
+}
+
+/// [`read_trace`] for a trace already in memory.
+pub fn read_trace_bytes(bytes: &[u8]) -> Result<Trace, TraceError> {
+    collect(TraceReader::from_bytes(bytes, Path::new("<memory>"))?)
+}
+
+fn collect<R: Read>(mut r: TraceReader<R>) -> Result<Trace, TraceError> {
     let mut trace = Trace {
         meta: r.meta.clone(),
         ..Default::default()

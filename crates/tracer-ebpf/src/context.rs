@@ -2,9 +2,13 @@
 //! emits it. A per-task stack of open call ids links nested calls (a PFN insert inside a fault,
 //! a `memtype_free` inside `untrack_pfn`) to the context they ran in.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
 };
+use aya_log_ebpf::warn;
 use pfnscope_abi::{Event, HookSpec, MAX_ARGS, MAX_DEPTH, NO_SLOT, counter, flags};
 
 use crate::{
@@ -66,7 +70,7 @@ pub fn current_parent(tid: u32) -> u64 {
 
 /// Entry of a function hook. `arg(i)` yields argument slot `i` for the attach kind at hand.
 #[inline(always)]
-pub fn enter(hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
+pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
     let Some(spec) = spec(hook) else { return };
     let Some(ev) = begin(hook, mode) else { return };
     let nargs = spec.nargs as u32;
@@ -133,7 +137,12 @@ pub fn enter(hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
     let stack = unsafe { &mut *stack };
     let depth = stack.depth;
     if depth as usize >= MAX_DEPTH {
+        // Only a leaked stack (returns never seen) gets this deep: say so once it happens.
         bump(counter::UNPAIRED);
+        warn!(
+            ctx,
+            "pfnscope: task {} has {} probed calls open; call {} not recorded", tid, depth, hook
+        );
         return;
     }
     ev.id = next_id(ev.cpu);
@@ -148,7 +157,7 @@ pub fn enter(hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
 
 /// Return of a function hook: completes the call stashed by `enter` and emits it.
 #[inline(always)]
-pub fn leave(hook: u16, ret: u64) {
+pub fn leave<C: EbpfContext>(ctx: &C, hook: u16, ret: u64) {
     let Some(spec) = spec(hook) else { return };
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(stack) = TASKS.get_ptr_mut(&tid) else {
@@ -162,6 +171,10 @@ pub fn leave(hook: u16, ret: u64) {
     let key = open_key(tid, depth - 1);
     let Some(ev) = OPEN.get_ptr_mut(&key) else {
         bump(counter::UNPAIRED);
+        warn!(
+            ctx,
+            "pfnscope: return of hook {} on task {} without its entry (evicted?)", hook, tid
+        );
         stack.depth = depth - 1;
         return;
     };

@@ -23,20 +23,20 @@ macro_rules! function_hook {
     ($id:expr, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
-            enter($id, Mode::Fentry as u8, |i| fentry_arg(&ctx, i));
+            enter(&ctx, $id, Mode::Fentry as u8, |i| fentry_arg(&ctx, i));
             0
         }
 
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
             let ret: u64 = ctx.ret().unwrap_or(0);
-            leave($id, ret);
+            leave(&ctx, $id, ret);
             0
         }
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            enter($id, Mode::Kprobe as u8, |i| {
+            enter(&ctx, $id, Mode::Kprobe as u8, |i| {
                 ctx.arg::<u64>(i as usize).unwrap_or(0)
             });
             0
@@ -44,7 +44,7 @@ macro_rules! function_hook {
 
         #[kretprobe]
         pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
-            leave($id, ctx.ret::<u64>());
+            leave(&ctx, $id, ctx.ret::<u64>());
             0
         }
     };

@@ -44,6 +44,7 @@ pub struct Collector {
     pub writer: TraceWriter,
     /// Print a status line on stderr (every second on a terminal, every 10 s otherwise).
     pub status: bool,
+    pub ebpf_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Collector {
@@ -148,6 +149,9 @@ impl Collector {
                 _ = tick.tick() => {}
             }
             while self.drain(&mut summary) > 0 && self.writer.pending() < MAX_BATCH {}
+            if let Some(l) = self.ebpf_log.as_mut() {
+                l.flush();
+            }
             if last_flush.elapsed() >= FLUSH_EVERY || self.writer.pending() >= MAX_BATCH {
                 summary.per_cpu = self.push_counters(monotonic_ns());
                 if let Err(e) = self.writer.flush_batch() {

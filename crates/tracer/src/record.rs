@@ -125,6 +125,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         decoder,
         writer,
         status: !args.quiet,
+        ebpf_log: s.ebpf_log.take(),
     };
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -49,6 +49,8 @@ pub fn parse_hooks(list: &str) -> Result<Vec<&'static HookDef>, SessionError> {
 
 pub struct Session {
     pub ebpf: Ebpf,
+    /// Warnings the programs raise (a leaked task stack, an evicted entry), read by the collector.
+    pub ebpf_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub uname: Uname,
     pub plan: Vec<PlanEntry>,
     /// Hooks that attached, as resolved for this kernel (the decoder's input).
@@ -89,6 +91,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
             .ok_or_else(|| SessionError::Layout(format!("unknown vm flag {name}")))?;
     }
     let mut ebpf = attach::load(&offsets, &filter, setup.ring_bytes)?;
+    let ebpf_log = init_ebpf_log(&mut ebpf);
 
     let wanted: Vec<&'static HookDef> = match setup.hooks {
         Some(h) => h.to_vec(),
@@ -158,6 +161,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
     }
     Ok(Session {
         ebpf,
+        ebpf_log,
         uname: system::uname(),
         plan,
         attached,
@@ -166,4 +170,31 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
         vm_flag_bits,
         tracefs,
     })
+}
+
+/// eBPF warnings go to stderr as `tracer: ebpf: ...` lines.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn
+    }
+
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("tracer: ebpf: {}", r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static STDERR_LOG: StderrLog = StderrLog;
+
+fn init_ebpf_log(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+    if log::set_logger(&STDERR_LOG).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    // Without log statements in the object there is nothing to read: not an error.
+    aya_log::EbpfLogger::init(ebpf).ok()
 }

@@ -1,1 +1,68 @@
+//! Replays a pfnscope trace against a reference model of the x86-64 page-fault path for PFN
+//! and special mappings, and tells where the kernel and the model disagree.
+//!
+//! A trace (see `docs/trace-format.md`) records the probed calls of the fault path with
+//! `parent` links. The [`Engine`] reassembles each call tree, and the model re-executes it:
+//! `vm_normal_page` decisions, PFN inserts with PAT's cache-mode lookup, `remap_pfn_range` with
+//! whole/partial PAT tracking, PAT memtype reservations as an interval map, fork copies, unmap
+//! and untrack, `handle_mm_fault` outcomes including the 6.12+ VMA-lock RETRY, COW of PFN
+//! mappings and the truncate rule. Kernel-version differences live in [`kernel::TABLE`]; the
+//! rules in [`rules::Rule`], each with the kernel source that justifies it.
+//!
+//! Results go to a [`Sink`] and are of two kinds, kept apart: **divergences** (kernel != model)
+//! and **findings** (kernel == model, but a driver author should look: a WC request that PAT
+//! turned into UC-, aliases with different cache modes, a leaked reservation, ...). Where the
+//! trace lacks what a rule needs, the rule does not fire: it counts as *not checkable*.
+//!
+//! The library does no I/O except in [`run`], which streams a trace file through the engine.
+//!
+//! ```
+//! use replay::{check_records, kernel::{KernelRules, Series}, synth::TraceBuilder, bits::Cache};
+//!
+//! // A TTM-style driver asks for WC on VRAM that has no reservation: PAT maps it UC-.
+//! let mut b = TraceBuilder::new(Series::V6_12);
+//! let bits = b.bits;
+//! let vma = b.vma(0x7f00_0000_0000, 1, true, bits.pfnmap | bits.io, Some("drm_gem_ttm_vm_ops [ttm]"));
+//! b.fault_insert(&vma, vma.start, 0xfd000, Cache::WC, false);
+//! let report = check_records(&b.meta(), KernelRules::for_series(Series::V6_12), b.records(), "doc");
+//! assert_eq!(report.summary.divergences, 0);
+//! assert_eq!(report.findings[0].rule.id(), "find.wc_downgrade");
+//! ```
+//!
+//! # The `replay check --json` report
+//! One JSON object (`schema` = [`report::REPORT_SCHEMA`], `pfnscope.replay.check/1`):
+//! - `trace`, `kernel_release` (from the trace), `rules` (`6.1`, `6.12` or `6.16+`),
+//!   `rules_note` (null, or why the rule set is a guess), `events` (rows replayed),
+//!   `truncated` (null, or what the reader said about a damaged tail),
+//!   `losses` {`dropped`, `unpaired`, `read_failed`} (the tracer's final counters);
+//! - `summary` {`divergences`, `findings`, `finding_groups`, `checks`, `not_checkable`};
+//! - `rule_table`: one object per rule, in catalogue order: `id`, `kind` (`divergence` /
+//!   `finding`), `what`, `source` (kernel `file:function`, commit where known), `held`,
+//!   `failed`, `not_checkable`;
+//! - `divergences`: `rule` (id), `expected`, `observed` (text), `seqs` and `ids` (the events
+//!   involved, the deciding one first), `source`; at most 10 000 listed,
+//!   `divergences_omitted` counts the rest;
+//! - `findings`: grouped by rule and driver: `rule`, `driver`, `count`,
+//!   `message`, `seqs`, `ids` (of the first occurrence), `source`.
+//!
+//! Exit status of `replay check`: 0 no divergence, 1 divergences, 2 unusable input.
 
+pub mod bits;
+pub mod engine;
+pub mod hook;
+pub mod kernel;
+pub mod memtype;
+pub mod model;
+pub mod mutate;
+pub mod overhead;
+pub mod report;
+#[cfg(test)]
+mod rule_tests;
+pub mod rules;
+pub mod run;
+pub mod synth;
+
+pub use engine::Engine;
+pub use report::{Collector, Divergence, Finding, Report, Sink};
+pub use rules::Rule;
+pub use run::{CheckOptions, ReplayError, check_file, check_records};

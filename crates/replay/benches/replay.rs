@@ -1,0 +1,140 @@
+//! `cargo bench -p replay`: replay throughput on a generated 10M-event trace.
+//!
+//! Two numbers, both on one core (the replay is single-threaded):
+//! - engine: records already decoded, pushed through reassembly and the model;
+//! - file: a trace written to disk, then read, decoded and replayed (what `replay check` does),
+//!   on a 1M-event file to keep the disk use modest.
+//!
+//! `REPLAY_BENCH_EVENTS` overrides the 10M default.
+
+use std::time::{Duration, Instant};
+
+use replay::bits::{Cache, PAGE_SIZE};
+use replay::kernel::{KernelRules, Series};
+use replay::report::Collector;
+use replay::synth::TraceBuilder;
+use replay::{CheckOptions, Engine, check_file};
+
+/// One round of a busy graphics-and-devmem workload: a TTM buffer faulted in page by page with a
+/// WC request, a BAR remapped (and every 100th round forked), everything unmapped again. The
+/// forked children never exit in this trace, so their strict reservations stay: forking every
+/// round would grow the reservation list far beyond what a real system holds.
+fn round(b: &mut TraceBuilder, n: u64) {
+    let bits = b.bits;
+    let mut ttm = b.vma(
+        0x7f00_2000_0000,
+        32,
+        true,
+        bits.pfnmap | bits.io | bits.dontexpand | bits.dontdump,
+        Some("drm_gem_ttm_vm_ops [ttm]"),
+    );
+    for j in 0..32 {
+        b.fault_insert(
+            &ttm,
+            ttm.start + j * PAGE_SIZE,
+            0xfd000 + j,
+            Cache::WC,
+            false,
+        );
+    }
+    let mut bar = b.vma(0x7f00_1000_0000, 16, true, 0, Some("pci_phys_vm_ops"));
+    b.remap(&mut bar, 0xfe000, Cache::WC);
+    if n.is_multiple_of(100) {
+        b.fork(&bar, 4242);
+    }
+    b.munmap(&mut bar);
+    b.munmap(&mut ttm);
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn main() {
+    // cargo passes `--bench`; a filter argument that is not ours means "not this bench".
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a != "replay")
+    {
+        return;
+    }
+    let target: u64 = std::env::var("REPLAY_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let series = Series::V6_12;
+    let mut b = TraceBuilder::new(series);
+    let meta = b.meta();
+    let mut engine = Engine::new(&meta, KernelRules::for_series(series), Collector::new());
+    let (mut fed, mut in_engine) = (0u64, Duration::ZERO);
+    let mut chunk_rounds = 0;
+    while fed < target {
+        for i in 0..200 {
+            round(&mut b, chunk_rounds + i);
+        }
+        chunk_rounds += 200;
+        let chunk = b.drain(fed);
+        fed += chunk.len() as u64;
+        let t = Instant::now();
+        engine.push_all(chunk);
+        in_engine += t.elapsed();
+    }
+    let t = Instant::now();
+    let (sink, _, events) = engine.finish();
+    in_engine += t.elapsed();
+    assert_eq!(
+        sink.divergences_total, 0,
+        "the generated workload must replay clean"
+    );
+    let eng_rate = events as f64 / in_engine.as_secs_f64();
+    println!(
+        "replay/engine: {events} events ({chunk_rounds} workload rounds) in {:.2} s: {:.2} M events/s on one core",
+        in_engine.as_secs_f64(),
+        eng_rate / 1e6
+    );
+
+    // End to end through a file.
+    let file_events = target.min(1_000_000);
+    let dir = std::env::temp_dir().join(format!("replay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bench.arrows");
+    let mut b = TraceBuilder::new(series);
+    let mut w = pfnscope_trace::TraceWriter::create(&path, &meta).unwrap();
+    let (mut written, mut rounds) = (0u64, 0u64);
+    while written < file_events {
+        for _ in 0..200 {
+            round(&mut b, rounds);
+            rounds += 1;
+        }
+        for r in b.drain(written) {
+            w.push(&r);
+            written += 1;
+        }
+        w.flush_batch().unwrap();
+    }
+    w.finish().unwrap();
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let t = Instant::now();
+    let rep = check_file(&path, &CheckOptions::default(), |_| {}).unwrap();
+    let el = t.elapsed();
+    assert_eq!(rep.summary.divergences, 0);
+    println!(
+        "replay/file: {} events ({:.0} MiB) read + decoded + replayed in {:.2} s: {:.2} M events/s on one core",
+        rep.events,
+        bytes as f64 / (1 << 20) as f64,
+        el.as_secs_f64(),
+        rep.events as f64 / el.as_secs_f64() / 1e6
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(m) = peak_rss_mib() {
+        println!("replay/peak-rss: {m:.0} MiB (includes the generator's chunk and the writer)");
+    }
+}

@@ -1,0 +1,265 @@
+//! Bit values: fault flags, fault results, x86 PTE bits, cache modes and the vm_flags decoding.
+
+use std::collections::BTreeMap;
+
+pub mod fault_flag {
+    pub const WRITE: u32 = 0x1;
+    pub const ALLOW_RETRY: u32 = 0x4;
+    pub const USER: u32 = 0x40;
+    pub const UNSHARE: u32 = 0x400;
+    pub const VMA_LOCK: u32 = 0x1000;
+}
+
+pub mod vm_fault {
+    pub const OOM: u32 = 0x1;
+    pub const SIGBUS: u32 = 0x2;
+    pub const HWPOISON: u32 = 0x10;
+    pub const HWPOISON_LARGE: u32 = 0x20;
+    pub const SIGSEGV: u32 = 0x40;
+    pub const NOPAGE: u32 = 0x100;
+    pub const RETRY: u32 = 0x400;
+    pub const FALLBACK: u32 = 0x800;
+    pub const ERROR: u32 = OOM | SIGBUS | SIGSEGV | HWPOISON | HWPOISON_LARGE | FALLBACK;
+}
+
+pub mod errno {
+    pub const ENOMEM: i64 = -12;
+    pub const EBUSY: i64 = -16;
+    pub const EINVAL: i64 = -22;
+}
+
+pub mod pte {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const RW: u64 = 1 << 1;
+    pub const PWT: u64 = 1 << 3;
+    pub const PCD: u64 = 1 << 4;
+    pub const PAT: u64 = 1 << 7;
+    pub const SPECIAL: u64 = 1 << 9;
+    pub const DEVMAP: u64 = 1 << 58;
+    pub const CACHE_MASK: u64 = PWT | PCD | PAT;
+    /// Physical frame bits 12..51 of a 4 KiB PTE.
+    pub const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
+}
+
+pub const PAGE_SHIFT: u64 = 12;
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+
+/// The legacy ISA hole, never tracked by PAT and always WB (arch/x86/mm/pat/memtype.c,
+/// `x86_platform.is_untracked_pat_range` = `is_ISA_range`).
+pub const ISA_START_PFN: u64 = 0xa0;
+pub const ISA_END_PFN: u64 = 0x100;
+
+pub fn is_isa_range(pfn: u64, pages: u64) -> bool {
+    pfn >= ISA_START_PFN && pfn.saturating_add(pages) <= ISA_END_PFN
+}
+
+/// `enum page_cache_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Cache {
+    WB,
+    WC,
+    #[serde(rename = "UC-")]
+    UcMinus,
+    UC,
+    WT,
+    WP,
+}
+
+impl Cache {
+    pub fn parse(s: &str) -> Option<Cache> {
+        Some(match s {
+            "WB" => Cache::WB,
+            "WC" => Cache::WC,
+            "UC-" | "UC_MINUS" => Cache::UcMinus,
+            "UC" => Cache::UC,
+            "WT" => Cache::WT,
+            "WP" => Cache::WP,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cache::WB => "WB",
+            Cache::WC => "WC",
+            Cache::UcMinus => "UC-",
+            Cache::UC => "UC",
+            Cache::WT => "WT",
+            Cache::WP => "WP",
+        }
+    }
+
+    /// `is_new_memtype_allowed` (arch/x86/include/asm/pgtable.h): a reservation may hand back a
+    /// different type than requested unless that would make an uncached or WC/WT request WB, or
+    /// a WT request WC.
+    pub fn may_become(self, got: Cache) -> bool {
+        !(matches!(self, Cache::UcMinus | Cache::WC | Cache::WT) && got == Cache::WB
+            || self == Cache::WT && got == Cache::WC)
+    }
+}
+
+/// Cache mode per PAT index (PWT | PCD << 1 | PAT << 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatTable(pub [Cache; 8]);
+
+impl Default for PatTable {
+    /// Linux's own PAT MSR programming (arch/x86/mm/pat/memtype.c:pat_bp_init).
+    fn default() -> Self {
+        use Cache::*;
+        PatTable([WB, WC, UcMinus, UC, WB, WP, UcMinus, WT])
+    }
+}
+
+impl PatTable {
+    pub fn from_meta(names: &[String]) -> PatTable {
+        let mut t = PatTable::default();
+        if names.len() == 8 {
+            for (i, n) in names.iter().enumerate() {
+                if let Some(c) = Cache::parse(n) {
+                    t.0[i] = c;
+                }
+            }
+        }
+        t
+    }
+
+    pub fn of_prot(&self, prot: u64) -> Cache {
+        let idx = (prot & pte::PWT != 0) as usize
+            | ((prot & pte::PCD != 0) as usize) << 1
+            | ((prot & pte::PAT != 0) as usize) << 2;
+        self.0[idx]
+    }
+
+    /// The PWT/PCD/PAT bits selecting `c`, as `cachemode2protval` (the first index holding it).
+    pub fn prot_of(&self, c: Cache) -> Option<u64> {
+        let i = self.0.iter().position(|x| *x == c)? as u64;
+        Some(
+            if i & 1 != 0 { pte::PWT } else { 0 }
+                | if i & 2 != 0 { pte::PCD } else { 0 }
+                | if i & 4 != 0 { pte::PAT } else { 0 },
+        )
+    }
+}
+
+/// vm_flags bits in use by the model, from trace metadata where it has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmBits {
+    pub write: u64,
+    pub shared: u64,
+    pub maywrite: u64,
+    pub pfnmap: u64,
+    pub io: u64,
+    pub dontexpand: u64,
+    pub mixedmap: u64,
+    pub dontdump: u64,
+    /// 0 where the kernel has no VM_PAT (6.16+).
+    pub pat: u64,
+}
+
+impl VmBits {
+    /// The x86-64 values of 6.1 and 6.12.
+    pub const X86_DEFAULT: VmBits = VmBits {
+        write: 0x2,
+        shared: 0x8,
+        maywrite: 0x20,
+        pfnmap: 0x400,
+        io: 0x4000,
+        dontexpand: 0x40000,
+        mixedmap: 0x1000_0000,
+        dontdump: 0x400_0000,
+        pat: 0x0100_0000,
+    };
+
+    /// Reads `vm_flag_bits` (names with or without the `VM_` prefix, any case); a name that is
+    /// absent keeps the x86 default, except VM_PAT on kernels without it.
+    pub fn from_meta(bits: &BTreeMap<String, u64>, has_vm_pat: bool) -> VmBits {
+        let mut v = VmBits::X86_DEFAULT;
+        if !has_vm_pat {
+            v.pat = 0;
+        }
+        for (name, val) in bits {
+            let n = name.trim().to_ascii_uppercase();
+            let n = n.strip_prefix("VM_").unwrap_or(&n);
+            let slot = match n {
+                "WRITE" => &mut v.write,
+                "SHARED" => &mut v.shared,
+                "MAYWRITE" => &mut v.maywrite,
+                "PFNMAP" => &mut v.pfnmap,
+                "IO" => &mut v.io,
+                "DONTEXPAND" => &mut v.dontexpand,
+                "MIXEDMAP" => &mut v.mixedmap,
+                "DONTDUMP" => &mut v.dontdump,
+                "PAT" => &mut v.pat,
+                _ => continue,
+            };
+            *slot = *val;
+        }
+        v
+    }
+
+    /// `is_cow_mapping`: private and may become writable.
+    pub fn is_cow(&self, flags: u64) -> bool {
+        flags & (self.shared | self.maywrite) == self.maywrite
+    }
+
+    pub fn pfn_or_mixed(&self, flags: u64) -> u64 {
+        flags & (self.pfnmap | self.mixedmap)
+    }
+
+    pub fn remap_flags(&self) -> u64 {
+        self.io | self.pfnmap | self.dontexpand | self.dontdump
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pat_decoding_table() {
+        let t = PatTable::default();
+        // (prot bits, cache mode): the bochs WC request 0x2f is index 1; PAT's UC- answer 0x37.
+        let rows: &[(u64, Cache)] = &[
+            (0x27, Cache::WB),
+            (0x2f, Cache::WC),
+            (0x37, Cache::UcMinus),
+            (0x3f, Cache::UC),
+            (0xa7, Cache::WB),
+            (0xbf, Cache::WT),
+        ];
+        for (prot, c) in rows {
+            assert_eq!(t.of_prot(*prot), *c, "{prot:#x}");
+            assert_eq!(t.of_prot(t.prot_of(*c).unwrap()), *c);
+        }
+    }
+
+    #[test]
+    fn memtype_change_allowed_table() {
+        // (requested, granted, allowed)
+        let rows = [
+            (Cache::UcMinus, Cache::WB, false),
+            (Cache::WC, Cache::WB, false),
+            (Cache::WT, Cache::WB, false),
+            (Cache::WT, Cache::WC, false),
+            (Cache::WC, Cache::UcMinus, true),
+            (Cache::WB, Cache::UcMinus, true),
+            (Cache::UcMinus, Cache::WC, true),
+        ];
+        for (req, got, ok) in rows {
+            assert_eq!(req.may_become(got), ok, "{req:?}->{got:?}");
+        }
+    }
+
+    #[test]
+    fn vm_bits_from_meta_override_defaults() {
+        let mut m = BTreeMap::new();
+        m.insert("VM_PFNMAP".to_string(), 0x800);
+        m.insert("mixedmap".to_string(), 0x2000_0000);
+        let v = VmBits::from_meta(&m, false);
+        assert_eq!(
+            (v.pfnmap, v.mixedmap, v.pat, v.io),
+            (0x800, 0x2000_0000, 0, 0x4000)
+        );
+        assert!(v.is_cow(0x20) && !v.is_cow(0x28) && !v.is_cow(0));
+    }
+}

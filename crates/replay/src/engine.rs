@@ -1,0 +1,354 @@
+//! The replay engine: reassembles call trees from `parent` links, then runs each tree through the
+//! reference model ([`crate::model`]).
+//!
+//! The tracer emits a call when it returns, so children reach the file before their parent; a
+//! tracer that sorts by entry time would put them after. Both work: a tree is released once a
+//! record that entered after the root returned has been read (or at the end), and a child may
+//! attach to its parent whichever arrives first.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use pfnscope_trace::{Record, TraceMeta};
+
+use crate::hook::Hook;
+use crate::kernel::KernelRules;
+use crate::model::Model;
+use crate::report::{Losses, Sink};
+
+/// Call ids are unique integers: a multiply-shift hash is plenty and keeps the map cheap.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64)
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// One call of a reassembled tree.
+#[derive(Debug)]
+pub struct Node {
+    pub rec: Record,
+    pub hook: Hook,
+    /// Indices into [`Tree::nodes`], in entry order.
+    pub kids: Vec<usize>,
+}
+
+/// A root call with everything that ran inside it; `nodes[0]` is the root.
+#[derive(Debug, Default)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn kid(&self, i: usize, pred: impl Fn(Hook) -> bool) -> Option<usize> {
+        self.nodes[i]
+            .kids
+            .iter()
+            .copied()
+            .find(|&k| pred(self.nodes[k].hook))
+    }
+}
+
+struct Slot {
+    rec: Record,
+    hook: Hook,
+    kids: Vec<u32>,
+}
+
+/// Streaming tree reassembly.
+#[derive(Default)]
+pub struct Assembler {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    by_id: IdMap<u64, u32>,
+    /// Children whose parent has not been read yet, by parent id.
+    waiting: IdMap<u64, Vec<u32>>,
+    roots: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Latest entry time read so far.
+    watermark: u64,
+}
+
+impl Assembler {
+    fn alloc(&mut self, s: Slot) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(s);
+                i
+            }
+            None => {
+                self.slots.push(Some(s));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    pub fn push(&mut self, rec: Record, hook: Hook) {
+        let (id, parent, ts, seq) = (rec.id, rec.parent, rec.ts_ns, rec.seq);
+        let exit = ts.saturating_add(rec.latency_ns.unwrap_or(0));
+        let slot = self.alloc(Slot {
+            rec,
+            hook,
+            kids: Vec::new(),
+        });
+        if id != 0 {
+            self.by_id.insert(id, slot);
+            if let Some(k) = self.waiting.remove(&id) {
+                self.slots[slot as usize]
+                    .as_mut()
+                    .expect("just stored")
+                    .kids = k;
+            }
+        }
+        if parent != 0 && parent != id {
+            match self.by_id.get(&parent) {
+                Some(&p) => self.slots[p as usize]
+                    .as_mut()
+                    .expect("indexed slots are live")
+                    .kids
+                    .push(slot),
+                None => self.waiting.entry(parent).or_default().push(slot),
+            }
+        } else {
+            self.roots.push(Reverse((exit, seq, slot)));
+        }
+        self.watermark = self.watermark.max(ts);
+    }
+
+    /// The next tree whose root returned before anything read so far entered.
+    pub fn pop_ready(&mut self) -> Option<Tree> {
+        let Reverse((exit, _, slot)) = *self.roots.peek()?;
+        if exit >= self.watermark {
+            return None;
+        }
+        self.roots.pop();
+        Some(self.take(slot))
+    }
+
+    /// Every remaining root tree, in return order.
+    pub fn pop_any(&mut self) -> Option<Tree> {
+        let Reverse((_, _, slot)) = self.roots.pop()?;
+        Some(self.take(slot))
+    }
+
+    /// Children whose parent never appeared, each as a tree of its own, in entry order.
+    pub fn orphans(&mut self) -> Vec<Tree> {
+        let mut slots: Vec<u32> = self.waiting.drain().flat_map(|(_, v)| v).collect();
+        slots.sort_by_key(|&s| {
+            let r = &self.slots[s as usize]
+                .as_ref()
+                .expect("waiting slots are live")
+                .rec;
+            (r.ts_ns, r.seq)
+        });
+        slots.into_iter().map(|s| self.take(s)).collect()
+    }
+
+    fn take(&mut self, root: u32) -> Tree {
+        let mut tree = Tree { nodes: Vec::new() };
+        self.take_into(root, &mut tree);
+        tree
+    }
+
+    fn take_into(&mut self, slot: u32, tree: &mut Tree) -> usize {
+        let s = self.slots[slot as usize]
+            .take()
+            .expect("a slot is taken once");
+        self.free.push(slot);
+        if s.rec.id != 0 && self.by_id.get(&s.rec.id) == Some(&slot) {
+            self.by_id.remove(&s.rec.id);
+        }
+        let idx = tree.nodes.len();
+        tree.nodes.push(Node {
+            rec: s.rec,
+            hook: s.hook,
+            kids: Vec::new(),
+        });
+        let mut kids = s.kids;
+        kids.sort_by_key(|&k| {
+            let r = &self.slots[k as usize]
+                .as_ref()
+                .expect("child slots are live")
+                .rec;
+            (r.ts_ns, r.seq)
+        });
+        let mut out = Vec::with_capacity(kids.len());
+        for k in kids {
+            out.push(self.take_into(k, tree));
+        }
+        tree.nodes[idx].kids = out;
+        idx
+    }
+}
+
+/// Feeds records in, sends results to the sink.
+pub struct Engine<S: Sink> {
+    asm: Assembler,
+    model: Model<S>,
+    events: u64,
+    losses: HashMap<u32, (u64, u64, u64)>,
+}
+
+impl<S: Sink> Engine<S> {
+    pub fn new(meta: &TraceMeta, rules: KernelRules, sink: S) -> Engine<S> {
+        Engine {
+            asm: Assembler::default(),
+            model: Model::new(meta, rules, sink),
+            events: 0,
+            losses: HashMap::new(),
+        }
+    }
+
+    pub fn push(&mut self, rec: Record) {
+        let hook = Hook::from_name(&rec.hook);
+        if hook == Hook::Counters {
+            // Cumulative per CPU: the last row wins.
+            self.losses.insert(
+                rec.cpu,
+                (
+                    rec.dropped.unwrap_or(0),
+                    rec.unpaired.unwrap_or(0),
+                    rec.read_failed.unwrap_or(0),
+                ),
+            );
+            return;
+        }
+        self.events += 1;
+        self.model.saw(hook);
+        self.asm.push(rec, hook);
+        while let Some(t) = self.asm.pop_ready() {
+            self.model.process(&t);
+        }
+    }
+
+    pub fn push_all(&mut self, recs: impl IntoIterator<Item = Record>) {
+        for r in recs {
+            self.push(r);
+        }
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn losses(&self) -> Losses {
+        let mut l = Losses::default();
+        for (d, u, f) in self.losses.values() {
+            l.dropped += d;
+            l.unpaired += u;
+            l.read_failed += f;
+        }
+        l
+    }
+
+    /// Drains what is left, runs the end-of-trace rules and hands the sink back.
+    pub fn finish(mut self) -> (S, Losses, u64) {
+        while let Some(t) = self.asm.pop_any() {
+            self.model.process(&t);
+        }
+        let losses = self.losses();
+        let lossless = losses.dropped + losses.unpaired == 0;
+        for t in self.asm.orphans() {
+            self.model.orphan(&t, lossless);
+            self.model.process(&t);
+        }
+        let sink = self.model.finish();
+        (sink, losses, self.events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, id: u64, parent: u64, ts: u64, lat: u64, hook: &str) -> Record {
+        Record {
+            seq,
+            id,
+            parent,
+            ts_ns: ts,
+            latency_ns: Some(lat),
+            hook: hook.into(),
+            ..Default::default()
+        }
+    }
+
+    fn shape(t: &Tree) -> Vec<(u64, Vec<u64>)> {
+        t.nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.rec.id,
+                    n.kids.iter().map(|&k| t.nodes[k].rec.id).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reassembly_table() {
+        // A fault (id 1) with an insert (2) that has a lookup (3), then an unrelated root (4).
+        let fault = rec(0, 1, 0, 100, 50, "handle_mm_fault");
+        let ins = rec(0, 2, 1, 110, 30, "vmf_insert_pfn_prot");
+        let look = rec(0, 3, 2, 115, 5, "track_pfn_insert");
+        let later = rec(0, 4, 0, 200, 5, "memtype_free");
+        let want = vec![(1, vec![2]), (2, vec![3]), (3, vec![])];
+        // (name, arrival order)
+        let rows: Vec<(&str, Vec<Record>)> = vec![
+            (
+                "exit order (the tracer's)",
+                vec![look.clone(), ins.clone(), fault.clone(), later.clone()],
+            ),
+            (
+                "entry order",
+                vec![fault.clone(), ins.clone(), look.clone(), later.clone()],
+            ),
+            (
+                "mixed",
+                vec![ins.clone(), fault.clone(), look.clone(), later.clone()],
+            ),
+        ];
+        for (name, order) in rows {
+            let mut a = Assembler::default();
+            let mut trees = Vec::new();
+            for r in order {
+                let h = Hook::from_name(&r.hook);
+                a.push(r, h);
+                while let Some(t) = a.pop_ready() {
+                    trees.push(t);
+                }
+            }
+            while let Some(t) = a.pop_any() {
+                trees.push(t);
+            }
+            assert_eq!(trees.len(), 2, "{name}");
+            assert_eq!(shape(&trees[0]), want, "{name}");
+            assert!(a.orphans().is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn missing_parent_leaves_an_orphan() {
+        let mut a = Assembler::default();
+        a.push(rec(0, 5, 99, 10, 1, "memtype_free"), Hook::MemFree);
+        assert!(a.pop_any().is_none());
+        let o = a.orphans();
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].nodes[0].rec.id, 5);
+    }
+}

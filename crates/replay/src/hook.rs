@@ -1,0 +1,144 @@
+//! Trace `hook` names decoded once per record into a small enum.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    Fault,
+    Vnp,
+    InsertPfnProt,
+    InsertPfn,
+    InsertMixed,
+    InsertPmd,
+    InsertPmdProt,
+    InsertPud,
+    InsertPudProt,
+    Remap,
+    TrackInsert,
+    TrackRemap,
+    TrackCopy,
+    Untrack,
+    SetupCachemode,
+    PfnmapTrack,
+    PfnmapUntrack,
+    MemReserve,
+    MemFree,
+    CopyPageRange,
+    UnmapPageRange,
+    PageFaultUser,
+    PageFaultKernel,
+    FilemapDelete,
+    ProcessFork,
+    Counters,
+    Other,
+}
+
+pub const HOOK_COUNT: usize = Hook::Other as usize + 1;
+
+impl Hook {
+    pub fn from_name(name: &str) -> Hook {
+        match name {
+            "handle_mm_fault" => Hook::Fault,
+            "vm_normal_page" => Hook::Vnp,
+            "vmf_insert_pfn_prot" => Hook::InsertPfnProt,
+            "vmf_insert_pfn" => Hook::InsertPfn,
+            "vmf_insert_mixed" => Hook::InsertMixed,
+            "vmf_insert_pfn_pmd" => Hook::InsertPmd,
+            "vmf_insert_pfn_pmd_prot" => Hook::InsertPmdProt,
+            "vmf_insert_pfn_pud" => Hook::InsertPud,
+            "vmf_insert_pfn_pud_prot" => Hook::InsertPudProt,
+            "remap_pfn_range" => Hook::Remap,
+            "track_pfn_insert" => Hook::TrackInsert,
+            "track_pfn_remap" => Hook::TrackRemap,
+            "track_pfn_copy" => Hook::TrackCopy,
+            "untrack_pfn" => Hook::Untrack,
+            "pfnmap_setup_cachemode" => Hook::SetupCachemode,
+            "pfnmap_track" => Hook::PfnmapTrack,
+            "pfnmap_untrack" => Hook::PfnmapUntrack,
+            "memtype_reserve" => Hook::MemReserve,
+            "memtype_free" => Hook::MemFree,
+            "copy_page_range" => Hook::CopyPageRange,
+            "unmap_page_range" => Hook::UnmapPageRange,
+            "exceptions:page_fault_user" | "page_fault_user" => Hook::PageFaultUser,
+            "exceptions:page_fault_kernel" | "page_fault_kernel" => Hook::PageFaultKernel,
+            "filemap:mm_filemap_delete_from_page_cache" | "mm_filemap_delete_from_page_cache" => {
+                Hook::FilemapDelete
+            }
+            "sched:sched_process_fork" | "sched_process_fork" => Hook::ProcessFork,
+            pfnscope_trace::COUNTERS_HOOK => Hook::Counters,
+            _ => Hook::Other,
+        }
+    }
+
+    pub fn is_insert(self) -> bool {
+        matches!(
+            self,
+            Hook::InsertPfnProt
+                | Hook::InsertPfn
+                | Hook::InsertMixed
+                | Hook::InsertPmd
+                | Hook::InsertPmdProt
+                | Hook::InsertPud
+                | Hook::InsertPudProt
+        )
+    }
+
+    /// PAT's cache-mode lookup on insert.
+    pub fn is_insert_lookup(self) -> bool {
+        matches!(self, Hook::TrackInsert | Hook::SetupCachemode)
+    }
+
+    pub fn is_pat(self) -> bool {
+        matches!(
+            self,
+            Hook::TrackInsert
+                | Hook::TrackRemap
+                | Hook::TrackCopy
+                | Hook::Untrack
+                | Hook::SetupCachemode
+                | Hook::PfnmapTrack
+                | Hook::PfnmapUntrack
+                | Hook::MemReserve
+                | Hook::MemFree
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_abi_hook_name_decodes() {
+        // The tracer writes pfnscope_abi::hook::NAMES; none of them may fall through to Other.
+        let names = [
+            "handle_mm_fault",
+            "vm_normal_page",
+            "vmf_insert_pfn_prot",
+            "vmf_insert_pfn",
+            "vmf_insert_mixed",
+            "vmf_insert_pfn_pmd",
+            "vmf_insert_pfn_pmd_prot",
+            "vmf_insert_pfn_pud",
+            "vmf_insert_pfn_pud_prot",
+            "remap_pfn_range",
+            "track_pfn_insert",
+            "track_pfn_remap",
+            "track_pfn_copy",
+            "untrack_pfn",
+            "pfnmap_setup_cachemode",
+            "pfnmap_track",
+            "pfnmap_untrack",
+            "memtype_reserve",
+            "memtype_free",
+            "copy_page_range",
+            "unmap_page_range",
+            "exceptions:page_fault_user",
+            "exceptions:page_fault_kernel",
+            "filemap:mm_filemap_delete_from_page_cache",
+            "sched:sched_process_fork",
+        ];
+        for n in names {
+            assert_ne!(Hook::from_name(n), Hook::Other, "{n}");
+        }
+        assert_eq!(Hook::from_name("do_something_else"), Hook::Other);
+    }
+}

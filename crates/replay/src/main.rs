@@ -1,0 +1,156 @@
+//! `replay`: the command line over the replay library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pfnscope_trace::TraceReader;
+use replay::{CheckOptions, ReplayError, check_file, overhead::Overhead};
+
+#[derive(Parser)]
+#[command(
+    name = "replay",
+    version,
+    about = "Replay pfnscope traces against a reference model of the PFN fault path"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Re-execute a trace against the model. Exit 0: no divergence, 1: divergences, 2: bad input.
+    Check {
+        trace: PathBuf,
+        /// Print the JSON report (shape documented in the crate docs).
+        #[arg(long)]
+        json: bool,
+        /// Use this kernel's rules (6.1, 6.12, 6.18, or a release string) instead of the trace's.
+        #[arg(long, value_name = "V")]
+        kernel_rules: Option<String>,
+    },
+    /// Where fault time goes, per page and per driver, and the tracer's own cost.
+    Overhead {
+        trace: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Traces smaller than this replay in well under a second: no bar.
+const BAR_MIN_BYTES: u64 = 64 << 20;
+
+fn progress_bar(path: &Path) -> Option<ProgressBar> {
+    let len = std::fs::metadata(path).ok()?.len();
+    if len < BAR_MIN_BYTES {
+        return None;
+    }
+    // Rows are not known up front; bytes are a fair proxy (batches are of similar width).
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {wide_bar} ~{percent}%")
+            .ok()?,
+    );
+    Some(pb)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("replay: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Check {
+            trace,
+            json,
+            kernel_rules,
+        } => {
+            let pb = progress_bar(&trace);
+            let file_len = std::fs::metadata(&trace).map(|m| m.len()).unwrap_or(0);
+            let opts = CheckOptions { kernel_rules };
+            let mut rows_per_byte = None;
+            let report = check_file(&trace, &opts, |rows| {
+                if let Some(pb) = &pb {
+                    // Estimate the position from the rows replayed so far and the first batch's density.
+                    let rpb = *rows_per_byte.get_or_insert_with(|| {
+                        rows as f64 / (file_len.max(1) as f64 / 64.0).max(1.0)
+                    });
+                    pb.set_position(((rows as f64 / rpb.max(1e-9)) as u64).min(file_len));
+                    pb.set_message(format!("{rows} events"));
+                }
+            });
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let report = match report {
+                Ok(r) => r,
+                Err(ReplayError::Trace(e)) => return Err(anyhow::anyhow!(e)),
+                Err(e) => return Err(anyhow::anyhow!(e)).context("--kernel-rules"),
+            };
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_human());
+            }
+            if let Some(t) = &report.truncated {
+                eprintln!("replay: warning: trace is truncated; replayed what it has: {t}");
+            }
+            Ok(if report.summary.divergences > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Overhead { trace, top, json } => {
+            let mut reader = TraceReader::open(&trace)?;
+            let pb = progress_bar(&trace);
+            let mut o = Overhead::default();
+            let mut rows = 0u64;
+            let mut damage = None;
+            loop {
+                match reader.next_batch() {
+                    Ok(Some(batch)) => {
+                        rows += batch.len() as u64;
+                        for r in batch {
+                            o.push(r);
+                        }
+                        if let Some(pb) = &pb {
+                            pb.set_message(format!("{rows} events"));
+                            pb.tick();
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(d) => {
+                        damage = Some(d);
+                        break;
+                    }
+                }
+            }
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let rep = o.finish(&trace.display().to_string(), top);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                print!("{}", rep.to_human());
+            }
+            if let Some(d) = damage {
+                eprintln!("replay: warning: trace is truncated; analysed what it has: {d}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

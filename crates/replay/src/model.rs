@@ -1,0 +1,1884 @@
+//! The reference model of the x86-64 fault path for PFN and special mappings.
+//!
+//! Each handler takes one call of a reassembled tree, predicts from the model state what the
+//! kernel must have done, compares, and updates the state from what the kernel did (so one
+//! divergence does not cascade). Where the trace lacks what a rule needs (state older than the
+//! trace, RAM-ness of a pfn, a hook that was not attached) the rule counts as not checkable and
+//! never fires.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use pfnscope_trace::{Record, TraceMeta};
+
+use crate::bits::{
+    Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pte,
+    vm_fault as vf,
+};
+use crate::engine::{IdMap, Tree};
+use crate::hook::{HOOK_COUNT, Hook};
+use crate::kernel::{Features, KernelRules};
+use crate::memtype::{Entry, FreeMatch, MemtypeMap, Owner, ReservePrediction};
+use crate::report::{Divergence, Finding, Outcome, Sink};
+use crate::rules::Rule;
+
+/// What the model knows about one PTE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pte {
+    /// Only kept for special PTEs: normal pages can migrate without a traced event.
+    pub pfn: Option<u64>,
+    pub special: Option<bool>,
+    pub cache: Option<Cache>,
+    /// Installed by a traced event at a page known to be empty (a faulting page, a remap):
+    /// a mismatch is a divergence. Otherwise a mismatch only teaches the model.
+    pub known: bool,
+    /// A private copy made by a COW fault.
+    pub anon: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct VmaState {
+    /// Flags a later snapshot of this vma must show, and the seq that made them due.
+    must_flags: u64,
+    must_pgoff: Option<u64>,
+    due_seq: u64,
+    /// A whole-vma remap of it was seen (and whether it reserved PAT memory).
+    tracked_in_trace: bool,
+    reserved_in_trace: bool,
+    untracked: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LastFault {
+    page: u64,
+    vma_lock: bool,
+    retry: bool,
+    called_driver: bool,
+    seq: u64,
+    id: u64,
+}
+
+#[derive(Clone, Debug)]
+struct ForkCopy {
+    ptes: Vec<(u64, Pte)>,
+}
+
+/// Key of an address space: the trace's mm id, or the process when the mm was not read.
+fn space(r: &Record) -> u64 {
+    match r.mm_id {
+        Some(m) => m as u64,
+        None => (1 << 32) | r.pid as u64,
+    }
+}
+
+fn cache_of(name: &Option<String>, prot: Option<u64>, pat: &PatTable) -> Option<Cache> {
+    name.as_deref()
+        .and_then(Cache::parse)
+        .or_else(|| prot.map(|p| pat.of_prot(p)))
+}
+
+fn pages(size: Option<u64>) -> u64 {
+    size.unwrap_or(PAGE_SIZE).div_ceil(PAGE_SIZE).max(1)
+}
+
+fn show_ret(r: Option<i64>) -> String {
+    match r {
+        Some(v) if v >= 0 => format!("{v:#x}"),
+        Some(v) => format!("{v}"),
+        None => "no return".into(),
+    }
+}
+
+/// Larger ranges are not walked page by page (a PUD is 262144 pages).
+const MAX_WALK: u64 = 1 << 18;
+
+pub struct Model<S: Sink> {
+    sink: S,
+    f: Features,
+    bits: VmBits,
+    pat: PatTable,
+    plan: Option<HashSet<Hook>>,
+    seen: [bool; HOOK_COUNT],
+    pat_on: bool,
+    vmas: IdMap<u32, VmaState>,
+    ptes: IdMap<(u64, u64), Pte>,
+    aliases: IdMap<u64, Vec<(Cache, u32)>>,
+    memtypes: MemtypeMap,
+    lookups: IdMap<u64, Cache>,
+    /// Pfn ranges known not to be RAM (start -> end, exclusive).
+    nonram: BTreeMap<u64, u64>,
+    max_page_pfn: Option<u64>,
+    deleted: IdMap<u64, (u64, u64)>,
+    lacks_map_pages: HashMap<String, bool>,
+    last_fault: IdMap<u32, LastFault>,
+    last_untrack: IdMap<u32, u32>,
+    fork_pending: IdMap<u32, Vec<ForkCopy>>,
+    child_pending: IdMap<u32, Vec<ForkCopy>>,
+}
+
+impl<S: Sink> Model<S> {
+    pub fn new(meta: &TraceMeta, rules: KernelRules, sink: S) -> Model<S> {
+        let f = rules.features;
+        let plan = if meta.hook_plan.is_empty() {
+            None
+        } else {
+            let mut p = HashSet::new();
+            for e in meta.hook_plan.iter().filter(|e| e.mode.is_some()) {
+                p.insert(Hook::from_name(&e.hook));
+                if let Some(s) = &e.symbol {
+                    p.insert(Hook::from_name(s));
+                }
+            }
+            Some(p)
+        };
+        Model {
+            sink,
+            f,
+            bits: VmBits::from_meta(&meta.vm_flag_bits, f.vm_pat_flag),
+            pat: PatTable::from_meta(&meta.pat_table),
+            plan,
+            seen: [false; HOOK_COUNT],
+            pat_on: false,
+            vmas: IdMap::default(),
+            ptes: IdMap::default(),
+            aliases: IdMap::default(),
+            memtypes: MemtypeMap::default(),
+            lookups: IdMap::default(),
+            nonram: BTreeMap::new(),
+            max_page_pfn: None,
+            deleted: IdMap::default(),
+            lacks_map_pages: HashMap::new(),
+            last_fault: IdMap::default(),
+            last_untrack: IdMap::default(),
+            fork_pending: IdMap::default(),
+            child_pending: IdMap::default(),
+        }
+    }
+
+    pub fn saw(&mut self, h: Hook) {
+        self.seen[h as usize] = true;
+    }
+
+    /// Whether the trace can show calls of `h`: the hook plan says so, or (plan-less traces)
+    /// such a call has been read.
+    fn attached(&self, h: Hook) -> bool {
+        match &self.plan {
+            Some(p) => p.contains(&h),
+            None => self.seen[h as usize],
+        }
+    }
+
+    // ---- result plumbing -------------------------------------------------------------------
+
+    fn diverge(&mut self, rule: Rule, recs: &[&Record], expected: String, observed: String) {
+        self.sink.tally(rule, Outcome::Failed);
+        self.sink.divergence(Divergence {
+            rule,
+            expected,
+            observed,
+            seqs: recs.iter().map(|r| r.seq).collect(),
+            ids: recs.iter().map(|r| r.id).collect(),
+            source: rule.source(),
+        });
+    }
+
+    fn check(
+        &mut self,
+        rule: Rule,
+        ok: bool,
+        recs: &[&Record],
+        what: impl FnOnce() -> (String, String),
+    ) {
+        if ok {
+            self.sink.tally(rule, Outcome::Held);
+        } else {
+            let (e, o) = what();
+            self.diverge(rule, recs, e, o);
+        }
+    }
+
+    fn nc(&mut self, rule: Rule) {
+        self.sink.tally(rule, Outcome::NotCheckable);
+    }
+
+    /// Reports a finding; `message` is only built for the first of its rule and driver.
+    fn find(
+        &mut self,
+        rule: Rule,
+        recs: &[&Record],
+        driver: Option<&String>,
+        message: impl FnOnce() -> String,
+    ) {
+        self.sink.tally(rule, Outcome::Held);
+        if self.sink.repeat_finding(rule, driver.map(String::as_str)) {
+            return;
+        }
+        let message = message();
+        self.sink.finding(Finding {
+            rule,
+            message,
+            driver: driver.cloned(),
+            seqs: recs.iter().map(|r| r.seq).collect(),
+            ids: recs.iter().map(|r| r.id).collect(),
+            source: rule.source(),
+        });
+    }
+
+    // ---- driving ---------------------------------------------------------------------------
+
+    pub fn process(&mut self, t: &Tree) {
+        let root = &t.nodes[0].rec;
+        if !self.child_pending.is_empty()
+            && root.mm_id.is_some()
+            && let Some(copies) = self.child_pending.remove(&root.pid)
+        {
+            let sp = space(root);
+            for c in copies {
+                for (page, p) in c.ptes {
+                    self.install(sp, page, p, root);
+                }
+            }
+        }
+        self.visit(t, 0, None);
+    }
+
+    /// A call whose parent never reached the trace.
+    pub fn orphan(&mut self, t: &Tree, lossless: bool) {
+        let r = &t.nodes[0].rec;
+        if lossless {
+            self.diverge(
+                Rule::TraceParent,
+                &[r],
+                format!(
+                    "parent call {} in the trace (the tracer counted no loss)",
+                    r.parent
+                ),
+                "no such call".into(),
+            );
+        } else {
+            self.nc(Rule::TraceParent);
+        }
+    }
+
+    pub fn finish(mut self) -> S {
+        let leaks: Vec<Entry> = self
+            .memtypes
+            .entries()
+            .iter()
+            .filter(|e| match e.owner {
+                Owner::Vma(v) => self.vmas.get(&v).is_some_and(|s| s.untracked),
+                Owner::Fork { failed, .. } => failed,
+                Owner::Other => false,
+            })
+            .cloned()
+            .collect();
+        for e in leaks {
+            let r = Record {
+                seq: e.seq,
+                ..Default::default()
+            };
+            self.find(
+                Rule::FindLeak,
+                &[&r],
+                None,
+                || format!(
+                    "PAT reservation never freed: pfn {:#x}..{:#x} {} made at seq {}, its owner is gone ({:?})",
+                    e.start,
+                    e.end,
+                    e.cache.name(),
+                    e.seq,
+                    e.owner
+                ),
+            );
+        }
+        self.sink
+    }
+
+    fn visit(&mut self, t: &Tree, i: usize, fault_page: Option<u64>) {
+        match t.nodes[i].hook {
+            Hook::Fault => self.fault(t, i),
+            Hook::Vnp => self.vnp(t, i),
+            h if h.is_insert() => self.insert(t, i, fault_page),
+            Hook::Remap => self.remap(t, i),
+            Hook::TrackInsert | Hook::SetupCachemode => {
+                self.lookup(t, i);
+            }
+            Hook::TrackRemap | Hook::PfnmapTrack => {
+                let vma = t.nodes[i].rec.vma_id;
+                self.track_remap(t, i, vma);
+            }
+            Hook::TrackCopy => {
+                self.track_copy(t, i);
+            }
+            Hook::Untrack | Hook::PfnmapUntrack => self.untrack(t, i),
+            Hook::MemReserve => {
+                self.reserve(t, i, Owner::Other);
+            }
+            Hook::MemFree => self.free(t, i, None),
+            Hook::CopyPageRange => self.fork_copy(t, i),
+            Hook::UnmapPageRange => self.unmap(t, i),
+            Hook::FilemapDelete => {
+                let r = &t.nodes[i].rec;
+                if let (Some(pfn), Some(ix)) = (r.pfn, r.index) {
+                    self.deleted.insert(pfn, (ix, r.seq));
+                }
+            }
+            Hook::ProcessFork => {
+                let r = &t.nodes[i].rec;
+                if let (Some(child), Some(copies)) = (r.child_pid, self.fork_pending.remove(&r.pid))
+                {
+                    self.child_pending.entry(child).or_default().extend(copies);
+                }
+            }
+            _ => self.visit_kids(t, i, fault_page, |_| true),
+        }
+    }
+
+    fn visit_kids(
+        &mut self,
+        t: &Tree,
+        i: usize,
+        fault_page: Option<u64>,
+        keep: impl Fn(Hook) -> bool,
+    ) {
+        for &k in &t.nodes[i].kids {
+            if keep(t.nodes[k].hook) {
+                self.visit(t, k, fault_page);
+            }
+        }
+    }
+
+    // ---- PTE state -------------------------------------------------------------------------
+
+    fn alias_add(&mut self, pfn: u64, c: Cache, r: &Record) {
+        let v = self.aliases.entry(pfn).or_default();
+        let other = v
+            .iter()
+            .find(|(oc, n)| *oc != c && *n > 0)
+            .map(|(oc, _)| *oc);
+        match v.iter_mut().find(|(oc, _)| *oc == c) {
+            Some(e) => e.1 += 1,
+            None => v.push((c, 1)),
+        }
+        if let Some(oc) = other {
+            self.find(
+                Rule::FindAlias,
+                &[r],
+                r.driver.as_ref(),
+                || format!("one pfn mapped with two cache modes: pfn {pfn:#x} mapped {} here and {} elsewhere", c.name(), oc.name()),
+            );
+        }
+    }
+
+    fn alias_remove(&mut self, pfn: u64, c: Cache) {
+        if let Some(v) = self.aliases.get_mut(&pfn) {
+            if let Some(e) = v.iter_mut().find(|(oc, _)| *oc == c) {
+                e.1 = e.1.saturating_sub(1);
+            }
+            if v.iter().all(|(_, n)| *n == 0) {
+                self.aliases.remove(&pfn);
+            }
+        }
+    }
+
+    fn install(&mut self, sp: u64, page: u64, p: Pte, r: &Record) {
+        if let Some(old) = self.ptes.insert((sp, page), p)
+            && let (Some(pfn), Some(c), Some(true)) = (old.pfn, old.cache, old.special)
+        {
+            self.alias_remove(pfn, c);
+        }
+        if let (Some(pfn), Some(c), Some(true)) = (p.pfn, p.cache, p.special) {
+            self.alias_add(pfn, c, r);
+        }
+    }
+
+    fn zap(&mut self, sp: u64, first: u64, n: u64) {
+        let drop = |this: &mut Self, k: (u64, u64)| {
+            if let Some(old) = this.ptes.remove(&k)
+                && let (Some(pfn), Some(c), Some(true)) = (old.pfn, old.cache, old.special)
+            {
+                this.alias_remove(pfn, c);
+            }
+        };
+        if n <= MAX_WALK {
+            for p in first..first + n {
+                drop(self, (sp, p));
+            }
+        } else {
+            let keys: Vec<_> = self
+                .ptes
+                .keys()
+                .filter(|(s, p)| *s == sp && *p >= first && *p < first + n)
+                .copied()
+                .collect();
+            for k in keys {
+                drop(self, k);
+            }
+        }
+    }
+
+    fn add_nonram(&mut self, start: u64, end: u64) {
+        // Coalesce with a range ending where this one starts (faults walk pages upwards).
+        if let Some((&s, e)) = self.nonram.range_mut(..=start).next_back()
+            && *e >= start
+        {
+            *e = (*e).max(end);
+            let _ = s;
+            return;
+        }
+        self.nonram.insert(start, end);
+    }
+
+    fn known_nonram(&self, start: u64, n: u64) -> bool {
+        if is_isa_range(start, n) {
+            return true;
+        }
+        if let Some((_, &e)) = self.nonram.range(..=start).next_back()
+            && e >= start + n
+        {
+            return true;
+        }
+        // A reservation that made it into the memtype tree is non-RAM by construction.
+        self.memtypes
+            .entries()
+            .iter()
+            .any(|e| e.start <= start && start + n <= e.end && e.owner != Owner::Other)
+    }
+
+    fn forget_lookups(&mut self, start: u64, n: u64) {
+        if n <= 4096 {
+            for p in start..start + n {
+                self.lookups.remove(&p);
+            }
+        } else {
+            self.lookups.retain(|p, _| *p < start || *p >= start + n);
+        }
+    }
+
+    // ---- handle_mm_fault -------------------------------------------------------------------
+
+    fn fault(&mut self, t: &Tree, i: usize) {
+        let r = &t.nodes[i].rec;
+        self.vma_due(r);
+        let page = r.address.map(|a| a >> PAGE_SHIFT);
+        let flags = r.fault_flags;
+        let ret = r.ret.map(|v| v as u32);
+
+        if let Some(fl) = flags {
+            let (mask, series) = (self.f.fault_flags_mask, self.f.series);
+            self.check(Rule::FaultFlags, fl & !mask == 0, &[r], || {
+                (
+                    format!("FAULT_FLAG_* within {mask:#x} on {series}"),
+                    format!("{fl:#x}"),
+                )
+            });
+        }
+        if let Some(v) = ret {
+            let mask = self.f.vm_fault_mask;
+            self.check(Rule::FaultRet, v & !mask == 0, &[r], || {
+                (
+                    format!("VM_FAULT_* bits within {mask:#x}"),
+                    format!("{v:#x}"),
+                )
+            });
+            if v & vf::RETRY != 0 {
+                match flags {
+                    Some(fl) => self.check(
+                        Rule::FaultRet,
+                        fl & (ff::ALLOW_RETRY | ff::VMA_LOCK) != 0,
+                        &[r],
+                        || {
+                            (
+                                "RETRY only with ALLOW_RETRY or VMA_LOCK".into(),
+                                format!("RETRY with flags {fl:#x}"),
+                            )
+                        },
+                    ),
+                    None => self.nc(Rule::FaultRet),
+                }
+            }
+        }
+
+        // Everything the driver did beneath this fault.
+        let inserts: Vec<usize> = t.nodes[i]
+            .kids
+            .iter()
+            .copied()
+            .filter(|&k| t.nodes[k].hook.is_insert())
+            .collect();
+        let called_driver = !inserts.is_empty();
+
+        if self.f.sanitize_write
+            && let (Some(fl), Some(vm)) = (flags, r.vma_flags)
+        {
+            let b = self.bits;
+            let bad = fl & ff::WRITE != 0
+                && (fl & ff::UNSHARE != 0
+                    || vm & b.maywrite == 0
+                    || (vm & b.write == 0 && !b.is_cow(vm)));
+            if bad {
+                self.check(
+                    Rule::FaultSanitize,
+                    ret == Some(vf::SIGSEGV) && !called_driver,
+                    &[r],
+                    || {
+                        (
+                            "SIGSEGV from sanitize_fault_flags, no driver call".into(),
+                            format!(
+                                "ret {}, {} PFN inserts (flags {fl:#x}, vm_flags {vm:#x})",
+                                show_ret(r.ret),
+                                inserts.len()
+                            ),
+                        )
+                    },
+                );
+            }
+        }
+
+        let vma_lock = flags.is_some_and(|fl| fl & ff::VMA_LOCK != 0);
+        let pfn_vma = r
+            .vma_flags
+            .is_some_and(|vm| self.bits.pfn_or_mixed(vm) != 0);
+        if self.f.vma_lock_faults
+            && pfn_vma
+            && let (Some(drv), Some(pg)) = (r.driver.as_deref(), page)
+        {
+            let tid = r.tid;
+            if vma_lock && called_driver {
+                match self.lacks_map_pages.get(drv) {
+                    Some(true) => self.diverge(
+                        Rule::FaultVmaLock,
+                        &[r],
+                        format!("RETRY before calling {drv} (it has no ->map_pages: its faults were redone under mmap_lock)"),
+                        format!("the driver inserted {} PFNs under the VMA lock", inserts.len()),
+                    ),
+                    Some(false) => self.sink.tally(Rule::FaultVmaLock, Outcome::Held),
+                    None => {
+                        self.lacks_map_pages.insert(drv.to_string(), false);
+                        self.nc(Rule::FaultVmaLock);
+                    }
+                }
+            }
+            if !vma_lock
+                && flags.is_some_and(|fl| fl & ff::USER != 0)
+                && let Some(last) = self.last_fault.get(&tid).copied()
+                && last.vma_lock
+                && last.page == pg
+            {
+                if last.retry {
+                    self.sink.tally(Rule::FaultVmaLock, Outcome::Held);
+                    if called_driver
+                        && !last.called_driver
+                        && !self.lacks_map_pages.contains_key(drv)
+                    {
+                        self.lacks_map_pages.insert(drv.to_string(), true);
+                    }
+                } else {
+                    let lr = Record {
+                        seq: last.seq,
+                        id: last.id,
+                        ..Default::default()
+                    };
+                    self.diverge(
+                        Rule::FaultVmaLock,
+                        &[r, &lr],
+                        "the mmap_lock fault of a page only after its VMA-lock attempt returned RETRY".into(),
+                        "a mmap_lock fault right after a VMA-lock attempt on the same page that did not return RETRY".into(),
+                    );
+                }
+            }
+        }
+
+        for &k in &t.nodes[i].kids {
+            self.visit(t, k, page);
+        }
+
+        if let (Some(pg), Some(v)) = (page, ret) {
+            let ok_insert = inserts.iter().any(|&k| {
+                let kr = &t.nodes[k].rec;
+                kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg) && kr.ret == Some(vf::NOPAGE as i64)
+            });
+            if ok_insert {
+                self.check(
+                    Rule::FaultInsertResult,
+                    v & (vf::ERROR | vf::RETRY) == 0,
+                    &[r],
+                    || ("success (the PFN was mapped)".into(), format!("ret {v:#x}")),
+                );
+            }
+            // COW of a PFN (or any) mapping: the write replaced the PTE with a private page.
+            let write = flags.is_some_and(|fl| fl & ff::WRITE != 0);
+            let cow = r.vma_flags.is_some_and(|vm| self.bits.is_cow(vm));
+            let vnp_here = t.nodes[i].kids.iter().any(|&k| {
+                let kr = &t.nodes[k].rec;
+                t.nodes[k].hook == Hook::Vnp && kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg)
+            });
+            if write && cow && vnp_here && v & (vf::ERROR | vf::RETRY) == 0 {
+                let p = Pte {
+                    pfn: None,
+                    special: Some(false),
+                    cache: Some(Cache::WB),
+                    known: true,
+                    anon: true,
+                };
+                self.install(space(r), pg, p, r);
+            }
+            self.last_fault.insert(
+                r.tid,
+                LastFault {
+                    page: pg,
+                    vma_lock,
+                    retry: v & vf::RETRY != 0,
+                    called_driver,
+                    seq: r.seq,
+                    id: r.id,
+                },
+            );
+        }
+    }
+
+    // ---- PFN inserts -----------------------------------------------------------------------
+
+    fn insert(&mut self, t: &Tree, i: usize, fault_page: Option<u64>) {
+        let n = &t.nodes[i];
+        let r = &n.rec;
+        // vmf_insert_pfn is vmf_insert_pfn_prot with the vma's prot: the inner call is checked.
+        if let Some(k) = t.kid(i, |h| h.is_insert()) {
+            let inner = &t.nodes[k].rec;
+            // The wrapper passes its vma on: the inner call's BUG_ONs see the same flags.
+            if let Some(vm) = r.vma_flags {
+                let b = self.bits;
+                let pm = b.pfn_or_mixed(vm);
+                let bug = n.hook != Hook::InsertMixed
+                    && (pm == 0
+                        || pm == b.pfnmap | b.mixedmap
+                        || (vm & b.pfnmap != 0 && b.is_cow(vm)));
+                self.check(Rule::InsertVmaFlags, !bug && inner.vma_flags.is_none_or(|f| f == vm), &[r, inner], || {
+                    (
+                        "BUG_ON: exactly one of VM_PFNMAP/VM_MIXEDMAP, no COW VM_PFNMAP, same vma as the inner call".into(),
+                        format!("returned {} on vm_flags {vm:#x} (inner {:#x?})", show_ret(r.ret), inner.vma_flags),
+                    )
+                });
+            }
+            if let (Some(a), Some(b)) = (r.ret, inner.ret) {
+                self.check(Rule::InsertRet, a == b, &[r, inner], || {
+                    (
+                        format!("the inner call's result {}", show_ret(Some(b))),
+                        show_ret(Some(a)),
+                    )
+                });
+            }
+            self.visit_kids(t, i, fault_page, |_| true);
+            return;
+        }
+        let b = self.bits;
+        let mixed = n.hook == Hook::InsertMixed;
+        let level_pages: u64 = match n.hook {
+            Hook::InsertPmd | Hook::InsertPmdProt => 512,
+            Hook::InsertPud | Hook::InsertPudProt => 512 * 512,
+            _ => 1,
+        };
+        let ret = r.ret.map(|v| v as u32);
+        let mut refused = false;
+
+        match r.vma_flags {
+            None => {
+                self.nc(Rule::InsertVmaFlags);
+            }
+            Some(vm) => {
+                let pm = b.pfn_or_mixed(vm);
+                let both = b.pfnmap | b.mixedmap;
+                let pfnmap_cow = vm & b.pfnmap != 0 && b.is_cow(vm);
+                if mixed {
+                    if vm & b.mixedmap == 0 {
+                        refused = true;
+                        let dax = r.driver.as_deref().is_some_and(|d| d.contains("dax"));
+                        if dax {
+                            // fs-dax passes devmap pfn_t flags the trace masks off: vm_mixed_ok may allow it.
+                            self.nc(Rule::InsertMixed);
+                        } else if self.f.mixed_refusal_sigbus {
+                            self.check(Rule::InsertMixed, ret == Some(vf::SIGBUS), &[r], || {
+                                (
+                                    "SIGBUS (vma is not VM_MIXEDMAP)".into(),
+                                    format!("ret {} on vm_flags {vm:#x}", show_ret(r.ret)),
+                                )
+                            });
+                        } else {
+                            self.diverge(
+                                Rule::InsertMixed,
+                                &[r],
+                                "BUG in vm_mixed_ok (vma is not VM_MIXEDMAP): the call never returns".into(),
+                                format!("returned {} on vm_flags {vm:#x}", show_ret(r.ret)),
+                            );
+                        }
+                    } else {
+                        self.sink.tally(Rule::InsertMixed, Outcome::Held);
+                    }
+                } else {
+                    // At PMD/PUD level neither flag is allowed for devmap pfns, which the trace
+                    // cannot tell apart: only the always-BUG cases are checked there.
+                    let bug = if level_pages == 1 {
+                        pm == 0 || pm == both || pfnmap_cow
+                    } else {
+                        pm == both || pfnmap_cow
+                    };
+                    refused = bug;
+                    self.check(Rule::InsertVmaFlags, !bug, &[r], || {
+                        (
+                            "BUG_ON: exactly one of VM_PFNMAP/VM_MIXEDMAP, and no COW VM_PFNMAP; the call never returns".into(),
+                            format!("returned {} on vm_flags {vm:#x}", show_ret(r.ret)),
+                        )
+                    });
+                }
+            }
+        }
+
+        let inside = match (r.address, r.vma_start, r.vma_end) {
+            (Some(a), Some(s), Some(e)) => Some(a >= s && a < e),
+            _ => None,
+        };
+        if !refused && let Some(v) = ret {
+            match inside {
+                Some(false) => self.check(Rule::InsertRet, v == vf::SIGBUS, &[r], || {
+                    ("SIGBUS (address outside the vma)".into(), format!("{v:#x}"))
+                }),
+                Some(true) => {
+                    let present = r.prot.is_none_or(|p| p & pte::PRESENT != 0);
+                    let mut allowed = vec![vf::NOPAGE, vf::OOM];
+                    if !present || mixed {
+                        allowed.push(vf::SIGBUS);
+                    }
+                    self.check(Rule::InsertRet, allowed.contains(&v), &[r], || {
+                        (format!("one of {allowed:#x?}"), format!("{v:#x}"))
+                    });
+                }
+                None => self.nc(Rule::InsertRet),
+            }
+        }
+
+        let lookup = t.kid(i, |h| h.is_insert_lookup());
+        let lookup_hook = if self.f.track_pfn_hooks {
+            Hook::TrackInsert
+        } else {
+            Hook::SetupCachemode
+        };
+        if !refused {
+            if self.attached(lookup_hook) {
+                match (inside, ret) {
+                    (Some(true), Some(v)) if v & vf::NOPAGE != 0 => {
+                        self.check(Rule::InsertPatLookup, lookup.is_some(), &[r], || {
+                            (
+                                "a PAT cache-mode lookup before the PFN is mapped".into(),
+                                "none".into(),
+                            )
+                        })
+                    }
+                    (Some(false), _) => {
+                        self.check(Rule::InsertPatLookup, lookup.is_none(), &[r], || {
+                            (
+                                "no PAT lookup (the address check comes first)".into(),
+                                "a lookup".into(),
+                            )
+                        })
+                    }
+                    _ => {}
+                }
+            } else {
+                self.nc(Rule::InsertPatLookup);
+            }
+        }
+        if let (Some(k), Some(pfn)) = (lookup, r.pfn) {
+            let lr = &t.nodes[k].rec;
+            // track_pfn_insert(vma, &pgprot, pfn) / pfnmap_setup_cachemode_pfn(pfn, ...).
+            self.check(
+                Rule::InsertPatLookup,
+                lr.pfn.is_none_or(|p| p == pfn),
+                &[r, lr],
+                || {
+                    (
+                        format!("the lookup for pfn {pfn:#x}"),
+                        format!("a lookup for pfn {:#x?}", lr.pfn),
+                    )
+                },
+            );
+        }
+        let cache = match lookup {
+            Some(k) => self.lookup(t, k),
+            None => None,
+        };
+
+        if let (Some(true), Some(v), Some(a), Some(pfn)) = (inside, ret, r.address, r.pfn)
+            && v & vf::NOPAGE != 0
+            && !refused
+            && level_pages <= 512
+        {
+            let base = (a >> PAGE_SHIFT) & !(level_pages - 1);
+            let sp = space(r);
+            for j in 0..level_pages {
+                let pg = base + j;
+                // An already present PTE stays as it was (insert_pfn without mkwrite).
+                if self.ptes.get(&(sp, pg)).is_some_and(|p| p.known) && fault_page != Some(pg) {
+                    continue;
+                }
+                let p = Pte {
+                    pfn: if mixed { None } else { Some(pfn + j) },
+                    special: if mixed { None } else { Some(true) },
+                    cache,
+                    known: fault_page.is_some_and(|f| {
+                        f >> (level_pages.trailing_zeros()) == pg >> level_pages.trailing_zeros()
+                    }),
+                    anon: false,
+                };
+                self.install(sp, pg, p, r);
+            }
+        }
+        self.visit_kids(t, i, fault_page, |h| !h.is_insert_lookup());
+    }
+
+    /// `track_pfn_insert` / `pfnmap_setup_cachemode`: returns the cache mode PAT answered.
+    fn lookup(&mut self, t: &Tree, i: usize) -> Option<Cache> {
+        let r = &t.nodes[i].rec;
+        let pat = self.pat.clone();
+        let c_in = cache_of(&r.cache_req, r.prot, &pat);
+        let c_out = cache_of(&r.cache_out, r.prot_out, &pat);
+        if let (Some(p), Some(po)) = (r.prot, r.prot_out) {
+            self.check(
+                Rule::PatLookup,
+                p & !pte::CACHE_MASK == po & !pte::CACHE_MASK,
+                &[r],
+                || {
+                    (
+                        format!("only the cache bits of {p:#x} change"),
+                        format!("{po:#x}"),
+                    )
+                },
+            );
+        }
+        if let (Some(po), Some(name)) = (r.prot_out, r.cache_out.as_deref().and_then(Cache::parse))
+        {
+            self.check(Rule::PatLookup, pat.of_prot(po) == name, &[r], || {
+                (
+                    format!("prot {po:#x} selects {}", pat.of_prot(po).name()),
+                    format!("cache_out {}", name.name()),
+                )
+            });
+        }
+        if c_in.is_some() && c_out.is_some() && c_in != c_out {
+            self.pat_on = true;
+        }
+        let (Some(pfn), Some(out)) = (r.pfn, c_out) else {
+            self.nc(Rule::PatLookup);
+            return c_out;
+        };
+        let n = if t.nodes[i].hook == Hook::SetupCachemode {
+            pages(r.size)
+        } else {
+            1
+        };
+        let reserved = self.memtypes.lookup(pfn);
+        let expected = if is_isa_range(pfn, 1) {
+            self.pat_on.then_some(Cache::WB)
+        } else if reserved.is_some() {
+            reserved
+        } else {
+            self.lookups.get(&pfn).copied()
+        };
+        match expected {
+            Some(e) => self.check(Rule::PatLookup, e == out, &[r], || {
+                let why = if reserved.is_some() {
+                    "the reservation covering it"
+                } else {
+                    "the last lookup, no reservation change since"
+                };
+                (
+                    format!("{} for pfn {pfn:#x} ({why})", e.name()),
+                    out.name().into(),
+                )
+            }),
+            None => self.nc(Rule::PatLookup),
+        }
+        if t.nodes[i].hook == Hook::SetupCachemode && n == 1 && r.ret.is_some() {
+            self.check(Rule::PatLookup, r.ret == Some(0), &[r], || {
+                ("0 for a single page".into(), show_ret(r.ret))
+            });
+        }
+        if reserved.is_none() && !is_isa_range(pfn, 1) {
+            self.lookups.insert(pfn, out);
+            if out == Cache::UcMinus {
+                self.add_nonram(pfn, pfn + 1);
+            }
+            if !matches!(out, Cache::UcMinus | Cache::WB) {
+                self.find(
+                    Rule::FindRamMemtype,
+                    &[r],
+                    r.driver.as_ref().or(t.nodes[0].rec.driver.as_ref()),
+                    || format!("{} with no reservation in the trace: pfn {pfn:#x} (RAM with a set_memory_*/set_pages_* type, or an older reservation)", out.name()),
+                );
+            }
+        }
+        if let Some(req) = c_in
+            && matches!(req, Cache::WC | Cache::WT)
+            && matches!(out, Cache::UcMinus | Cache::UC)
+        {
+            let drv = r.driver.as_ref().or(t.nodes[0].rec.driver.as_ref());
+            self.find(Rule::FindWcDowngrade, &[r], drv, || {
+                format!(
+                    "{} requested, {} mapped: pfn {pfn:#x} has no {} reservation",
+                    req.name(),
+                    out.name(),
+                    req.name()
+                )
+            });
+        }
+        Some(out)
+    }
+
+    // ---- remap_pfn_range and its PAT tracking ----------------------------------------------
+
+    fn remap(&mut self, t: &Tree, i: usize) {
+        let r = &t.nodes[i].rec;
+        let b = self.bits;
+        let (Some(addr), Some(pfn), Some(size), Some(vs), Some(ve)) =
+            (r.address, r.pfn, r.size, r.vma_start, r.vma_end)
+        else {
+            self.nc(Rule::RemapRet);
+            self.visit_kids(t, i, None, |_| true);
+            return;
+        };
+        let whole = addr == vs && addr + size == ve;
+        let cow = r.vma_flags.is_some_and(|v| b.is_cow(v));
+        let track = t.kid(i, |h| {
+            matches!(
+                h,
+                Hook::TrackRemap | Hook::PfnmapTrack | Hook::SetupCachemode
+            )
+        });
+        let track_hook = if self.f.track_pfn_hooks {
+            Hook::TrackRemap
+        } else if whole {
+            Hook::PfnmapTrack
+        } else {
+            Hook::SetupCachemode
+        };
+        let (tr, cache) = match track {
+            Some(k) => self.track_remap(t, k, r.vma_id),
+            None => (None, None),
+        };
+        if track.is_none() && self.attached(track_hook) && r.ret == Some(0) {
+            self.diverge(
+                Rule::RemapRet,
+                &[r],
+                "a PAT track call before the PTEs are set".into(),
+                "none".into(),
+            );
+        }
+        let expected: Vec<i64> = match tr {
+            Some(e) if e != 0 => vec![if self.f.track_pfn_hooks || !whole {
+                errno::EINVAL
+            } else {
+                e
+            }],
+            _ if cow && !whole => vec![errno::EINVAL],
+            _ => vec![0, errno::ENOMEM],
+        };
+        if track.is_some() && tr.is_none() {
+            self.nc(Rule::RemapRet);
+        } else if let Some(v) = r.ret {
+            self.check(Rule::RemapRet, expected.contains(&v), &[r], || {
+                let why = if cow && !whole {
+                    " (partial remap of a COW vma)"
+                } else {
+                    ""
+                };
+                (format!("one of {expected:?}{why}"), format!("{v}"))
+            });
+        }
+        if r.ret == Some(0) {
+            let sp = space(r);
+            let c = cache.or_else(|| {
+                (!self.pat_on)
+                    .then(|| r.prot.map(|p| self.pat.of_prot(p)))
+                    .flatten()
+            });
+            let n = pages(Some(size));
+            if n <= MAX_WALK {
+                for j in 0..n {
+                    let p = Pte {
+                        pfn: Some(pfn + j),
+                        special: Some(true),
+                        cache: c,
+                        known: true,
+                        anon: false,
+                    };
+                    self.install(sp, (addr >> PAGE_SHIFT) + j, p, r);
+                }
+            }
+            if let Some(id) = r.vma_id {
+                let st = self.vmas.entry(id).or_default();
+                st.must_flags = b.remap_flags();
+                if whole && tr == Some(0) && self.f.vm_pat_flag && self.f.track_pfn_hooks {
+                    st.must_flags |= b.pat;
+                }
+                st.must_pgoff = cow.then_some(pfn);
+                st.due_seq = r.seq;
+            }
+        }
+        self.visit_kids(t, i, None, |h| {
+            !matches!(
+                h,
+                Hook::TrackRemap | Hook::PfnmapTrack | Hook::SetupCachemode
+            )
+        });
+    }
+
+    /// `track_pfn_remap` / `pfnmap_track` / a partial remap's `pfnmap_setup_cachemode`.
+    /// Returns the call's return value and the cache mode it left in `*prot`.
+    fn track_remap(
+        &mut self,
+        t: &Tree,
+        i: usize,
+        vma_id: Option<u32>,
+    ) -> (Option<i64>, Option<Cache>) {
+        let n = &t.nodes[i];
+        let r = &n.rec;
+        let pat = self.pat.clone();
+        let want = cache_of(&r.cache_req, r.prot, &pat);
+        let got = cache_of(&r.cache_out, r.prot_out, &pat);
+        let (Some(pfn), Some(size)) = (r.pfn, r.size) else {
+            self.nc(Rule::PatRemap);
+            return (r.ret, got);
+        };
+        let np = pages(Some(size));
+        let whole = match n.hook {
+            Hook::TrackRemap => match (r.address, r.vma_start, r.vma_end) {
+                (Some(a), Some(s), Some(e)) => Some(a == s && size == e - s),
+                _ => None,
+            },
+            Hook::PfnmapTrack => Some(true),
+            _ => Some(false),
+        };
+        let reserve = t.kid(i, |h| h == Hook::MemReserve);
+        let free = t.kid(i, |h| h == Hook::MemFree);
+        match whole {
+            None => self.nc(Rule::PatRemap),
+            Some(true) => {
+                if let Some(k) = reserve {
+                    self.pat_on = true;
+                    let rr = &t.nodes[k].rec;
+                    let req = cache_of(&rr.cache_req, rr.prot, &pat);
+                    self.check(
+                        Rule::PatRemap,
+                        rr.pfn == Some(pfn)
+                            && rr.size == Some(np * PAGE_SIZE)
+                            && (want.is_none() || req == want),
+                        &[r, rr],
+                        || {
+                            (
+                                format!(
+                                    "memtype_reserve of pfn {pfn:#x}, {} bytes, {:?}",
+                                    np * PAGE_SIZE,
+                                    want
+                                ),
+                                format!("pfn {:?}, size {:?}, {:?}", rr.pfn, rr.size, req),
+                            )
+                        },
+                    );
+                    let owner = match vma_id {
+                        Some(v) => Owner::Vma(v),
+                        None => Owner::Other,
+                    };
+                    let newt = self.reserve(t, k, owner);
+                    let rret = rr.ret;
+                    match (rret, newt, want) {
+                        (Some(e), _, _) if e != 0 => self.check(
+                            Rule::PatRemap,
+                            r.ret == Some(e) && free.is_none(),
+                            &[r, rr],
+                            || {
+                                (
+                                    format!("the reservation's error {e}, nothing freed"),
+                                    format!("{} (free: {})", show_ret(r.ret), free.is_some()),
+                                )
+                            },
+                        ),
+                        (Some(0), Some(nt), Some(w)) => {
+                            // is_new_memtype_allowed: the untracked ISA hole may change freely.
+                            if nt != w && !is_isa_range(pfn, np) && !w.may_become(nt) {
+                                self.check(
+                                    Rule::PatRemap,
+                                    r.ret == Some(errno::EINVAL) && free.is_some(),
+                                    &[r, rr],
+                                    || {
+                                        (
+                                            format!(
+                                                "-EINVAL and memtype_free ({} may not become {})",
+                                                w.name(),
+                                                nt.name()
+                                            ),
+                                            format!(
+                                                "{} (free: {})",
+                                                show_ret(r.ret),
+                                                free.is_some()
+                                            ),
+                                        )
+                                    },
+                                );
+                            } else if r.ret == Some(0) {
+                                self.check(Rule::PatRemap, got == Some(nt) && free.is_none(), &[r, rr], || {
+                                    (format!("prot cache mode {} (the reservation's), nothing freed", nt.name()), format!("{:?} (free: {})", got, free.is_some()))
+                                });
+                            } else if r.ret == Some(errno::EINVAL) && free.is_some() {
+                                // memtype_kernel_map_sync failed: the trace cannot show why.
+                                self.nc(Rule::PatRemap);
+                            } else {
+                                self.diverge(Rule::PatRemap, &[r, rr], "0".into(), show_ret(r.ret));
+                            }
+                        }
+                        _ => self.nc(Rule::PatRemap),
+                    }
+                    if r.ret == Some(0)
+                        && let Some(v) = vma_id
+                    {
+                        let st = self.vmas.entry(v).or_default();
+                        st.tracked_in_trace = true;
+                        st.reserved_in_trace = true;
+                    }
+                } else {
+                    // No reservation: the RAM path (reserve_pfn_range keeps no refcount for RAM).
+                    if self.attached(Hook::MemReserve) && self.pat_on && self.known_nonram(pfn, np)
+                    {
+                        self.diverge(
+                            Rule::PatRemap,
+                            &[r],
+                            format!("memtype_reserve of non-RAM pfn {pfn:#x}..{:#x}", pfn + np),
+                            "no reservation".into(),
+                        );
+                    } else {
+                        self.check(
+                            Rule::PatRemap,
+                            r.ret == Some(0) && free.is_none(),
+                            &[r],
+                            || {
+                                (
+                                    "0 (RAM: no reservation, nothing to free)".into(),
+                                    show_ret(r.ret),
+                                )
+                            },
+                        );
+                    }
+                    if r.ret == Some(0)
+                        && let Some(v) = vma_id
+                    {
+                        self.vmas.entry(v).or_default().tracked_in_trace = true;
+                    }
+                }
+            }
+            Some(false) => {
+                self.check(Rule::PatRemap, reserve.is_none(), &[r], || {
+                    (
+                        "no reservation for a partial remap (a cache-mode lookup only)".into(),
+                        "memtype_reserve".into(),
+                    )
+                });
+                let mut modes: Vec<Option<Cache>> = Vec::new();
+                if np <= 4096 {
+                    for p in pfn..pfn + np {
+                        let m = if is_isa_range(p, 1) {
+                            self.pat_on.then_some(Cache::WB)
+                        } else {
+                            self.memtypes
+                                .lookup(p)
+                                .or_else(|| self.lookups.get(&p).copied())
+                        };
+                        modes.push(m);
+                    }
+                }
+                let known: Vec<Cache> = modes.iter().flatten().copied().collect();
+                if !modes.is_empty() && known.len() == modes.len() {
+                    let uniform = known.iter().all(|c| *c == known[0]);
+                    if uniform {
+                        self.check(
+                            Rule::PatRemap,
+                            r.ret == Some(0) && got == Some(known[0]),
+                            &[r],
+                            || {
+                                (
+                                    format!("0 with cache mode {}", known[0].name()),
+                                    format!("{} with {:?}", show_ret(r.ret), got),
+                                )
+                            },
+                        );
+                    } else {
+                        self.check(Rule::PatRemap, r.ret == Some(errno::EINVAL), &[r], || {
+                            (
+                                "-EINVAL (the pages' memtypes differ)".into(),
+                                show_ret(r.ret),
+                            )
+                        });
+                    }
+                } else {
+                    self.nc(Rule::PatRemap);
+                }
+            }
+        }
+        self.visit_kids(t, i, None, |h| h != Hook::MemReserve);
+        (r.ret, got)
+    }
+
+    /// `memtype_reserve`; returns `*new_type` as the trace shows it.
+    fn reserve(&mut self, t: &Tree, i: usize, owner: Owner) -> Option<Cache> {
+        let r = &t.nodes[i].rec;
+        self.pat_on = true;
+        let pat = self.pat.clone();
+        let req = cache_of(&r.cache_req, None, &pat);
+        let newt = cache_of(&r.cache_out, None, &pat);
+        let (Some(start), Some(req), Some(ret)) = (r.pfn, req, r.ret) else {
+            self.nc(Rule::PatReserve);
+            return newt;
+        };
+        let n = pages(r.size);
+        let end = start + n;
+        if is_isa_range(start, n) {
+            self.check(
+                Rule::PatReserve,
+                ret == 0 && newt.is_none_or(|c| c == Cache::WB),
+                &[r],
+                || {
+                    (
+                        "0 and WB (the ISA hole is not tracked)".into(),
+                        format!("{ret} {newt:?}"),
+                    )
+                },
+            );
+        } else {
+            let overlapped = self
+                .memtypes
+                .entries()
+                .iter()
+                .any(|e| e.start < end && start < e.end);
+            match self
+                .memtypes
+                .predict_reserve(start, end, req, newt.is_some())
+            {
+                ReservePrediction::Ok(types) => {
+                    let ok = ret == 0 && newt.is_none_or(|c| types.contains(&c));
+                    if ok {
+                        self.sink.tally(Rule::PatReserve, Outcome::Held);
+                    } else if !overlapped {
+                        // An older reservation or a RAM page type can explain it.
+                        self.nc(Rule::PatReserve);
+                    } else {
+                        self.diverge(
+                            Rule::PatReserve,
+                            &[r],
+                            format!(
+                                "0 with one of {:?} (the reservations in the trace impose it)",
+                                types
+                            ),
+                            format!("{ret} {newt:?}"),
+                        );
+                    }
+                }
+                ReservePrediction::Busy => {
+                    self.check(Rule::PatReserve, ret == errno::EBUSY, &[r], || {
+                        (
+                            "-EBUSY (conflicting reservations)".into(),
+                            format!("{ret} {newt:?}"),
+                        )
+                    })
+                }
+                ReservePrediction::Unknown => self.nc(Rule::PatReserve),
+            }
+            if ret == 0 {
+                let cache = newt.unwrap_or(if req == Cache::UC { Cache::UC } else { req });
+                self.memtypes.insert(Entry {
+                    start,
+                    end,
+                    cache,
+                    owner,
+                    seq: r.seq,
+                });
+            }
+        }
+        self.forget_lookups(start, n);
+        self.visit_kids(t, i, None, |_| true);
+        newt
+    }
+
+    fn free(&mut self, t: &Tree, i: usize, owner: Option<Owner>) {
+        let r = &t.nodes[i].rec;
+        self.pat_on = true;
+        let (Some(start), Some(ret)) = (r.pfn, r.ret) else {
+            self.nc(Rule::PatFree);
+            return;
+        };
+        let n = pages(r.size);
+        if is_isa_range(start, n) {
+            self.check(Rule::PatFree, ret == 0, &[r], || {
+                ("0 (the ISA hole is not tracked)".into(), format!("{ret}"))
+            });
+        } else {
+            let m = self.memtypes.find_free_for(start, start + n, owner);
+            if m == FreeMatch::None {
+                self.nc(Rule::PatFree);
+            } else {
+                self.check(Rule::PatFree, ret == 0, &[r], || {
+                    (
+                        format!("0 (the trace reserved pfn {start:#x}..{:#x})", start + n),
+                        format!("{ret}"),
+                    )
+                });
+                if ret == 0 {
+                    self.memtypes.apply_free(m, start);
+                }
+            }
+        }
+        self.forget_lookups(start, n);
+    }
+
+    fn untrack(&mut self, t: &Tree, i: usize) {
+        let n = &t.nodes[i];
+        let r = &n.rec;
+        let free = t.kid(i, |h| h == Hook::MemFree);
+        self.vma_due(r);
+        if n.hook == Hook::Untrack {
+            let (Some(vm), Some(vid)) = (r.vma_flags, r.vma_id) else {
+                self.nc(Rule::PatUntrack);
+                self.visit_kids(t, i, None, |_| true);
+                return;
+            };
+            let has_pat = self.bits.pat != 0 && vm & self.bits.pat != 0;
+            if !has_pat {
+                self.check(Rule::PatUntrack, free.is_none(), &[r], || {
+                    ("nothing freed (no VM_PAT)".into(), "memtype_free".into())
+                });
+            } else {
+                let (Some(vs), Some(ve)) = (r.vma_start, r.vma_end) else {
+                    self.nc(Rule::PatUntrack);
+                    return;
+                };
+                let (exp_pfn, exp_size) = match (r.pfn.unwrap_or(0), r.size.unwrap_or(0)) {
+                    (0, 0) => {
+                        let first = self.ptes.get(&(space(r), vs >> PAGE_SHIFT)).copied();
+                        (
+                            first
+                                .filter(|p| p.known && p.special == Some(true))
+                                .and_then(|p| p.pfn),
+                            ve - vs,
+                        )
+                    }
+                    (p, s) => (Some(p), s),
+                };
+                let owned = self.memtypes.owned_by_vma(vid).is_some();
+                let st = self.vmas.get(&vid).cloned().unwrap_or_default();
+                match free {
+                    Some(k) => {
+                        let fr = &t.nodes[k].rec;
+                        self.check(
+                            Rule::PatUntrack,
+                            fr.size == Some(exp_size) && exp_pfn.is_none_or(|p| fr.pfn == Some(p)),
+                            &[r, fr],
+                            || {
+                                (
+                                    format!("memtype_free of pfn {exp_pfn:#x?}, {exp_size} bytes"),
+                                    format!("pfn {:#x?}, size {:?}", fr.pfn, fr.size),
+                                )
+                            },
+                        );
+                        if st.tracked_in_trace && !st.reserved_in_trace {
+                            self.diverge(
+                                Rule::PatUntrack,
+                                &[r, fr],
+                                "no memtype_free (the remap took the RAM path and reserved nothing)".into(),
+                                "free_pfn_range freed it as non-RAM".into(),
+                            );
+                        }
+                    }
+                    None => {
+                        if owned
+                            || exp_pfn.is_some_and(|p| self.known_nonram(p, pages(Some(exp_size))))
+                        {
+                            self.diverge(
+                                Rule::PatUntrack,
+                                &[r],
+                                format!(
+                                    "memtype_free of the vma's non-RAM range ({exp_size} bytes)"
+                                ),
+                                "nothing freed".into(),
+                            );
+                        } else {
+                            self.nc(Rule::PatUntrack);
+                        }
+                    }
+                }
+            }
+            if let Some(k) = free {
+                self.free(t, k, Some(Owner::Vma(vid)));
+            }
+            let st = self.vmas.entry(vid).or_default();
+            st.untracked = true;
+            self.last_untrack.insert(r.tid, vid);
+            self.visit_kids(t, i, None, |h| h != Hook::MemFree);
+            return;
+        } else {
+            let (Some(pfn), Some(size)) = (r.pfn, r.size) else {
+                self.nc(Rule::PatUntrack);
+                self.visit_kids(t, i, None, |_| true);
+                return;
+            };
+            let np = pages(Some(size));
+            match free {
+                Some(k) => {
+                    let fr = &t.nodes[k].rec;
+                    self.check(
+                        Rule::PatUntrack,
+                        fr.pfn == Some(pfn) && fr.size == Some(np * PAGE_SIZE),
+                        &[r, fr],
+                        || {
+                            (
+                                format!("memtype_free of pfn {pfn:#x}, {size} bytes"),
+                                format!("pfn {:#x?}, size {:?}", fr.pfn, fr.size),
+                            )
+                        },
+                    );
+                }
+                None => {
+                    if matches!(self.memtypes.find_free(pfn, pfn + np), FreeMatch::Exact(_)) {
+                        self.diverge(
+                            Rule::PatUntrack,
+                            &[r],
+                            "memtype_free of the tracked range".into(),
+                            "nothing freed".into(),
+                        );
+                    } else {
+                        self.nc(Rule::PatUntrack);
+                    }
+                }
+            }
+            for e in self.memtypes.entries_mut() {
+                if let Owner::Vma(v) = e.owner
+                    && e.start == pfn
+                    && e.end == pfn + np
+                {
+                    self.vmas.entry(v).or_default().untracked = true;
+                }
+            }
+        }
+        self.visit_kids(t, i, None, |_| true);
+    }
+
+    // ---- fork ------------------------------------------------------------------------------
+
+    /// `track_pfn_copy`; returns its return value.
+    fn track_copy(&mut self, t: &Tree, i: usize) -> Option<i64> {
+        let r = &t.nodes[i].rec;
+        let reserve = t.kid(i, |h| h == Hook::MemReserve);
+        let free = t.kid(i, |h| h == Hook::MemFree);
+        let (Some(vm), Some(vs), Some(ve)) = (r.vma_flags, r.vma_start, r.vma_end) else {
+            self.nc(Rule::ForkCopy);
+            self.visit_kids(t, i, None, |_| true);
+            return r.ret;
+        };
+        let has_pat = self.bits.pat != 0 && vm & self.bits.pat != 0;
+        let owner = Owner::Fork {
+            parent_pid: r.pid,
+            failed: false,
+        };
+        if !has_pat {
+            self.check(
+                Rule::ForkCopy,
+                reserve.is_none() && r.ret == Some(0),
+                &[r],
+                || {
+                    (
+                        "0 and no reservation (no VM_PAT)".into(),
+                        format!("{} (reserve: {})", show_ret(r.ret), reserve.is_some()),
+                    )
+                },
+            );
+        } else {
+            let first = self
+                .ptes
+                .get(&(space(r), vs >> PAGE_SHIFT))
+                .copied()
+                .filter(|p| p.known);
+            match first {
+                Some(p) if p.anon => {
+                    if r.ret.is_some_and(|v| v != 0) {
+                        self.find(
+                            Rule::FindForkCow,
+                            &[r],
+                            r.driver.as_ref(),
+                            || format!("fork failed ({}) because the first page was COWed: vma {vs:#x}..{ve:#x}", show_ret(r.ret)),
+                        );
+                    } else {
+                        self.nc(Rule::ForkCopy);
+                    }
+                }
+                Some(Pte {
+                    pfn: Some(pfn),
+                    cache: Some(c),
+                    special: Some(true),
+                    ..
+                }) => match reserve {
+                    None => self.diverge(
+                        Rule::ForkCopy,
+                        &[r],
+                        format!(
+                            "a strict memtype_reserve of pfn {pfn:#x}, {} bytes, {}",
+                            ve - vs,
+                            c.name()
+                        ),
+                        "none".into(),
+                    ),
+                    Some(k) => {
+                        let rr = &t.nodes[k].rec;
+                        let req = rr.cache_req.as_deref().and_then(Cache::parse);
+                        self.check(
+                            Rule::ForkCopy,
+                            rr.pfn == Some(pfn) && rr.size == Some(ve - vs) && req == Some(c),
+                            &[r, rr],
+                            || {
+                                (
+                                    format!(
+                                        "memtype_reserve of pfn {pfn:#x}, {} bytes, {}",
+                                        ve - vs,
+                                        c.name()
+                                    ),
+                                    format!("pfn {:#x?}, size {:?}, {:?}", rr.pfn, rr.size, req),
+                                )
+                            },
+                        );
+                        let newt = self.reserve(t, k, owner);
+                        let expected = match rr.ret {
+                            Some(e) if e != 0 => Some(e),
+                            Some(0) if newt.is_some_and(|n| n != c) => Some(errno::EINVAL),
+                            Some(0) => Some(0),
+                            _ => None,
+                        };
+                        match expected {
+                            Some(e) => {
+                                let free_ok = if e == errno::EINVAL && rr.ret == Some(0) {
+                                    free.is_some()
+                                } else {
+                                    free.is_none()
+                                };
+                                self.check(
+                                    Rule::ForkCopy,
+                                    r.ret == Some(e) && free_ok,
+                                    &[r, rr],
+                                    || {
+                                        (
+                                            format!("{e} (strict reservation)"),
+                                            format!(
+                                                "{} (free: {})",
+                                                show_ret(r.ret),
+                                                free.is_some()
+                                            ),
+                                        )
+                                    },
+                                );
+                            }
+                            None => self.nc(Rule::ForkCopy),
+                        }
+                    }
+                },
+                _ => {
+                    if let Some(k) = reserve {
+                        let rr = &t.nodes[k].rec;
+                        let rret = rr.ret;
+                        self.reserve(t, k, owner);
+                        if let Some(e) = rret.filter(|e| *e != 0) {
+                            self.check(Rule::ForkCopy, r.ret == Some(e), &[r, rr], || {
+                                (format!("{e}"), show_ret(r.ret))
+                            });
+                        } else {
+                            self.nc(Rule::ForkCopy);
+                        }
+                    } else {
+                        self.nc(Rule::ForkCopy);
+                    }
+                }
+            }
+        }
+        self.visit_kids(t, i, None, |h| h != Hook::MemReserve);
+        r.ret
+    }
+
+    fn fork_copy(&mut self, t: &Tree, i: usize) {
+        let r = &t.nodes[i].rec;
+        let b = self.bits;
+        self.vma_due(r);
+        let pfnmap = r.vma_flags.is_some_and(|vm| vm & b.pfnmap != 0);
+        let track = t.kid(i, |h| h == Hook::TrackCopy);
+        if self.f.fork_track && pfnmap && self.attached(Hook::TrackCopy) {
+            self.check(Rule::ForkCopy, track.is_some(), &[r], || {
+                ("track_pfn_copy for a VM_PFNMAP vma".into(), "none".into())
+            });
+        }
+        let tr = match track {
+            Some(k) => self.track_copy(t, k),
+            None => None,
+        };
+        if let Some(v) = r.ret {
+            match tr {
+                Some(e) if e != 0 => self.check(Rule::ForkCopy, v == e, &[r], || {
+                    (format!("track_pfn_copy's error {e}"), format!("{v}"))
+                }),
+                Some(_) | None if track.is_some() || !pfnmap || !self.f.fork_track => {
+                    self.check(Rule::ForkCopy, v == 0 || v == errno::ENOMEM, &[r], || {
+                        ("0 or -ENOMEM".into(), format!("{v}"))
+                    })
+                }
+                _ => {}
+            }
+        }
+        self.visit_kids(t, i, None, |h| h != Hook::TrackCopy);
+        let sp = space(r);
+        if r.ret == Some(0) {
+            if let (Some(vs), Some(ve)) = (r.vma_start, r.vma_end) {
+                let (first, n) = (vs >> PAGE_SHIFT, (ve - vs) >> PAGE_SHIFT);
+                let mut copy = ForkCopy { ptes: Vec::new() };
+                if n <= MAX_WALK {
+                    for pg in first..first + n {
+                        if let Some(p) = self.ptes.get(&(sp, pg)) {
+                            copy.ptes.push((pg, *p));
+                        }
+                    }
+                }
+                if !copy.ptes.is_empty() {
+                    self.fork_pending.entry(r.pid).or_default().push(copy);
+                }
+            }
+        } else if tr == Some(0) {
+            for e in self.memtypes.entries_mut() {
+                if e.owner
+                    == (Owner::Fork {
+                        parent_pid: r.pid,
+                        failed: false,
+                    })
+                {
+                    e.owner = Owner::Fork {
+                        parent_pid: r.pid,
+                        failed: true,
+                    };
+                }
+            }
+        }
+    }
+
+    // ---- zap -------------------------------------------------------------------------------
+
+    fn unmap(&mut self, t: &Tree, i: usize) {
+        let r = &t.nodes[i].rec;
+        let b = self.bits;
+        if self.f.untrack_before_zap
+            && let (Some(vm), Some(vid)) = (r.vma_flags, r.vma_id)
+            && vm & b.pfnmap != 0
+        {
+            if b.pat != 0 {
+                self.check(Rule::UnmapUntrack, vm & b.pat == 0, &[r], || {
+                    (
+                        "VM_PAT already cleared by untrack_pfn".into(),
+                        format!("vm_flags {vm:#x} with VM_PAT"),
+                    )
+                });
+            }
+            if self.attached(Hook::Untrack) {
+                let last = self.last_untrack.remove(&r.tid);
+                self.check(Rule::UnmapUntrack, last == Some(vid), &[r], || {
+                    (
+                        format!("untrack_pfn on vma {vid} just before"),
+                        format!("last untrack on this task: {last:?}"),
+                    )
+                });
+            } else {
+                self.nc(Rule::UnmapUntrack);
+            }
+        }
+        self.vma_due(r);
+        self.visit_kids(t, i, None, |_| true);
+        if let (Some(a), Some(s)) = (r.address, r.size) {
+            self.zap(space(r), a >> PAGE_SHIFT, pages(Some(s)));
+        }
+    }
+
+    /// Flags a vma must show after a remap, checked once at its next snapshot.
+    fn vma_due(&mut self, r: &Record) {
+        let Some(vid) = r.vma_id else { return };
+        let Some(st) = self.vmas.get_mut(&vid) else {
+            return;
+        };
+        if st.must_flags == 0 && st.must_pgoff.is_none() {
+            return;
+        }
+        let (must, pg, due) = (st.must_flags, st.must_pgoff, st.due_seq);
+        st.must_flags = 0;
+        st.must_pgoff = None;
+        if r.seq <= due {
+            return;
+        }
+        if let Some(vm) = r.vma_flags {
+            self.check(Rule::RemapVma, vm & must == must, &[r], || {
+                (
+                    format!("vm_flags with {must:#x} set by remap_pfn_range (seq {due})"),
+                    format!("{vm:#x}"),
+                )
+            });
+        }
+        if let (Some(p), Some(obs)) = (pg, r.vma_pgoff) {
+            self.check(Rule::RemapVma, obs == p, &[r], || {
+                (format!("vm_pgoff {p:#x} (COW remap)"), format!("{obs:#x}"))
+            });
+        }
+    }
+
+    // ---- vm_normal_page --------------------------------------------------------------------
+
+    fn vnp(&mut self, t: &Tree, i: usize) {
+        let r = &t.nodes[i].rec;
+        self.vma_due(r);
+        let (Some(v), Some(page)) = (r.pte, r.page) else {
+            self.nc(Rule::VnpSpecial);
+            return;
+        };
+        let b = self.bits;
+        let pfn = (v & pte::PFN_MASK) >> PAGE_SHIFT;
+        let special = v & pte::SPECIAL != 0;
+        let devmap = self.f.devmap_bit && v & pte::DEVMAP != 0;
+        let cache = self.pat.of_prot(v);
+        if special {
+            self.check(Rule::VnpSpecial, !page, &[r], || {
+                (
+                    "no page (special PTE)".into(),
+                    format!("a page for PTE {v:#x}"),
+                )
+            });
+            if !page
+                && r.driver.is_some()
+                && r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0)
+                && !devmap
+            {
+                self.find(Rule::FindBadSpecial, &[r], r.driver.as_ref(), || {
+                    format!(
+                        "special PTE in a vma without VM_PFNMAP/VM_MIXEDMAP: PTE {v:#x} at {:#x?}",
+                        r.address
+                    )
+                });
+            }
+        } else if page {
+            self.sink.tally(Rule::VnpNormal, Outcome::Held);
+            self.max_page_pfn = Some(self.max_page_pfn.map_or(pfn, |m| m.max(pfn)));
+        } else if self.max_page_pfn.is_some_and(|m| m >= pfn) {
+            self.diverge(
+                Rule::VnpNormal,
+                &[r],
+                format!(
+                    "the page of pfn {pfn:#x} (within the memmap: pages up to {:#x} seen)",
+                    self.max_page_pfn.unwrap_or(0)
+                ),
+                "no page".into(),
+            );
+        } else {
+            self.nc(Rule::VnpNormal);
+            self.find(Rule::FindBadNonSpecial, &[r], r.driver.as_ref(), || {
+                format!(
+                    "no page for a non-special PTE: PTE {v:#x} at {:#x?}",
+                    r.address
+                )
+            });
+        }
+
+        if let (Some(vm), Some(a), Some(s), Some(pg)) =
+            (r.vma_flags, r.address, r.vma_start, r.vma_pgoff)
+            && vm & b.pfnmap != 0
+            && b.is_cow(vm)
+            && a >= s
+        {
+            let linear = pfn == pg + ((a - s) >> PAGE_SHIFT);
+            self.check(Rule::VnpLinear, special == linear, &[r], || {
+                (
+                    format!(
+                        "special bit {} (the linear rule says {})",
+                        linear,
+                        if linear { "raw PFN" } else { "COWed page" }
+                    ),
+                    format!("special bit {special} in PTE {v:#x}"),
+                )
+            });
+        }
+
+        if let Some(a) = r.address {
+            let key = (space(r), a >> PAGE_SHIFT);
+            let observed = Pte {
+                pfn: special.then_some(pfn),
+                special: Some(special),
+                cache: Some(cache),
+                known: true,
+                anon: !special
+                    && page
+                    && r.vma_flags.is_some_and(|vm| b.is_cow(vm))
+                    && self.ptes.get(&key).is_some_and(|p| p.anon),
+            };
+            match self.ptes.get(&key).copied() {
+                Some(m) => {
+                    let mism = m.pfn.is_some_and(|p| special && p != pfn)
+                        || m.special.is_some_and(|s| s != special)
+                        || m.cache.is_some_and(|c| c != cache);
+                    if m.known {
+                        self.check(Rule::PteState, !mism, &[r], || {
+                            (
+                                format!(
+                                    "pfn {:#x?} special {:?} cache {:?}{}",
+                                    m.pfn,
+                                    m.special,
+                                    m.cache.map(Cache::name),
+                                    if m.anon { " (COW copy)" } else { "" }
+                                ),
+                                format!(
+                                    "pfn {pfn:#x} special {special} cache {} (PTE {v:#x})",
+                                    cache.name()
+                                ),
+                            )
+                        });
+                    } else if mism {
+                        self.nc(Rule::PteState);
+                    }
+                    if mism || !m.known {
+                        self.install(
+                            key.0,
+                            key.1,
+                            Pte {
+                                anon: m.anon && !special,
+                                ..observed
+                            },
+                            r,
+                        );
+                    }
+                }
+                None => self.install(key.0, key.1, observed, r),
+            }
+        }
+
+        if !special
+            && page
+            && let Some(&(ix, dseq)) = self.deleted.get(&pfn)
+            && r.file_id.is_some()
+            && let (Some(a), Some(s), Some(pg)) = (r.address, r.vma_start, r.vma_pgoff)
+            && a >= s
+            && pg + ((a - s) >> PAGE_SHIFT) == ix
+        {
+            let d = Record {
+                seq: dseq,
+                ..Default::default()
+            };
+            self.diverge(
+                Rule::TruncateMapped,
+                &[r, &d],
+                format!(
+                    "no PTE for pfn {pfn:#x} (file index {ix} left the page cache at seq {dseq})"
+                ),
+                format!("PTE {v:#x} maps it at {a:#x}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Mutation testing: derive wrong traces from a correct one and check the replay flags them.
+//!
+//! Each mutant changes one thing the way a kernel or driver bug would: a return code, a cache
+//! mode, a lost or reordered PAT event, a PTE that maps a truncated page, a PFN insert into a vma
+//! that cannot take one. A mutant is *flagged* when its replay has a divergence the original's
+//! has not.
+
+use std::collections::BTreeSet;
+
+use pfnscope_trace::{Record, TraceMeta};
+use serde::Serialize;
+
+use crate::bits::{Cache, PatTable, errno, pte, vm_fault as vf};
+use crate::hook::Hook;
+use crate::kernel::KernelRules;
+use crate::run::check_records;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum MutationKind {
+    ReturnCode,
+    CacheMode,
+    DropPat,
+    ReorderPat,
+    PteAfterTruncate,
+    InsertIntoPlainVma,
+}
+
+#[derive(Clone, Debug)]
+pub struct Mutant {
+    pub kind: MutationKind,
+    pub what: String,
+    pub records: Vec<Record>,
+}
+
+/// At most this many mutants of one kind are made, spread evenly over the trace.
+pub const MAX_PER_KIND: usize = 150;
+
+fn spread<T: Clone>(v: Vec<T>) -> Vec<T> {
+    if v.len() <= MAX_PER_KIND {
+        return v;
+    }
+    let step = v.len() as f64 / MAX_PER_KIND as f64;
+    (0..MAX_PER_KIND)
+        .map(|i| v[(i as f64 * step) as usize].clone())
+        .collect()
+}
+
+fn other_ret(h: Hook, ret: i64) -> i64 {
+    let vm_fault = h == Hook::Fault || h.is_insert();
+    if vm_fault {
+        match ret as u32 {
+            vf::NOPAGE => vf::SIGBUS as i64,
+            vf::RETRY => vf::NOPAGE as i64,
+            0 => vf::SIGBUS as i64,
+            _ => vf::NOPAGE as i64,
+        }
+    } else if ret == 0 {
+        if h == Hook::MemReserve {
+            errno::EBUSY
+        } else {
+            errno::EINVAL
+        }
+    } else {
+        0
+    }
+}
+
+fn other_cache(c: Cache) -> Cache {
+    match c {
+        Cache::UcMinus => Cache::WC,
+        Cache::WC => Cache::UcMinus,
+        Cache::WB => Cache::UcMinus,
+        _ => Cache::WB,
+    }
+}
+
+/// Every mutant of `records` (at most [`MAX_PER_KIND`] per kind).
+pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
+    let pat = PatTable::from_meta(&meta.pat_table);
+    let hooks: Vec<Hook> = records.iter().map(|r| Hook::from_name(&r.hook)).collect();
+    let mut out = Vec::new();
+
+    let rets: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].ret.is_some())
+        .collect();
+    for i in spread(rets) {
+        let mut recs = records.to_vec();
+        let old = recs[i].ret.expect("filtered");
+        let new = other_ret(hooks[i], old);
+        recs[i].ret = Some(new);
+        out.push(Mutant {
+            kind: MutationKind::ReturnCode,
+            what: format!("seq {} {} ret {old} -> {new}", recs[i].seq, recs[i].hook),
+            records: recs,
+        });
+    }
+
+    let caches: Vec<usize> = (0..records.len())
+        .filter(|&i| {
+            matches!(
+                hooks[i],
+                Hook::TrackInsert
+                    | Hook::SetupCachemode
+                    | Hook::TrackRemap
+                    | Hook::PfnmapTrack
+                    | Hook::MemReserve
+            )
+        })
+        .filter(|&i| {
+            records[i]
+                .cache_out
+                .as_deref()
+                .and_then(Cache::parse)
+                .is_some()
+        })
+        .collect();
+    for i in spread(caches) {
+        let mut recs = records.to_vec();
+        let old = Cache::parse(recs[i].cache_out.as_deref().expect("filtered")).expect("filtered");
+        let new = other_cache(old);
+        recs[i].cache_out = Some(new.name().into());
+        if let (Some(po), Some(bits)) = (recs[i].prot_out, pat.prot_of(new)) {
+            recs[i].prot_out = Some((po & !pte::CACHE_MASK) | bits);
+        }
+        out.push(Mutant {
+            kind: MutationKind::CacheMode,
+            what: format!(
+                "seq {} {} {} -> {}",
+                recs[i].seq,
+                recs[i].hook,
+                old.name(),
+                new.name()
+            ),
+            records: recs,
+        });
+    }
+
+    let pats: Vec<usize> = (0..records.len()).filter(|&i| hooks[i].is_pat()).collect();
+    for &i in &spread(pats.clone()) {
+        let mut recs = records.to_vec();
+        let gone = recs.remove(i);
+        out.push(Mutant {
+            kind: MutationKind::DropPat,
+            what: format!("dropped seq {} {}", gone.seq, gone.hook),
+            records: recs,
+        });
+    }
+
+    // Swap what two neighbouring, different PAT calls did, keeping when and where they ran.
+    let pairs: Vec<(usize, usize)> = pats
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .filter(|&(a, b)| {
+            let (x, y) = (&records[a], &records[b]);
+            (x.hook.as_str(), x.pfn, x.size, x.ret, &x.cache_out)
+                != (y.hook.as_str(), y.pfn, y.size, y.ret, &y.cache_out)
+        })
+        .collect();
+    for (a, b) in spread(pairs) {
+        let mut recs = records.to_vec();
+        let (x, y) = (recs[a].clone(), recs[b].clone());
+        let keep = |dst: &mut Record, src: &Record, place: &Record| {
+            *dst = src.clone();
+            dst.seq = place.seq;
+            dst.id = place.id;
+            dst.parent = place.parent;
+            dst.ts_ns = place.ts_ns;
+            dst.latency_ns = place.latency_ns;
+        };
+        keep(&mut recs[a], &y, &x);
+        keep(&mut recs[b], &x, &y);
+        out.push(Mutant {
+            kind: MutationKind::ReorderPat,
+            what: format!(
+                "swapped seq {} {} and seq {} {}",
+                x.seq, x.hook, y.seq, y.hook
+            ),
+            records: recs,
+        });
+    }
+
+    // A PTE for a page after it left the page cache: replay the last mapping of it after the delete.
+    let deletes: Vec<usize> = (0..records.len())
+        .filter(|&i| hooks[i] == Hook::FilemapDelete && records[i].pfn.is_some())
+        .collect();
+    for i in spread(deletes) {
+        let pfn = records[i].pfn.expect("filtered");
+        let Some(seen) = records[..i]
+            .iter()
+            .rev()
+            .find(|r| r.hook == "vm_normal_page" && r.pfn == Some(pfn) && r.page == Some(true))
+        else {
+            continue;
+        };
+        let mut recs = records.to_vec();
+        let mut extra = seen.clone();
+        extra.id = records.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        extra.parent = 0;
+        extra.ts_ns = records[i].ts_ns + 1;
+        extra.latency_ns = Some(1);
+        recs.insert(i + 1, extra);
+        out.push(Mutant {
+            kind: MutationKind::PteAfterTruncate,
+            what: format!("PTE for pfn {pfn:#x} after seq {}", records[i].seq),
+            records: recs,
+        });
+    }
+
+    let inserts: Vec<usize> = (0..records.len())
+        .filter(|&i| hooks[i].is_insert() && records[i].vma_flags.is_some())
+        .collect();
+    let (pfnmap, mixed) = {
+        let b = crate::bits::VmBits::from_meta(&meta.vm_flag_bits, true);
+        (b.pfnmap, b.mixedmap)
+    };
+    for i in spread(inserts) {
+        let mut recs = records.to_vec();
+        let f = recs[i].vma_flags.expect("filtered");
+        recs[i].vma_flags = Some(f & !(pfnmap | mixed));
+        out.push(Mutant {
+            kind: MutationKind::InsertIntoPlainVma,
+            what: format!(
+                "seq {} {} on a vma without VM_PFNMAP/VM_MIXEDMAP",
+                recs[i].seq, recs[i].hook
+            ),
+            records: recs,
+        });
+    }
+    out
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MutationScore {
+    pub total: usize,
+    pub flagged: usize,
+    pub missed: Vec<String>,
+    pub per_kind: std::collections::BTreeMap<String, (usize, usize)>,
+}
+
+impl MutationScore {
+    pub fn ratio(&self) -> f64 {
+        if self.total == 0 {
+            1.0
+        } else {
+            self.flagged as f64 / self.total as f64
+        }
+    }
+}
+
+fn signature(
+    meta: &TraceMeta,
+    rules: &KernelRules,
+    recs: Vec<Record>,
+) -> BTreeSet<(String, Vec<u64>)> {
+    let rep = check_records(meta, rules.clone(), recs, "mutant");
+    rep.divergences
+        .iter()
+        .map(|d| (d.rule.id().to_string(), d.seqs.clone()))
+        .collect()
+}
+
+/// Replays the original and every mutant; a mutant whose replay panics fails the caller's test
+/// through the panic itself.
+pub fn score(records: &[Record], meta: &TraceMeta, rules: &KernelRules) -> MutationScore {
+    let base = signature(meta, rules, records.to_vec());
+    let mut s = MutationScore::default();
+    for m in mutants(records, meta) {
+        let sig = signature(meta, rules, m.records);
+        let flagged = !sig.is_subset(&base);
+        s.total += 1;
+        let e = s.per_kind.entry(format!("{:?}", m.kind)).or_default();
+        e.0 += 1;
+        if flagged {
+            s.flagged += 1;
+            e.1 += 1;
+        } else {
+            s.missed.push(format!("{:?}: {}", m.kind, m.what));
+        }
+    }
+    s
+}

@@ -1,0 +1,332 @@
+//! Results: the sink the engine writes to, and the report a CLI prints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::rules::{Kind, Rule};
+
+/// Kernel != model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Divergence {
+    pub rule: Rule,
+    /// What the model expected and what the trace shows, in words.
+    pub expected: String,
+    pub observed: String,
+    /// `seq` (row numbers) of the events involved, the deciding event first.
+    pub seqs: Vec<u64>,
+    /// Their call ids.
+    pub ids: Vec<u64>,
+    pub source: &'static str,
+}
+
+/// Kernel == model, but worth a driver author's eye.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub rule: Rule,
+    pub message: String,
+    pub driver: Option<String>,
+    pub seqs: Vec<u64>,
+    pub ids: Vec<u64>,
+    pub source: &'static str,
+}
+
+/// How one application of a rule ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Held,
+    Failed,
+    /// The rule applied but the trace lacks what decides it.
+    NotCheckable,
+}
+
+/// Where the engine sends its results.
+pub trait Sink {
+    fn divergence(&mut self, d: Divergence);
+    fn finding(&mut self, f: Finding);
+    fn tally(&mut self, rule: Rule, outcome: Outcome);
+    /// Counts a repeat of a finding already reported for this rule and driver and returns
+    /// true, so the engine can skip building its message; false means "send it in full".
+    fn repeat_finding(&mut self, _rule: Rule, _driver: Option<&str>) -> bool {
+        false
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuleTally {
+    pub held: u64,
+    pub failed: u64,
+    pub not_checkable: u64,
+}
+
+/// One finding kind on one driver, with how often it happened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FindingGroup {
+    pub rule: Rule,
+    pub driver: Option<String>,
+    pub count: u64,
+    /// The first occurrence's message and events.
+    pub message: String,
+    pub seqs: Vec<u64>,
+    pub ids: Vec<u64>,
+    pub source: &'static str,
+}
+
+/// Keeps everything, except that divergences past `max_divergences` are only counted.
+#[derive(Debug, Default)]
+pub struct Collector {
+    pub max_divergences: usize,
+    pub divergences: Vec<Divergence>,
+    pub divergences_total: u64,
+    /// Grouped by rule and driver; the first occurrence's message is kept.
+    pub findings: BTreeMap<(Rule, Option<String>), FindingGroup>,
+    pub tallies: BTreeMap<Rule, RuleTally>,
+}
+
+impl Collector {
+    pub fn new() -> Collector {
+        Collector {
+            max_divergences: 10_000,
+            ..Default::default()
+        }
+    }
+}
+
+impl Sink for Collector {
+    fn divergence(&mut self, d: Divergence) {
+        self.divergences_total += 1;
+        if self.divergences.len() < self.max_divergences {
+            self.divergences.push(d);
+        }
+    }
+
+    fn repeat_finding(&mut self, rule: Rule, driver: Option<&str>) -> bool {
+        // A driver that downgrades 768 pages shows once, with a count; few groups exist, so a
+        // scan beats building an owned key for every repeat.
+        match self
+            .findings
+            .iter_mut()
+            .find(|((r, d), _)| *r == rule && d.as_deref() == driver)
+        {
+            Some((_, g)) => {
+                g.count += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finding(&mut self, f: Finding) {
+        let key = (f.rule, f.driver.clone());
+        self.findings
+            .entry(key)
+            .and_modify(|g| g.count += 1)
+            .or_insert(FindingGroup {
+                rule: f.rule,
+                driver: f.driver,
+                count: 1,
+                message: f.message,
+                seqs: f.seqs,
+                ids: f.ids,
+                source: f.source,
+            });
+    }
+
+    fn tally(&mut self, rule: Rule, outcome: Outcome) {
+        let t = self.tallies.entry(rule).or_default();
+        match outcome {
+            Outcome::Held => t.held += 1,
+            Outcome::Failed => t.failed += 1,
+            Outcome::NotCheckable => t.not_checkable += 1,
+        }
+    }
+}
+
+/// Identifier of the JSON report shape; bump on an incompatible change.
+pub const REPORT_SCHEMA: &str = "pfnscope.replay.check/1";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleRow {
+    pub id: &'static str,
+    pub kind: Kind,
+    pub what: &'static str,
+    pub source: &'static str,
+    #[serde(flatten)]
+    pub tally: RuleTally,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Losses {
+    pub dropped: u64,
+    pub unpaired: u64,
+    pub read_failed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub divergences: u64,
+    pub findings: u64,
+    pub finding_groups: usize,
+    pub checks: u64,
+    pub not_checkable: u64,
+}
+
+/// The `replay check` report. Its JSON form is documented in the crate docs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub trace: String,
+    pub kernel_release: String,
+    pub rules: String,
+    pub rules_note: Option<String>,
+    pub events: u64,
+    /// Set when the trace file was damaged: what was replayed and what was lost.
+    pub truncated: Option<String>,
+    pub losses: Losses,
+    pub summary: Summary,
+    pub rule_table: Vec<RuleRow>,
+    pub divergences: Vec<Divergence>,
+    /// Divergences counted but not listed (past the list's cap).
+    pub divergences_omitted: u64,
+    pub findings: Vec<FindingGroup>,
+}
+
+impl Report {
+    pub fn from_collector(c: Collector, head: ReportHead) -> Report {
+        let rule_table: Vec<RuleRow> = Rule::ALL
+            .iter()
+            .map(|r| RuleRow {
+                id: r.id(),
+                kind: r.kind(),
+                what: r.what(),
+                source: r.source(),
+                tally: c.tallies.get(r).copied().unwrap_or_default(),
+            })
+            .collect();
+        let checks = rule_table
+            .iter()
+            .map(|r| r.tally.held + r.tally.failed)
+            .sum();
+        let not_checkable = rule_table.iter().map(|r| r.tally.not_checkable).sum();
+        let findings: Vec<FindingGroup> = c.findings.into_values().collect();
+        Report {
+            schema: REPORT_SCHEMA,
+            trace: head.trace,
+            kernel_release: head.kernel_release,
+            rules: head.rules,
+            rules_note: head.rules_note,
+            events: head.events,
+            truncated: head.truncated,
+            losses: head.losses,
+            summary: Summary {
+                divergences: c.divergences_total,
+                findings: findings.iter().map(|f| f.count).sum(),
+                finding_groups: findings.len(),
+                checks,
+                not_checkable,
+            },
+            rule_table,
+            divergences_omitted: c.divergences_total - c.divergences.len() as u64,
+            divergences: c.divergences,
+            findings,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    pub fn to_human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "trace: {}  ({} events, kernel {}, rules {})",
+            self.trace, self.events, self.kernel_release, self.rules
+        );
+        if let Some(n) = &self.rules_note {
+            let _ = writeln!(s, "note: {n}");
+        }
+        if let Some(t) = &self.truncated {
+            let _ = writeln!(s, "truncated: {t}");
+        }
+        let l = &self.losses;
+        if l.dropped + l.unpaired + l.read_failed > 0 {
+            let _ = writeln!(
+                s,
+                "tracer losses: {} dropped, {} unpaired, {} vma reads failed (rules that need the lost events count as not checkable)",
+                l.dropped, l.unpaired, l.read_failed
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{} divergences, {} findings in {} groups; {} checks made, {} not checkable",
+            self.summary.divergences,
+            self.summary.findings,
+            self.summary.finding_groups,
+            self.summary.checks,
+            self.summary.not_checkable
+        );
+        if !self.divergences.is_empty() {
+            let _ = writeln!(s, "\nDIVERGENCES (kernel != model)");
+            for d in &self.divergences {
+                let _ = writeln!(
+                    s,
+                    "  [{}] seq {:?}: expected {}; observed {}",
+                    d.rule.id(),
+                    d.seqs,
+                    d.expected,
+                    d.observed
+                );
+                let _ = writeln!(s, "      source: {}", d.source);
+            }
+            if self.divergences_omitted > 0 {
+                let _ = writeln!(
+                    s,
+                    "  ... and {} more (see --json)",
+                    self.divergences_omitted
+                );
+            }
+        }
+        if !self.findings.is_empty() {
+            let _ = writeln!(s, "\nFINDINGS (kernel == model, worth a look)");
+            for f in &self.findings {
+                let drv = f.driver.as_deref().unwrap_or("-");
+                let _ = writeln!(
+                    s,
+                    "  [{}] x{} driver {}: {} (first at seq {:?})",
+                    f.rule.id(),
+                    f.count,
+                    drv,
+                    f.message,
+                    f.seqs
+                );
+            }
+        }
+        let _ = writeln!(s, "\nRULES (held / failed / not checkable)");
+        for r in self
+            .rule_table
+            .iter()
+            .filter(|r| r.tally != RuleTally::default())
+        {
+            let _ = writeln!(
+                s,
+                "  {:<26} {:>8} {:>6} {:>8}",
+                r.id, r.tally.held, r.tally.failed, r.tally.not_checkable
+            );
+        }
+        s
+    }
+}
+
+/// What the report says about the run itself.
+#[derive(Clone, Debug, Default)]
+pub struct ReportHead {
+    pub trace: String,
+    pub kernel_release: String,
+    pub rules: String,
+    pub rules_note: Option<String>,
+    pub events: u64,
+    pub truncated: Option<String>,
+    pub losses: Losses,
+}

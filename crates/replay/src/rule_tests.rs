@@ -1,0 +1,1211 @@
+//! One table per rule: each row builds a small trace of a correct kernel with [`TraceBuilder`],
+//! optionally breaks one thing, and states what the replay must say.
+
+use pfnscope_trace::Record;
+
+use crate::bits::{Cache, PAGE_SIZE, errno, fault_flag as ff, pte, vm_fault as vf};
+use crate::kernel::{KernelRules, Series};
+use crate::report::Report;
+use crate::rules::Rule;
+use crate::run::check_records;
+use crate::synth::TraceBuilder;
+
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// No divergence at all, and the rule was applied (held or not checkable) at least once.
+    Clean(Rule),
+    /// This rule diverges (others may too).
+    Div(Rule),
+    /// No divergence, and this finding is reported.
+    Find(Rule),
+    /// No divergence; the rule counted as not checkable.
+    NotCheckable(Rule),
+}
+
+type Scenario = fn(&mut TraceBuilder);
+type Tweak = fn(&mut Vec<Record>);
+
+struct Row {
+    name: &'static str,
+    series: Series,
+    scenario: Scenario,
+    tweak: Tweak,
+    expect: Expect,
+}
+
+fn none(_: &mut Vec<Record>) {}
+
+fn nth(recs: &[Record], hook: &str, n: usize) -> usize {
+    recs.iter()
+        .enumerate()
+        .filter(|(_, r)| r.hook == hook)
+        .nth(n)
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("no {hook} #{n}"))
+}
+
+fn last(recs: &[Record], hook: &str) -> usize {
+    recs.iter()
+        .rposition(|r| r.hook == hook)
+        .unwrap_or_else(|| panic!("no {hook}"))
+}
+
+fn run_row(row: &Row) -> Report {
+    let mut b = TraceBuilder::new(row.series);
+    (row.scenario)(&mut b);
+    let mut recs = b.records();
+    (row.tweak)(&mut recs);
+    check_records(
+        &b.meta(),
+        KernelRules::for_series(row.series),
+        recs,
+        row.name,
+    )
+}
+
+fn table(rows: &[Row]) {
+    for row in rows {
+        let rep = run_row(row);
+        let divs: Vec<&str> = rep.divergences.iter().map(|d| d.rule.id()).collect();
+        let tally = |r: Rule| {
+            rep.rule_table
+                .iter()
+                .find(|x| x.id == r.id())
+                .expect("every rule has a row")
+                .tally
+        };
+        match row.expect {
+            Expect::Clean(r) => {
+                assert!(
+                    divs.is_empty(),
+                    "{}: unexpected divergences {divs:?}\n{}",
+                    row.name,
+                    rep.to_human()
+                );
+                let t = tally(r);
+                assert!(
+                    t.held + t.not_checkable > 0,
+                    "{}: rule {} never applied",
+                    row.name,
+                    r.id()
+                );
+            }
+            Expect::Div(r) => assert!(
+                divs.contains(&r.id()),
+                "{}: expected {} in {divs:?}\n{}",
+                row.name,
+                r.id(),
+                rep.to_human()
+            ),
+            Expect::Find(r) => {
+                assert!(
+                    divs.is_empty(),
+                    "{}: unexpected divergences {divs:?}\n{}",
+                    row.name,
+                    rep.to_human()
+                );
+                assert!(
+                    rep.findings.iter().any(|f| f.rule == r),
+                    "{}: expected finding {}\n{}",
+                    row.name,
+                    r.id(),
+                    rep.to_human()
+                );
+            }
+            Expect::NotCheckable(r) => {
+                assert!(
+                    divs.is_empty(),
+                    "{}: unexpected divergences {divs:?}\n{}",
+                    row.name,
+                    rep.to_human()
+                );
+                assert!(
+                    tally(r).not_checkable > 0,
+                    "{}: {} not counted as not checkable",
+                    row.name,
+                    r.id()
+                );
+            }
+        }
+    }
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+
+const TTM: &str = "drm_gem_ttm_vm_ops [ttm]";
+
+fn ttm(b: &mut TraceBuilder) {
+    let bits = b.bits;
+    let mut v = b.vma(
+        0x7f00_2000_0000,
+        4,
+        true,
+        bits.pfnmap | bits.io | bits.dontexpand | bits.dontdump,
+        Some(TTM),
+    );
+    b.fault_insert(&v, v.start, 0xfd000, Cache::WC, false);
+    b.fault_insert(&v, v.start + PAGE_SIZE, 0xfd001, Cache::WC, false);
+    b.munmap(&mut v);
+}
+
+fn bar(b: &mut TraceBuilder) {
+    let mut v = b.vma(0x7f00_1000_0000, 4, true, 0, Some("pci_phys_vm_ops"));
+    b.remap(&mut v, 0xfe000, Cache::WC);
+    b.munmap(&mut v);
+}
+
+fn bar_twice(b: &mut TraceBuilder) {
+    let mut v = b.vma(0x7f00_1000_0000, 4, true, 0, Some("pci_phys_vm_ops"));
+    b.remap(&mut v, 0xfe000, Cache::WC);
+    let mut w = b.vma(0x7f00_1100_0000, 4, true, 0, Some("pci_phys_vm_ops"));
+    b.remap(&mut w, 0xfe000, Cache::UcMinus);
+    b.munmap(&mut v);
+    b.munmap(&mut w);
+}
+
+fn isa(b: &mut TraceBuilder) {
+    let mut v = b.vma(0x7f00_0000_0000, 4, true, 0, Some("mmap_mem_ops"));
+    b.remap(&mut v, 0xa0, Cache::UcMinus);
+    b.munmap(&mut v);
+}
+
+fn cow(b: &mut TraceBuilder) {
+    let mut v = b.vma(0x7f00_4000_0000, 4, false, 0, Some("mmap_mem_ops"));
+    b.remap(&mut v, 0xb0, Cache::UcMinus);
+    b.cow_write(&v, v.start + PAGE_SIZE);
+    b.munmap(&mut v);
+}
+
+fn fork(b: &mut TraceBuilder) {
+    let mut v = b.vma(0x7f00_1000_0000, 4, true, 0, Some("pci_phys_vm_ops"));
+    b.remap(&mut v, 0xfe000, Cache::WC);
+    b.fork(&v, 2000);
+}
+
+fn fork_cow0(b: &mut TraceBuilder) {
+    let mut v = b.vma(0x7f00_5000_0000, 2, false, 0, Some("mmap_mem_ops"));
+    b.remap(&mut v, 0xc0, Cache::UcMinus);
+    b.cow_write(&v, v.start);
+    b.fork(&v, 2002);
+}
+
+fn vgem(b: &mut TraceBuilder) {
+    let bits = b.bits;
+    let mut v = b.vma(
+        0x7f00_3000_0000,
+        2,
+        true,
+        bits.pfnmap | bits.io | bits.dontexpand | bits.dontdump,
+        Some("vgem_gem_vm_ops [vgem]"),
+    );
+    b.set_ram_type(0x1234, 2, Cache::WC);
+    b.fault_insert(&v, v.start, 0x1234, Cache::WC, true);
+    b.fault_insert(&v, v.start + PAGE_SIZE, 0x1235, Cache::WC, true);
+    b.munmap(&mut v);
+}
+
+fn truncate(b: &mut TraceBuilder) {
+    let v = b.vma(0x7f00_6000_0000, 4, true, 0, Some("ext4_file_vm_ops"));
+    b.truncate_page(&v, v.start + PAGE_SIZE, 0x5_0000);
+}
+
+fn alias(b: &mut TraceBuilder) {
+    let bits = b.bits;
+    let v = b.vma(
+        0x7f00_2000_0000,
+        1,
+        true,
+        bits.pfnmap | bits.io | bits.dontexpand | bits.dontdump,
+        Some(TTM),
+    );
+    b.fault_insert(&v, v.start, 0xfd000, Cache::WC, false);
+    let mut w = b.vma(0x7f00_7000_0000, 1, true, 0, Some("pci_phys_vm_ops"));
+    b.remap(&mut w, 0xfd000, Cache::WC);
+}
+
+/// The mmap_lock fault of the `n`th TTM page (6.12+: the second handle_mm_fault of each pair).
+fn main_fault(recs: &[Record], n: usize) -> usize {
+    recs.iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.hook == "handle_mm_fault" && r.fault_flags.is_some_and(|f| f & ff::VMA_LOCK == 0)
+        })
+        .nth(n)
+        .map(|(i, _)| i)
+        .expect("a mmap_lock fault")
+}
+
+// ---- tables ----------------------------------------------------------------------------------
+
+#[test]
+fn rule_fault_flags() {
+    table(&[
+        Row {
+            name: "6.12 VMA-lock attempts are legal",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::FaultFlags),
+        },
+        Row {
+            name: "6.1 has no VMA_LOCK flag",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "handle_mm_fault", 0);
+                r[i].fault_flags = Some(r[i].fault_flags.unwrap() | ff::VMA_LOCK);
+            },
+            expect: Expect::Div(Rule::FaultFlags),
+        },
+    ]);
+}
+
+#[test]
+fn rule_fault_ret() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::FaultRet),
+        },
+        Row {
+            name: "VM_FAULT_WRITE is gone after 6.1",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = main_fault(r, 0);
+                r[i].ret = Some((vf::NOPAGE | 0x8) as i64);
+            },
+            expect: Expect::Div(Rule::FaultRet),
+        },
+        Row {
+            name: "VM_FAULT_WRITE still exists on 6.1",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = main_fault(r, 0);
+                r[i].ret = Some((vf::NOPAGE | 0x8) as i64);
+            },
+            expect: Expect::Clean(Rule::FaultRet),
+        },
+        Row {
+            name: "RETRY without ALLOW_RETRY",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = main_fault(r, 0);
+                r[i].ret = Some(vf::RETRY as i64);
+                r[i].fault_flags = Some(ff::USER | ff::WRITE);
+            },
+            expect: Expect::Div(Rule::FaultRet),
+        },
+    ]);
+}
+
+#[test]
+fn rule_fault_sanitize() {
+    fn no_maywrite(r: &mut [Record]) {
+        let i = main_fault(r, 0);
+        r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x20);
+    }
+    table(&[
+        Row {
+            name: "writable shared vma",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::FaultFlags),
+        },
+        Row {
+            name: "write without VM_MAYWRITE reaches the driver",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| no_maywrite(r),
+            expect: Expect::Div(Rule::FaultSanitize),
+        },
+        Row {
+            name: "write without VM_MAYWRITE gives SIGSEGV",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = main_fault(r, 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x20);
+                r[i].ret = Some(vf::SIGSEGV as i64);
+                let id = r[i].id;
+                remove_below(r, id);
+            },
+            expect: Expect::Clean(Rule::FaultSanitize),
+        },
+        Row {
+            name: "6.1 has no such check",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| no_maywrite(r),
+            expect: Expect::Clean(Rule::FaultFlags),
+        },
+    ]);
+}
+
+/// Removes every call that ran inside call `id`.
+fn remove_below(r: &mut Vec<Record>, id: u64) {
+    let mut gone = vec![id];
+    while let Some(p) = gone.pop() {
+        let kids: Vec<u64> = r.iter().filter(|x| x.parent == p).map(|x| x.id).collect();
+        r.retain(|x| x.parent != p);
+        gone.extend(kids);
+    }
+}
+
+#[test]
+fn rule_fault_vma_lock() {
+    table(&[
+        Row {
+            name: "RETRY then mmap_lock",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::FaultVmaLock),
+        },
+        Row {
+            name: "a VMA-lock attempt that did not RETRY is followed by a mmap_lock fault",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "handle_mm_fault", 0);
+                r[i].ret = Some(vf::NOPAGE as i64);
+            },
+            expect: Expect::Div(Rule::FaultVmaLock),
+        },
+        Row {
+            name: "the driver is called under the VMA lock after it was seen lacking ->map_pages",
+            series: Series::V6_16,
+            scenario: ttm,
+            tweak: |r| {
+                // Page 2's VMA-lock attempt turns into the driver call: drop the attempt, mark
+                // the mmap_lock fault as a VMA-lock one.
+                let a = nth(r, "handle_mm_fault", 2);
+                let m = nth(r, "handle_mm_fault", 3);
+                r[m].fault_flags = Some(r[m].fault_flags.unwrap() | ff::VMA_LOCK);
+                r.remove(a);
+            },
+            expect: Expect::Div(Rule::FaultVmaLock),
+        },
+    ]);
+}
+
+#[test]
+fn rule_fault_insert_result() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::FaultInsertResult),
+        },
+        Row {
+            name: "SIGBUS after a successful insert",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = main_fault(r, 1);
+                r[i].ret = Some(vf::SIGBUS as i64);
+            },
+            expect: Expect::Div(Rule::FaultInsertResult),
+        },
+    ]);
+}
+
+#[test]
+fn rule_insert_vma_flags() {
+    table(&[
+        Row {
+            name: "VM_PFNMAP",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::InsertVmaFlags),
+        },
+        Row {
+            name: "no VM_PFNMAP/VM_MIXEDMAP",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "vmf_insert_pfn_prot", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x400);
+            },
+            expect: Expect::Div(Rule::InsertVmaFlags),
+        },
+        Row {
+            name: "both flags",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "vmf_insert_pfn_prot", 1);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() | 0x1000_0000);
+            },
+            expect: Expect::Div(Rule::InsertVmaFlags),
+        },
+        Row {
+            name: "COW VM_PFNMAP",
+            series: Series::V6_16,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "vmf_insert_pfn_prot", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x8);
+            },
+            expect: Expect::Div(Rule::InsertVmaFlags),
+        },
+    ]);
+}
+
+fn as_mixed(r: &mut [Record]) {
+    for x in r.iter_mut() {
+        if x.hook == "vmf_insert_pfn_prot" {
+            x.hook = "vmf_insert_mixed".into();
+        }
+        if let Some(f) = x.vma_flags
+            && x.driver.as_deref() == Some(TTM)
+        {
+            x.vma_flags = Some((f & !0x400) | 0x1000_0000);
+        }
+    }
+}
+
+#[test]
+fn rule_insert_mixed() {
+    table(&[
+        Row {
+            name: "VM_MIXEDMAP",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| as_mixed(r),
+            expect: Expect::Clean(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.12: not VM_MIXEDMAP must be SIGBUS",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                as_mixed(r);
+                let i = nth(r, "vmf_insert_mixed", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x1000_0000);
+            },
+            expect: Expect::Div(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.12: not VM_MIXEDMAP and SIGBUS",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                as_mixed(r);
+                let i = nth(r, "vmf_insert_mixed", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x1000_0000);
+                r[i].ret = Some(vf::SIGBUS as i64);
+                let id = r[i].id;
+                remove_below(r, id);
+                let f = r
+                    .iter()
+                    .position(|x| {
+                        x.hook == "handle_mm_fault"
+                            && x.fault_flags.is_some_and(|f| f & ff::VMA_LOCK == 0)
+                    })
+                    .unwrap();
+                r[f].ret = Some(vf::SIGBUS as i64);
+            },
+            expect: Expect::Clean(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.1: not VM_MIXEDMAP is a BUG",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                as_mixed(r);
+                let i = nth(r, "vmf_insert_mixed", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x1000_0000);
+                r[i].ret = Some(vf::SIGBUS as i64);
+            },
+            expect: Expect::Div(Rule::InsertMixed),
+        },
+    ]);
+}
+
+#[test]
+fn rule_insert_ret() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::InsertRet),
+        },
+        Row {
+            name: "SIGBUS inside the vma with a present prot",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "vmf_insert_pfn_prot", 0);
+                r[i].ret = Some(vf::SIGBUS as i64);
+            },
+            expect: Expect::Div(Rule::InsertRet),
+        },
+        Row {
+            name: "NOPAGE outside the vma",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "vmf_insert_pfn_prot", 0);
+                r[i].address = Some(0x1000);
+            },
+            expect: Expect::Div(Rule::InsertRet),
+        },
+        Row {
+            name: "vmf_insert_pfn passes the inner result through",
+            series: Series::V6_12,
+            scenario: vgem,
+            tweak: |r| {
+                let i = nth(r, "vmf_insert_pfn", 0);
+                r[i].ret = Some(vf::OOM as i64);
+            },
+            expect: Expect::Div(Rule::InsertRet),
+        },
+    ]);
+}
+
+#[test]
+fn rule_insert_pat_lookup() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_16,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::InsertPatLookup),
+        },
+        Row {
+            name: "lookup lost",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_insert", 1);
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::InsertPatLookup),
+        },
+        Row {
+            name: "6.16 lookup lost",
+            series: Series::V6_16,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "pfnmap_setup_cachemode", 0);
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::InsertPatLookup),
+        },
+    ]);
+}
+
+#[test]
+fn rule_pat_lookup() {
+    table(&[
+        Row {
+            name: "RAM page made WC, looked up WC",
+            series: Series::V6_12,
+            scenario: vgem,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatLookup),
+        },
+        Row {
+            name: "VRAM without a reservation: not checkable",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::NotCheckable(Rule::PatLookup),
+        },
+        Row {
+            name: "lookup disagrees with the reservation",
+            series: Series::V6_12,
+            scenario: vgem,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_insert", 0);
+                r[i].cache_out = Some("UC-".into());
+                r[i].prot_out = Some((r[i].prot_out.unwrap() & !pte::CACHE_MASK) | pte::PCD);
+            },
+            expect: Expect::Div(Rule::PatLookup),
+        },
+        Row {
+            name: "lookup changed more than the cache bits",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_insert", 0);
+                r[i].prot_out = Some(r[i].prot_out.unwrap() & !pte::RW);
+            },
+            expect: Expect::Div(Rule::PatLookup),
+        },
+    ]);
+}
+
+#[test]
+fn rule_pat_reserve() {
+    table(&[
+        Row {
+            name: "second mapping gets the first's type",
+            series: Series::V6_12,
+            scenario: bar_twice,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatReserve),
+        },
+        Row {
+            name: "second reservation ignores the overlap",
+            series: Series::V6_12,
+            scenario: bar_twice,
+            tweak: |r| {
+                let i = nth(r, "memtype_reserve", 1);
+                r[i].cache_out = Some("UC-".into());
+            },
+            expect: Expect::Div(Rule::PatReserve),
+        },
+        Row {
+            name: "ISA hole is WB",
+            series: Series::V6_1,
+            scenario: isa,
+            tweak: |r| {
+                let i = nth(r, "memtype_reserve", 0);
+                r[i].cache_out = Some("UC-".into());
+            },
+            expect: Expect::Div(Rule::PatReserve),
+        },
+    ]);
+}
+
+#[test]
+fn rule_pat_free() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatFree),
+        },
+        Row {
+            name: "freeing a held reservation fails",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "memtype_free", 0);
+                r[i].ret = Some(errno::EINVAL);
+            },
+            expect: Expect::Div(Rule::PatFree),
+        },
+    ]);
+}
+
+#[test]
+fn rule_pat_remap() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_1,
+            scenario: bar,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatRemap),
+        },
+        Row {
+            name: "6.16 clean",
+            series: Series::V6_16,
+            scenario: bar,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatRemap),
+        },
+        Row {
+            name: "prot does not take the reservation's type",
+            series: Series::V6_12,
+            scenario: bar_twice,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_remap", 1);
+                r[i].cache_out = Some("UC-".into());
+                r[i].prot_out = Some((r[i].prot_out.unwrap() & !pte::CACHE_MASK) | pte::PCD);
+            },
+            expect: Expect::Div(Rule::PatRemap),
+        },
+        Row {
+            name: "whole remap of the ISA hole without a reservation",
+            series: Series::V6_12,
+            scenario: |b| {
+                bar(b);
+                isa(b);
+            },
+            tweak: |r| {
+                let i = nth(r, "memtype_reserve", 1);
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::PatRemap),
+        },
+    ]);
+}
+
+#[test]
+fn rule_pat_untrack() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatUntrack),
+        },
+        Row {
+            name: "free lost",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = last(r, "memtype_free");
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::PatUntrack),
+        },
+        Row {
+            name: "6.16 free lost",
+            series: Series::V6_16,
+            scenario: bar,
+            tweak: |r| {
+                let i = last(r, "memtype_free");
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::PatUntrack),
+        },
+        Row {
+            name: "wrong size freed",
+            series: Series::V6_1,
+            scenario: bar,
+            tweak: |r| {
+                let i = last(r, "memtype_free");
+                r[i].size = Some(PAGE_SIZE);
+            },
+            expect: Expect::Div(Rule::PatUntrack),
+        },
+    ]);
+}
+
+#[test]
+fn rule_remap_ret() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: cow,
+            tweak: none,
+            expect: Expect::Clean(Rule::RemapRet),
+        },
+        Row {
+            name: "fails although PAT agreed",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "remap_pfn_range", 0);
+                r[i].ret = Some(errno::EINVAL);
+            },
+            expect: Expect::Div(Rule::RemapRet),
+        },
+        Row {
+            name: "partial remap of a COW vma succeeds",
+            series: Series::V6_1,
+            scenario: cow,
+            tweak: |r| {
+                let i = nth(r, "remap_pfn_range", 0);
+                r[i].size = Some(PAGE_SIZE);
+            },
+            expect: Expect::Div(Rule::RemapRet),
+        },
+        Row {
+            name: "no PAT track",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_remap", 0);
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::RemapRet),
+        },
+    ]);
+}
+
+#[test]
+fn rule_remap_vma() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: none,
+            expect: Expect::Clean(Rule::RemapVma),
+        },
+        Row {
+            name: "VM_IO missing afterwards",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "untrack_pfn", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x4000);
+            },
+            expect: Expect::Div(Rule::RemapVma),
+        },
+        Row {
+            name: "COW vm_pgoff not the pfn",
+            series: Series::V6_16,
+            scenario: cow,
+            tweak: |r| {
+                for x in r.iter_mut().filter(|x| x.hook == "handle_mm_fault") {
+                    x.vma_pgoff = Some(0);
+                }
+            },
+            expect: Expect::Div(Rule::RemapVma),
+        },
+    ]);
+}
+
+#[test]
+fn rule_pte_state() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::PteState),
+        },
+        Row {
+            name: "zap sees another cache mode than PAT answered",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 0);
+                r[i].pte = Some((r[i].pte.unwrap() & !pte::CACHE_MASK) | pte::PWT);
+            },
+            expect: Expect::Div(Rule::PteState),
+        },
+        Row {
+            name: "zap sees another pfn than remapped",
+            series: Series::V6_1,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 2);
+                r[i].pte = Some(r[i].pte.unwrap() + (7 << 12));
+            },
+            expect: Expect::Div(Rule::PteState),
+        },
+        Row {
+            name: "the COWed page is still special",
+            series: Series::V6_12,
+            scenario: cow,
+            tweak: |r| {
+                let i = last(r, "vm_normal_page");
+                let j = (0..r.len())
+                    .rfind(|&k| r[k].hook == "vm_normal_page" && r[k].page == Some(true))
+                    .unwrap_or(i);
+                r[j].pte = Some(r[j].pte.unwrap() | pte::SPECIAL);
+                r[j].page = Some(false);
+            },
+            expect: Expect::Div(Rule::PteState),
+        },
+    ]);
+}
+
+#[test]
+fn rule_vnp_special() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_1,
+            scenario: bar,
+            tweak: none,
+            expect: Expect::Clean(Rule::VnpSpecial),
+        },
+        Row {
+            name: "a page for a special PTE",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 0);
+                r[i].page = Some(true);
+            },
+            expect: Expect::Div(Rule::VnpSpecial),
+        },
+    ]);
+}
+
+fn extra_vnp(r: &mut Vec<Record>, pfn: u64) {
+    let i = nth(r, "vm_normal_page", 0);
+    let mut x = r[i].clone();
+    x.id = 9_999;
+    x.parent = 0;
+    x.ts_ns = r.last().unwrap().ts_ns + 10;
+    x.pte = Some((pfn << 12) | pte::PRESENT);
+    x.pfn = Some(pfn);
+    x.page = Some(false);
+    x.file_id = None;
+    r.push(x);
+}
+
+#[test]
+fn rule_vnp_normal() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: truncate,
+            tweak: none,
+            expect: Expect::Clean(Rule::VnpNormal),
+        },
+        Row {
+            name: "no page below a pfn seen with a page",
+            series: Series::V6_12,
+            scenario: truncate,
+            tweak: |r| extra_vnp(r, 0x4_0000),
+            expect: Expect::Div(Rule::VnpNormal),
+        },
+        Row {
+            name: "no page above every pfn seen: a bad-pte finding",
+            series: Series::V6_12,
+            scenario: truncate,
+            tweak: |r| extra_vnp(r, 0x9_0000),
+            expect: Expect::Find(Rule::FindBadNonSpecial),
+        },
+    ]);
+}
+
+#[test]
+fn rule_vnp_linear() {
+    table(&[
+        Row {
+            name: "COW remap is linear, the copy is not",
+            series: Series::V6_12,
+            scenario: cow,
+            tweak: none,
+            expect: Expect::Clean(Rule::VnpLinear),
+        },
+        Row {
+            name: "a special PTE off the linear pfn",
+            series: Series::V6_1,
+            scenario: cow,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 1);
+                r[i].pte = Some(r[i].pte.unwrap() + (0x40 << 12));
+            },
+            expect: Expect::Div(Rule::VnpLinear),
+        },
+    ]);
+}
+
+#[test]
+fn rule_fork_copy() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: fork,
+            tweak: none,
+            expect: Expect::Clean(Rule::ForkCopy),
+        },
+        Row {
+            name: "COWed first page",
+            series: Series::V6_1,
+            scenario: fork_cow0,
+            tweak: none,
+            expect: Expect::Find(Rule::FindForkCow),
+        },
+        Row {
+            name: "fork fails though the strict reservation succeeded",
+            series: Series::V6_12,
+            scenario: fork,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_copy", 0);
+                r[i].ret = Some(errno::EINVAL);
+            },
+            expect: Expect::Div(Rule::ForkCopy),
+        },
+        Row {
+            name: "no track_pfn_copy",
+            series: Series::V6_12,
+            scenario: fork,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_copy", 0);
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::ForkCopy),
+        },
+        Row {
+            name: "reservation at another pfn",
+            series: Series::V6_1,
+            scenario: fork,
+            tweak: |r| {
+                let i = nth(r, "memtype_reserve", 1);
+                r[i].pfn = Some(0xfe001);
+            },
+            expect: Expect::Div(Rule::ForkCopy),
+        },
+    ]);
+}
+
+#[test]
+fn rule_unmap_untrack() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::UnmapUntrack),
+        },
+        Row {
+            name: "zap without untrack",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "untrack_pfn", 0);
+                r.remove(i);
+            },
+            expect: Expect::Div(Rule::UnmapUntrack),
+        },
+        Row {
+            name: "zap still sees VM_PAT",
+            series: Series::V6_1,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "unmap_page_range", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() | 0x0100_0000);
+            },
+            expect: Expect::Div(Rule::UnmapUntrack),
+        },
+    ]);
+}
+
+#[test]
+fn rule_truncate_mapped() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: truncate,
+            tweak: none,
+            expect: Expect::Clean(Rule::VnpNormal),
+        },
+        Row {
+            name: "PTE after the page left the cache",
+            series: Series::V6_12,
+            scenario: truncate,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 0);
+                let mut x = r[i].clone();
+                x.id = 9_999;
+                x.parent = 0;
+                x.ts_ns = r.last().unwrap().ts_ns + 10;
+                r.push(x);
+            },
+            expect: Expect::Div(Rule::TruncateMapped),
+        },
+    ]);
+}
+
+#[test]
+fn rule_trace_parent() {
+    fn drop_fault(r: &mut Vec<Record>) {
+        let i = main_fault(r, 0);
+        r.remove(i);
+    }
+    table(&[
+        Row {
+            name: "lost parent, no loss counted",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: drop_fault,
+            expect: Expect::Div(Rule::TraceParent),
+        },
+        Row {
+            name: "lost parent, tracer counted a drop",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                drop_fault(r);
+                r.push(Record {
+                    hook: pfnscope_trace::COUNTERS_HOOK.into(),
+                    dropped: Some(1),
+                    unpaired: Some(0),
+                    read_failed: Some(0),
+                    ..Default::default()
+                });
+            },
+            expect: Expect::NotCheckable(Rule::TraceParent),
+        },
+    ]);
+}
+
+#[test]
+fn finding_tables() {
+    table(&[
+        Row {
+            name: "WC downgraded",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Find(Rule::FindWcDowngrade),
+        },
+        Row {
+            name: "RAM pages WC",
+            series: Series::V6_1,
+            scenario: vgem,
+            tweak: |r| {
+                // Without the set_pages_array_wc reservation in the trace the WC answer is unexplained.
+                let i = nth(r, "memtype_reserve", 0);
+                r.remove(i);
+            },
+            expect: Expect::Find(Rule::FindRamMemtype),
+        },
+        Row {
+            name: "insert UC- and remap WC of one pfn",
+            series: Series::V6_12,
+            scenario: alias,
+            tweak: none,
+            expect: Expect::Find(Rule::FindAlias),
+        },
+        Row {
+            name: "fork copy fails after the strict reservation: leaked",
+            series: Series::V6_12,
+            scenario: fork,
+            tweak: |r| {
+                let i = nth(r, "copy_page_range", 0);
+                r[i].ret = Some(errno::ENOMEM);
+            },
+            expect: Expect::Find(Rule::FindLeak),
+        },
+        Row {
+            name: "special PTE in a plain driver vma",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 0);
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x400);
+                r[i].vma_id = Some(77);
+            },
+            expect: Expect::Find(Rule::FindBadSpecial),
+        },
+    ]);
+}
+
+#[test]
+fn no_finding_without_cause() {
+    // A WC reservation honoured: no downgrade, no leak, no alias.
+    let rep = run_row(&Row {
+        name: "bar",
+        series: Series::V6_12,
+        scenario: bar,
+        tweak: none,
+        expect: Expect::Clean(Rule::PatRemap),
+    });
+    assert!(rep.findings.is_empty(), "{}", rep.to_human());
+}

@@ -1,0 +1,216 @@
+//! The `replay` binary end to end, on traces written to a temp directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use pfnscope_trace::{Record, TraceMeta, TraceWriter};
+use replay::kernel::Series;
+use replay::synth::workload;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("replay-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes records in batches of `per_batch` rows.
+fn write(path: &Path, meta: &TraceMeta, recs: &[Record], per_batch: usize) {
+    let mut w = TraceWriter::create(path, meta).unwrap();
+    for (i, r) in recs.iter().enumerate() {
+        w.push(r);
+        if (i + 1).is_multiple_of(per_batch) {
+            w.flush_batch().unwrap();
+        }
+    }
+    w.finish().unwrap();
+}
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn clean_trace(dir: &TempDir, series: Series) -> PathBuf {
+    let b = workload(series);
+    let p = dir.0.join(format!("clean-{series}.arrows"));
+    write(&p, &b.meta(), &b.records(), 50);
+    p
+}
+
+#[test]
+fn clean_trace_exits_zero_with_summary() {
+    let d = TempDir::new("clean");
+    let p = clean_trace(&d, Series::V6_12);
+    let o = replay(&["check", p.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("0 divergences"), "{out}");
+    assert!(out.contains("find.wc_downgrade"), "{out}");
+}
+
+#[test]
+fn divergent_trace_exits_one_and_json_is_stable() {
+    let d = TempDir::new("div");
+    let b = workload(Series::V6_1);
+    let mut recs = b.records();
+    let i = recs
+        .iter()
+        .position(|r| r.hook == "vmf_insert_pfn_prot")
+        .unwrap();
+    recs[i].vma_flags = Some(recs[i].vma_flags.unwrap() & !0x400);
+    let p = d.0.join("bad.arrows");
+    write(&p, &b.meta(), &recs, 1000);
+    let o = replay(&["check", "--json", p.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["schema"], "pfnscope.replay.check/1");
+    assert_eq!(v["rules"], "6.1");
+    assert!(v["summary"]["divergences"].as_u64().unwrap() >= 1);
+    let d0 = &v["divergences"][0];
+    assert_eq!(d0["rule"], "insert.vma_flags");
+    for key in ["expected", "observed", "seqs", "ids", "source"] {
+        assert!(!d0[key].is_null(), "divergence lacks {key}");
+    }
+    let rows = v["rule_table"].as_array().unwrap();
+    assert!(rows.len() >= 15);
+    for key in [
+        "id",
+        "kind",
+        "what",
+        "source",
+        "held",
+        "failed",
+        "not_checkable",
+    ] {
+        assert!(!rows[0][key].is_null(), "rule row lacks {key}");
+    }
+}
+
+#[test]
+fn kernel_rules_override() {
+    let d = TempDir::new("rules");
+    let p = clean_trace(&d, Series::V6_1);
+    let o = replay(&[
+        "check",
+        "--json",
+        "--kernel-rules",
+        "6.18",
+        p.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rules"], "6.16+");
+    let o = replay(&["check", "--kernel-rules", "banana", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("banana"));
+}
+
+#[test]
+fn bad_input_exits_two_with_one_line() {
+    let d = TempDir::new("bad");
+    let missing = d.0.join("nope.arrows");
+    let notrace = d.0.join("notes.txt");
+    std::fs::write(&notrace, "hello, not arrow\n").unwrap();
+    // A stream from a newer pfnscope.
+    let newer = d.0.join("newer.arrows");
+    {
+        let schema = Arc::new(arrow_schema::Schema::new_with_metadata(
+            vec![arrow_schema::Field::new(
+                "seq",
+                arrow_schema::DataType::UInt64,
+                false,
+            )],
+            std::collections::HashMap::from([(
+                "pfnscope.schema_version".to_string(),
+                "99".to_string(),
+            )]),
+        ));
+        let f = std::fs::File::create(&newer).unwrap();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(f, &schema).unwrap();
+        let b = arrow_array::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow_array::UInt64Array::from(vec![0u64]))],
+        )
+        .unwrap();
+        w.write(&b).unwrap();
+        w.finish().unwrap();
+    }
+    // (path, words the message must contain)
+    let rows = [
+        (missing, "cannot open"),
+        (notrace, "not a pfnscope trace"),
+        (newer, "schema version 99"),
+    ];
+    for (p, words) in rows {
+        let o = replay(&["check", p.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{}: {out}{err}", p.display());
+        assert!(err.contains(words), "{}: {err}", p.display());
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{}: not one line: {err}",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn truncated_trace_replays_what_it_has_and_says_so() {
+    let d = TempDir::new("trunc");
+    let p = clean_trace(&d, Series::V6_12);
+    let bytes = std::fs::read(&p).unwrap();
+    let cut = d.0.join("cut.arrows");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let o = replay(&["check", "--json", cut.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_ne!(o.status.code(), Some(2), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["truncated"].is_string(), "{out}");
+    assert!(v["events"].as_u64().unwrap() > 0);
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn overhead_reports_pages_drivers_and_probe_cost() {
+    let d = TempDir::new("ovh");
+    let p = clean_trace(&d, Series::V6_1);
+    let o = replay(&["overhead", "--top", "3", p.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains("TOP PAGES") && out.contains("PER DRIVER") && out.contains("tracer cost"),
+        "{out}"
+    );
+    let o = replay(&["overhead", "--json", p.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["probe_cost"]["in_window_ns"].as_u64().unwrap() > 0);
+    assert!(
+        v["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "pfn")
+    );
+}

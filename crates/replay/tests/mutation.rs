@@ -1,0 +1,107 @@
+//! Mutation testing: at least 95% of the mutants of a correct trace must be flagged, and no
+//! mutant may panic the replay. Runs on the hand-built workloads of every rule set, and on every
+//! real trace the test box left under `target/testbox/<kernel>/<workload>.arrows`.
+
+use std::path::{Path, PathBuf};
+
+use replay::kernel::{KernelRules, Series};
+use replay::mutate::{MutationScore, score};
+use replay::run::rules_for;
+use replay::synth::workload;
+
+const THRESHOLD: f64 = 0.95;
+
+fn assert_score(name: &str, s: &MutationScore) {
+    println!(
+        "{name}: {}/{} flagged ({:.1}%) per kind {:?}",
+        s.flagged,
+        s.total,
+        s.ratio() * 100.0,
+        s.per_kind
+    );
+    for m in &s.missed {
+        println!("  missed: {m}");
+    }
+    assert!(s.total > 0, "{name}: no mutants");
+    assert!(
+        s.ratio() >= THRESHOLD,
+        "{name}: only {:.1}% of {} mutants flagged",
+        s.ratio() * 100.0,
+        s.total
+    );
+}
+
+#[test]
+fn hand_built_traces() {
+    for series in [Series::V6_1, Series::V6_12, Series::V6_16] {
+        let b = workload(series);
+        let s = score(&b.records(), &b.meta(), &KernelRules::for_series(series));
+        assert_score(&format!("hand-built {series}"), &s);
+        // Every kind of mutation is exercised.
+        for kind in [
+            "ReturnCode",
+            "CacheMode",
+            "DropPat",
+            "ReorderPat",
+            "PteAfterTruncate",
+            "InsertIntoPlainVma",
+        ] {
+            assert!(s.per_kind.contains_key(kind), "{series}: no {kind} mutant");
+        }
+    }
+}
+
+fn testbox() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testbox")
+}
+
+fn real_traces() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(kernels) = std::fs::read_dir(testbox()) else {
+        return out;
+    };
+    for k in kernels.flatten() {
+        if let Ok(files) = std::fs::read_dir(k.path()) {
+            for f in files.flatten() {
+                if f.path().extension().is_some_and(|e| e == "arrows") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn real_traces_from_the_test_box() {
+    let traces = real_traces();
+    if traces.is_empty() {
+        println!("skipped real traces: none under target/testbox");
+        return;
+    }
+    for path in traces {
+        println!("using real trace {}", path.display());
+        let t =
+            pfnscope_trace::read_trace(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let rules = rules_for(&t.meta, None).expect("rules from metadata");
+        // A correct kernel replays clean: the mutation score is only meaningful then.
+        let base = replay::check_records(
+            &t.meta,
+            rules.clone(),
+            t.records.clone(),
+            &path.display().to_string(),
+        );
+        assert_eq!(
+            base.summary.divergences,
+            0,
+            "{}:\n{}",
+            path.display(),
+            base.to_human()
+        );
+        assert_score(
+            &path.display().to_string(),
+            &score(&t.records, &t.meta, &rules),
+        );
+    }
+}

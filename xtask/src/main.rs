@@ -1,1 +1,54 @@
-fn main() {}
+//! `cargo xtask`: project automation (`setup`, `testbox`, `test`, `bench`).
+
+mod bench;
+mod check;
+mod cpio;
+mod guest;
+mod kernels;
+mod modules;
+mod qemu;
+mod setup;
+mod suite;
+mod testbox;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need on a fresh Debian machine (run as root; idempotent).
+    Setup(setup::Args),
+    /// Boot Debian kernels under qemu, run the driver workloads under `tracer record`, bring the
+    /// traces back to target/testbox/ and check them for their hooks.
+    Testbox(testbox::Args),
+    /// Every test: set-up, fmt, clippy, the test box on all kernels, cargo test (README's second
+    /// command; CI runs it).
+    Test(suite::Args),
+    /// Benchmarks, written to BENCHMARKS.md.
+    Bench(bench::Args),
+    /// The fault generator the overhead benchmark times (touches MIB of fresh anonymous memory).
+    #[command(hide = true, name = "__touch")]
+    Touch { mib: usize },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup(a) => setup::run(&a),
+        Cmd::Testbox(a) => testbox::run(&a),
+        Cmd::Test(a) => suite::run(&a),
+        Cmd::Bench(a) => bench::run(&a),
+        Cmd::Touch { mib } => bench::touch(mib),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

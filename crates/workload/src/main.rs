@@ -1,0 +1,29 @@
+//! `workload NAME [ARGS]`: one fault-path workload per driver (see `workload --list`).
+
+use workload::expect::WORKLOADS;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(name) = args.first() else {
+        usage();
+        std::process::exit(2);
+    };
+    if name == "--list" || name == "-h" || name == "--help" {
+        usage();
+        return;
+    }
+    if let Err(e) = workload::workloads::run(name, &args[1..]) {
+        eprintln!("workload {name}: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn usage() {
+    eprintln!("usage: workload NAME [ARGS]\n");
+    for w in WORKLOADS {
+        eprintln!("  {:<14} {}", w.name, w.about);
+    }
+    eprintln!(
+        "\n  file takes an optional directory for its scratch file (default $TMPDIR or /tmp)"
+    );
+}

@@ -1,0 +1,364 @@
+//! `cargo xtask bench overhead`: what tracing costs a fault storm, measured side by side.
+//!
+//! The workload touches 1 GiB of fresh anonymous memory with 4 KiB pages (262,144 faults) and
+//! reports the time of its touch loop alone, so start-up and attach costs of each tracer stay
+//! out of the number. Modes run interleaved, the order rotating every round, and the report
+//! gives medians and ratios to the untraced median of the same run.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Tracer overhead on a 1 GiB anonymous fault storm: untraced vs `tracer record` vs perf vs
+    /// bpftrace, written to BENCHMARKS.md.
+    Overhead {
+        /// Rounds per mode (medians are taken over them).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// MiB touched per run.
+        #[arg(long, default_value_t = 1024)]
+        mib: usize,
+        /// Print only; do not rewrite BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    match a.what {
+        What::Overhead {
+            rounds,
+            mib,
+            no_write,
+        } => overhead(rounds, mib, no_write),
+    }
+}
+
+/// The fault generator (`cargo xtask __touch MIB`): prints `touch_ns=N pages=P`.
+pub fn touch(mib: usize) -> Result<()> {
+    let len = mib << 20;
+    let t;
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            bail!("mmap {mib} MiB: {}", std::io::Error::last_os_error());
+        }
+        // Debian kernels default THP to always: without this 512 pages fault as one.
+        libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
+        let start = Instant::now();
+        for off in (0..len).step_by(4096) {
+            std::ptr::write_volatile((p as *mut u8).add(off), 1);
+        }
+        t = start.elapsed();
+        libc::munmap(p, len);
+    }
+    println!("touch_ns={} pages={}", t.as_nanos(), len / 4096);
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Untraced,
+    Tracer,
+    Perf,
+    Bpftrace,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Untraced => "untraced",
+            Mode::Tracer => "tracer record",
+            Mode::Perf => "perf record -e exceptions:page_fault_user",
+            Mode::Bpftrace => "bpftrace count of exceptions:page_fault_user",
+        }
+    }
+}
+
+fn touch_ns(stdout: &str) -> Option<u64> {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("touch_ns="))
+        })
+        .and_then(|v| v.parse().ok())
+}
+
+struct Tools {
+    xtask: PathBuf,
+    tracer: PathBuf,
+    perf: Option<PathBuf>,
+    bpftrace: Option<PathBuf>,
+    scratch: PathBuf,
+}
+
+fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> {
+    let touch = |c: &mut Command| {
+        c.arg(&t.xtask).args(["__touch", &mib.to_string()]);
+    };
+    let mut c;
+    match mode {
+        Mode::Untraced => {
+            c = Command::new(&t.xtask);
+            c.args(["__touch", &mib.to_string()]);
+        }
+        Mode::Tracer => {
+            c = Command::new(&t.tracer);
+            c.args(["record", "--quiet", "-o"])
+                .arg(t.scratch.join("bench.arrows"))
+                .arg("--");
+            touch(&mut c);
+        }
+        Mode::Perf => {
+            c = Command::new(t.perf.as_ref().unwrap());
+            c.args(["record", "-q", "-e", "exceptions:page_fault_user", "-o"])
+                .arg(t.scratch.join("perf.data"))
+                .arg("--");
+            touch(&mut c);
+        }
+        Mode::Bpftrace => {
+            c = Command::new(t.bpftrace.as_ref().unwrap());
+            let cmd = format!("{} __touch {mib}", t.xtask.display());
+            c.args([
+                "-e",
+                "tracepoint:exceptions:page_fault_user /pid == cpid/ { @faults = count(); }",
+                "-c",
+                &cmd,
+            ]);
+        }
+    }
+    let out = c
+        .output()
+        .with_context(|| format!("running {}", util::show(&c)))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{} failed: {}", mode.name(), util::tail(&stderr, 5));
+    }
+    let ns = touch_ns(&stdout)
+        .with_context(|| format!("{}: no touch_ns in output: {stdout}", mode.name()))?;
+    let note = match mode {
+        Mode::Tracer => Some(tracer_check(&t.scratch.join("bench.arrows"), mib)?),
+        _ => None,
+    };
+    Ok((ns, note))
+}
+
+/// The traced run must really have seen the storm, and without losses.
+fn tracer_check(path: &Path, mib: usize) -> Result<String> {
+    let t = pfnscope_trace::read_trace(path)?;
+    let faults = t
+        .events()
+        .filter(|r| r.hook == "exceptions:page_fault_user" || r.hook == "handle_mm_fault")
+        .count();
+    let dropped: u64 = t.counters().iter().map(|c| c.1).sum();
+    let pages = (mib << 20) / 4096;
+    if faults < pages {
+        bail!("the traced run recorded {faults} faults for {pages} pages touched");
+    }
+    if dropped > 0 {
+        bail!("the traced run dropped {dropped} events");
+    }
+    Ok(format!("{faults} faults recorded, 0 dropped"))
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the overhead benchmark loads eBPF programs: run it as root");
+    }
+    let root = util::workspace_root();
+    eprintln!("building tracer (release)...");
+    util::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "tracer",
+    ]))?;
+    let tracer = util::target_dir().join("release/tracer");
+    let xtask = std::env::current_exe()?;
+    let scratch = util::target_dir().join("bench");
+    std::fs::create_dir_all(&scratch)?;
+    let which = |n: &str| {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(n))
+                .find(|p| p.is_file())
+        })
+    };
+    let tools = Tools {
+        xtask,
+        tracer,
+        perf: which("perf"),
+        bpftrace: which("bpftrace"),
+        scratch,
+    };
+    let mut modes = vec![Mode::Untraced, Mode::Tracer];
+    let mut skipped = vec![];
+    for (m, tool) in [(Mode::Perf, &tools.perf), (Mode::Bpftrace, &tools.bpftrace)] {
+        match tool {
+            None => skipped.push(format!(
+                "{}: not installed (`cargo xtask setup` installs it)",
+                m.name()
+            )),
+            // One trial run decides whether the tool works on this kernel at all.
+            Some(_) => match run_once(m, &tools, 16) {
+                Ok(_) => modes.push(m),
+                Err(e) => skipped.push(format!("{}: does not run here: {e:#}", m.name())),
+            },
+        }
+    }
+    let mut times: Vec<Vec<u64>> = vec![vec![]; modes.len()];
+    let mut notes: Vec<Option<String>> = vec![None; modes.len()];
+    for round in 0..rounds {
+        for k in 0..modes.len() {
+            let i = (k + round) % modes.len();
+            let (ns, note) = run_once(modes[i], &tools, mib)?;
+            eprintln!(
+                "round {}/{rounds}: {:<48} {:>8.1} ms",
+                round + 1,
+                modes[i].name(),
+                ns as f64 / 1e6
+            );
+            times[i].push(ns);
+            if note.is_some() {
+                notes[i] = note;
+            }
+        }
+    }
+    let base = median(&mut times[0].clone()) as f64;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| mode | median touch time | ratio to untraced | note |"
+    )?;
+    writeln!(table, "|---|---|---|---|")?;
+    for (i, m) in modes.iter().enumerate() {
+        let med = median(&mut times[i].clone()) as f64;
+        writeln!(
+            table,
+            "| {} | {:.1} ms | {:.3}x | {} |",
+            m.name(),
+            med / 1e6,
+            med / base,
+            notes[i].as_deref().unwrap_or("")
+        )?;
+    }
+    for s in &skipped {
+        writeln!(table, "\nSkipped: {s}")?;
+    }
+    let section = format!(
+        "## tracer overhead\n\nCommand: `cargo xtask bench overhead --rounds {rounds} --mib {mib}` (as root).\n\
+         Kernel {kernel}, {} CPUs. Workload: touch {mib} MiB of fresh anonymous memory, MADV_NOHUGEPAGE ({} faults); \
+         the time is the touch loop only. Modes interleaved, order rotated each round; medians of {rounds} rounds.\n\n{table}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        (mib << 20) / 4096
+    );
+    println!("{section}");
+    if !no_write {
+        replace_section(&root.join("BENCHMARKS.md"), "## tracer overhead", &section)?;
+        eprintln!("BENCHMARKS.md updated");
+    }
+    Ok(())
+}
+
+/// Replaces the `##` section starting with `heading` (or appends it), leaving the others alone.
+pub fn replace_section(path: &Path, heading: &str, section: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut done = false;
+    for line in old.lines() {
+        if line.starts_with("## ") {
+            skipping = line.starts_with(heading);
+            if skipping && !done {
+                out.push_str(section.trim_end());
+                out.push_str("\n\n");
+                done = true;
+            }
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !done {
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        out.push_str(section.trim_end());
+        out.push('\n');
+    }
+    std::fs::write(path, out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_touch_output() {
+        assert_eq!(touch_ns("touch_ns=123456 pages=262144\n"), Some(123456));
+        assert_eq!(
+            touch_ns("Attaching 1 probe...\ntouch_ns=5 pages=1\n@faults: 1\n"),
+            Some(5)
+        );
+        assert_eq!(touch_ns("nothing"), None);
+    }
+
+    #[test]
+    fn section_replacement_keeps_other_sections() {
+        let p = std::env::temp_dir().join(format!("bench-md-{}", std::process::id()));
+        std::fs::write(
+            &p,
+            "# Benchmarks\n\n## replay\nfast\n\n## tracer overhead\nold\n\n## analyzer\nok\n",
+        )
+        .unwrap();
+        replace_section(&p, "## tracer overhead", "## tracer overhead\nnew\n").unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            s.contains("## replay\nfast") && s.contains("## analyzer\nok") && s.contains("new")
+        );
+        assert!(!s.contains("old"));
+        replace_section(&p, "## other", "## other\nx\n").unwrap();
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .ends_with("## other\nx\n")
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! `cargo xtask test`: every test there is: set-up, formatting, lints, the test box (on the host
+//! kernel and on the Debian 6.1, 6.12 and 7.2 guests), then the workspace tests, which replay
+//! and analyse the traces the test box just wrote (root-only tests run for real as root).
+//!
+//! It ends with one `tests: N passed, N failed, N skipped` line summing the cargo test results
+//! and the test box stages, so a reader (or CI) sees the whole verdict last.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip the qemu test box (unit and host tests only).
+    #[arg(long)]
+    no_testbox: bool,
+    /// Kernels for the test box (default: all).
+    #[arg(long, default_value = "all")]
+    kernel: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+    failures: Vec<String>,
+}
+
+/// Runs a command, echoing its output, and hands every line to `seen`.
+fn stream(cmd: &mut Command, mut seen: impl FnMut(&str)) -> Result<bool> {
+    println!("==> {}", util::show(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| util::show(cmd))?;
+    let err = child.stderr.take().unwrap();
+    // stderr on its own thread: both pipes must drain or the child blocks.
+    let errs = std::thread::spawn(move || {
+        let mut lines = vec![];
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("{l}");
+            lines.push(l);
+        }
+        lines
+    });
+    for l in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        println!("{l}");
+        seen(&l);
+    }
+    for l in errs.join().unwrap_or_default() {
+        seen(&l);
+    }
+    Ok(child.wait()?.success())
+}
+
+/// `test result: ok. 18 passed; 0 failed; 1 ignored; ...`
+fn cargo_result(line: &str) -> Option<(u64, u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let num = |key: &str| {
+        rest.split(';').find_map(|p| {
+            let p = p
+                .trim()
+                .trim_start_matches("ok.")
+                .trim_start_matches("FAILED.")
+                .trim();
+            p.strip_suffix(key)
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+    };
+    Some((num("passed")?, num("failed")?, num("ignored").unwrap_or(0)))
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    let started = Instant::now();
+    let root = util::workspace_root();
+    let mut t = Tally::default();
+    let stage = |t: &mut Tally, name: &str, ok: bool| {
+        if ok {
+            t.passed += 1;
+        } else {
+            t.failed += 1;
+            t.failures.push(name.to_string());
+        }
+    };
+
+    let setup_ok = stream(Command::new(std::env::current_exe()?).arg("setup"), |_| {})?;
+    if !setup_ok {
+        bail!("cargo xtask setup failed: nothing else can run (see above)");
+    }
+    let ok = stream(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check"]),
+        |_| {},
+    )?;
+    stage(&mut t, "cargo fmt --check", ok);
+    let ok = stream(
+        Command::new("cargo").current_dir(&root).args([
+            "clippy",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        |_| {},
+    )?;
+    stage(&mut t, "cargo clippy -D warnings", ok);
+
+    if a.no_testbox {
+        t.skipped += 1;
+        println!("SKIPPED test box: --no-testbox");
+    } else {
+        let ok = stream(
+            Command::new(std::env::current_exe()?).args(["testbox", "--host"]),
+            |_| {},
+        )?;
+        stage(&mut t, "testbox --host", ok);
+        let ok = stream(
+            Command::new(std::env::current_exe()?).args(["testbox", "--kernel", &a.kernel]),
+            |_| {},
+        )?;
+        stage(&mut t, &format!("testbox --kernel {}", a.kernel), ok);
+    }
+
+    let mut skipped_lines = 0;
+    let ok = stream(
+        Command::new("cargo").current_dir(&root).args(["test"]),
+        |l| {
+            if let Some((p, f, i)) = cargo_result(l) {
+                t.passed += p;
+                t.failed += f;
+                t.skipped += i;
+            }
+            if l.starts_with("SKIPPED") {
+                skipped_lines += 1;
+            }
+        },
+    )?;
+    t.skipped += skipped_lines;
+    if !ok {
+        t.failures.push("cargo test".into());
+        if t.failed == 0 {
+            t.failed += 1; // a build failure reports no test result line
+        }
+    }
+
+    println!(
+        "\nxtask test finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if !t.failures.is_empty() {
+        println!("failed: {}", t.failures.join(", "));
+    }
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        t.passed, t.failed, t.skipped
+    );
+    if t.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cargo_result_lines() {
+        assert_eq!(
+            cargo_result(
+                "test result: ok. 18 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.24s"
+            ),
+            Some((18, 0, 1))
+        );
+        assert_eq!(
+            cargo_result("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured"),
+            Some((3, 2, 0))
+        );
+        assert_eq!(cargo_result("running 4 tests"), None);
+    }
+}

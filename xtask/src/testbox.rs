@@ -1,0 +1,609 @@
+//! `cargo xtask testbox`: real Debian kernels under qemu, driver workloads traced inside, traces
+//! back on the host under target/testbox/<kernel>/, each checked for the hooks it must reach.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use workload::expect::{self, Target, WORKLOADS};
+
+use crate::cpio::Cpio;
+use crate::kernels::{self, Apt, Kernel, Series};
+use crate::modules::ModuleTree;
+use crate::{check, guest, qemu, util};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Kernel series to boot: 6.1, 6.12, 7.2 or all (repeatable).
+    #[arg(long, default_value = "all")]
+    kernel: Vec<String>,
+    /// Workloads to run (default: all that run where the box runs; see `workload --list`).
+    #[arg(long, num_args = 1..)]
+    workload: Vec<String>,
+    /// Keep the initramfs and disk image under target/testbox/<kernel>/work.
+    #[arg(long)]
+    keep: bool,
+    /// Run the host's workloads (anon, file, vvar) on this machine's own kernel instead of
+    /// booting guests.
+    #[arg(long)]
+    host: bool,
+    /// Run the workloads without the tracer: proves the box and the workloads, checks no hooks.
+    #[arg(long)]
+    no_trace: bool,
+    /// Hard limit for one boot in seconds (default: scaled by the number of workloads).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Put this (static) tracer binary in the guest instead of building one.
+    #[arg(long, conflicts_with_all = ["no_trace", "host"])]
+    tracer_bin: Option<PathBuf>,
+}
+
+const GUEST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+/// Seconds one traced workload may take in the guest (TCG is 10-50x slower than the host).
+const WORKLOAD_TIMEOUT_S: u32 = 240;
+/// virtio-blk carries the results back; on some kernels these are built in.
+const BOOT_MODULES: [&str; 2] = ["virtio_pci", "virtio_blk"];
+
+pub fn run(args: &Args) -> Result<()> {
+    let workloads = pick_workloads(&args.workload, args.host)?;
+    if args.host {
+        return run_host(&workloads, args);
+    }
+    let series = pick_series(&args.kernel)?;
+    let started = Instant::now();
+    let mut bins = build_guest_binaries(!args.no_trace && args.tracer_bin.is_none())?;
+    if let Some(t) = &args.tracer_bin {
+        bins.tracer = Some(static_binary(t)?);
+    }
+    let busybox = find_static_busybox()?;
+    let cache = util::cache_dir();
+    let apt = Apt::new(&cache)?;
+    println!(
+        "updating the private package lists under {}",
+        cache.join("apt").display()
+    );
+    let updated = apt.update();
+    let mut failures = Vec::new();
+    for s in series {
+        let one = Instant::now();
+        let r = kernels::fetch(s, &apt, updated.as_ref().map(|_| ()), &cache)
+            .and_then(|k| run_guest(&k, &workloads, &bins, &busybox, args));
+        match r {
+            Ok(()) => println!(
+                "kernel {}: PASS ({:.0}s)\n",
+                s.name(),
+                one.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("kernel {}: FAIL: {e:#}\n", s.name());
+                failures.push(s.name());
+            }
+        }
+    }
+    println!(
+        "testbox finished in {:.0}s; results under {}",
+        started.elapsed().as_secs_f64(),
+        results_root().display()
+    );
+    if args.no_trace {
+        println!("hook checks SKIPPED: --no-trace ran the workloads without the tracer");
+    }
+    if !failures.is_empty() {
+        bail!("testbox failed for kernel(s) {}", failures.join(", "));
+    }
+    Ok(())
+}
+
+fn results_root() -> PathBuf {
+    util::target_dir().join("testbox")
+}
+
+pub fn pick_series(requested: &[String]) -> Result<Vec<Series>> {
+    let mut out = Vec::new();
+    for r in requested.iter().flat_map(|r| r.split(',')) {
+        let add: Vec<Series> = if r == "all" {
+            kernels::ALL.to_vec()
+        } else {
+            vec![
+                Series::parse(r)
+                    .with_context(|| format!("unknown kernel {r}: use 6.1, 6.12, 7.2 or all"))?,
+            ]
+        };
+        for s in add {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Requested workloads in the table's order (which the guest depends on: DRM drivers last).
+pub fn pick_workloads(requested: &[String], host: bool) -> Result<Vec<&'static str>> {
+    let requested: Vec<&str> = requested
+        .iter()
+        .flat_map(|r| r.split(','))
+        .filter(|r| !r.is_empty())
+        .collect();
+    for r in &requested {
+        let w = expect::workload(r).with_context(|| {
+            format!(
+                "unknown workload {r}; known: {}",
+                WORKLOADS
+                    .iter()
+                    .map(|w| w.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        if host && !w.host {
+            bail!(
+                "workload {r} needs a guest (its driver is not on this machine); host workloads: anon, file, vvar"
+            );
+        }
+    }
+    Ok(WORKLOADS
+        .iter()
+        .filter(|w| {
+            if requested.is_empty() {
+                !host || w.host
+            } else {
+                requested.contains(&w.name)
+            }
+        })
+        .map(|w| w.name)
+        .collect())
+}
+
+struct GuestBins {
+    tracer: Option<PathBuf>,
+    workload: PathBuf,
+}
+
+fn build_guest_binaries(with_tracer: bool) -> Result<GuestBins> {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(util::workspace_root()).args([
+        "build",
+        "--release",
+        "--target",
+        GUEST_TRIPLE,
+        "-p",
+        "workload",
+    ]);
+    if with_tracer {
+        c.args(["-p", "tracer"]);
+    }
+    // Static for the busybox guest, which has no libc. Per-target flags rather than RUSTFLAGS, so
+    // proc-macros and build scripts (and tracer's nested eBPF build) are left alone.
+    c.env(
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        "-C target-feature=+crt-static",
+    );
+    println!("building static guest binaries: {}", util::show(&c));
+    util::run(&mut c)?;
+    let dir = util::target_dir().join(GUEST_TRIPLE).join("release");
+    let tracer = if with_tracer {
+        Some(static_binary(&dir.join("tracer"))?)
+    } else {
+        None
+    };
+    Ok(GuestBins {
+        tracer,
+        workload: static_binary(&dir.join("workload"))?,
+    })
+}
+
+fn static_binary(p: &Path) -> Result<PathBuf> {
+    let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    if !is_static(&data) {
+        bail!(
+            "{} is dynamically linked and cannot run in the guest (RUSTFLAGS in the environment overrides the per-target static flag?)",
+            p.display()
+        );
+    }
+    Ok(p.to_path_buf())
+}
+
+/// An ELF64 executable without a PT_INTERP segment needs no dynamic loader.
+pub fn is_static(elf: &[u8]) -> bool {
+    let rd = |o: usize, n: usize| {
+        elf.get(o..o + n)
+            .map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+    };
+    if elf.get(..5) != Some(b"\x7fELF\x02") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (rd(0x20, 8), rd(0x36, 2), rd(0x38, 2))
+    else {
+        return false;
+    };
+    (0..phnum).all(|i| rd((phoff + i * phentsize) as usize, 4).is_some_and(|t| t != 3))
+}
+
+fn find_static_busybox() -> Result<PathBuf> {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if let Ok(data) = std::fs::read(p) {
+            if is_static(&data) {
+                return Ok(PathBuf::from(p));
+            }
+        }
+    }
+    bail!("no static busybox found (apt-get install busybox-static, or cargo xtask setup)")
+}
+
+fn run_guest(
+    k: &Kernel,
+    workloads: &[&str],
+    bins: &GuestBins,
+    busybox: &Path,
+    args: &Args,
+) -> Result<()> {
+    let out = results_root().join(k.series.name());
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    let work = out.join("work");
+    std::fs::create_dir_all(&work)?;
+    println!(
+        "kernel {}: {} ({})",
+        k.series.name(),
+        k.release,
+        k.vmlinuz.display()
+    );
+
+    let mut tree = ModuleTree::open(&k.modules)?;
+    let mut loaded = HashSet::new();
+    let mut stage = |wanted: &[String], loaded: &mut HashSet<String>| -> Result<Vec<String>> {
+        let order = tree.resolve(wanted, loaded)?;
+        loaded.extend(order.iter().cloned());
+        Ok(order)
+    };
+    let boot_modules = stage(&BOOT_MODULES.map(String::from), &mut loaded)?;
+    let mut steps = Vec::new();
+    for w in workloads {
+        let wanted: Vec<String> = expect::workload(w)
+            .unwrap()
+            .modules
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        steps.push(guest::Step {
+            workload: w.to_string(),
+            modules: stage(&wanted, &mut loaded)?,
+        });
+    }
+    let plan = guest::Plan {
+        boot_modules,
+        steps,
+        workload_timeout_s: WORKLOAD_TIMEOUT_S,
+        trace: bins.tracer.is_some(),
+    };
+    println!(
+        "  modules: {}",
+        loaded.iter().cloned().collect::<Vec<_>>().join(" ")
+    );
+
+    let mut cpio = Cpio::new();
+    for d in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "out",
+        "lib",
+        "lib/modules",
+        "etc",
+        "root",
+    ] {
+        cpio.dir(d);
+    }
+    // The kernel opens the initial console before /init can mount devtmpfs.
+    cpio.char_dev("dev/console", 0o600, 5, 1);
+    cpio.char_dev("dev/null", 0o666, 1, 3);
+    cpio.file("bin/busybox", 0o755, &std::fs::read(busybox)?);
+    cpio.file("bin/workload", 0o755, &std::fs::read(&bins.workload)?);
+    if let Some(t) = &bins.tracer {
+        cpio.file("bin/tracer", 0o755, &std::fs::read(t)?);
+    }
+    for m in plan
+        .boot_modules
+        .iter()
+        .chain(plan.steps.iter().flat_map(|s| &s.modules))
+    {
+        cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &tree.data(m)?);
+    }
+    let script = guest::init_script(&plan);
+    cpio.file("init", 0o755, script.as_bytes());
+    let cpio_path = work.join("initramfs.cpio");
+    std::fs::write(&cpio_path, cpio.finish())?;
+    util::run(
+        Command::new("gzip")
+            .args(["-1", "-n", "-f"])
+            .arg(&cpio_path),
+    )?;
+    let initrd = work.join("initramfs.cpio.gz");
+    std::fs::write(work.join("init"), &script)?;
+
+    let disk = work.join("results.img");
+    qemu::blank_disk(&disk, 512 << 20)?;
+    let console_path = out.join("console.log");
+    let timeout = Duration::from_secs(
+        args.timeout
+            .unwrap_or(120 + workloads.len() as u64 * (u64::from(WORKLOAD_TIMEOUT_S) + 10)),
+    );
+    let boot = qemu::Boot {
+        label: k.series.name(),
+        vmlinuz: &k.vmlinuz,
+        initrd: &initrd,
+        disk: &disk,
+        console: &console_path,
+        timeout,
+    };
+    println!(
+        "  booting (hard limit {}s): qemu-system-x86_64 {}",
+        timeout.as_secs(),
+        qemu::args(&boot).join(" ")
+    );
+    let o = qemu::boot(&boot)?;
+    let tail = || {
+        format!(
+            "console tail ({}):\n{}",
+            console_path.display(),
+            util::tail(&o.console, 40)
+        )
+    };
+    if o.timed_out {
+        bail!(
+            "guest did not finish within {}s; qemu killed\n{}",
+            timeout.as_secs(),
+            tail()
+        );
+    }
+    println!(
+        "  guest finished in {:.1}s ({})",
+        o.elapsed.as_secs_f64(),
+        o.exit.map(|e| e.to_string()).unwrap_or_default()
+    );
+    let mut problems: Vec<String> = check::kernel_trouble(&o.console)
+        .into_iter()
+        .map(|l| format!("console: {l}"))
+        .collect();
+    if !o.console.contains(guest::DONE) {
+        bail!("guest ended before its init script finished\n{}", tail());
+    }
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(&disk)
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .context("running tar")?;
+    if !st.success() {
+        bail!(
+            "no results archive on the guest's disk (tar: {st})\n{}",
+            tail()
+        );
+    }
+    problems.extend(
+        check::kernel_trouble(&check::read_text(&out.join("dmesg.txt")))
+            .into_iter()
+            .map(|l| format!("dmesg: {l}")),
+    );
+    for l in check::read_text(&out.join("modules.log"))
+        .lines()
+        .filter(|l| l.starts_with("FAILED") || l.contains("insmod:"))
+    {
+        problems.push(format!("modules: {l}"));
+    }
+    if bins.tracer.is_some() {
+        let rc = check::read_text(&out.join("doctor.rc"));
+        let json = check::read_text(&out.join("doctor.json"));
+        if rc.trim() != "0" {
+            problems.push(format!(
+                "tracer doctor --json exited {}: {}",
+                rc.trim(),
+                check::read_text(&out.join("doctor.err")).trim()
+            ));
+        } else if let Err(e) = serde_json::from_str::<serde_json::Value>(&json) {
+            problems.push(format!("doctor.json is not JSON: {e}"));
+        }
+    }
+    let family = expect::family_for_release(&k.release)
+        .with_context(|| format!("kernel release {}", k.release))?;
+    for w in workloads {
+        problems.extend(
+            workload_verdict(w, &out, Target::Guest(family), bins.tracer.is_some())
+                .into_iter()
+                .map(|p| format!("{w}: {p}")),
+        );
+    }
+    if !args.keep {
+        std::fs::remove_dir_all(&work)?;
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} problem(s):\n  {}\n{}",
+            problems.len(),
+            problems.join("\n  "),
+            tail()
+        );
+    }
+    Ok(())
+}
+
+/// Checks one workload's exit status and trace; prints its hook summary.
+fn workload_verdict(w: &str, dir: &Path, target: Target, traced: bool) -> Vec<String> {
+    let rc = check::read_text(&dir.join(format!("{w}.rc")));
+    let log = check::read_text(&dir.join(format!("{w}.log")));
+    let mut problems = Vec::new();
+    if rc.trim() != "0" {
+        let why = if rc.trim() == "124" || rc.trim() == "143" {
+            " (timed out)"
+        } else {
+            ""
+        };
+        problems.push(format!(
+            "exited {}{why}; log:\n{}",
+            rc.trim(),
+            util::tail(&log, 15)
+        ));
+    }
+    if !traced {
+        println!(
+            "    {w}: rc={} (untraced: hooks not checked) {}",
+            rc.trim(),
+            log.lines().last().unwrap_or("")
+        );
+        return problems;
+    }
+    let path = dir.join(format!("{w}.arrows"));
+    match pfnscope_trace::read_trace(&path) {
+        Err(e) => problems.push(format!("cannot read {}: {e}", path.display())),
+        Ok(t) => {
+            let p = check::verify(w, target, &t);
+            println!(
+                "    {w}: {} events, {} ({})",
+                t.events().count(),
+                if p.is_empty() {
+                    "hooks OK"
+                } else {
+                    "MISSING HOOKS"
+                },
+                t.meta.kernel_release
+            );
+            println!("{}", check::summary(&t));
+            problems.extend(p);
+        }
+    }
+    problems
+}
+
+fn run_host(workloads: &[&str], args: &Args) -> Result<()> {
+    if args.no_trace {
+        bail!("--host --no-trace would check nothing: run the workload binary directly");
+    }
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(util::workspace_root()).args([
+        "build",
+        "--release",
+        "-p",
+        "tracer",
+        "-p",
+        "workload",
+    ]);
+    println!("building: {}", util::show(&c));
+    util::run(&mut c)?;
+    let bin = util::target_dir().join("release");
+    let out = results_root().join("host");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    let scratch = out.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let mut problems = Vec::new();
+    let doctor = Command::new(bin.join("tracer"))
+        .args(["doctor", "--json"])
+        .output()
+        .context("running tracer doctor")?;
+    std::fs::write(out.join("doctor.json"), &doctor.stdout)?;
+    if !doctor.status.success() {
+        problems.push(format!(
+            "tracer doctor --json: {} {}",
+            doctor.status,
+            String::from_utf8_lossy(&doctor.stderr).trim()
+        ));
+    }
+    let limit = Duration::from_secs(args.timeout.unwrap_or(300));
+    for w in workloads {
+        let log = std::fs::File::create(out.join(format!("{w}.log")))?;
+        let mut cmd = Command::new(bin.join("tracer"));
+        cmd.args(["record", "-q", "-o"])
+            .arg(out.join(format!("{w}.arrows")))
+            .arg("--")
+            .arg(bin.join("workload"))
+            .arg(w);
+        if *w == "file" {
+            cmd.arg(&scratch);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        println!("  host: {}", util::show(&cmd));
+        let mut child = cmd.spawn().context("starting tracer")?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break Some(st);
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let rc = match status {
+            Some(st) => st.code().map_or_else(|| st.to_string(), |c| c.to_string()),
+            None => "124".to_string(),
+        };
+        std::fs::write(out.join(format!("{w}.rc")), format!("{rc}\n"))?;
+        problems.extend(
+            workload_verdict(w, &out, Target::Host, true)
+                .into_iter()
+                .map(|p| format!("{w}: {p}")),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !problems.is_empty() {
+        bail!(
+            "host testbox: {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    println!("host: PASS; results under {}", out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_selection() {
+        assert_eq!(pick_series(&["all".into()]).unwrap(), kernels::ALL);
+        assert_eq!(
+            pick_series(&["7.2".into(), "6.1,7.2".into()]).unwrap(),
+            [Series::V7_2, Series::V6_1]
+        );
+        assert!(pick_series(&["5.10".into()]).is_err());
+    }
+
+    #[test]
+    fn workload_selection_keeps_table_order() {
+        let all = pick_workloads(&[], false).unwrap();
+        assert_eq!(all.len(), WORKLOADS.len());
+        assert_eq!(pick_workloads(&[], true).unwrap(), ["anon", "file", "vvar"]);
+        assert_eq!(
+            pick_workloads(&["drm-vgem".into(), "anon,fbdev".into()], false).unwrap(),
+            ["anon", "fbdev", "drm-vgem"]
+        );
+        assert!(pick_workloads(&["pci-bar".into()], true).is_err());
+        assert!(pick_workloads(&["nope".into()], false).is_err());
+    }
+
+    #[test]
+    fn static_detection() {
+        // This test binary is linked against the system's loader.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static(&me));
+        assert!(!is_static(b"#!/bin/sh\n"));
+        // A header with no program headers at all needs no loader.
+        let mut elf = vec![0u8; 64];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        assert!(is_static(&elf));
+    }
+}

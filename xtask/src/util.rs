@@ -1,0 +1,85 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, as cargo itself does.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Where downloads are kept between runs: `$PFNSCOPE_CACHE`, else `$XDG_CACHE_HOME/pfnscope`,
+/// else `~/.cache/pfnscope`; inside the target directory when none of those can be created.
+/// Nothing may rely on what is already in it.
+pub fn cache_dir() -> PathBuf {
+    let candidates = [
+        std::env::var_os("PFNSCOPE_CACHE").map(PathBuf::from),
+        std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("pfnscope")),
+        std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/pfnscope")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if std::fs::create_dir_all(&c).is_ok() {
+            return c;
+        }
+    }
+    target_dir().join("pfnscope-cache")
+}
+
+pub fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command with inherited stdio; a non-zero exit is an error naming the command.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let st = cmd
+        .status()
+        .with_context(|| format!("starting {}", show(cmd)))?;
+    if !st.success() {
+        bail!("{} failed: {st}", show(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout; stderr is included in the error on failure.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {}", show(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}\n{}",
+            show(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

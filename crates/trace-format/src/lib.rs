@@ -28,6 +28,6 @@ mod writer;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
 };
-pub use reader::{Checked, Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
+pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
 pub use writer::{TraceWriter, WriteError};

@@ -79,19 +79,57 @@ impl Trace {
 }
 
 /// Streams batches of records; for traces too large to hold at once.
-/// The stream as read after its first four bytes were checked.
-pub type Checked<R> = std::io::Chain<std::io::Cursor<[u8; 4]>, R>;
+/// Largest IPC metadata block accepted (ours are a few KiB).
+const MAX_META: usize = 16 << 20;
+/// Largest batch body accepted; the writer's batches stay far below.
+const MAX_BODY: u64 = 1 << 31;
+/// LZ4 cannot expand more than ~255:1, so a buffer claiming more is corrupt (the Arrow reader
+/// would otherwise allocate whatever the damaged length prefix says before failing).
+const MAX_LZ4_RATIO: u64 = 256;
 
+/// Streams batches of records; for traces too large to hold at once.
+///
+/// The IPC framing is read here, not by arrow: every message is checked (metadata verified,
+/// body length bounded, compressed-buffer length prefixes plausible) before arrow decodes it, so
+/// a corrupt file gives an error, never an abort on an absurd allocation.
 pub struct TraceReader<R: Read> {
     path: PathBuf,
-    inner: StreamReader<R>,
+    inner: StreamReader<Guard<R>>,
     meta: TraceMeta,
     batches: u64,
     rows: u64,
     done: bool,
 }
 
-impl TraceReader<Checked<BufReader<File>>> {
+/// Hands arrow only whole messages that passed [`Guard::next_message`]'s checks; a failed check
+/// reaches arrow as an `InvalidData` read error carrying the reason.
+struct Guard<R> {
+    src: R,
+    buf: Vec<u8>,
+    pos: usize,
+    messages: u64,
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.next_message() {
+                Ok(Next::Message(m)) => {
+                    self.buf = m;
+                    self.pos = 0;
+                }
+                Ok(Next::End) => return Ok(0),
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl TraceReader<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self, TraceError> {
         let file = File::open(path).map_err(|source| TraceError::Open {
             path: path.to_owned(),
@@ -106,7 +144,7 @@ impl TraceReader<Checked<BufReader<File>>> {
     }
 }
 
-impl<'a> TraceReader<Checked<&'a [u8]>> {
+impl<'a> TraceReader<&'a [u8]> {
     /// Reads a trace held in memory (`label` names it in messages).
     pub fn from_bytes(bytes: &'a [u8], label: &Path) -> Result<Self, TraceError> {
         if bytes.is_empty() {
@@ -118,62 +156,57 @@ impl<'a> TraceReader<Checked<&'a [u8]>> {
     }
 }
 
-impl<R: Read> TraceReader<Checked<R>> {
-    /// Opens a stream from any reader: checks the Arrow stream header, the schema version and
-    /// the metadata before any batch is read.
-    pub fn from_reader(mut r: R, label: &Path) -> Result<Self, TraceError> {
-        let mut magic = [0u8; 4];
-        if r.read_exact(&mut magic).is_err() {
-            return Err(TraceError::NotATrace {
-                path: label.to_owned(),
-                why: "no Arrow IPC stream header".into(),
-            });
-        }
-        TraceReader::checked(std::io::Cursor::new(magic).chain(r), magic, label)
-    }
+enum Next {
+    Message(Vec<u8>),
+    End,
 }
 
 impl<R: Read> TraceReader<R> {
-    fn checked(inner: R, magic: [u8; 4], path: &Path) -> Result<TraceReader<R>, TraceError> {
-        // Every Arrow IPC stream message starts with the 0xFFFFFFFF continuation marker.
-        if magic != [0xff; 4] {
-            return Err(TraceError::NotATrace {
-                path: path.to_owned(),
-                why: "no Arrow IPC stream header".into(),
-            });
-        }
-        let inner = StreamReader::try_new(inner, None).map_err(|e| TraceError::NotATrace {
-            path: path.to_owned(),
-            why: format!("unreadable schema: {e}"),
+    /// Opens a stream from any reader: checks the Arrow stream header, the schema version and
+    /// the metadata before any batch is read.
+    pub fn from_reader(src: R, label: &Path) -> Result<Self, TraceError> {
+        let not_a_trace = |why: String| TraceError::NotATrace {
+            path: label.to_owned(),
+            why,
+        };
+        let guard = Guard {
+            src,
+            buf: vec![],
+            pos: 0,
+            messages: 0,
+        };
+        let inner = StreamReader::try_new(guard, None).map_err(|e| {
+            let e = e.to_string();
+            not_a_trace(if e.contains("no Arrow IPC stream header") {
+                "no Arrow IPC stream header".into()
+            } else {
+                format!("unreadable schema: {e}")
+            })
         })?;
         let schema = inner.schema();
         let md = schema.metadata();
-        let Some(version) = md.get(SCHEMA_VERSION_KEY) else {
-            return Err(TraceError::NotATrace {
-                path: path.to_owned(),
-                why: format!("an Arrow stream without the `{SCHEMA_VERSION_KEY}` key"),
-            });
-        };
-        let found: u32 = version.parse().map_err(|_| TraceError::NotATrace {
-            path: path.to_owned(),
-            why: format!("schema version `{version}` is not a number"),
+        let version = md.get(SCHEMA_VERSION_KEY).ok_or_else(|| {
+            not_a_trace(format!(
+                "an Arrow stream without the `{SCHEMA_VERSION_KEY}` key"
+            ))
         })?;
+        let found: u32 = version
+            .parse()
+            .map_err(|_| not_a_trace(format!("schema version `{version}` is not a number")))?;
         if found > CURRENT_SCHEMA_VERSION {
             return Err(TraceError::NewerSchema {
-                path: path.to_owned(),
+                path: label.to_owned(),
                 found,
                 supported: CURRENT_SCHEMA_VERSION,
             });
         }
         let meta = match md.get(META_KEY) {
-            Some(json) => serde_json::from_str(json).map_err(|e| TraceError::NotATrace {
-                path: path.to_owned(),
-                why: format!("metadata is not valid: {e}"),
-            })?,
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| not_a_trace(format!("metadata is not valid: {e}")))?,
             None => TraceMeta::default(),
         };
         Ok(TraceReader {
-            path: path.to_owned(),
+            path: label.to_owned(),
             inner,
             meta,
             batches: 0,
@@ -222,6 +255,141 @@ impl<R: Read> TraceReader<R> {
             self.batches
         )
     }
+}
+
+impl<R: Read> Guard<R> {
+    /// One whole IPC message (prefix, metadata, body), checked; `End` at the end-of-stream
+    /// marker or at a clean end of file between messages (what SIGKILL leaves).
+    fn next_message(&mut self) -> Result<Next, String> {
+        let mut word = [0u8; 4];
+        match read_full(&mut self.src, &mut word) {
+            0 => return Ok(Next::End),
+            4 => {}
+            n => return Err(format!("the file ends {n} bytes into a message header")),
+        }
+        let mut out = Vec::with_capacity(8);
+        out.extend_from_slice(&word);
+        // Since Arrow 0.15 a message starts with 0xFFFFFFFF, then the metadata length.
+        let len_bytes = if word == [0xff; 4] {
+            if read_full(&mut self.src, &mut word) != 4 {
+                return Err("the file ends inside a message header".into());
+            }
+            out.extend_from_slice(&word);
+            word
+        } else if self.messages == 0 {
+            return Err("no Arrow IPC stream header".into());
+        } else {
+            word
+        };
+        let meta_len = i32::from_le_bytes(len_bytes);
+        if meta_len == 0 {
+            return Ok(Next::End);
+        }
+        if meta_len < 0 || meta_len as usize > MAX_META {
+            return Err(format!(
+                "message {} has an impossible metadata length {meta_len}",
+                self.messages + 1
+            ));
+        }
+        let meta_start = out.len();
+        if (&mut self.src)
+            .take(meta_len as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| e.to_string())?
+            != meta_len as usize
+        {
+            return Err(format!(
+                "the file ends inside message {}",
+                self.messages + 1
+            ));
+        }
+        let message = arrow_ipc::root_as_message(&out[meta_start..])
+            .map_err(|e| format!("message {} has corrupt metadata: {e}", self.messages + 1))?;
+        let body_len = message.bodyLength();
+        if body_len < 0 || body_len as u64 > MAX_BODY {
+            return Err(format!(
+                "message {} has an impossible body length {body_len}",
+                self.messages + 1
+            ));
+        }
+        let limits = batch_limits(&message, body_len as u64)
+            .map_err(|e| format!("message {}: {e}", self.messages + 1))?;
+        let body_start = out.len();
+        // Read incrementally: a damaged length must not become one huge allocation.
+        if (&mut self.src)
+            .take(body_len as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| e.to_string())?
+            != body_len as usize
+        {
+            return Err(format!(
+                "the file ends inside message {}",
+                self.messages + 1
+            ));
+        }
+        check_compressed_lengths(&out[body_start..], &limits)
+            .map_err(|e| format!("message {}: {e}", self.messages + 1))?;
+        self.messages += 1;
+        Ok(Next::Message(out))
+    }
+}
+
+/// Reads until `buf` is full or the source ends; returns how many bytes were read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// (offset, length) of each compressed buffer of a record batch, validated against the body.
+fn batch_limits(message: &arrow_ipc::Message, body_len: u64) -> Result<Vec<(u64, u64)>, String> {
+    let Some(batch) = message.header_as_record_batch() else {
+        return Ok(vec![]);
+    };
+    if batch.length() < 0 || batch.length() > 1 << 28 {
+        return Err(format!("impossible row count {}", batch.length()));
+    }
+    if batch.compression().is_none() {
+        return Ok(vec![]);
+    }
+    let mut out = vec![];
+    for b in batch.buffers().iter().flatten() {
+        let (off, len) = (b.offset(), b.length());
+        if off < 0 || len < 0 || off as u64 + len as u64 > body_len {
+            return Err(format!(
+                "buffer at {off}+{len} lies outside the {body_len}-byte body"
+            ));
+        }
+        out.push((off as u64, len as u64));
+    }
+    Ok(out)
+}
+
+/// Each compressed buffer starts with its uncompressed length (i64, -1: stored uncompressed).
+fn check_compressed_lengths(body: &[u8], buffers: &[(u64, u64)]) -> Result<(), String> {
+    for &(off, len) in buffers {
+        if len < 8 {
+            continue;
+        }
+        let at = off as usize;
+        let claimed = i64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        if claimed == -1 {
+            continue;
+        }
+        if claimed < 0 || claimed as u64 > (len - 8) * MAX_LZ4_RATIO + 4096 {
+            return Err(format!(
+                "a compressed buffer of {len} bytes claims {claimed} bytes uncompressed"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a whole trace. A damaged tail is not an error: see [`Trace::damage`].

@@ -175,3 +175,33 @@ fn newer_schema_is_refused() {
         "{e}"
     );
 }
+
+/// Regression (found by the fuzz target): a damaged LZ4 length prefix made arrow allocate what
+/// it claimed (petabytes) and abort. The reader must refuse it as damage instead.
+#[test]
+fn absurd_compressed_length_is_damage_not_an_abort() {
+    let p = tmp("lz4len");
+    write(&p, 1, 500);
+    let mut bytes = fs::read(&p).unwrap();
+    let msg_len =
+        |at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let schema_len = msg_len(0);
+    let batch_at = 8 + schema_len;
+    let meta_len = msg_len(batch_at);
+    let body_at = batch_at + 8 + meta_len;
+    let meta = arrow_ipc::root_as_message(&bytes[batch_at + 8..body_at]).unwrap();
+    let rb = meta.header_as_record_batch().unwrap();
+    let target = rb
+        .buffers()
+        .unwrap()
+        .iter()
+        .find(|b| b.length() >= 8)
+        .unwrap();
+    let at = body_at + target.offset() as usize;
+    bytes[at..at + 8].copy_from_slice(&(1i64 << 50).to_le_bytes());
+    fs::write(&p, &bytes).unwrap();
+    let t = read_trace(&p).unwrap();
+    let d = t.damage.expect("reported as damage");
+    assert!(d.contains("claims"), "{d}");
+    assert!(t.records.is_empty());
+}

@@ -19,19 +19,21 @@ pub struct Plan {
     pub workload_timeout_s: u32,
     /// Run the workloads without the tracer (checks the box itself, not the tracer).
     pub trace: bool,
+    /// Extra `tracer record` arguments.
+    pub record_args: Vec<String>,
 }
 
 fn is_safe(word: &str) -> bool {
     !word.is_empty()
         && word
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.,:=/".contains(&b))
 }
 
 /// The /init shell script (busybox sh). Results go to /out, which is written as a tar archive to
 /// the raw disk /dev/vda at the end; the serial console only carries progress lines.
 pub fn init_script(plan: &Plan) -> String {
-    for w in plan.boot_modules.iter().chain(
+    for w in plan.boot_modules.iter().chain(&plan.record_args).chain(
         plan.steps
             .iter()
             .flat_map(|s| s.modules.iter().chain([&s.workload])),
@@ -78,6 +80,7 @@ say "doctor rc=$(cat /out/doctor.rc)"
         );
     }
     let t = plan.workload_timeout_s;
+    let extra: String = plan.record_args.iter().map(|a| format!(" {a}")).collect();
     for step in &plan.steps {
         let w = &step.workload;
         for m in &step.modules {
@@ -86,7 +89,7 @@ say "doctor rc=$(cat /out/doctor.rc)"
         s.push_str(&format!("say \"workload {w} start\"\ncd /tmp\n"));
         if plan.trace {
             s.push_str(&format!(
-                "timeout {t} /bin/tracer record -o /out/{w}.arrows -- /bin/workload {w} >/out/{w}.log 2>&1\n"
+                "timeout {t} /bin/tracer record -q{extra} -o /out/{w}.arrows -- /bin/workload {w} >/out/{w}.log 2>&1\n"
             ));
         } else {
             s.push_str(&format!(
@@ -102,10 +105,9 @@ say "doctor rc=$(cat /out/doctor.rc)"
 lsmod >/out/lsmod.txt 2>&1
 cd /out && tar -cf /dev/vda . && sync && say "results written"
 cd /
-{DONE_LINE}
+echo "{DONE}"
 reboot -f
-"#,
-        DONE_LINE = format!("echo \"{DONE}\"")
+"#
     ));
     s
 }
@@ -129,6 +131,7 @@ mod tests {
             ],
             workload_timeout_s: 200,
             trace,
+            record_args: vec![],
         }
     }
 
@@ -137,7 +140,7 @@ mod tests {
         let s = init_script(&plan(true));
         assert!(s.starts_with("#!/bin/busybox sh\n"));
         assert!(s.contains("tracer doctor --json >/out/doctor.json"));
-        assert!(s.contains("timeout 200 /bin/tracer record -o /out/anon.arrows -- /bin/workload anon >/out/anon.log 2>&1"));
+        assert!(s.contains("timeout 200 /bin/tracer record -q -o /out/anon.arrows -- /bin/workload anon >/out/anon.log 2>&1"));
         let drm = s.find("load drm\n").unwrap();
         let bochs = s.find("load bochs\n").unwrap();
         let run = s.find("/bin/workload drm-bochs").unwrap();
@@ -153,6 +156,15 @@ mod tests {
         let s = init_script(&plan(false));
         assert!(!s.contains("tracer"));
         assert!(s.contains("timeout 200 /bin/workload anon >/out/anon.log"));
+    }
+
+    #[test]
+    fn extra_record_arguments() {
+        let mut p = plan(true);
+        p.record_args = vec!["--buffer-mb".into(), "64".into()];
+        assert!(init_script(&p).contains("tracer record -q --buffer-mb 64 -o /out/anon.arrows"));
+        p.record_args = vec!["$(reboot)".into()];
+        assert!(std::panic::catch_unwind(|| init_script(&p)).is_err());
     }
 
     #[test]

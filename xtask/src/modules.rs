@@ -122,10 +122,10 @@ impl ModuleTree {
                 let p = e?.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned()) {
-                    if let Some(stem) = EXTENSIONS.iter().find_map(|x| n.strip_suffix(x)) {
-                        files.insert(canonical(stem), p);
-                    }
+                } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned())
+                    && let Some(stem) = EXTENSIONS.iter().find_map(|x| n.strip_suffix(x))
+                {
+                    files.insert(canonical(stem), p);
                 }
             }
         }
@@ -320,7 +320,7 @@ mod tests {
         f.extend_from_slice(modinfo);
         let strtab_off = f.len();
         f.extend_from_slice(shstrtab);
-        while f.len() % 8 != 0 {
+        while !f.len().is_multiple_of(8) {
             f.push(0);
         }
         let shoff = f.len();

@@ -1,6 +1,7 @@
 //! One boot of a guest under qemu (TCG), with a hard deadline and no process left behind.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,6 +82,14 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
         .stdin(Stdio::null())
         .stdout(console.try_clone()?)
         .stderr(console);
+    // SAFETY: prctl is async-signal-safe. If xtask itself is killed (no destructors run), the
+    // kernel kills qemu too.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    };
     let start = Instant::now();
     let mut qemu = Reaper(
         cmd.spawn()

@@ -35,6 +35,9 @@ pub struct Args {
     /// Hard limit for one boot in seconds (default: scaled by the number of workloads).
     #[arg(long)]
     timeout: Option<u64>,
+    /// Extra arguments for `tracer record` in the guest (whitespace-separated), e.g. "--buffer-mb 64".
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    record_args: String,
     /// Put this (static) tracer binary in the guest instead of building one.
     #[arg(long, conflicts_with_all = ["no_trace", "host"])]
     tracer_bin: Option<PathBuf>,
@@ -224,10 +227,10 @@ pub fn is_static(elf: &[u8]) -> bool {
 
 fn find_static_busybox() -> Result<PathBuf> {
     for p in ["/bin/busybox", "/usr/bin/busybox"] {
-        if let Ok(data) = std::fs::read(p) {
-            if is_static(&data) {
-                return Ok(PathBuf::from(p));
-            }
+        if let Ok(data) = std::fs::read(p)
+            && is_static(&data)
+        {
+            return Ok(PathBuf::from(p));
         }
     }
     bail!("no static busybox found (apt-get install busybox-static, or cargo xtask setup)")
@@ -279,6 +282,11 @@ fn run_guest(
         steps,
         workload_timeout_s: WORKLOAD_TIMEOUT_S,
         trace: bins.tracer.is_some(),
+        record_args: args
+            .record_args
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
     };
     println!(
         "  modules: {}",

@@ -71,14 +71,19 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         errno = errno.or(io.raw_os_error());
     }
-    // Verifier logs are long; the first lines carry the reason.
-    if msg.len() > 600 {
-        let mut cut = 600;
-        while !msg.is_char_boundary(cut) {
-            cut -= 1;
+    // Verifier logs are long: the reason is at the end, after the instruction trace.
+    const HEAD: usize = 160;
+    const TAIL: usize = 900;
+    if msg.len() > HEAD + TAIL + 16 {
+        let mut a = HEAD;
+        while !msg.is_char_boundary(a) {
+            a -= 1;
         }
-        msg.truncate(cut);
-        msg.push_str("...");
+        let mut b = msg.len() - TAIL;
+        while !msg.is_char_boundary(b) {
+            b += 1;
+        }
+        msg = format!("{} ... {}", &msg[..a], &msg[b..]);
     }
     match errno.and_then(meaning) {
         Some(m) => format!("{m} [{msg}]"),

@@ -31,7 +31,6 @@ pub struct Report {
 
 #[derive(Serialize)]
 pub struct HookReport {
-    pub hook: String,
     pub what: String,
     pub kernels: String,
     #[serde(flatten)]
@@ -101,7 +100,6 @@ pub fn report() -> Report {
     let hooks = HOOKS
         .iter()
         .map(|d| HookReport {
-            hook: d.name().into(),
             what: d.what.into(),
             kernels: d.kernels.describe(),
             plan: plan
@@ -164,7 +162,7 @@ pub fn print_human(r: &Report) {
         if detail.is_empty() && h.plan.mode.is_some() {
             detail.push(h.what.clone());
         }
-        println!("{:<44} {:<11} {}", h.hook, mode, detail.join("; "));
+        println!("{:<44} {:<11} {}", h.plan.hook, mode, detail.join("; "));
     }
     if !r.notes.is_empty() {
         println!();

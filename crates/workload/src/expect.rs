@@ -153,19 +153,51 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
     };
     let old = fam == Family::TrackPfn;
     let mut v = match workload {
-        "anon" => vec![any("handle_mm_fault"), any(PAGE_FAULT_USER), any("copy_page_range"), page],
-        "file" => vec![any("handle_mm_fault"), any(PAGE_FAULT_USER), any(FILEMAP_DELETE), page],
+        "anon" => vec![
+            any("handle_mm_fault"),
+            any(PAGE_FAULT_USER),
+            any("copy_page_range"),
+            page,
+        ],
+        "file" => vec![
+            any("handle_mm_fault"),
+            any(PAGE_FAULT_USER),
+            any(FILEMAP_DELETE),
+            page,
+        ],
         // 7.x maps the vDSO data store as a VM_MIXEDMAP special mapping backed by real pages:
         // its faults install pages, no PFN insert.
-        "vvar" if old => vec![any("handle_mm_fault"), any("vmf_insert_pfn"), insert_cachemode],
+        "vvar" if old => vec![
+            any("handle_mm_fault"),
+            any("vmf_insert_pfn"),
+            insert_cachemode,
+        ],
         "vvar" => vec![any("handle_mm_fault"), any(PAGE_FAULT_USER)],
-        "devmem-shared" | "pci-bar" => vec![remap_track, untrack, any("memtype_reserve"), any("copy_page_range"), no_page],
+        "devmem-shared" | "pci-bar" => vec![
+            remap_track,
+            untrack,
+            any("memtype_reserve"),
+            any("copy_page_range"),
+            no_page,
+        ],
         "devmem-cow" => vec![any("handle_mm_fault"), remap_track, no_page, page],
         "fbdev" => vec![remap_track, untrack, any("memtype_reserve")],
-        "drm-bochs" if old => vec![any("handle_mm_fault"), any("vmf_insert_pfn_prot"), insert_cachemode],
+        "drm-bochs" if old => vec![
+            any("handle_mm_fault"),
+            any("vmf_insert_pfn_prot"),
+            insert_cachemode,
+        ],
         // 7.x's bochs keeps its buffers in shmem (drm_gem_shmem): no TTM, no move to VRAM.
-        "drm-bochs" => vec![any("handle_mm_fault"), any("vmf_insert_pfn"), insert_cachemode],
-        "drm-vgem" => vec![any("handle_mm_fault"), any("vmf_insert_pfn"), insert_cachemode],
+        "drm-bochs" => vec![
+            any("handle_mm_fault"),
+            any("vmf_insert_pfn"),
+            insert_cachemode,
+        ],
+        "drm-vgem" => vec![
+            any("handle_mm_fault"),
+            any("vmf_insert_pfn"),
+            insert_cachemode,
+        ],
         _ => return None,
     };
     let devmem = matches!(workload, "devmem-shared" | "devmem-cow");

@@ -61,9 +61,7 @@ pub fn begin(hook: u16, mode: u8) -> Option<&'static mut Event> {
 #[inline(always)]
 pub fn current_parent(tid: u32) -> u64 {
     match unsafe { TASKS.get(&tid) } {
-        Some(s) if s.depth > 0 && (s.depth as usize) <= MAX_DEPTH => {
-            s.ids[(s.depth - 1) as usize & (MAX_DEPTH - 1)]
-        }
+        Some(s) if s.depth > 0 => s.top,
         _ => 0,
     }
 }
@@ -121,10 +119,7 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
     let stack = match TASKS.get_ptr_mut(&tid) {
         Some(s) => s,
         None => {
-            let fresh = TaskStack {
-                depth: 0,
-                ids: [0; MAX_DEPTH],
-            };
+            let fresh = TaskStack { depth: 0, top: 0 };
             if TASKS.insert(&tid, &fresh, 0).is_err() {
                 return;
             }
@@ -147,11 +142,12 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
     }
     ev.id = next_id(ev.cpu);
     if depth > 0 {
-        ev.parent = stack.ids[(depth - 1) as usize & (MAX_DEPTH - 1)];
+        ev.parent = stack.top;
     }
-    stack.ids[depth as usize & (MAX_DEPTH - 1)] = ev.id;
+    let id = ev.id;
     if OPEN.insert(&open_key(tid, depth), ev, 0).is_ok() {
         stack.depth = depth + 1;
+        stack.top = id;
     }
 }
 
@@ -176,6 +172,7 @@ pub fn leave<C: EbpfContext>(ctx: &C, hook: u16, ret: u64) {
             "pfnscope: return of hook {} on task {} without its entry (evicted?)", hook, tid
         );
         stack.depth = depth - 1;
+        stack.top = 0; // the lost entry knew its parent; nothing else does
         return;
     };
     let ev = unsafe { &mut *ev };
@@ -184,6 +181,7 @@ pub fn leave<C: EbpfContext>(ctx: &C, hook: u16, ret: u64) {
         return;
     }
     stack.depth = depth - 1;
+    stack.top = ev.parent;
     ev.ts_exit = unsafe { bpf_ktime_get_ns() };
     ev.ret = ret;
     ev.flags |= flags::HAS_RET;

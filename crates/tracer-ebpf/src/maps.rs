@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use pfnscope_abi::{Event, Filter, HookSpec, MAX_DEPTH, Offsets, counter, hook};
+use pfnscope_abi::{Event, Filter, HookSpec, Offsets, counter, hook};
 
 /// User space raises this with `EbpfLoader::set_max_entries` (`--buffer-mb`).
 #[map]
@@ -17,7 +17,7 @@ pub static HOOK_SPECS: Array<HookSpec> = Array::with_max_entries(hook::COUNT as 
 #[map]
 pub static TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
 
-/// Per task: the ids of the probed calls it is inside, innermost last.
+/// Per task: how many probed calls it is inside, and the innermost one's id.
 #[map]
 pub static TASKS: LruHashMap<u32, TaskStack> = LruHashMap::with_max_entries(16384, 0);
 
@@ -36,11 +36,15 @@ pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Only the innermost id is kept: each stashed call remembers its own parent, so a return
+/// restores `top` from the call it completes. (An array indexed by depth would need index
+/// arithmetic that the 6.1 verifier cannot bound: "math between map_value pointer and register
+/// with unbounded min value".)
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskStack {
     pub depth: u64,
-    pub ids: [u64; MAX_DEPTH],
+    pub top: u64,
 }
 
 #[unsafe(no_mangle)]

@@ -5,6 +5,7 @@ mod check;
 mod cpio;
 mod guest;
 mod kernels;
+mod mainjob;
 mod modules;
 mod qemu;
 mod setup;
@@ -28,6 +29,8 @@ enum Cmd {
     /// Boot Debian kernels under qemu, run the driver workloads under `tracer record`, bring the
     /// traces back to target/testbox/ and check them for their hooks.
     Testbox(testbox::Args),
+    /// The main job: set-up, real traces (Debian 6.12 test box + this host), replay, reports.
+    Run(mainjob::Args),
     /// Every test: set-up, fmt, clippy, the test box on all kernels, cargo test (README's second
     /// command; CI runs it).
     Test(suite::Args),
@@ -43,6 +46,7 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Setup(a) => setup::run(&a),
         Cmd::Testbox(a) => testbox::run(&a),
+        Cmd::Run(a) => mainjob::run(&a),
         Cmd::Test(a) => suite::run(&a),
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Touch { mib } => bench::touch(mib),

@@ -63,6 +63,11 @@ impl MemtypeMap {
             .filter(move |e| e.start < end && start < e.end)
     }
 
+    /// The reservation `lookup` answers from.
+    pub fn lookup_entry(&self, pfn: u64) -> Option<&Entry> {
+        self.overlapping(pfn, pfn + 1).min_by_key(|e| e.start)
+    }
+
     /// `memtype_lookup`: the lowest-starting reservation overlapping the page.
     pub fn lookup(&self, pfn: u64) -> Option<Cache> {
         self.overlapping(pfn, pfn + 1)

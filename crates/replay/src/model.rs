@@ -106,8 +106,13 @@ pub struct Model<S: Sink> {
     lookups: IdMap<u64, Cache>,
     /// Pfn ranges known not to be RAM (start -> end, exclusive).
     nonram: BTreeMap<u64, u64>,
+    /// "System RAM" pfn ranges from the trace metadata (empty for older traces).
+    ram: Vec<[u64; 2]>,
     max_page_pfn: Option<u64>,
     deleted: IdMap<u64, (u64, u64)>,
+    /// (vma id, vma start, page) of faults that failed, with their seq and result: no PTE may
+    /// appear there before the next fault at that page.
+    failed_faults: HashMap<(u32, u64, u64), (u64, u32)>,
     lacks_map_pages: HashMap<String, bool>,
     last_fault: IdMap<u32, LastFault>,
     last_untrack: IdMap<u32, u32>,
@@ -144,8 +149,10 @@ impl<S: Sink> Model<S> {
             memtypes: MemtypeMap::default(),
             lookups: IdMap::default(),
             nonram: BTreeMap::new(),
+            ram: meta.system_ram.clone(),
             max_page_pfn: None,
             deleted: IdMap::default(),
+            failed_faults: HashMap::new(),
             lacks_map_pages: HashMap::new(),
             last_fault: IdMap::default(),
             last_untrack: IdMap::default(),
@@ -498,6 +505,23 @@ impl<S: Sink> Model<S> {
             }
         }
 
+        if let Some(v) = ret {
+            // Anonymous memory (no vm_ops, no file) is served by do_anonymous_page and
+            // do_wp_page, which never return NOPAGE: only a driver's ->fault does.
+            if let Some(vm) = r.vma_flags
+                && r.driver.is_none()
+                && r.file_id.is_none()
+                && self.bits.pfn_or_mixed(vm) == 0
+            {
+                self.check(Rule::FaultOutcome, v & vf::NOPAGE == 0, &[r], || {
+                    (
+                        "no VM_FAULT_NOPAGE from an anonymous vma".into(),
+                        format!("{v:#x}"),
+                    )
+                });
+            }
+        }
+
         // Everything the driver did beneath this fault.
         let inserts: Vec<usize> = t.nodes[i]
             .kids
@@ -590,6 +614,16 @@ impl<S: Sink> Model<S> {
 
         for &k in &t.nodes[i].kids {
             self.visit(t, k, page);
+        }
+        // After the kids: a vm_normal_page inside this fault (do_wp_page) sees the PTE as the
+        // previous fault at this page left it.
+        if let (Some(v), Some(vma), Some(start), Some(pg)) = (ret, r.vma_id, r.vma_start, page) {
+            let key = (vma, start, pg);
+            if v & vf::ERROR != 0 {
+                self.failed_faults.insert(key, (r.seq, v));
+            } else {
+                self.failed_faults.remove(&key);
+            }
         }
 
         if let (Some(pg), Some(v)) = (page, ret) {
@@ -875,10 +909,14 @@ impl<S: Sink> Model<S> {
             1
         };
         let reserved = self.memtypes.lookup(pfn);
+        let is_ram = self.ram.iter().any(|r| (r[0]..r[1]).contains(&pfn));
         let expected = if is_isa_range(pfn, 1) {
             self.pat_on.then_some(Cache::WB)
         } else if reserved.is_some() {
             reserved
+        } else if is_ram && self.pat_on {
+            // RAM keeps its memtype in page flags; never set means WB (memtype.c lookup_memtype).
+            Some(Cache::WB)
         } else {
             self.lookups.get(&pfn).copied()
         };
@@ -900,6 +938,23 @@ impl<S: Sink> Model<S> {
             self.check(Rule::PatLookup, r.ret == Some(0), &[r], || {
                 ("0 for a single page".into(), show_ret(r.ret))
             });
+        }
+        // A non-default type from a reservation made outside any mapping (set_pages_array_wc /
+        // set_memory_wc on RAM, as drm_gem_shmem does for WC buffers, or ioremap_*): correct, but
+        // every other mapping of the page must now agree with it, and nothing refcounts RAM
+        // types (memtype.c `memtype_reserve_io`/`set_memory_*`: the 2009 PAT thread).
+        if let Some(e) = self.memtypes.lookup_entry(pfn)
+            && e.owner == Owner::Other
+            && !matches!(out, Cache::UcMinus | Cache::WB)
+            && !is_isa_range(pfn, 1)
+        {
+            let seq = e.seq;
+            self.find(
+                Rule::FindRamMemtype,
+                &[r],
+                r.driver.as_ref().or(t.nodes[0].rec.driver.as_ref()),
+                || format!("{} from a reservation made outside any mapping (set_pages_*/set_memory_* or ioremap, seq [{seq}]): pfn {pfn:#x} mapped {} through a PFN mapping", out.name(), out.name()),
+            );
         }
         if reserved.is_none() && !is_isa_range(pfn, 1) {
             self.lookups.insert(pfn, out);
@@ -1741,6 +1796,20 @@ impl<S: Sink> Model<S> {
             self.nc(Rule::VnpSpecial);
             return;
         };
+        // vm_normal_page is only asked about present PTEs (zap, fork copy, wp fault).
+        if let (Some(vma), Some(start), Some(a)) = (r.vma_id, r.vma_start, r.address) {
+            match self.failed_faults.remove(&(vma, start, a >> PAGE_SHIFT)) {
+                Some((seq, ret)) => self.diverge(
+                    Rule::FaultOutcome,
+                    &[r],
+                    format!(
+                        "no PTE at {a:#x}: the fault there at seq [{seq}] failed with {ret:#x}"
+                    ),
+                    format!("PTE {v:#x} present"),
+                ),
+                None => self.sink.tally(Rule::FaultOutcome, Outcome::Held),
+            }
+        }
         let b = self.bits;
         let pfn = (v & pte::PFN_MASK) >> PAGE_SHIFT;
         let special = v & pte::SPECIAL != 0;

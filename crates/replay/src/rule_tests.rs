@@ -305,6 +305,41 @@ fn rule_fault_ret() {
 }
 
 #[test]
+fn rule_fault_outcome() {
+    table(&[
+        Row {
+            name: "clean",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::FaultOutcome),
+        },
+        Row {
+            name: "a fault reports SIGBUS, yet its page is mapped at unmap",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = main_fault(r, 0);
+                r[i].ret = Some(vf::SIGBUS as i64);
+            },
+            expect: Expect::Div(Rule::FaultOutcome),
+        },
+        Row {
+            name: "NOPAGE from an anonymous vma",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = main_fault(r, 0);
+                r[i].driver = None;
+                r[i].file_id = None;
+                r[i].vma_flags = Some(0x73); // read|write|mayread|maywrite|mayexec: plain anonymous
+            },
+            expect: Expect::Div(Rule::FaultOutcome),
+        },
+    ]);
+}
+
+#[test]
 fn rule_fault_sanitize() {
     fn no_maywrite(r: &mut [Record]) {
         let i = main_fault(r, 0);
@@ -333,8 +368,9 @@ fn rule_fault_sanitize() {
                 let i = main_fault(r, 0);
                 r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x20);
                 r[i].ret = Some(vf::SIGSEGV as i64);
-                let id = r[i].id;
+                let (id, addr) = (r[i].id, r[i].address);
                 remove_below(r, id);
+                never_mapped(r, addr);
             },
             expect: Expect::Clean(Rule::FaultSanitize),
         },
@@ -349,6 +385,12 @@ fn rule_fault_sanitize() {
 }
 
 /// Removes every call that ran inside call `id`.
+/// A failed fault maps nothing: drop the later sightings of its page (fault.outcome).
+fn never_mapped(r: &mut Vec<Record>, addr: Option<u64>) {
+    let page = addr.map(|a| a >> 12);
+    r.retain(|x| !(x.hook == "vm_normal_page" && x.address.map(|a| a >> 12) == page));
+}
+
 fn remove_below(r: &mut Vec<Record>, id: u64) {
     let mut gone = vec![id];
     while let Some(p) = gone.pop() {
@@ -504,8 +546,9 @@ fn rule_insert_mixed() {
                 let i = nth(r, "vmf_insert_mixed", 0);
                 r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x1000_0000);
                 r[i].ret = Some(vf::SIGBUS as i64);
-                let id = r[i].id;
+                let (id, addr) = (r[i].id, r[i].address);
                 remove_below(r, id);
+                never_mapped(r, addr);
                 let f = r
                     .iter()
                     .position(|x| {

@@ -59,6 +59,9 @@ rules! {
     FaultRet = "fault.ret", Divergence,
         "handle_mm_fault returns only defined VM_FAULT_* bits, and RETRY only when ALLOW_RETRY or VMA_LOCK allowed it",
         "include/linux/mm_types.h:enum vm_fault_reason; mm/memory.c:handle_mm_fault";
+    FaultOutcome = "fault.outcome", Divergence,
+        "a failed fault (VM_FAULT_ERROR) installs no PTE: its page is not seen present later unless another fault at that page came first; and only a driver's ->fault returns VM_FAULT_NOPAGE, never an anonymous vma",
+        "mm/memory.c:handle_mm_fault, do_anonymous_page, __do_fault; mm/memory.c:zap_present_ptes (vm_normal_page on every present PTE)";
     FaultSanitize = "fault.sanitize", Divergence,
         "6.12+: a write fault on a vma without VM_MAYWRITE, or without VM_WRITE on a non-COW vma, is SIGSEGV before any driver call",
         "mm/memory.c:sanitize_fault_flags";

@@ -37,6 +37,11 @@ pub struct TraceMeta {
     /// The filters applied in the kernel, in words.
     pub filters: Vec<String>,
     pub ring_buffer_bytes: u64,
+    /// "System RAM" ranges from /proc/iomem as [first pfn, end pfn) pairs: the PAT rules
+    /// differ for RAM (page-flag memtypes, WB by default) and everything else. Empty when not
+    /// readable (addresses read as zero without root).
+    #[serde(default)]
+    pub system_ram: Vec<[u64; 2]>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

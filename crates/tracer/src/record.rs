@@ -102,6 +102,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         pat_table: LINUX_PAT_TABLE.iter().map(|s| s.to_string()).collect(),
         filters: describe_filters(&args, &target),
         ring_buffer_bytes: (args.buffer_mb as u64) << 20,
+        system_ram: crate::system::system_ram(),
         ..Default::default()
     };
     let writer = TraceWriter::create(&args.output, &meta)?;

@@ -123,6 +123,42 @@ fn parse_format(text: &str) -> Vec<(String, u32)> {
     out
 }
 
+/// Top-level "System RAM" ranges of /proc/iomem as [first pfn, end pfn).
+pub fn system_ram() -> Vec<[u64; 2]> {
+    fs::read_to_string("/proc/iomem")
+        .map(|t| parse_iomem(&t))
+        .unwrap_or_default()
+}
+
+fn parse_iomem(text: &str) -> Vec<[u64; 2]> {
+    let mut out = vec![];
+    for line in text.lines() {
+        // Nested resources are indented; RAM is a top-level entry.
+        if line.starts_with(' ') {
+            continue;
+        }
+        let Some((range, name)) = line.split_once(" : ") else {
+            continue;
+        };
+        if name.trim() != "System RAM" {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (
+            u64::from_str_radix(a.trim(), 16),
+            u64::from_str_radix(b.trim(), 16),
+        ) else {
+            continue;
+        };
+        if b > a {
+            out.push([a >> 12, (b + 1) >> 12]);
+        }
+    }
+    out
+}
+
 /// `/proc/kallsyms`: function names for kprobe checks, data symbols to name `vm_ops` tables.
 #[derive(Default)]
 pub struct Kallsyms {
@@ -226,6 +262,15 @@ mod tests {
         assert!(k.addresses_visible);
         let hidden = Kallsyms::parse("0000000000000000 D generic_file_vm_ops\n");
         assert!(!hidden.addresses_visible);
+    }
+
+    #[test]
+    fn iomem_ram_ranges() {
+        let t = "00000000-00000fff : Reserved\n00001000-0009fbff : System RAM\n000a0000-000bffff : PCI Bus 0000:00\n\
+                 00100000-3ffdffff : System RAM\n  01000000-01ffffff : Kernel code\nfd000000-fdffffff : 0000:00:02.0\n";
+        assert_eq!(parse_iomem(t), vec![[0x1, 0x9f], [0x100, 0x3ffe0]]);
+        // Without root every address reads as zero: no ranges rather than a wrong one.
+        assert!(parse_iomem("00000000-00000000 : System RAM\n").is_empty());
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct Model<S: Sink> {
     nonram: BTreeMap<u64, u64>,
     /// "System RAM" pfn ranges from the trace metadata (empty for older traces).
     ram: Vec<[u64; 2]>,
+    /// A pfnmap_untrack with a visible memtype_free was seen: the call is not inlined here.
+    untrack_frees_seen: bool,
     max_page_pfn: Option<u64>,
     deleted: IdMap<u64, (u64, u64)>,
     /// (vma id, vma start, page) of faults that failed, with their seq and result: no PTE may
@@ -150,6 +152,7 @@ impl<S: Sink> Model<S> {
             lookups: IdMap::default(),
             nonram: BTreeMap::new(),
             ram: meta.system_ram.clone(),
+            untrack_frees_seen: false,
             max_page_pfn: None,
             deleted: IdMap::default(),
             failed_faults: HashMap::new(),
@@ -917,6 +920,9 @@ impl<S: Sink> Model<S> {
         } else if is_ram && self.pat_on {
             // RAM keeps its memtype in page flags; never set means WB (memtype.c lookup_memtype).
             Some(Cache::WB)
+        } else if !is_ram && !self.ram.is_empty() && self.pat_on {
+            // Outside System RAM with no reservation: memtype_lookup finds nothing, UC-.
+            Some(Cache::UcMinus)
         } else {
             self.lookups.get(&pfn).copied()
         };
@@ -1497,7 +1503,10 @@ impl<S: Sink> Model<S> {
                     );
                 }
                 None => {
-                    if matches!(self.memtypes.find_free(pfn, pfn + np), FreeMatch::Exact(_)) {
+                    let exact = self.memtypes.find_free(pfn, pfn + np);
+                    if !matches!(exact, FreeMatch::Exact(_)) {
+                        self.nc(Rule::PatUntrack);
+                    } else if self.untrack_frees_seen {
                         self.diverge(
                             Rule::PatUntrack,
                             &[r],
@@ -1505,9 +1514,17 @@ impl<S: Sink> Model<S> {
                             "nothing freed".into(),
                         );
                     } else {
+                        // Debian's 7.2 build inlines memtype_free into pfnmap_untrack (both in
+                        // memtype.c): until one untrack in this trace shows its memtype_free, a
+                        // missing one cannot be told from an inlined one. Free it as the kernel
+                        // would, and say the check was not possible.
+                        self.memtypes.apply_free(exact, pfn);
                         self.nc(Rule::PatUntrack);
                     }
                 }
+            }
+            if free.is_some() {
+                self.untrack_frees_seen = true;
             }
             for e in self.memtypes.entries_mut() {
                 if let Owner::Vma(v) = e.owner

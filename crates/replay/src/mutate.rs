@@ -137,7 +137,25 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
         });
     }
 
-    let pats: Vec<usize> = (0..records.len()).filter(|&i| hooks[i].is_pat()).collect();
+    // A memtype_reserve/free that a driver made outside any fault-path context (set_pages_*,
+    // ioremap) is invisible to the fault path: dropping it, or swapping two of them on different
+    // pages, gives an equivalent trace, not a wrong one. Such mutants would only measure noise.
+    let hook_of_id: std::collections::HashMap<u64, Hook> = records
+        .iter()
+        .zip(&hooks)
+        .map(|(r, h)| (r.id, *h))
+        .collect();
+    let standalone = |i: usize| {
+        matches!(hooks[i], Hook::MemReserve | Hook::MemFree)
+            && hook_of_id.get(&records[i].parent).is_none_or(|h| {
+                !(h.is_pat()
+                    || matches!(h, Hook::Remap | Hook::CopyPageRange | Hook::UnmapPageRange))
+            })
+    };
+    let pats: Vec<usize> = (0..records.len())
+        .filter(|&i| hooks[i].is_pat() && !standalone(i))
+        .collect();
+    let all_pats: Vec<usize> = (0..records.len()).filter(|&i| hooks[i].is_pat()).collect();
     for &i in &spread(pats.clone()) {
         let mut recs = records.to_vec();
         let gone = recs.remove(i);
@@ -149,9 +167,10 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
     }
 
     // Swap what two neighbouring, different PAT calls did, keeping when and where they ran.
-    let pairs: Vec<(usize, usize)> = pats
+    let pairs: Vec<(usize, usize)> = all_pats
         .windows(2)
         .map(|w| (w[0], w[1]))
+        .filter(|&(a, b)| !(standalone(a) && standalone(b)))
         .filter(|&(a, b)| {
             let (x, y) = (&records[a], &records[b]);
             (x.hook.as_str(), x.pfn, x.size, x.ret, &x.cache_out)

@@ -40,6 +40,20 @@ pub static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// restores `top` from the call it completes. (An array indexed by depth would need index
 /// arithmetic that the 6.1 verifier cannot bound: "math between map_value pointer and register
 /// with unbounded min value".)
+/// The last vma `bpf_find_vma` found for a process, and when.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VmaCache {
+    pub ts: u64,
+    pub vma: pfnscope_abi::VmaSnapshot,
+}
+
+/// Per tgid. At the page-fault tracepoints IRQs are still off, so `bpf_find_vma` defers its
+/// mmap_read_unlock to irq_work: a self-IPI per fault, ~7 us in a VM (the whole fault costs 2).
+/// Faults in the vma found last, within a few milliseconds, reuse its snapshot instead.
+#[map]
+pub static VMA_CACHE: LruHashMap<u32, VmaCache> = LruHashMap::with_max_entries(4096, 0);
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskStack {

@@ -6,7 +6,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_find_vma, bpf_get_current_task_btf},
     },
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
@@ -18,9 +18,13 @@ use crate::{
     context::{begin, current_parent, spec},
     emit::emit,
     filter::{addr_allowed, process_allowed, vma_allowed},
-    maps::{TGIDS, filter, next_id, offsets},
+    maps::{TGIDS, VMA_CACHE, VmaCache, filter, next_id, offsets},
     vma::snapshot,
 };
+
+/// How long a cached vma snapshot stands in for a fresh lookup: a vma changed by munmap/mremap
+/// within this window may be reported as it was.
+const VMA_CACHE_NS: u64 = 5_000_000;
 
 /// `bpf_find_vma` callback: runs with the mmap lock held, so the vma is read here.
 #[inline(never)]
@@ -37,15 +41,33 @@ fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, fi
     }
     let mut vma = VmaSnapshot::default();
     if find_vma {
-        unsafe {
-            let task = bpf_get_current_task_btf();
-            bpf_find_vma(
-                task as *mut _,
-                address,
-                found_vma as *mut c_void,
-                &mut vma as *mut VmaSnapshot as *mut c_void,
-                0,
-            );
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let now = unsafe { bpf_ktime_get_ns() };
+        let cached = match unsafe { VMA_CACHE.get(&tgid) } {
+            Some(c)
+                if now.wrapping_sub(c.ts) < VMA_CACHE_NS
+                    && address >= c.vma.start
+                    && address < c.vma.end =>
+            {
+                vma = c.vma;
+                true
+            }
+            _ => false,
+        };
+        if !cached {
+            unsafe {
+                let task = bpf_get_current_task_btf();
+                bpf_find_vma(
+                    task as *mut _,
+                    address,
+                    found_vma as *mut c_void,
+                    &mut vma as *mut VmaSnapshot as *mut c_void,
+                    0,
+                );
+            }
+            if vma.start != 0 {
+                let _ = VMA_CACHE.insert(&tgid, &VmaCache { ts: now, vma }, 0);
+            }
         }
         if vma.start != 0 && !vma_allowed(vma.flags) {
             return;

@@ -22,6 +22,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "zstd",
+    // The analyzer test renders the report in headless Chromium; fonts for its page text.
+    "chromium",
+    "fonts-dejavu-core",
     "kmod",
     "gzip",
     "tar",

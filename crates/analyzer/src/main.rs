@@ -1,0 +1,201 @@
+//! `analyzer`: summaries, reports, exports and diffs of pfnscope traces.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use analyzer::{
+    GroupBy, LoadOptions, Replay, ReportOptions, Summary, Trace, diff, export, text, write_report,
+};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Fault-latency tables, plots and reports from pfnscope traces"
+)]
+struct Cli {
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum By {
+    Hook,
+    Driver,
+    VmaKind,
+    Process,
+    FaultType,
+}
+
+impl From<By> for GroupBy {
+    fn from(b: By) -> GroupBy {
+        match b {
+            By::Hook => GroupBy::Hook,
+            By::Driver => GroupBy::Driver,
+            By::VmaKind => GroupBy::VmaKind,
+            By::Process => GroupBy::Process,
+            By::FaultType => GroupBy::FaultType,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Parquet,
+    Csv,
+    Json,
+    Ndjson,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Latency percentiles per group, VM_FAULT return mix, retries, PAT modes and losses.
+    Summary {
+        trace: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "driver")]
+        by: By,
+    },
+    /// A directory with index.html, the tables and the plots (PNG and SVG).
+    Report {
+        trace: PathBuf,
+        /// `replay check --json` and/or `replay overhead --json` output (repeatable).
+        #[arg(long)]
+        replay: Vec<PathBuf>,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Pages in the per-page overhead chart.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// The whole trace, plus derived vma_kind and fault_type, for other tools.
+    Export {
+        trace: PathBuf,
+        #[arg(long, value_enum)]
+        format: Format,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Per-driver fault latency of two traces, with a bootstrap test for noise.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn bar(quiet: bool, template: &str) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    b.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+fn loading(quiet: bool) -> LoadOptions {
+    LoadOptions {
+        progress: bar(quiet, "loading {bar:30} {bytes}/{total_bytes} ({eta})"),
+        ..Default::default()
+    }
+}
+
+fn load(path: &Path, quiet: bool) -> anyhow::Result<Trace> {
+    let t = Trace::load(path, &loading(quiet))?;
+    if let Some(d) = &t.damage {
+        warn(&format!(
+            "warning: trace is damaged, showing what was kept: {d}"
+        ));
+    }
+    Ok(t)
+}
+
+fn warn(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let q = cli.quiet;
+    match cli.cmd {
+        Cmd::Summary { trace, json, by } => {
+            let t = load(&trace, q)?;
+            let s = Summary::compute(&t, by.into())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", text::render(&s));
+            }
+        }
+        Cmd::Report {
+            trace,
+            replay,
+            out,
+            top,
+        } => {
+            // The replay files are read first: a typo there should not cost a 10 s load.
+            let replay = Replay::load(&replay)?;
+            let t = load(&trace, q)?;
+            let opts = ReportOptions {
+                top_pages: top,
+                progress: bar(q, "report {bar:30} {pos}/{len} {msg}"),
+            };
+            let w = write_report(&t, &replay, &out, &opts)?;
+            println!("{} ({} plots)", w.index.display(), w.images.len());
+        }
+        Cmd::Export { trace, format, out } => {
+            let f = match format {
+                Format::Parquet => export::Format::Parquet,
+                Format::Csv => export::Format::Csv,
+                Format::Json => export::Format::Json,
+                Format::Ndjson => export::Format::Ndjson,
+            };
+            let (rows, damage) = export::export(&trace, f, &out, &loading(q))?;
+            if let Some(d) = damage {
+                warn(&format!(
+                    "warning: trace is damaged, exported what was kept: {d}"
+                ));
+            }
+            println!("{} rows -> {}", rows, out.display());
+        }
+        Cmd::Diff { a, b, json } => {
+            let ta = load(&a, q).with_context(|| "trace A")?;
+            let tb = load(&b, q).with_context(|| "trace B")?;
+            let d = diff::diff(&ta, &tb)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", diff::render(&d));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain joined, as the issue asks for bad input.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            warn(&format!("analyzer: {}", msg.join(": ")));
+            ExitCode::FAILURE
+        }
+    }
+}

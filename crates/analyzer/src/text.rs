@@ -1,0 +1,229 @@
+//! The summary as aligned plain-text tables for a terminal.
+
+use std::fmt::Write as _;
+
+use crate::summary::{LatencyRow, Summary};
+
+/// `850 ns`, `12.3 µs`, `1.45 ms`, `2.10 s`.
+pub fn fmt_ns(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        let v = format!("{:.2}", ns / 1e3);
+        format!("{} µs", v.trim_end_matches('0').trim_end_matches('.'))
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+/// `-` where a statistic is missing (no row of the group had a latency).
+pub fn opt_ns(v: Option<f64>) -> String {
+    v.map(fmt_ns).unwrap_or_else(|| "-".into())
+}
+
+/// A plain table: first column left-aligned, the others right-aligned.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w[i] - c.chars().count();
+            if i == 0 {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str("  ");
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub(crate) fn latency_cells(r: &LatencyRow, with_latency: bool) -> Vec<String> {
+    let mut v = vec![r.group.clone(), r.count.to_string()];
+    if with_latency {
+        v.extend([
+            r.timed.to_string(),
+            opt_ns(r.mean_ns),
+            opt_ns(r.p50_ns),
+            opt_ns(r.p90_ns),
+            opt_ns(r.p99_ns),
+            opt_ns(r.p999_ns),
+            opt_ns(r.max_ns.map(|m| m as f64)),
+        ]);
+    }
+    v
+}
+
+pub(crate) const LATENCY_HEAD: [&str; 9] = [
+    "", "count", "timed", "mean", "p50", "p90", "p99", "p99.9", "max",
+];
+
+/// The whole summary as text.
+pub fn render(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "trace: {}  kernel {}  {} events, {} faults over {}",
+        s.trace,
+        if s.kernel_release.is_empty() {
+            "?"
+        } else {
+            &s.kernel_release
+        },
+        s.events,
+        s.faults,
+        fmt_ns(s.span_ns as f64)
+    );
+    if let Some(d) = &s.damage {
+        let _ = writeln!(o, "damaged: {d}");
+    }
+    let what = match s.by {
+        crate::GroupBy::Hook => "every probed call",
+        _ => "page faults",
+    };
+    let _ = writeln!(o, "\nLATENCY by {} ({what})", s.by.name());
+    if let Some(n) = &s.latency_note {
+        let _ = writeln!(o, "{n}");
+    }
+    let rows: Vec<Vec<String>> = s
+        .latency
+        .iter()
+        .map(|r| latency_cells(r, s.latency_available))
+        .collect();
+    let mut head = LATENCY_HEAD.to_vec();
+    head[0] = s.by.name();
+    if !s.latency_available {
+        head.truncate(2);
+    }
+    o.push_str(&table(&head, &rows));
+
+    if !s.vm_fault_mix.is_empty() {
+        let _ = writeln!(o, "\nVM_FAULT RETURNS");
+        let rows: Vec<Vec<String>> = s
+            .vm_fault_mix
+            .iter()
+            .map(|m| {
+                let bits: Vec<String> = m.bits.iter().map(|(n, c)| format!("{n} {c}")).collect();
+                vec![
+                    m.hook.clone(),
+                    m.calls.to_string(),
+                    m.zero.to_string(),
+                    if bits.is_empty() {
+                        "-".into()
+                    } else {
+                        bits.join(", ")
+                    },
+                ]
+            })
+            .collect();
+        o.push_str(&table(&["hook", "calls", "0", "bits set"], &rows));
+    }
+    if !s.retries.is_empty() {
+        let _ = writeln!(o, "\nRETRIES (handle_mm_fault)");
+        let rows: Vec<Vec<String>> = s
+            .retries
+            .iter()
+            .map(|r| {
+                vec![
+                    r.driver.clone(),
+                    r.faults.to_string(),
+                    r.retry.to_string(),
+                    r.retry_vma_lock.to_string(),
+                    r.tried.to_string(),
+                    r.completed.to_string(),
+                ]
+            })
+            .collect();
+        o.push_str(&table(
+            &[
+                "driver",
+                "faults",
+                "RETRY",
+                "RETRY on vma lock",
+                "2nd attempt (TRIED)",
+                "COMPLETED",
+            ],
+            &rows,
+        ));
+    }
+    if !s.pat.is_empty() {
+        let _ = writeln!(o, "\nPAT CACHE MODES (requested -> obtained)");
+        let rows: Vec<Vec<String>> = s
+            .pat
+            .iter()
+            .map(|p| {
+                vec![
+                    p.hook.clone(),
+                    p.driver.clone(),
+                    format!(
+                        "{} -> {}{}",
+                        p.requested,
+                        p.obtained,
+                        if p.requested != p.obtained && p.requested != "-" && p.obtained != "-" {
+                            "  (changed)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    p.count.to_string(),
+                ]
+            })
+            .collect();
+        o.push_str(&table(&["hook", "driver", "cache mode", "count"], &rows));
+    }
+    let _ = writeln!(o, "\nTRACER LOSSES");
+    if s.counters.is_empty() {
+        let _ = writeln!(o, "no counter rows in the trace (losses unknown)");
+    } else {
+        let (d, u, f) = s.counters.iter().fold((0, 0, 0), |a, c| {
+            (a.0 + c.dropped, a.1 + c.unpaired, a.2 + c.read_failed)
+        });
+        let _ = writeln!(
+            o,
+            "{d} dropped (ring buffer full), {u} unpaired, {f} vma reads failed, over {} CPUs",
+            s.counters.len()
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_ns(850.0), "850 ns");
+        assert_eq!(fmt_ns(12_300.0), "12.3 µs");
+        assert_eq!(fmt_ns(2_000.0), "2 µs");
+        assert_eq!(fmt_ns(1_450_000.0), "1.45 ms");
+        assert_eq!(fmt_ns(2.1e9), "2.10 s");
+    }
+
+    #[test]
+    fn table_aligns() {
+        let t = table(
+            &["a", "n"],
+            &[
+                vec!["long".into(), "1".into()],
+                vec!["x".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "a      n\nlong   1\nx     22\n");
+    }
+}

@@ -109,34 +109,7 @@ mod tests {
     #[test]
     fn every_abi_hook_name_decodes() {
         // The tracer writes pfnscope_abi::hook::NAMES; none of them may fall through to Other.
-        let names = [
-            "handle_mm_fault",
-            "vm_normal_page",
-            "vmf_insert_pfn_prot",
-            "vmf_insert_pfn",
-            "vmf_insert_mixed",
-            "vmf_insert_pfn_pmd",
-            "vmf_insert_pfn_pmd_prot",
-            "vmf_insert_pfn_pud",
-            "vmf_insert_pfn_pud_prot",
-            "remap_pfn_range",
-            "track_pfn_insert",
-            "track_pfn_remap",
-            "track_pfn_copy",
-            "untrack_pfn",
-            "pfnmap_setup_cachemode",
-            "pfnmap_track",
-            "pfnmap_untrack",
-            "memtype_reserve",
-            "memtype_free",
-            "copy_page_range",
-            "unmap_page_range",
-            "exceptions:page_fault_user",
-            "exceptions:page_fault_kernel",
-            "filemap:mm_filemap_delete_from_page_cache",
-            "sched:sched_process_fork",
-        ];
-        for n in names {
+        for n in pfnscope_abi::hook::NAMES {
             assert_ne!(Hook::from_name(n), Hook::Other, "{n}");
         }
         assert_eq!(Hook::from_name("do_something_else"), Hook::Other);

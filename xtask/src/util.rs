@@ -4,8 +4,13 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    // `cargo run` sets the variable for the process too. The compile-time value is only a
+    // fallback: a target directory shared between checkouts (CI's) can hold a binary built in
+    // another one, and cargo does not rebuild it for a new manifest path.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }

@@ -11,7 +11,8 @@ use analyzer::{GroupBy, LoadOptions, Replay, ReportOptions, Summary, Trace, writ
 use common::*;
 
 fn traces() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("../..");
     let mut dirs = vec![root.join("target/testbox")];
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         dirs.push(PathBuf::from(t).join("testbox"));

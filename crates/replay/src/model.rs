@@ -251,6 +251,23 @@ impl<S: Sink> Model<S> {
         self.visit(t, 0, None);
     }
 
+    /// A page-fault tracepoint carries the vma the eBPF side found for its address; a fault
+    /// outside every vma (a SIGSEGV to be) has none.
+    fn tp_fault(&mut self, t: &Tree, i: usize) {
+        let r = &t.nodes[i].rec;
+        match (r.address, r.vma_start, r.vma_end) {
+            (Some(a), Some(s), Some(e)) => {
+                self.check(Rule::TraceFaultVma, s <= a && a < e, &[r], || {
+                    (
+                        format!("a vma containing {a:#x}"),
+                        format!("vma {s:#x}..{e:#x}"),
+                    )
+                })
+            }
+            _ => self.nc(Rule::TraceFaultVma),
+        }
+    }
+
     /// A call whose parent never reached the trace.
     pub fn orphan(&mut self, t: &Tree, lossless: bool) {
         let r = &t.nodes[0].rec;
@@ -326,6 +343,7 @@ impl<S: Sink> Model<S> {
             Hook::MemFree => self.free(t, i, None),
             Hook::CopyPageRange => self.fork_copy(t, i),
             Hook::UnmapPageRange => self.unmap(t, i),
+            Hook::PageFaultUser | Hook::PageFaultKernel => self.tp_fault(t, i),
             Hook::FilemapDelete => {
                 let r = &t.nodes[i].rec;
                 if let (Some(pfn), Some(ix)) = (r.pfn, r.index) {

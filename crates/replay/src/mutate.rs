@@ -2,7 +2,8 @@
 //!
 //! Each mutant changes one thing the way a kernel or driver bug would: a return code, a cache
 //! mode, a lost or reordered PAT event, a PTE that maps a truncated page, a PFN insert into a vma
-//! that cannot take one. A mutant is *flagged* when its replay has a divergence the original's
+//! that cannot take one, a page-fault tracepoint reported with a vma that does not hold its
+//! address (what a stale per-process vma cache in the eBPF side would produce). A mutant is *flagged* when its replay has a divergence the original's
 //! has not.
 
 use std::collections::BTreeSet;
@@ -23,6 +24,7 @@ pub enum MutationKind {
     ReorderPat,
     PteAfterTruncate,
     InsertIntoPlainVma,
+    StaleFaultVma,
 }
 
 #[derive(Clone, Debug)]
@@ -244,6 +246,29 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
                 "seq {} {} on a vma without VM_PFNMAP/VM_MIXEDMAP",
                 recs[i].seq, recs[i].hook
             ),
+            records: recs,
+        });
+    }
+
+    // The vma a tracepoint fault came with, moved to just above the address.
+    let tp_faults: Vec<usize> = (0..records.len())
+        .filter(|&i| matches!(hooks[i], Hook::PageFaultUser | Hook::PageFaultKernel))
+        .filter(|&i| records[i].address.is_some() && records[i].vma_start.is_some())
+        .collect();
+    for i in spread(tp_faults) {
+        let mut recs = records.to_vec();
+        let r = &mut recs[i];
+        let (a, s, e) = (
+            r.address.expect("filtered"),
+            r.vma_start.expect("filtered"),
+            r.vma_end.unwrap_or(0),
+        );
+        let start = (a & !0xfff) + 0x1000;
+        r.vma_start = Some(start);
+        r.vma_end = Some(start + e.saturating_sub(s).max(0x1000));
+        out.push(Mutant {
+            kind: MutationKind::StaleFaultVma,
+            what: format!("seq {} {} {a:#x} with vma {start:#x}..", r.seq, r.hook),
             records: recs,
         });
     }

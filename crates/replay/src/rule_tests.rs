@@ -1166,6 +1166,42 @@ fn rule_truncate_mapped() {
 }
 
 #[test]
+fn rule_trace_fault_vma() {
+    table(&[
+        Row {
+            name: "tracepoint vma holds the address",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: none,
+            expect: Expect::Clean(Rule::TraceFaultVma),
+        },
+        Row {
+            name: "tracepoint vma below the address (a stale cache entry)",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "exceptions:page_fault_user", 0);
+                let a = r[i].address.unwrap();
+                r[i].vma_start = Some(a - 2 * PAGE_SIZE);
+                r[i].vma_end = Some(a & !(PAGE_SIZE - 1));
+            },
+            expect: Expect::Div(Rule::TraceFaultVma),
+        },
+        Row {
+            name: "a fault outside every vma has none",
+            series: Series::V6_16,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "exceptions:page_fault_user", 0);
+                r[i].vma_start = None;
+                r[i].vma_end = None;
+            },
+            expect: Expect::NotCheckable(Rule::TraceFaultVma),
+        },
+    ]);
+}
+
+#[test]
 fn rule_trace_parent() {
     fn drop_fault(r: &mut Vec<Record>) {
         let i = main_fault(r, 0);

@@ -125,6 +125,9 @@ rules! {
     TruncateMapped = "truncate.mapped", Divergence,
         "no PTE maps a page-cache page at its file index after mm_filemap_delete_from_page_cache removed it",
         "mm/truncate.c:truncate_inode_pages_range, mm/filemap.c:filemap_fault (page lock across PTE install)";
+    TraceFaultVma = "trace.fault_vma", Divergence,
+        "the vma recorded with a page-fault tracepoint contains the faulting address (the eBPF side looks it up with bpf_find_vma and caches it per process)",
+        "kernel/bpf/task_iter.c:bpf_find_vma; pfnscope tracer: crates/tracer-ebpf/src/tracepoints.rs (VMA_CACHE)";
     TraceParent = "trace.parent", Divergence,
         "a nested call's parent is in the trace unless the tracer counted a loss (dropped/unpaired)",
         "pfnscope tracer: per-task call stack (crates/tracer-ebpf/src/context.rs)";

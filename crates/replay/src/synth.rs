@@ -472,12 +472,14 @@ impl TraceBuilder {
         req: Cache,
         nested: bool,
     ) -> Cache {
+        let snap = v.clone();
+        // tp_btf carries the vma bpf_find_vma found for the address.
         self.tracepoint("exceptions:page_fault_user", |r| {
+            Self::set_vma(r, &snap);
             r.address = Some(addr);
             r.error_code = Some(0x6);
         });
         self.vma_lock_attempt(v, addr, true);
-        let snap = v.clone();
         let fl = self.fault_flags(true);
         self.open("handle_mm_fault", |r| {
             Self::set_vma(r, &snap);

@@ -2,7 +2,7 @@
 //! mutant may panic the replay. Runs on the hand-built workloads of every rule set, and on every
 //! real trace the test box left under `target/testbox/<kernel>/<workload>.arrows`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use replay::kernel::{KernelRules, Series};
 use replay::mutate::{MutationScore, score};
@@ -45,6 +45,7 @@ fn hand_built_traces() {
             "ReorderPat",
             "PteAfterTruncate",
             "InsertIntoPlainVma",
+            "StaleFaultVma",
         ] {
             assert!(s.per_kind.contains_key(kind), "{series}: no {kind} mutant");
         }
@@ -56,7 +57,8 @@ fn hand_built_traces() {
 fn testbox() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(t) => PathBuf::from(t).join("testbox"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testbox"),
+        None => PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+            .join("../../target/testbox"),
     }
 }
 

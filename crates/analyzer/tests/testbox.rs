@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use analyzer::{GroupBy, LoadOptions, Replay, ReportOptions, Summary, Trace, write_report};
 use common::*;

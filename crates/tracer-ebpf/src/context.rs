@@ -2,10 +2,12 @@
 //! emits it. A per-task stack of open call ids links nested calls (a PFN insert inside a fault,
 //! a `memtype_free` inside `untrack_pfn`) to the context they ran in.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated as helper,
     },
 };
 use aya_log_ebpf::warn;
@@ -14,7 +16,8 @@ use pfnscope_abi::{Event, HookSpec, MAX_ARGS, MAX_DEPTH, NO_SLOT, counter, flags
 use crate::{
     emit::emit,
     filter::{addr_allowed, process_allowed, vma_allowed},
-    maps::{HOOK_SPECS, OPEN, SCRATCH, TASKS, TaskStack, bump, next_id, offsets},
+    maps::{CALLS_LIVE, HOOK_SPECS, OPEN, SCRATCH, TASKS, TaskStack, bump, next_id, offsets},
+    mem::{set, zero},
     vma::{read_u64_at, snapshot},
 };
 
@@ -33,12 +36,18 @@ pub fn spec(hook: u16) -> Option<&'static HookSpec> {
 #[inline(always)]
 pub fn begin(hook: u16, mode: u8) -> Option<&'static mut Event> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if !process_allowed(tgid) {
+    if !process_allowed((pid_tgid >> 32) as u32) {
         return None;
     }
+    begin_at(hook, mode, pid_tgid, unsafe { bpf_ktime_get_ns() })
+}
+
+/// [`begin`] for a caller that has already read the task ids and the clock, and filtered on
+/// the process: with retpolines and SRSO's safe RET, every helper call costs tens of ns.
+#[inline(always)]
+pub fn begin_at(hook: u16, mode: u8, pid_tgid: u64, now: u64) -> Option<&'static mut Event> {
+    let tgid = (pid_tgid >> 32) as u32;
     let ev = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
-    let now = unsafe { bpf_ktime_get_ns() };
     ev.ts_entry = now;
     ev.ts_exit = now;
     ev.pid = tgid;
@@ -47,19 +56,26 @@ pub fn begin(hook: u16, mode: u8) -> Option<&'static mut Event> {
     ev.hook = hook;
     ev.mode = mode;
     ev.flags = 0;
-    ev.ret = 0;
-    ev.ptr_entry = 0;
-    ev.ptr_exit = 0;
-    ev.parent = 0;
-    ev.id = 0;
-    ev.vma = Default::default();
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    set(&mut ev.ret, 0);
+    set(&mut ev.ptr_entry, 0);
+    set(&mut ev.ptr_exit, 0);
+    set(&mut ev.parent, 0);
+    set(&mut ev.id, 0);
+    zero(&mut ev.vma);
+    // Straight into the event: aya's wrapper returns an array that is then copied byte by
+    // byte. On failure the helper clears the buffer itself.
+    unsafe {
+        helper::bpf_get_current_comm(ev.comm.as_mut_ptr() as *mut c_void, ev.comm.len() as u32)
+    };
     Some(ev)
 }
 
 /// The id of the innermost open call of the current task, for events that do not nest others.
 #[inline(always)]
 pub fn current_parent(tid: u32) -> u64 {
+    if CALLS_LIVE.get(0).is_none_or(|v| *v == 0) {
+        return 0;
+    }
     match unsafe { TASKS.get(&tid) } {
         Some(s) if s.depth > 0 => s.top,
         _ => 0,
@@ -78,7 +94,9 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
         i += 1;
     }
     let o = offsets();
-    let mut addr: Option<u64> = None;
+    // Not an Option: the payload of a `None` is undef, LLVM may spill it as a register that was
+    // never written, and the verifier rejects the read ("R5 !read_ok").
+    let (mut addr, mut has_addr) = (0u64, false);
     let mut vma_ptr = 0;
     if (spec.vma_slot as usize) < MAX_ARGS {
         vma_ptr = ev.args[spec.vma_slot as usize];
@@ -88,7 +106,7 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
         // The vmf pointer itself is never written out: the slot carries vmf->address instead.
         let a = read_u64_at(vmf, o.vmf_address).unwrap_or(0);
         ev.args[spec.vmf_slot as usize] = a;
-        addr = Some(a);
+        (addr, has_addr) = (a, true);
     }
     if vma_ptr != 0 {
         if snapshot(vma_ptr, o, &mut ev.vma) {
@@ -101,12 +119,10 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
         }
     }
     if (spec.addr_slot as usize) < MAX_ARGS {
-        addr = Some(ev.args[spec.addr_slot as usize]);
+        (addr, has_addr) = (ev.args[spec.addr_slot as usize], true);
     }
-    if let Some(a) = addr {
-        if !addr_allowed(a) {
-            return;
-        }
+    if has_addr && !addr_allowed(addr) {
+        return;
     }
     if (spec.ptr_slot as usize) < MAX_ARGS {
         if let Some(v) = read_u64_at(ev.args[spec.ptr_slot as usize], 0) {

@@ -1,9 +1,14 @@
 //! In-kernel filtering: everything not wanted is dropped before it costs ring-buffer space.
 
-use aya_ebpf::helpers::bpf_get_current_comm;
+use core::{ffi::c_void, mem::MaybeUninit};
+
+use aya_ebpf::helpers::generated::bpf_get_current_comm;
 use pfnscope_abi::COMM_LEN;
 
-use crate::maps::{TGIDS, filter};
+use crate::{
+    maps::{TGIDS, filter},
+    mem::zero_in,
+};
 
 #[inline(always)]
 pub fn process_allowed(tgid: u32) -> bool {
@@ -15,9 +20,14 @@ pub fn process_allowed(tgid: u32) -> bool {
         return false;
     }
     if f.by_comm != 0 {
-        let Ok(comm) = bpf_get_current_comm() else {
+        // As words: aya's wrapper clears and copies the name byte by byte.
+        let mut slot = MaybeUninit::<[u64; COMM_LEN / 8]>::uninit();
+        let words = zero_in(&mut slot);
+        if unsafe { bpf_get_current_comm(words.as_mut_ptr() as *mut c_void, COMM_LEN as u32) } != 0
+        {
             return false;
-        };
+        }
+        let comm = unsafe { &*(words as *const [u64; COMM_LEN / 8] as *const [u8; COMM_LEN]) };
         let mut i = 0;
         while i < COMM_LEN {
             if comm[i] != f.comm[i] {

@@ -16,6 +16,7 @@ mod emit;
 mod filter;
 mod functions;
 mod maps;
+mod mem;
 mod tracepoints;
 mod vma;
 

@@ -26,6 +26,11 @@ pub static TASKS: LruHashMap<u32, TaskStack> = LruHashMap::with_max_entries(1638
 #[map]
 pub static OPEN: LruHashMap<u64, Event> = LruHashMap::with_max_entries(16384, 0);
 
+/// Non-zero while a function hook is attached: only then can a tracepoint hit be inside a probed
+/// call, and worth a `TASKS` lookup (a hash call, tens of ns with retpolines and SRSO).
+#[map]
+pub static CALLS_LIVE: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
@@ -36,24 +41,27 @@ pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Only the innermost id is kept: each stashed call remembers its own parent, so a return
-/// restores `top` from the call it completes. (An array indexed by depth would need index
-/// arithmetic that the 6.1 verifier cannot bound: "math between map_value pointer and register
-/// with unbounded min value".)
-/// The last vma `bpf_find_vma` found for a process, and when.
+/// The last vma `bpf_find_vma` found on this CPU, for which process, and when.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct VmaCache {
     pub ts: u64,
+    pub tgid: u64,
     pub vma: pfnscope_abi::VmaSnapshot,
 }
 
-/// Per tgid. At the page-fault tracepoints IRQs are still off, so `bpf_find_vma` defers its
+/// At the page-fault tracepoints IRQs are still off, so `bpf_find_vma` defers its
 /// mmap_read_unlock to irq_work: a self-IPI per fault, ~7 us in a VM (the whole fault costs 2).
-/// Faults in the vma found last, within a few milliseconds, reuse its snapshot instead.
+/// Faults of the same process in the vma found last on this CPU, within a few milliseconds,
+/// reuse its snapshot instead. Per CPU and one slot: an array lookup the JIT inlines, where a
+/// hash keyed by tgid cost ~300 ns per fault.
 #[map]
-pub static VMA_CACHE: LruHashMap<u32, VmaCache> = LruHashMap::with_max_entries(4096, 0);
+pub static VMA_CACHE: PerCpuArray<VmaCache> = PerCpuArray::with_max_entries(1, 0);
 
+/// Only the innermost id is kept: each stashed call remembers its own parent, so a return
+/// restores `top` from the call it completes. (An array indexed by depth would need index
+/// arithmetic that the 6.1 verifier cannot bound: "math between map_value pointer and register
+/// with unbounded min value".)
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskStack {

@@ -2,7 +2,7 @@
 //! kprobes do not (the development VM): entry only, no return value or latency, but the faulting
 //! vma can still be found with `bpf_find_vma` (5.17+) from the BTF-typed form.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     helpers::{
@@ -15,10 +15,11 @@ use aya_ebpf::{
 use pfnscope_abi::{Mode, Offsets, VmaSnapshot, flags, hook};
 
 use crate::{
-    context::{begin, current_parent, spec},
+    context::{begin, begin_at, current_parent, spec},
     emit::emit,
     filter::{addr_allowed, process_allowed, vma_allowed},
-    maps::{TGIDS, VMA_CACHE, VmaCache, filter, next_id, offsets},
+    maps::{TGIDS, VMA_CACHE, filter, next_id, offsets},
+    mem::{copy, zero_in},
     vma::snapshot,
 };
 
@@ -39,48 +40,63 @@ fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, fi
     if spec(hook_id).is_none() || !addr_allowed(address) {
         return;
     }
-    let mut vma = VmaSnapshot::default();
-    if find_vma {
-        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let now = unsafe { bpf_ktime_get_ns() };
-        let cached = match unsafe { VMA_CACHE.get(&tgid) } {
-            Some(c)
-                if now.wrapping_sub(c.ts) < VMA_CACHE_NS
-                    && address >= c.vma.start
-                    && address < c.vma.end =>
-            {
-                vma = c.vma;
-                true
-            }
-            _ => false,
-        };
-        if !cached {
-            unsafe {
-                let task = bpf_get_current_task_btf();
-                bpf_find_vma(
-                    task as *mut _,
-                    address,
-                    found_vma as *mut c_void,
-                    &mut vma as *mut VmaSnapshot as *mut c_void,
-                    0,
-                );
-            }
-            if vma.start != 0 {
-                let _ = VMA_CACHE.insert(&tgid, &VmaCache { ts: now, vma }, 0);
-            }
-        }
-        if vma.start != 0 && !vma_allowed(vma.flags) {
-            return;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut vma_slot = MaybeUninit::<VmaSnapshot>::uninit();
+    let vma = zero_in(&mut vma_slot);
+    let slot = if find_vma {
+        VMA_CACHE.get_ptr_mut(0)
+    } else {
+        None
+    };
+    let mut hit = false;
+    if let Some(c) = slot {
+        let c = unsafe { &*c };
+        if c.tgid == tgid as u64
+            && now.wrapping_sub(c.ts) < VMA_CACHE_NS
+            && address >= c.vma.start
+            && address < c.vma.end
+        {
+            copy(vma, &c.vma);
+            hit = true;
         }
     }
-    let Some(ev) = begin(hook_id, mode) else {
+    // An entry is only made for a process that passed the filter, so a hit answers the filter
+    // too; a name filter is asked every time (exec renames the task within the window). A miss
+    // filters before the vma lookup: an untraced process must not pay for one.
+    if !(hit && filter().by_comm == 0) && !process_allowed(tgid) {
+        return;
+    }
+    if let (false, Some(c)) = (hit, slot) {
+        unsafe {
+            let task = bpf_get_current_task_btf();
+            bpf_find_vma(
+                task as *mut _,
+                address,
+                found_vma as *mut c_void,
+                vma as *mut VmaSnapshot as *mut c_void,
+                0,
+            );
+        }
+        if vma.start != 0 {
+            let c = unsafe { &mut *c };
+            c.ts = now;
+            c.tgid = tgid as u64;
+            copy(&mut c.vma, vma);
+        }
+    }
+    if vma.start != 0 && !vma_allowed(vma.flags) {
+        return;
+    }
+    let Some(ev) = begin_at(hook_id, mode, pid_tgid, now) else {
         return;
     };
     ev.args[0] = address;
     ev.args[1] = ip;
     ev.args[2] = error_code;
     if vma.start != 0 {
-        ev.vma = vma;
+        copy(&mut ev.vma, vma);
         ev.flags |= flags::HAS_VMA;
     }
     ev.parent = current_parent(ev.tid);

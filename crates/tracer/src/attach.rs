@@ -52,6 +52,17 @@ pub fn set_spec(ebpf: &mut Ebpf, id: u16, spec: HookSpec) -> Result<(), LoadErro
         .map_err(|e| LoadError::Object(chain(&e)))
 }
 
+/// Tells the programs whether any function hook is attached (`CALLS_LIVE`).
+pub fn set_calls_live(ebpf: &mut Ebpf, live: bool) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut("CALLS_LIVE")
+        .ok_or(LoadError::NoMap("CALLS_LIVE"))?;
+    let mut a: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|e| LoadError::Object(chain(&e)))?;
+    a.set(0, live as u32, 0)
+        .map_err(|e| LoadError::Object(chain(&e)))
+}
+
 /// The error and its sources on one line, plus what the errno means for us.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();

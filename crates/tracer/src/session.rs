@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::Ebpf;
-use pfnscope_abi::{Filter, HookSpec, hook};
+use pfnscope_abi::{Filter, HookSpec, Mode, hook};
 use pfnscope_trace::PlanEntry;
 
 use crate::{
@@ -92,6 +92,10 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
     }
     let mut ebpf = attach::load(&offsets, &filter, setup.ring_bytes)?;
     let ebpf_log = init_ebpf_log(&mut ebpf);
+    // Nesting is looked up from the first attach on, and switched off below if no function
+    // hook attached (then no tracepoint hit can be inside a probed call).
+    attach::set_calls_live(&mut ebpf, true)?;
+    let mut calls_live = false;
 
     let wanted: Vec<&'static HookDef> = match setup.hooks {
         Some(h) => h.to_vec(),
@@ -119,6 +123,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
                 let (mode, failures) = attach::attach(&mut ebpf, &aya_btf, def, &res.symbol);
                 entry.failures = failures;
                 entry.mode = mode.map(|m| m.name().to_string());
+                calls_live |= matches!(mode, Some(Mode::Fentry | Mode::Kprobe));
                 if mode.is_some() {
                     attached.push(res);
                 } else {
@@ -140,6 +145,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
     if attached.is_empty() {
         return Err(SessionError::NothingAttached);
     }
+    attach::set_calls_live(&mut ebpf, calls_live)?;
     // Following children needs the fork tracepoint even when its events were not asked for:
     // its program extends the traced set; with its spec disabled it emits nothing.
     if setup.filter.follow_children != 0

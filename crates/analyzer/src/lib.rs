@@ -47,7 +47,6 @@ pub mod bits;
 pub mod diff;
 pub mod error;
 pub mod export;
-mod guard;
 pub mod html;
 pub mod load;
 pub mod plots;

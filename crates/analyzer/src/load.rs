@@ -23,7 +23,6 @@ use crate::{
         VM_FAULT_HOOKS, VmFlagBits, X86_PF_INSTR, X86_PF_USER, X86_PF_WRITE,
     },
     error::{AnalyzerError, Result},
-    guard::Guard,
 };
 
 /// What to keep of each row.
@@ -107,8 +106,8 @@ impl Trace {
         })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         opts.progress.set_length(len);
-        // Every message is checked before polars sees it (see the guard module).
-        let mut input = Guard::new(Progressed {
+        // Every message is checked before polars sees it: its IPC reader trusts claimed lengths.
+        let mut input = pfnscope_trace::CheckedStream::new(Progressed {
             inner: BufReader::with_capacity(1 << 20, file),
             pos: 0,
             bar: opts.progress.clone(),

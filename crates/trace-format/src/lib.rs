@@ -19,12 +19,14 @@
 //! assert_eq!(t.records[0].address, Some(0x7f00_0000_0000));
 //! ```
 
+mod checked;
 mod columns;
 mod meta;
 mod reader;
 mod record;
 mod writer;
 
+pub use checked::CheckedStream;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
 };

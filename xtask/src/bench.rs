@@ -82,6 +82,8 @@ pub fn touch(mib: usize) -> Result<()> {
 enum Mode {
     Untraced,
     Tracer,
+    /// Attached, every hit filtered out at once: the floor any tracepoint program pays here.
+    TracerFloor,
     Perf,
     Bpftrace,
 }
@@ -91,6 +93,7 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Tracer => "tracer record",
+            Mode::TracerFloor => "tracer record --addr-range 0-1 (floor: all filtered)",
             Mode::Perf => "perf record -e exceptions:page_fault_user",
             Mode::Bpftrace => "bpftrace count of exceptions:page_fault_user",
         }
@@ -125,11 +128,14 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
             c = Command::new(&t.xtask);
             c.args(["__touch", &mib.to_string()]);
         }
-        Mode::Tracer => {
+        Mode::Tracer | Mode::TracerFloor => {
             c = Command::new(&t.tracer);
             c.args(["record", "--quiet", "-o"])
-                .arg(t.scratch.join("bench.arrows"))
-                .arg("--");
+                .arg(t.scratch.join("bench.arrows"));
+            if mode == Mode::TracerFloor {
+                c.args(["--addr-range", "0-1"]);
+            }
+            c.arg("--");
             touch(&mut c);
         }
         Mode::Perf => {
@@ -220,7 +226,7 @@ fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
         bpftrace: which("bpftrace"),
         scratch,
     };
-    let mut modes = vec![Mode::Untraced, Mode::Tracer];
+    let mut modes = vec![Mode::Untraced, Mode::Tracer, Mode::TracerFloor];
     let mut skipped = vec![];
     for (m, tool) in [(Mode::Perf, &tools.perf), (Mode::Bpftrace, &tools.bpftrace)] {
         match tool {

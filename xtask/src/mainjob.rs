@@ -54,20 +54,18 @@ pub fn run(a: &Args) -> Result<()> {
     step(1, "set-up (installs only what is missing)");
     exe(Command::new(&me).arg("setup"))?;
 
-    step(2, "building tracer, replay and analyzer (release)");
-    exe(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "tracer",
-        "-p",
-        "replay",
-        "-p",
-        "analyzer",
-        "-p",
-        "workload",
-    ]))?;
-    let bin = |n: &str| target.join("release").join(n);
+    // The dev profile, shared with `cargo xtask test`: a release polars is another ~13 minutes
+    // of compiling on 2 cores, for reports on traces of a few thousand rows. (The tracer and the
+    // workloads are built in release by the test box steps.) Run `cargo build --release` for
+    // large traces.
+    step(
+        2,
+        "building replay and analyzer (dev profile, shared with `cargo xtask test`)",
+    );
+    exe(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "-p", "replay", "-p", "analyzer"]))?;
+    let bin = |n: &str| target.join("debug").join(n);
 
     step(
         3,
@@ -145,12 +143,21 @@ pub fn run(a: &Args) -> Result<()> {
             v["summary"]["divergences"].as_u64().unwrap_or(0),
             v["summary"]["findings"].as_u64().unwrap_or(0),
         );
+        // Findings are grouped by rule and driver: a WC downgrade on every page is one finding
+        // seen 1000 times, and the summary should say which.
+        let mut finding_rules = BTreeMap::new();
+        for f in v["findings"].as_array().into_iter().flatten() {
+            if let Some(rule) = f["rule"].as_str() {
+                *finding_rules.entry(rule.to_string()).or_insert(0u64) += 1;
+            }
+        }
         println!("  {name}: {div} divergences, {find} findings");
         rows.push(Row {
             name: name.clone(),
             trace: trace.clone(),
             divergences: div,
             findings: find,
+            finding_rules,
             stats: stats(trace)?,
         });
     }
@@ -183,6 +190,8 @@ struct Row {
     trace: PathBuf,
     divergences: u64,
     findings: u64,
+    /// Finding groups per rule id.
+    finding_rules: BTreeMap<String, u64>,
     stats: Stats,
 }
 
@@ -249,6 +258,16 @@ fn five_lines(rows: &[Row]) -> Vec<String> {
         .collect();
     let div: u64 = rows.iter().map(|r| r.divergences).sum();
     let find: u64 = rows.iter().map(|r| r.findings).sum();
+    let mut rules: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in rows {
+        for (rule, n) in &r.finding_rules {
+            *rules.entry(rule).or_default() += n;
+        }
+    }
+    let rules: Vec<String> = rules
+        .iter()
+        .map(|(rule, groups)| format!("{rule} in {groups} group(s)"))
+        .collect();
     let drops: u64 = rows.iter().map(|r| r.stats.dropped).sum();
     vec![
         format!("faults:       {}", faults.join(", ")),
@@ -268,7 +287,14 @@ fn five_lines(rows: &[Row]) -> Vec<String> {
                 ""
             }
         ),
-        format!("findings:     {find}"),
+        format!(
+            "findings:     {find}{}",
+            if rules.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}; see each trace's report)", rules.join(", "))
+            }
+        ),
         format!("drops:        {drops}"),
     ]
 }

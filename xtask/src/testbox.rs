@@ -493,18 +493,10 @@ fn run_host(workloads: &[&str], args: &Args) -> Result<()> {
     if args.no_trace {
         bail!("--host --no-trace would check nothing: run the workload binary directly");
     }
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(util::workspace_root()).args([
-        "build",
-        "--release",
-        "-p",
-        "tracer",
-        "-p",
-        "workload",
-    ]);
-    println!("building: {}", util::show(&c));
-    util::run(&mut c)?;
-    let bin = util::target_dir().join("release");
+    // The same static binaries the guests run: one release build serves both, and the host
+    // runs exactly what the guests ran.
+    let bins = build_guest_binaries(true)?;
+    let tracer = bins.tracer.expect("built with the tracer");
     let out = results_root().join("host");
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
@@ -512,7 +504,7 @@ fn run_host(workloads: &[&str], args: &Args) -> Result<()> {
     let scratch = out.join("scratch");
     std::fs::create_dir_all(&scratch)?;
     let mut problems = Vec::new();
-    let doctor = Command::new(bin.join("tracer"))
+    let doctor = Command::new(&tracer)
         .args(["doctor", "--json"])
         .output()
         .context("running tracer doctor")?;
@@ -527,11 +519,11 @@ fn run_host(workloads: &[&str], args: &Args) -> Result<()> {
     let limit = Duration::from_secs(args.timeout.unwrap_or(300));
     for w in workloads {
         let log = std::fs::File::create(out.join(format!("{w}.log")))?;
-        let mut cmd = Command::new(bin.join("tracer"));
+        let mut cmd = Command::new(&tracer);
         cmd.args(["record", "-q", "-o"])
             .arg(out.join(format!("{w}.arrows")))
             .arg("--")
-            .arg(bin.join("workload"))
+            .arg(&bins.workload)
             .arg(w);
         if *w == "file" {
             cmd.arg(&scratch);

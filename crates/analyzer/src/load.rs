@@ -113,7 +113,7 @@ impl Trace {
             bar: opts.progress.clone(),
         });
         let md = read_stream_metadata(&mut input).map_err(pl("reading the schema"))?;
-        let bits = VmFlagBits::from_meta(&meta.vm_flag_bits);
+        let bits = VmFlagBits::from_meta(&meta.vm_flag_bits, false);
 
         let names: Vec<String> = md.schema.iter_names().map(|n| n.to_string()).collect();
         let projection: Vec<usize> = match opts.columns {

@@ -3,13 +3,13 @@
 
 use std::str::FromStr;
 
+use pfnscope_trace::kernel::vm_fault;
 use polars::prelude::*;
 use serde::Serialize;
 
 use crate::{
     bits::{
-        FAULT_FLAG_TRIED, FAULT_FLAG_VMA_LOCK, FAULT_HOOKS, VM_FAULT_BITS, VM_FAULT_COMPLETED,
-        VM_FAULT_RETRY,
+        FAULT_FLAG_TRIED, FAULT_FLAG_VMA_LOCK, FAULT_HOOKS, VM_FAULT_COMPLETED, VM_FAULT_RETRY,
     },
     error::{AnalyzerError, Result},
     load::Trace,
@@ -374,9 +374,9 @@ fn mix_table(trace: &Trace) -> PolarsResult<Vec<MixRow>> {
             .cast(DataType::UInt64)
             .alias("zero"),
     ];
-    for (name, bit) in VM_FAULT_BITS {
+    for (name, bit) in vm_fault::NAMES {
         aggs.push(
-            bit_set("ret", *bit)
+            bit_set("ret", *bit as i64)
                 .sum()
                 .cast(DataType::UInt64)
                 .alias(*name),
@@ -402,7 +402,7 @@ fn mix_table(trace: &Trace) -> PolarsResult<Vec<MixRow>> {
     let hooks = strings(&df, "hook", "?")?;
     let calls = u64s(&df, "calls")?;
     let zero = u64s(&df, "zero")?;
-    let per_bit = VM_FAULT_BITS
+    let per_bit = vm_fault::NAMES
         .iter()
         .map(|(n, _)| u64s(&df, n).map(|v| (*n, v)))
         .collect::<PolarsResult<Vec<_>>>()?;

@@ -1,26 +1,6 @@
 //! Bit values: fault flags, fault results, x86 PTE bits, cache modes and the vm_flags decoding.
 
-use std::collections::BTreeMap;
-
-pub mod fault_flag {
-    pub const WRITE: u32 = 0x1;
-    pub const ALLOW_RETRY: u32 = 0x4;
-    pub const USER: u32 = 0x40;
-    pub const UNSHARE: u32 = 0x400;
-    pub const VMA_LOCK: u32 = 0x1000;
-}
-
-pub mod vm_fault {
-    pub const OOM: u32 = 0x1;
-    pub const SIGBUS: u32 = 0x2;
-    pub const HWPOISON: u32 = 0x10;
-    pub const HWPOISON_LARGE: u32 = 0x20;
-    pub const SIGSEGV: u32 = 0x40;
-    pub const NOPAGE: u32 = 0x100;
-    pub const RETRY: u32 = 0x400;
-    pub const FALLBACK: u32 = 0x800;
-    pub const ERROR: u32 = OOM | SIGBUS | SIGSEGV | HWPOISON | HWPOISON_LARGE | FALLBACK;
-}
+pub use pfnscope_trace::kernel::{VmBits, fault_flag, vm_fault};
 
 pub mod errno {
     pub const ENOMEM: i64 = -12;
@@ -141,76 +121,6 @@ impl PatTable {
     }
 }
 
-/// vm_flags bits in use by the model, from trace metadata where it has them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VmBits {
-    pub write: u64,
-    pub shared: u64,
-    pub maywrite: u64,
-    pub pfnmap: u64,
-    pub io: u64,
-    pub dontexpand: u64,
-    pub mixedmap: u64,
-    pub dontdump: u64,
-    /// 0 where the kernel has no VM_PAT (6.16+).
-    pub pat: u64,
-}
-
-impl VmBits {
-    /// The x86-64 values of 6.1 and 6.12.
-    pub const X86_DEFAULT: VmBits = VmBits {
-        write: 0x2,
-        shared: 0x8,
-        maywrite: 0x20,
-        pfnmap: 0x400,
-        io: 0x4000,
-        dontexpand: 0x40000,
-        mixedmap: 0x1000_0000,
-        dontdump: 0x400_0000,
-        pat: 0x0100_0000,
-    };
-
-    /// Reads `vm_flag_bits` (names with or without the `VM_` prefix, any case); a name that is
-    /// absent keeps the x86 default, except VM_PAT on kernels without it.
-    pub fn from_meta(bits: &BTreeMap<String, u64>, has_vm_pat: bool) -> VmBits {
-        let mut v = VmBits::X86_DEFAULT;
-        if !has_vm_pat {
-            v.pat = 0;
-        }
-        for (name, val) in bits {
-            let n = name.trim().to_ascii_uppercase();
-            let n = n.strip_prefix("VM_").unwrap_or(&n);
-            let slot = match n {
-                "WRITE" => &mut v.write,
-                "SHARED" => &mut v.shared,
-                "MAYWRITE" => &mut v.maywrite,
-                "PFNMAP" => &mut v.pfnmap,
-                "IO" => &mut v.io,
-                "DONTEXPAND" => &mut v.dontexpand,
-                "MIXEDMAP" => &mut v.mixedmap,
-                "DONTDUMP" => &mut v.dontdump,
-                "PAT" => &mut v.pat,
-                _ => continue,
-            };
-            *slot = *val;
-        }
-        v
-    }
-
-    /// `is_cow_mapping`: private and may become writable.
-    pub fn is_cow(&self, flags: u64) -> bool {
-        flags & (self.shared | self.maywrite) == self.maywrite
-    }
-
-    pub fn pfn_or_mixed(&self, flags: u64) -> u64 {
-        flags & (self.pfnmap | self.mixedmap)
-    }
-
-    pub fn remap_flags(&self) -> u64 {
-        self.io | self.pfnmap | self.dontexpand | self.dontdump
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,18 +158,5 @@ mod tests {
         for (req, got, ok) in rows {
             assert_eq!(req.may_become(got), ok, "{req:?}->{got:?}");
         }
-    }
-
-    #[test]
-    fn vm_bits_from_meta_override_defaults() {
-        let mut m = BTreeMap::new();
-        m.insert("VM_PFNMAP".to_string(), 0x800);
-        m.insert("mixedmap".to_string(), 0x2000_0000);
-        let v = VmBits::from_meta(&m, false);
-        assert_eq!(
-            (v.pfnmap, v.mixedmap, v.pat, v.io),
-            (0x800, 0x2000_0000, 0, 0x4000)
-        );
-        assert!(v.is_cow(0x20) && !v.is_cow(0x28) && !v.is_cow(0));
     }
 }

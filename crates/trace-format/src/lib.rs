@@ -21,6 +21,7 @@
 
 mod checked;
 mod columns;
+pub mod kernel;
 mod meta;
 mod reader;
 mod record;

@@ -42,24 +42,25 @@ pub fn load(offsets: &Offsets, filter: &Filter, ring_bytes: u32) -> Result<Ebpf,
 }
 
 pub fn set_spec(ebpf: &mut Ebpf, id: u16, spec: HookSpec) -> Result<(), LoadError> {
-    let map = ebpf
-        .map_mut("HOOK_SPECS")
-        .ok_or(LoadError::NoMap("HOOK_SPECS"))?;
-    let mut specs: Array<&mut MapData, HookSpec> =
-        Array::try_from(map).map_err(|e| LoadError::Object(chain(&e)))?;
-    specs
-        .set(id as u32, spec, 0)
-        .map_err(|e| LoadError::Object(chain(&e)))
+    set_array(ebpf, "HOOK_SPECS", id as u32, spec)
 }
 
 /// Tells the programs whether any function hook is attached (`CALLS_LIVE`).
 pub fn set_calls_live(ebpf: &mut Ebpf, live: bool) -> Result<(), LoadError> {
-    let map = ebpf
-        .map_mut("CALLS_LIVE")
-        .ok_or(LoadError::NoMap("CALLS_LIVE"))?;
-    let mut a: Array<&mut MapData, u32> =
+    set_array(ebpf, "CALLS_LIVE", 0, live as u32)
+}
+
+/// Writes slot `index` of the array map `name`.
+fn set_array<T: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    index: u32,
+    value: T,
+) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or(LoadError::NoMap(name))?;
+    let mut a: Array<&mut MapData, T> =
         Array::try_from(map).map_err(|e| LoadError::Object(chain(&e)))?;
-    a.set(0, live as u32, 0)
+    a.set(index, value, 0)
         .map_err(|e| LoadError::Object(chain(&e)))
 }
 

@@ -44,6 +44,7 @@
 //! ```
 
 pub mod bits;
+mod compact;
 pub mod diff;
 pub mod error;
 pub mod export;

@@ -13,15 +13,17 @@ use std::{
 };
 
 use indicatif::ProgressBar;
-use pfnscope_trace::{COUNTERS_HOOK, TraceMeta, TraceReader};
+use pfnscope_trace::{TraceMeta, TraceReader};
 use polars::prelude::*;
-use polars_arrow::io::ipc::read::{StreamReader, StreamState, read_stream_metadata};
+use polars_arrow::{
+    array::Array,
+    io::ipc::read::{StreamReader, StreamState, read_stream_metadata},
+    record_batch::RecordBatchT,
+};
 
 use crate::{
-    bits::{
-        FAULT_FLAG_INSTRUCTION, FAULT_FLAG_UNSHARE, FAULT_FLAG_USER, FAULT_FLAG_WRITE, FAULT_HOOKS,
-        VM_FAULT_HOOKS, VmFlagBits, X86_PF_INSTR, X86_PF_USER, X86_PF_WRITE,
-    },
+    bits::VmFlagBits,
+    compact::{Batch, Compactor, Parts},
     error::{AnalyzerError, Result},
 };
 
@@ -61,7 +63,8 @@ pub struct Trace {
     /// (a page fault: `handle_mm_fault` or a fault tracepoint) and `vm_fault_ret` (`ret`
     /// holds VM_FAULT bits).
     pub events: DataFrame,
-    /// Rows with a cache mode requested or obtained: `hook`, `driver`, `cache_req`, `cache_out`.
+    /// Rows with a cache mode requested or obtained, counted per `hook`, `driver`,
+    /// `cache_req`, `cache_out` (`count`).
     /// Empty in [`Columns::Full`] mode, where `events` has them.
     pub pat: DataFrame,
     /// Final tracer counters per CPU: `cpu`, `dropped`, `unpaired`, `read_failed`.
@@ -120,62 +123,88 @@ impl Trace {
             Columns::Compact => names
                 .iter()
                 .enumerate()
-                .filter(|(_, n)| COMPACT_INPUT.iter().any(|(w, _)| w == n))
+                .filter(|(_, n)| COMPACT_INPUT.contains(&n.as_str()))
                 .map(|(i, _)| i)
                 .collect(),
             Columns::Full => (0..names.len()).collect(),
         };
-        // Columns a writer of an older (same-version) schema did not have read as null.
-        let missing: Vec<Expr> = COMPACT_INPUT
-            .iter()
-            .filter(|(n, _)| !names.iter().any(|x| x == n))
-            .map(|(n, d)| lit(NULL).cast(d.clone()).alias(*n))
-            .collect();
-        let empty_input = DataFrame::empty_with_schema(&Schema::from_arrow_schema(&md.schema))
-            .select(projection.iter().map(|&i| names[i].as_str()))
-            .map_err(pl("selecting columns"))?;
+        let batch_names: Vec<String> = projection.iter().map(|&i| names[i].clone()).collect();
+        let empty_input = DataFrame::empty_with_schema(&Schema::from_arrow_schema(&md.schema));
+        let mut compactor = Compactor::new(bits).map_err(pl("preparing categories"))?;
 
-        let mut reader = StreamReader::new(&mut input, md, Some(projection));
         let mut parts: Vec<Parts> = Vec::new();
         let mut rows = 0u64;
         let mut damage = None;
-        loop {
-            let batch = parts.len() + 1;
-            match reader.next() {
-                // The end-of-stream marker, or the end of the file between two batches (what a
-                // SIGKILLed recording leaves): everything was read.
-                None | Some(Ok(StreamState::Waiting)) => break,
-                Some(Ok(StreamState::Some(b))) => {
-                    let df = DataFrame::from(b);
-                    rows += df.height() as u64;
-                    parts.push(
-                        narrow(df, &missing, bits, opts.columns)
-                            .map_err(pl("narrowing a batch"))?,
-                    );
+        // Reading and LZ4-decompressing the next batch overlaps with compacting this one.
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let reader = StreamReader::new(&mut input, md, Some(projection));
+            scope.spawn(move || {
+                for item in reader {
+                    let end = !matches!(item, Ok(StreamState::Some(_)));
+                    if tx.send(item).is_err() || end {
+                        break;
+                    }
                 }
-                Some(Err(e)) => {
-                    damage = Some(format!(
-                        "{}: cannot read batch {batch} ({e}); kept the {rows} records of the {} complete batches before it (a recording that was killed or ran out of disk ends this way)",
-                        path.display(),
-                        batch - 1
-                    ));
-                    break;
+            });
+            for item in rx {
+                let batch = parts.len() + 1;
+                match item {
+                    // The end of the file between two batches (what a SIGKILLed recording
+                    // leaves): everything was read. The end-of-stream marker ends the channel.
+                    Ok(StreamState::Waiting) => break,
+                    Ok(StreamState::Some(rb)) => {
+                        rows += rb.height() as u64;
+                        let b = Batch::new(&batch_names, &rb);
+                        let part = match opts.columns {
+                            Columns::Compact => compactor.compact(&b),
+                            Columns::Full => full(&mut compactor, &b, rb.clone()),
+                        };
+                        parts.push(part.map_err(pl("narrowing a batch"))?);
+                    }
+                    Err(e) => {
+                        damage = Some(format!(
+                            "{}: cannot read batch {batch} ({e}); kept the {rows} records of the {} complete batches before it (a recording that was killed or ran out of disk ends this way)",
+                            path.display(),
+                            batch - 1
+                        ));
+                        break;
+                    }
                 }
             }
-        }
-        drop(reader);
+            Ok(())
+        })?;
         opts.progress.finish_and_clear();
 
         let (events, pat, counters) = if parts.is_empty() {
-            narrow(empty_input, &missing, bits, opts.columns).map_err(pl("narrowing"))?
+            let p = match opts.columns {
+                Columns::Compact => compactor.compact(&Batch::empty()),
+                Columns::Full => {
+                    let mut df = empty_input;
+                    let (kind, ftype) = compactor.labels(&Batch::empty());
+                    df.hstack_mut(&[kind, ftype])
+                        .map(|_| ())
+                        .map_err(pl("narrowing"))?;
+                    let counters = compactor
+                        .compact(&Batch::empty())
+                        .map_err(pl("narrowing"))?;
+                    Ok(Parts {
+                        events: df,
+                        pat: no_pat(),
+                        counters: counters.counters,
+                    })
+                }
+            }
+            .map_err(pl("narrowing"))?;
+            (p.events, p.pat, p.counters)
         } else {
             let mut events = Vec::with_capacity(parts.len());
             let mut pat = Vec::with_capacity(parts.len());
             let mut counters = Vec::with_capacity(parts.len());
-            for (e, p, c) in parts {
-                events.push(e);
-                pat.push(p);
-                counters.push(c);
+            for p in parts {
+                events.push(p.events);
+                pat.push(p.pat);
+                counters.push(p.counters);
             }
             (
                 stack(events).map_err(pl("joining batches"))?,
@@ -242,187 +271,59 @@ impl Trace {
 }
 
 /// The columns the compact form is made from.
-const COMPACT_INPUT: &[(&str, DataType)] = &[
-    ("ts_ns", DataType::UInt64),
-    ("latency_ns", DataType::UInt64),
-    ("cpu", DataType::UInt32),
-    ("pid", DataType::UInt32),
-    ("comm", DataType::String),
-    ("hook", DataType::String),
-    ("driver", DataType::String),
-    ("file_id", DataType::UInt32),
-    ("vma_flags", DataType::UInt64),
-    ("fault_flags", DataType::UInt32),
-    ("error_code", DataType::UInt32),
-    ("ret", DataType::Int64),
-    ("cache_req", DataType::String),
-    ("cache_out", DataType::String),
-    ("dropped", DataType::UInt64),
-    ("unpaired", DataType::UInt64),
-    ("read_failed", DataType::UInt64),
+const COMPACT_INPUT: &[&str] = &[
+    "ts_ns",
+    "latency_ns",
+    "cpu",
+    "pid",
+    "comm",
+    "hook",
+    "driver",
+    "file_id",
+    "vma_flags",
+    "fault_flags",
+    "error_code",
+    "ret",
+    "cache_req",
+    "cache_out",
+    "dropped",
+    "unpaired",
+    "read_failed",
 ];
 
-type Parts = (DataFrame, DataFrame, DataFrame);
-
-fn categorical() -> DataType {
-    DataType::from_categories(Categories::global())
+fn no_pat() -> DataFrame {
+    DataFrame::empty_with_schema(&Schema::from_iter([Field::new(
+        "hook".into(),
+        DataType::String,
+    )]))
 }
 
-fn cat(name: &str) -> Expr {
-    col(name).cast(categorical())
-}
-
-fn any_of(name: &str, values: &[&str]) -> Expr {
-    values
-        .iter()
-        .map(|v| col(name).eq(lit(*v)))
-        .reduce(|a, b| a.or(b))
-        .unwrap_or(lit(false))
-}
-
-/// Labels rows by the first matching (condition, label) pair; rows matching none get null.
-fn labels(cases: Vec<(Expr, &'static str)>) -> Expr {
-    cases
-        .into_iter()
-        .rev()
-        .fold(lit(NULL).cast(DataType::String), |rest, (c, l)| {
-            when(c).then(lit(l)).otherwise(rest)
-        })
-}
-
-fn has(name: &str, bit: u64, dtype: DataType) -> Expr {
-    col(name)
-        .and(lit(bit).cast(dtype.clone()))
-        .neq(lit(0u64).cast(dtype))
-}
-
-/// anonymous (no vm_ops, no file), file, pfnmap, mixedmap or io; `special` for a vma with
-/// vm_ops but neither a file nor a PFN flag (`_install_special_mapping`); null without a vma.
-pub(crate) fn vma_kind_expr(bits: VmFlagBits) -> Expr {
-    let f = |b| has("vma_flags", b, DataType::UInt64);
-    // PFNMAP before IO: remap_pfn_range sets both, and the PFN nature is what matters here.
-    let kind = labels(vec![
-        (f(bits.pfnmap), "pfnmap"),
-        (f(bits.mixedmap), "mixedmap"),
-        (f(bits.io), "io"),
-        (col("file_id").is_not_null(), "file"),
-        (col("driver").is_null(), "anonymous"),
-        (lit(true), "special"),
-    ]);
-    when(col("vma_flags").is_null())
-        .then(lit(NULL).cast(DataType::String))
-        .otherwise(kind)
-        .alias("vma_kind")
-}
-
-/// read / write / exec (and unshare), `user` or `kernel`: from `fault_flags` for
-/// handle_mm_fault, from the x86 error code for the fault tracepoints.
-pub(crate) fn fault_type_expr() -> Expr {
-    let ff = |b: u32| has("fault_flags", b as u64, DataType::UInt32);
-    let ec = |b: u32| has("error_code", b as u64, DataType::UInt32);
-    let hmf = col("fault_flags").is_not_null();
-    let tp = col("error_code").is_not_null();
-    labels(vec![
-        (
-            hmf.clone()
-                .and(ff(FAULT_FLAG_INSTRUCTION))
-                .and(ff(FAULT_FLAG_USER)),
-            "user exec",
-        ),
-        (hmf.clone().and(ff(FAULT_FLAG_INSTRUCTION)), "kernel exec"),
-        (
-            hmf.clone()
-                .and(ff(FAULT_FLAG_UNSHARE))
-                .and(ff(FAULT_FLAG_USER)),
-            "user unshare",
-        ),
-        (hmf.clone().and(ff(FAULT_FLAG_UNSHARE)), "kernel unshare"),
-        (
-            hmf.clone()
-                .and(ff(FAULT_FLAG_WRITE))
-                .and(ff(FAULT_FLAG_USER)),
-            "user write",
-        ),
-        (hmf.clone().and(ff(FAULT_FLAG_WRITE)), "kernel write"),
-        (hmf.clone().and(ff(FAULT_FLAG_USER)), "user read"),
-        (hmf, "kernel read"),
-        (
-            tp.clone().and(ec(X86_PF_INSTR)).and(ec(X86_PF_USER)),
-            "user exec",
-        ),
-        (tp.clone().and(ec(X86_PF_INSTR)), "kernel exec"),
-        (
-            tp.clone().and(ec(X86_PF_WRITE)).and(ec(X86_PF_USER)),
-            "user write",
-        ),
-        (tp.clone().and(ec(X86_PF_WRITE)), "kernel write"),
-        (tp.clone().and(ec(X86_PF_USER)), "user read"),
-        (tp, "kernel read"),
-    ])
-    .alias("fault_type")
-}
-
-fn narrow(
-    df: DataFrame,
-    missing: &[Expr],
-    bits: VmFlagBits,
-    columns: Columns,
+/// Every column of the batch plus `vma_kind` and `fault_type`; the counters apart as well.
+fn full(
+    compactor: &mut Compactor,
+    b: &Batch,
+    rb: RecordBatchT<Box<dyn Array>>,
 ) -> PolarsResult<Parts> {
-    let mut lf = df.lazy();
-    if !missing.is_empty() {
-        lf = lf.with_columns(missing);
-    }
-    let lf = lf.with_columns([vma_kind_expr(bits), fault_type_expr()]);
-    let is_counter = col("hook").eq(lit(COUNTERS_HOOK));
-    let counters = lf
-        .clone()
-        .filter(is_counter.clone())
-        .select([
-            col("cpu"),
-            col("dropped"),
-            col("unpaired"),
-            col("read_failed"),
-        ])
+    let (kind, ftype) = compactor.labels(b);
+    let is_counter = compactor.counter_mask(b)?;
+    let mut df = DataFrame::from(rb);
+    df.hstack_mut(&[kind, ftype])?;
+    let counters = df
+        .filter(&is_counter)?
+        .lazy()
+        .select(["cpu", "dropped", "unpaired", "read_failed"].map(|c| {
+            col(c).cast(if c == "cpu" {
+                DataType::UInt32
+            } else {
+                DataType::UInt64
+            })
+        }))
         .collect()?;
-    if columns == Columns::Full {
-        let no_pat = DataFrame::empty_with_schema(&Schema::from_iter([Field::new(
-            "hook".into(),
-            DataType::String,
-        )]));
-        return Ok((lf.collect()?, no_pat, counters));
-    }
-    let ev = lf.filter(is_counter.not());
-    let pat = ev
-        .clone()
-        .filter(
-            col("cache_req")
-                .is_not_null()
-                .or(col("cache_out").is_not_null()),
-        )
-        .select([
-            cat("hook"),
-            cat("driver"),
-            cat("cache_req"),
-            cat("cache_out"),
-        ])
-        .collect()?;
-    let events = ev
-        .select([
-            col("ts_ns"),
-            col("latency_ns"),
-            cat("hook"),
-            cat("driver"),
-            cat("vma_kind"),
-            cat("fault_type"),
-            cat("comm"),
-            col("pid"),
-            col("ret"),
-            col("fault_flags"),
-            any_of("hook", FAULT_HOOKS).alias("is_fault"),
-            any_of("hook", VM_FAULT_HOOKS).alias("vm_fault_ret"),
-        ])
-        .collect()?;
-    Ok((events, pat, counters))
+    Ok(Parts {
+        events: df,
+        pat: no_pat(),
+        counters,
+    })
 }
 
 /// Where `handle_mm_fault` was probed, the fault tracepoints (if also recorded) see the same

@@ -1,0 +1,559 @@
+//! One decoded IPC batch into the analysis columns, in a single pass over its rows.
+//!
+//! Polars expressions did this before (string -> categorical casts, `when` chains for the vma
+//! kind and fault type): about 2.5 s of a 10 M-event load, most of it hashing the same few
+//! strings again and converting every string column to views first. Here each string is looked
+//! up in a per-column cache that remembers the last few distinct values, and the labels are
+//! chosen by a `match` on the raw bits.
+
+use polars::prelude::*;
+use polars_arrow::array::{Array, PrimitiveArray, Utf8Array, Utf8ViewArray};
+use polars_arrow::bitmap::{Bitmap, MutableBitmap};
+use polars_arrow::datatypes::ArrowDataType;
+use polars_arrow::record_batch::RecordBatchT;
+
+use pfnscope_trace::COUNTERS_HOOK;
+
+use crate::bits::{
+    FAULT_FLAG_INSTRUCTION, FAULT_FLAG_UNSHARE, FAULT_FLAG_USER, FAULT_FLAG_WRITE, FAULT_HOOKS,
+    VM_FAULT_HOOKS, VmFlagBits, X86_PF_INSTR, X86_PF_USER, X86_PF_WRITE,
+};
+
+/// The kinds of vma, in the order they are tested.
+pub const VMA_KINDS: [&str; 6] = ["pfnmap", "mixedmap", "io", "file", "anonymous", "special"];
+
+/// anonymous (no vm_ops, no file), file, pfnmap, mixedmap or io; `special` for a vma with
+/// vm_ops but neither a file nor a PFN flag (`_install_special_mapping`); `None` without a vma.
+pub fn vma_kind(
+    bits: VmFlagBits,
+    flags: Option<u64>,
+    has_file: bool,
+    has_driver: bool,
+) -> Option<&'static str> {
+    let f = flags?;
+    // PFNMAP before IO: remap_pfn_range sets both, and the PFN nature is what matters here.
+    Some(if f & bits.pfnmap != 0 {
+        "pfnmap"
+    } else if f & bits.mixedmap != 0 {
+        "mixedmap"
+    } else if f & bits.io != 0 {
+        "io"
+    } else if has_file {
+        "file"
+    } else if !has_driver {
+        "anonymous"
+    } else {
+        "special"
+    })
+}
+
+/// The fault types, as [`fault_type`] names them.
+pub const FAULT_TYPES: [&str; 8] = [
+    "user exec",
+    "kernel exec",
+    "user unshare",
+    "kernel unshare",
+    "user write",
+    "kernel write",
+    "user read",
+    "kernel read",
+];
+
+/// read / write / exec (and unshare), `user` or `kernel`: from `fault_flags` for
+/// handle_mm_fault, from the x86 error code for the fault tracepoints.
+pub fn fault_type(fault_flags: Option<u32>, error_code: Option<u32>) -> Option<&'static str> {
+    let pick = |user: bool, what: &str| -> &'static str {
+        match (user, what) {
+            (true, "exec") => "user exec",
+            (false, "exec") => "kernel exec",
+            (true, "unshare") => "user unshare",
+            (false, "unshare") => "kernel unshare",
+            (true, "write") => "user write",
+            (false, "write") => "kernel write",
+            (true, _) => "user read",
+            (false, _) => "kernel read",
+        }
+    };
+    if let Some(ff) = fault_flags {
+        let what = if ff & FAULT_FLAG_INSTRUCTION != 0 {
+            "exec"
+        } else if ff & FAULT_FLAG_UNSHARE != 0 {
+            "unshare"
+        } else if ff & FAULT_FLAG_WRITE != 0 {
+            "write"
+        } else {
+            "read"
+        };
+        return Some(pick(ff & FAULT_FLAG_USER != 0, what));
+    }
+    let ec = error_code?;
+    let what = if ec & X86_PF_INSTR != 0 {
+        "exec"
+    } else if ec & X86_PF_WRITE != 0 {
+        "write"
+    } else {
+        "read"
+    };
+    Some(pick(ec & X86_PF_USER != 0, what))
+}
+
+/// A string column of one batch, whatever arrow string layout the writer chose.
+enum Strings<'a> {
+    Small(&'a Utf8Array<i32>),
+    Large(&'a Utf8Array<i64>),
+    View(&'a Utf8ViewArray),
+    Null,
+}
+
+impl<'a> Strings<'a> {
+    fn of(a: Option<&'a dyn Array>) -> Strings<'a> {
+        let Some(a) = a else { return Strings::Null };
+        let any = a.as_any();
+        if let Some(s) = any.downcast_ref::<Utf8Array<i32>>() {
+            Strings::Small(s)
+        } else if let Some(s) = any.downcast_ref::<Utf8Array<i64>>() {
+            Strings::Large(s)
+        } else if let Some(s) = any.downcast_ref::<Utf8ViewArray>() {
+            Strings::View(s)
+        } else {
+            Strings::Null
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Strings::Small(a) => a.is_valid(i).then(|| a.value(i)),
+            Strings::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Strings::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Strings::Null => None,
+        }
+    }
+}
+
+/// A numeric column of one batch as `Option<T>` per row (`None` where the column is missing).
+struct Numbers<'a, T: polars_arrow::types::NativeType>(Option<&'a PrimitiveArray<T>>);
+
+impl<'a, T: polars_arrow::types::NativeType> Numbers<'a, T> {
+    fn of(a: Option<&'a dyn Array>) -> Self {
+        Numbers(a.and_then(|a| a.as_any().downcast_ref::<PrimitiveArray<T>>()))
+    }
+
+    fn get(&self, i: usize) -> Option<T> {
+        let a = self.0?;
+        a.is_valid(i).then(|| a.value(i))
+    }
+}
+
+/// Global categorical ids for the strings of one column. The few distinct values (hooks,
+/// drivers, commands, cache modes) are kept in a short list searched most recent first.
+struct Interner {
+    mapping: Arc<CategoricalMapping>,
+    seen: Vec<(Box<str>, u32)>,
+}
+
+impl Interner {
+    fn new(mapping: Arc<CategoricalMapping>) -> Self {
+        Interner {
+            mapping,
+            seen: Vec::new(),
+        }
+    }
+
+    fn id(&mut self, s: &str) -> PolarsResult<u32> {
+        if let Some(pos) = self.seen.iter().position(|(k, _)| &**k == s) {
+            let id = self.seen[pos].1;
+            // Move to front: consecutive rows mostly repeat a recent value.
+            if pos > 0 {
+                self.seen[..=pos].rotate_right(1);
+            }
+            return Ok(id);
+        }
+        let id = self.mapping.insert_cat(s)?;
+        if self.seen.len() < 64 {
+            self.seen.insert(0, (s.into(), id));
+        } else {
+            // Many distinct values (one comm per process): keep the list short; the polars
+            // mapping remembers them all.
+            self.seen.pop();
+            self.seen.insert(0, (s.into(), id));
+        }
+        Ok(id)
+    }
+}
+
+/// A categorical column under construction (ids, validity).
+#[derive(Default)]
+struct CatColumn {
+    ids: Vec<u32>,
+    valid: MutableBitmap,
+}
+
+impl CatColumn {
+    fn with_capacity(n: usize) -> Self {
+        CatColumn {
+            ids: Vec::with_capacity(n),
+            valid: MutableBitmap::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, id: Option<u32>) {
+        self.ids.push(id.unwrap_or(0));
+        self.valid.push(id.is_some());
+    }
+
+    fn finish(self, name: &str) -> Column {
+        let validity: Option<Bitmap> = self.valid.into();
+        let validity = validity.filter(|v| v.unset_bits() > 0);
+        let arr = PrimitiveArray::new(ArrowDataType::UInt32, self.ids.into(), validity);
+        let phys = UInt32Chunked::with_chunk(name.into(), arr);
+        // SAFETY: every id came from `insert_cat` on the global mapping, which the dtype names.
+        let cat =
+            unsafe { Categorical32Chunked::from_cats_and_dtype_unchecked(phys, categorical()) };
+        cat.into_series().into_column()
+    }
+}
+
+pub(crate) fn categorical() -> DataType {
+    DataType::from_categories(Categories::global())
+}
+
+/// Per-hook facts, decided once per distinct hook name.
+#[derive(Clone, Copy)]
+struct HookKind {
+    id: u32,
+    counter: bool,
+    fault: bool,
+    vm_fault_ret: bool,
+}
+
+/// hook, driver, requested and obtained cache mode ids.
+type PatKey = (Option<u32>, Option<u32>, Option<u32>, Option<u32>);
+
+/// What one batch became.
+pub(crate) struct Parts {
+    /// The analysis columns of [`crate::Trace::events`], counter rows removed.
+    pub events: DataFrame,
+    /// Rows with a cache mode, counted per `hook`, `driver`, `cache_req`, `cache_out`
+    /// (`count`).
+    pub pat: DataFrame,
+    /// `cpu`, `dropped`, `unpaired`, `read_failed` of the counter rows.
+    pub counters: DataFrame,
+}
+
+/// Turns batches into [`Parts`]; keeps the string caches from one batch to the next.
+pub(crate) struct Compactor {
+    bits: VmFlagBits,
+    hooks: Vec<(Box<str>, HookKind)>,
+    hook_ids: Interner,
+    drivers: Interner,
+    comms: Interner,
+    cache_modes: Interner,
+    vma_kinds: [u32; VMA_KINDS.len()],
+    fault_types: Vec<(&'static str, u32)>,
+}
+
+impl Compactor {
+    pub fn new(bits: VmFlagBits) -> PolarsResult<Self> {
+        let mapping = Categories::global().mapping();
+        let mut vma_kinds = [0u32; VMA_KINDS.len()];
+        for (id, k) in vma_kinds.iter_mut().zip(VMA_KINDS) {
+            *id = mapping.insert_cat(k)?;
+        }
+        let fault_types = FAULT_TYPES
+            .iter()
+            .map(|t| Ok((*t, mapping.insert_cat(t)?)))
+            .collect::<PolarsResult<_>>()?;
+        Ok(Compactor {
+            bits,
+            hooks: Vec::new(),
+            hook_ids: Interner::new(mapping.clone()),
+            drivers: Interner::new(mapping.clone()),
+            comms: Interner::new(mapping.clone()),
+            cache_modes: Interner::new(mapping),
+            vma_kinds,
+            fault_types,
+        })
+    }
+
+    fn hook(&mut self, name: &str) -> PolarsResult<HookKind> {
+        if let Some((_, k)) = self.hooks.iter().find(|(h, _)| &**h == name) {
+            return Ok(*k);
+        }
+        let k = HookKind {
+            id: self.hook_ids.id(name)?,
+            counter: name == COUNTERS_HOOK,
+            fault: FAULT_HOOKS.contains(&name),
+            vm_fault_ret: VM_FAULT_HOOKS.contains(&name),
+        };
+        self.hooks.push((name.into(), k));
+        Ok(k)
+    }
+
+    fn vma_kind_id(&self, kind: Option<&str>) -> Option<u32> {
+        let k = kind?;
+        VMA_KINDS
+            .iter()
+            .position(|x| *x == k)
+            .map(|i| self.vma_kinds[i])
+    }
+
+    fn fault_type_id(&self, t: Option<&str>) -> Option<u32> {
+        let t = t?;
+        self.fault_types
+            .iter()
+            .find(|(x, _)| *x == t)
+            .map(|(_, id)| *id)
+    }
+
+    /// The `vma_kind` and `fault_type` of every row, as strings (for the full export).
+    pub fn labels(&self, batch: &Batch) -> (Column, Column) {
+        let (flags, file, driver) = (
+            Numbers::<u64>::of(batch.get("vma_flags")),
+            Numbers::<u32>::of(batch.get("file_id")),
+            Strings::of(batch.get("driver")),
+        );
+        let (ff, ec) = (
+            Numbers::<u32>::of(batch.get("fault_flags")),
+            Numbers::<u32>::of(batch.get("error_code")),
+        );
+        let n = batch.height;
+        let kinds: StringChunked = (0..n)
+            .map(|i| {
+                vma_kind(
+                    self.bits,
+                    flags.get(i),
+                    file.get(i).is_some(),
+                    driver.get(i).is_some(),
+                )
+            })
+            .collect();
+        let types: StringChunked = (0..n).map(|i| fault_type(ff.get(i), ec.get(i))).collect();
+        (
+            kinds.with_name("vma_kind".into()).into_column(),
+            types.with_name("fault_type".into()).into_column(),
+        )
+    }
+
+    /// Counter rows of a batch (for the full export, whose events keep every row).
+    pub fn counter_mask(&mut self, batch: &Batch) -> PolarsResult<BooleanChunked> {
+        let hooks = Strings::of(batch.get("hook"));
+        let mut out = Vec::with_capacity(batch.height);
+        for i in 0..batch.height {
+            out.push(match hooks.get(i) {
+                Some(h) => self.hook(h)?.counter,
+                None => false,
+            });
+        }
+        Ok(BooleanChunked::from_slice("counter".into(), &out))
+    }
+
+    pub fn compact(&mut self, batch: &Batch) -> PolarsResult<Parts> {
+        let n = batch.height;
+        let hooks = Strings::of(batch.get("hook"));
+        let drivers = Strings::of(batch.get("driver"));
+        let comms = Strings::of(batch.get("comm"));
+        let req = Strings::of(batch.get("cache_req"));
+        let out = Strings::of(batch.get("cache_out"));
+        let flags = Numbers::<u64>::of(batch.get("vma_flags"));
+        let file = Numbers::<u32>::of(batch.get("file_id"));
+        let ff = Numbers::<u32>::of(batch.get("fault_flags"));
+        let ec = Numbers::<u32>::of(batch.get("error_code"));
+
+        let mut keep = Vec::with_capacity(n);
+        let mut counter_rows = Vec::new();
+        let (mut hook, mut driver, mut comm) = (
+            CatColumn::with_capacity(n),
+            CatColumn::with_capacity(n),
+            CatColumn::with_capacity(n),
+        );
+        let (mut kind, mut ftype) = (CatColumn::with_capacity(n), CatColumn::with_capacity(n));
+        let (mut is_fault, mut vm_ret) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        // PAT rows are only ever counted per combination: counting them here keeps the
+        // frame a few rows long (grouping millions of rows on four keys took 350 MB).
+        let mut pat_counts: Vec<(PatKey, u64)> = Vec::new();
+        for i in 0..n {
+            let h = match hooks.get(i) {
+                Some(name) => Some(self.hook(name)?),
+                None => None,
+            };
+            if h.is_some_and(|h| h.counter) {
+                counter_rows.push(i as IdxSize);
+                keep.push(false);
+                continue;
+            }
+            keep.push(true);
+            let d = drivers.get(i);
+            let d_id = d.map(|d| self.drivers.id(d)).transpose()?;
+            hook.push(h.map(|h| h.id));
+            driver.push(d_id);
+            comm.push(comms.get(i).map(|c| self.comms.id(c)).transpose()?);
+            kind.push(self.vma_kind_id(vma_kind(
+                self.bits,
+                flags.get(i),
+                file.get(i).is_some(),
+                d.is_some(),
+            )));
+            ftype.push(self.fault_type_id(fault_type(ff.get(i), ec.get(i))));
+            is_fault.push(h.is_some_and(|h| h.fault));
+            vm_ret.push(h.is_some_and(|h| h.vm_fault_ret));
+            let (r, o) = (req.get(i), out.get(i));
+            if r.is_some() || o.is_some() {
+                let key = (
+                    h.map(|h| h.id),
+                    d_id,
+                    r.map(|r| self.cache_modes.id(r)).transpose()?,
+                    o.map(|o| self.cache_modes.id(o)).transpose()?,
+                );
+                match pat_counts.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, n)) => *n += 1,
+                    None => pat_counts.push((key, 1)),
+                }
+            }
+        }
+
+        let numeric = |name: &str, dtype: DataType| -> PolarsResult<Column> {
+            Ok(match batch.get(name) {
+                Some(a) => Series::from_arrow(name.into(), a.to_boxed())?
+                    .cast(&dtype)?
+                    .into_column(),
+                None => Column::full_null(name.into(), n, &dtype),
+            })
+        };
+        let mut plain = DataFrame::new_infer_height(vec![
+            numeric("ts_ns", DataType::UInt64)?,
+            numeric("latency_ns", DataType::UInt64)?,
+            numeric("pid", DataType::UInt32)?,
+            numeric("ret", DataType::Int64)?,
+            numeric("fault_flags", DataType::UInt32)?,
+        ])?;
+        let counters = if counter_rows.is_empty() {
+            DataFrame::empty_with_schema(&counter_schema())
+        } else {
+            let idx = IdxCa::from_vec("idx".into(), counter_rows);
+            let df = DataFrame::new_infer_height(vec![
+                numeric("cpu", DataType::UInt32)?,
+                numeric("dropped", DataType::UInt64)?,
+                numeric("unpaired", DataType::UInt64)?,
+                numeric("read_failed", DataType::UInt64)?,
+            ])?;
+            let df = df.take(&idx)?;
+            plain = plain.filter(&BooleanChunked::from_slice("keep".into(), &keep))?;
+            df
+        };
+        let [ts, lat, pid, ret, ffl] = plain.into_columns().try_into().expect("five columns");
+        let events = DataFrame::new_infer_height(vec![
+            ts,
+            lat,
+            hook.finish("hook"),
+            driver.finish("driver"),
+            kind.finish("vma_kind"),
+            ftype.finish("fault_type"),
+            comm.finish("comm"),
+            pid,
+            ret,
+            ffl,
+            BooleanChunked::from_slice("is_fault".into(), &is_fault).into_column(),
+            BooleanChunked::from_slice("vm_fault_ret".into(), &vm_ret).into_column(),
+        ])?;
+        let mut pat_cols: [CatColumn; 4] = Default::default();
+        let mut pat_n = Vec::with_capacity(pat_counts.len());
+        for ((h, d, r, o), n) in pat_counts {
+            for (c, id) in pat_cols.iter_mut().zip([h, d, r, o]) {
+                c.push(id);
+            }
+            pat_n.push(n);
+        }
+        let [ph, pd, pr, po] = pat_cols;
+        let pat = DataFrame::new_infer_height(vec![
+            ph.finish("hook"),
+            pd.finish("driver"),
+            pr.finish("cache_req"),
+            po.finish("cache_out"),
+            UInt64Chunked::from_vec("count".into(), pat_n).into_column(),
+        ])?;
+        Ok(Parts {
+            events,
+            pat,
+            counters,
+        })
+    }
+}
+
+fn counter_schema() -> Schema {
+    Schema::from_iter([
+        Field::new("cpu".into(), DataType::UInt32),
+        Field::new("dropped".into(), DataType::UInt64),
+        Field::new("unpaired".into(), DataType::UInt64),
+        Field::new("read_failed".into(), DataType::UInt64),
+    ])
+}
+
+/// A decoded batch with its columns found by name.
+pub(crate) struct Batch<'a> {
+    pub height: usize,
+    names: &'a [String],
+    arrays: &'a [Box<dyn Array>],
+}
+
+impl<'a> Batch<'a> {
+    /// `names` are the batch's column names, in the order of its arrays.
+    pub fn new(names: &'a [String], batch: &'a RecordBatchT<Box<dyn Array>>) -> Self {
+        Batch {
+            height: batch.height(),
+            names,
+            arrays: batch.arrays(),
+        }
+    }
+
+    /// A batch without rows or columns: every column reads as null.
+    pub fn empty() -> Batch<'static> {
+        Batch {
+            height: 0,
+            names: &[],
+            arrays: &[],
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a dyn Array> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &*self.arrays[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pfnmap_wins_over_io() {
+        let b = VmFlagBits::X86_DEFAULT;
+        assert_eq!(
+            vma_kind(b, Some(b.pfnmap | b.io), false, true),
+            Some("pfnmap")
+        );
+        assert_eq!(vma_kind(b, Some(b.io), false, true), Some("io"));
+        assert_eq!(vma_kind(b, Some(0), true, true), Some("file"));
+        assert_eq!(vma_kind(b, Some(0), false, false), Some("anonymous"));
+        assert_eq!(vma_kind(b, Some(0), false, true), Some("special"));
+        assert_eq!(vma_kind(b, None, true, true), None);
+    }
+
+    #[test]
+    fn fault_type_from_flags_or_error_code() {
+        let user_write = FAULT_FLAG_USER | FAULT_FLAG_WRITE;
+        assert_eq!(fault_type(Some(user_write), None), Some("user write"));
+        assert_eq!(
+            fault_type(Some(user_write | FAULT_FLAG_INSTRUCTION), Some(0)),
+            Some("user exec")
+        );
+        assert_eq!(fault_type(Some(0), None), Some("kernel read"));
+        assert_eq!(
+            fault_type(None, Some(X86_PF_USER | X86_PF_WRITE)),
+            Some("user write")
+        );
+        assert_eq!(fault_type(None, Some(X86_PF_INSTR)), Some("kernel exec"));
+        assert_eq!(fault_type(None, None), None);
+    }
+}

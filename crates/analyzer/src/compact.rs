@@ -24,30 +24,31 @@ pub const VMA_KINDS: [&str; 6] = ["pfnmap", "mixedmap", "io", "file", "anonymous
 
 /// anonymous (no vm_ops, no file), file, pfnmap, mixedmap or io; `special` for a vma with
 /// vm_ops but neither a file nor a PFN flag (`_install_special_mapping`); `None` without a vma.
+/// An index into [`VMA_KINDS`].
 pub fn vma_kind(
     bits: VmFlagBits,
     flags: Option<u64>,
     has_file: bool,
     has_driver: bool,
-) -> Option<&'static str> {
+) -> Option<usize> {
     let f = flags?;
     // PFNMAP before IO: remap_pfn_range sets both, and the PFN nature is what matters here.
     Some(if f & bits.pfnmap != 0 {
-        "pfnmap"
+        0
     } else if f & bits.mixedmap != 0 {
-        "mixedmap"
+        1
     } else if f & bits.io != 0 {
-        "io"
+        2
     } else if has_file {
-        "file"
+        3
     } else if !has_driver {
-        "anonymous"
+        4
     } else {
-        "special"
+        5
     })
 }
 
-/// The fault types, as [`fault_type`] names them.
+/// The fault types: what the fault does (exec, unshare, write, read), user before kernel.
 pub const FAULT_TYPES: [&str; 8] = [
     "user exec",
     "kernel exec",
@@ -60,41 +61,32 @@ pub const FAULT_TYPES: [&str; 8] = [
 ];
 
 /// read / write / exec (and unshare), `user` or `kernel`: from `fault_flags` for
-/// handle_mm_fault, from the x86 error code for the fault tracepoints.
-pub fn fault_type(fault_flags: Option<u32>, error_code: Option<u32>) -> Option<&'static str> {
-    let pick = |user: bool, what: &str| -> &'static str {
-        match (user, what) {
-            (true, "exec") => "user exec",
-            (false, "exec") => "kernel exec",
-            (true, "unshare") => "user unshare",
-            (false, "unshare") => "kernel unshare",
-            (true, "write") => "user write",
-            (false, "write") => "kernel write",
-            (true, _) => "user read",
-            (false, _) => "kernel read",
-        }
-    };
-    if let Some(ff) = fault_flags {
+/// handle_mm_fault, from the x86 error code for the fault tracepoints. An index into
+/// [`FAULT_TYPES`].
+pub fn fault_type(fault_flags: Option<u32>, error_code: Option<u32>) -> Option<usize> {
+    let (what, user) = if let Some(ff) = fault_flags {
         let what = if ff & FAULT_FLAG_INSTRUCTION != 0 {
-            "exec"
+            0
         } else if ff & FAULT_FLAG_UNSHARE != 0 {
-            "unshare"
+            1
         } else if ff & FAULT_FLAG_WRITE != 0 {
-            "write"
+            2
         } else {
-            "read"
+            3
         };
-        return Some(pick(ff & FAULT_FLAG_USER != 0, what));
-    }
-    let ec = error_code?;
-    let what = if ec & X86_PF_INSTR != 0 {
-        "exec"
-    } else if ec & X86_PF_WRITE != 0 {
-        "write"
+        (what, ff & FAULT_FLAG_USER != 0)
     } else {
-        "read"
+        let ec = error_code?;
+        let what = if ec & X86_PF_INSTR != 0 {
+            0
+        } else if ec & X86_PF_WRITE != 0 {
+            2
+        } else {
+            3
+        };
+        (what, ec & X86_PF_USER != 0)
     };
-    Some(pick(ec & X86_PF_USER != 0, what))
+    Some(2 * what + usize::from(!user))
 }
 
 /// A string column of one batch, whatever arrow string layout the writer chose.
@@ -169,14 +161,12 @@ impl Interner {
             return Ok(id);
         }
         let id = self.mapping.insert_cat(s)?;
-        if self.seen.len() < 64 {
-            self.seen.insert(0, (s.into(), id));
-        } else {
-            // Many distinct values (one comm per process): keep the list short; the polars
-            // mapping remembers them all.
+        // Many distinct values (one comm per process): keep the list short; the polars
+        // mapping remembers them all.
+        if self.seen.len() == 64 {
             self.seen.pop();
-            self.seen.insert(0, (s.into(), id));
         }
+        self.seen.insert(0, (s.into(), id));
         Ok(id)
     }
 }
@@ -243,35 +233,36 @@ pub(crate) struct Parts {
 /// Turns batches into [`Parts`]; keeps the string caches from one batch to the next.
 pub(crate) struct Compactor {
     bits: VmFlagBits,
+    mapping: Arc<CategoricalMapping>,
     hooks: Vec<(Box<str>, HookKind)>,
-    hook_ids: Interner,
     drivers: Interner,
     comms: Interner,
     cache_modes: Interner,
+    /// Categorical ids of [`VMA_KINDS`] and [`FAULT_TYPES`].
     vma_kinds: [u32; VMA_KINDS.len()],
-    fault_types: Vec<(&'static str, u32)>,
+    fault_types: [u32; FAULT_TYPES.len()],
+}
+
+fn ids<const N: usize>(mapping: &CategoricalMapping, names: [&str; N]) -> PolarsResult<[u32; N]> {
+    let mut out = [0; N];
+    for (id, name) in out.iter_mut().zip(names) {
+        *id = mapping.insert_cat(name)?;
+    }
+    Ok(out)
 }
 
 impl Compactor {
     pub fn new(bits: VmFlagBits) -> PolarsResult<Self> {
         let mapping = Categories::global().mapping();
-        let mut vma_kinds = [0u32; VMA_KINDS.len()];
-        for (id, k) in vma_kinds.iter_mut().zip(VMA_KINDS) {
-            *id = mapping.insert_cat(k)?;
-        }
-        let fault_types = FAULT_TYPES
-            .iter()
-            .map(|t| Ok((*t, mapping.insert_cat(t)?)))
-            .collect::<PolarsResult<_>>()?;
         Ok(Compactor {
             bits,
+            vma_kinds: ids(&mapping, VMA_KINDS)?,
+            fault_types: ids(&mapping, FAULT_TYPES)?,
             hooks: Vec::new(),
-            hook_ids: Interner::new(mapping.clone()),
             drivers: Interner::new(mapping.clone()),
             comms: Interner::new(mapping.clone()),
-            cache_modes: Interner::new(mapping),
-            vma_kinds,
-            fault_types,
+            cache_modes: Interner::new(mapping.clone()),
+            mapping,
         })
     }
 
@@ -280,29 +271,13 @@ impl Compactor {
             return Ok(*k);
         }
         let k = HookKind {
-            id: self.hook_ids.id(name)?,
+            id: self.mapping.insert_cat(name)?,
             counter: name == COUNTERS_HOOK,
             fault: FAULT_HOOKS.contains(&name),
             vm_fault_ret: VM_FAULT_HOOKS.contains(&name),
         };
         self.hooks.push((name.into(), k));
         Ok(k)
-    }
-
-    fn vma_kind_id(&self, kind: Option<&str>) -> Option<u32> {
-        let k = kind?;
-        VMA_KINDS
-            .iter()
-            .position(|x| *x == k)
-            .map(|i| self.vma_kinds[i])
-    }
-
-    fn fault_type_id(&self, t: Option<&str>) -> Option<u32> {
-        let t = t?;
-        self.fault_types
-            .iter()
-            .find(|(x, _)| *x == t)
-            .map(|(_, id)| *id)
     }
 
     /// The `vma_kind` and `fault_type` of every row, as strings (for the full export).
@@ -325,9 +300,12 @@ impl Compactor {
                     file.get(i).is_some(),
                     driver.get(i).is_some(),
                 )
+                .map(|k| VMA_KINDS[k])
             })
             .collect();
-        let types: StringChunked = (0..n).map(|i| fault_type(ff.get(i), ec.get(i))).collect();
+        let types: StringChunked = (0..n)
+            .map(|i| fault_type(ff.get(i), ec.get(i)).map(|t| FAULT_TYPES[t]))
+            .collect();
         (
             kinds.with_name("vma_kind".into()).into_column(),
             types.with_name("fault_type".into()).into_column(),
@@ -387,13 +365,9 @@ impl Compactor {
             hook.push(h.map(|h| h.id));
             driver.push(d_id);
             comm.push(comms.get(i).map(|c| self.comms.id(c)).transpose()?);
-            kind.push(self.vma_kind_id(vma_kind(
-                self.bits,
-                flags.get(i),
-                file.get(i).is_some(),
-                d.is_some(),
-            )));
-            ftype.push(self.fault_type_id(fault_type(ff.get(i), ec.get(i))));
+            let k = vma_kind(self.bits, flags.get(i), file.get(i).is_some(), d.is_some());
+            kind.push(k.map(|k| self.vma_kinds[k]));
+            ftype.push(fault_type(ff.get(i), ec.get(i)).map(|t| self.fault_types[t]));
             is_fault.push(h.is_some_and(|h| h.fault));
             vm_ret.push(h.is_some_and(|h| h.vm_fault_ret));
             let (r, o) = (req.get(i), out.get(i));
@@ -529,31 +503,33 @@ mod tests {
     #[test]
     fn pfnmap_wins_over_io() {
         let b = VmFlagBits::X86_DEFAULT;
-        assert_eq!(
-            vma_kind(b, Some(b.pfnmap | b.io), false, true),
-            Some("pfnmap")
-        );
-        assert_eq!(vma_kind(b, Some(b.io), false, true), Some("io"));
-        assert_eq!(vma_kind(b, Some(0), true, true), Some("file"));
-        assert_eq!(vma_kind(b, Some(0), false, false), Some("anonymous"));
-        assert_eq!(vma_kind(b, Some(0), false, true), Some("special"));
-        assert_eq!(vma_kind(b, None, true, true), None);
+        let kind = |flags, file, driver| vma_kind(b, flags, file, driver).map(|k| VMA_KINDS[k]);
+        assert_eq!(kind(Some(b.pfnmap | b.io), false, true), Some("pfnmap"));
+        assert_eq!(kind(Some(b.mixedmap), false, true), Some("mixedmap"));
+        assert_eq!(kind(Some(b.io), false, true), Some("io"));
+        assert_eq!(kind(Some(0), true, true), Some("file"));
+        assert_eq!(kind(Some(0), false, false), Some("anonymous"));
+        assert_eq!(kind(Some(0), false, true), Some("special"));
+        assert_eq!(kind(None, true, true), None);
     }
 
     #[test]
     fn fault_type_from_flags_or_error_code() {
+        let t = |ff, ec| fault_type(ff, ec).map(|t| FAULT_TYPES[t]);
         let user_write = FAULT_FLAG_USER | FAULT_FLAG_WRITE;
-        assert_eq!(fault_type(Some(user_write), None), Some("user write"));
+        assert_eq!(t(Some(user_write), None), Some("user write"));
         assert_eq!(
-            fault_type(Some(user_write | FAULT_FLAG_INSTRUCTION), Some(0)),
+            t(Some(user_write | FAULT_FLAG_INSTRUCTION), Some(0)),
             Some("user exec")
         );
-        assert_eq!(fault_type(Some(0), None), Some("kernel read"));
+        assert_eq!(t(Some(FAULT_FLAG_UNSHARE), None), Some("kernel unshare"));
+        assert_eq!(t(Some(0), None), Some("kernel read"));
         assert_eq!(
-            fault_type(None, Some(X86_PF_USER | X86_PF_WRITE)),
+            t(None, Some(X86_PF_USER | X86_PF_WRITE)),
             Some("user write")
         );
-        assert_eq!(fault_type(None, Some(X86_PF_INSTR)), Some("kernel exec"));
-        assert_eq!(fault_type(None, None), None);
+        assert_eq!(t(None, Some(X86_PF_USER)), Some("user read"));
+        assert_eq!(t(None, Some(X86_PF_INSTR)), Some("kernel exec"));
+        assert_eq!(t(None, None), None);
     }
 }

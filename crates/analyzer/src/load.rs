@@ -15,11 +15,7 @@ use std::{
 use indicatif::ProgressBar;
 use pfnscope_trace::{TraceMeta, TraceReader};
 use polars::prelude::*;
-use polars_arrow::{
-    array::Array,
-    io::ipc::read::{StreamReader, StreamState, read_stream_metadata},
-    record_batch::RecordBatchT,
-};
+use polars_arrow::io::ipc::read::{StreamReader, StreamState, read_stream_metadata};
 
 use crate::{
     bits::VmFlagBits,
@@ -158,7 +154,7 @@ impl Trace {
                         let b = Batch::new(&batch_names, &rb);
                         let part = match opts.columns {
                             Columns::Compact => compactor.compact(&b),
-                            Columns::Full => full(&mut compactor, &b, rb.clone()),
+                            Columns::Full => full(&mut compactor, &b, DataFrame::from(rb.clone())),
                         };
                         parts.push(part.map_err(pl("narrowing a batch"))?);
                     }
@@ -179,21 +175,7 @@ impl Trace {
         let (events, pat, counters) = if parts.is_empty() {
             let p = match opts.columns {
                 Columns::Compact => compactor.compact(&Batch::empty()),
-                Columns::Full => {
-                    let mut df = empty_input;
-                    let (kind, ftype) = compactor.labels(&Batch::empty());
-                    df.hstack_mut(&[kind, ftype])
-                        .map(|_| ())
-                        .map_err(pl("narrowing"))?;
-                    let counters = compactor
-                        .compact(&Batch::empty())
-                        .map_err(pl("narrowing"))?;
-                    Ok(Parts {
-                        events: df,
-                        pat: no_pat(),
-                        counters: counters.counters,
-                    })
-                }
+                Columns::Full => full(&mut compactor, &Batch::empty(), empty_input),
             }
             .map_err(pl("narrowing"))?;
             (p.events, p.pat, p.counters)
@@ -298,15 +280,11 @@ fn no_pat() -> DataFrame {
     )]))
 }
 
-/// Every column of the batch plus `vma_kind` and `fault_type`; the counters apart as well.
-fn full(
-    compactor: &mut Compactor,
-    b: &Batch,
-    rb: RecordBatchT<Box<dyn Array>>,
-) -> PolarsResult<Parts> {
+/// Every column of the batch (`df`, the same rows as `b`) plus `vma_kind` and `fault_type`;
+/// the counters apart as well.
+fn full(compactor: &mut Compactor, b: &Batch, mut df: DataFrame) -> PolarsResult<Parts> {
     let (kind, ftype) = compactor.labels(b);
     let is_counter = compactor.counter_mask(b)?;
-    let mut df = DataFrame::from(rb);
     df.hstack_mut(&[kind, ftype])?;
     let counters = df
         .filter(&is_counter)?

@@ -1,7 +1,7 @@
 //! The summary tables, computed with polars lazy queries over [`Trace`] and returned as plain
 //! rows (serialisable to JSON, printable as text, rendered into HTML).
 
-use std::str::FromStr;
+use std::{collections::BTreeMap, str::FromStr};
 
 use pfnscope_trace::kernel::vm_fault;
 use polars::prelude::*;
@@ -403,7 +403,7 @@ fn distinct_counts(lf: LazyFrame, parts: &[(&str, Expr, u32)]) -> PolarsResult<D
     lf.group_by([key.alias("key")]).agg(aggs).collect()
 }
 
-/// The physical id of a categorical column, null as the highest id, in `bits` bits.
+/// The physical id of a categorical column (below 2^31), null as 2^31 - 1.
 fn cat_id(name: &str) -> Expr {
     col(name)
         .to_physical()
@@ -411,12 +411,17 @@ fn cat_id(name: &str) -> Expr {
         .fill_null(lit((1i64 << 31) - 1))
 }
 
-fn bit(name: &str, bit: i64) -> Expr {
+/// The bits the retry table counts, packed into 16 bits each for its group-by key.
+const RETRY_RET_BITS: i64 = VM_FAULT_RETRY | VM_FAULT_COMPLETED;
+const RETRY_FLAG_BITS: i64 = (FAULT_FLAG_VMA_LOCK | FAULT_FLAG_TRIED) as i64;
+const _: () = assert!(RETRY_RET_BITS >> 16 == 0 && RETRY_FLAG_BITS >> 16 == 0);
+
+/// The `mask` bits of an integer column, null as none.
+fn masked(name: &str, mask: i64) -> Expr {
     col(name)
         .cast(DataType::Int64)
-        .and(lit(bit))
-        .neq(lit(0i64))
-        .fill_null(lit(false))
+        .and(lit(mask))
+        .fill_null(lit(0i64))
 }
 
 fn i64s(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i64>>> {
@@ -442,25 +447,18 @@ fn mix_table(trace: &Trace) -> PolarsResult<Vec<MixRow>> {
         i64s(&df, "ret")?,
         u64s(&df, "n")?,
     );
-    let mut rows: Vec<MixRow> = Vec::new();
+    let mut rows: BTreeMap<String, MixRow> = BTreeMap::new();
     for ((hook, ret), n) in hooks.into_iter().zip(rets).zip(ns) {
         let ret = ret.unwrap_or(0);
-        let i = match rows.iter().position(|r| r.hook == hook) {
-            Some(i) => i,
-            None => {
-                rows.push(MixRow {
-                    hook,
-                    calls: 0,
-                    zero: 0,
-                    bits: vm_fault::NAMES
-                        .iter()
-                        .map(|(b, _)| (b.to_string(), 0))
-                        .collect(),
-                });
-                rows.len() - 1
-            }
-        };
-        let r = &mut rows[i];
+        let r = rows.entry(hook.clone()).or_insert_with(|| MixRow {
+            hook,
+            calls: 0,
+            zero: 0,
+            bits: vm_fault::NAMES
+                .iter()
+                .map(|(b, _)| (b.to_string(), 0))
+                .collect(),
+        });
         r.calls += n;
         if ret == 0 {
             r.zero += n;
@@ -471,6 +469,7 @@ fn mix_table(trace: &Trace) -> PolarsResult<Vec<MixRow>> {
             }
         }
     }
+    let mut rows: Vec<MixRow> = rows.into_values().collect();
     for r in &mut rows {
         r.bits.retain(|(_, c)| *c > 0);
     }
@@ -487,16 +486,19 @@ fn retry_table(trace: &Trace) -> PolarsResult<Vec<RetryRow>> {
             .filter(col("hook").eq(lit("handle_mm_fault"))),
         &[
             ("driver", cat_id("driver"), 31),
+            // Only the bits the table counts; both masks fit in 16 bits.
             (
                 "ret",
-                bit("ret", VM_FAULT_RETRY) * lit(1i64) + bit("ret", VM_FAULT_COMPLETED) * lit(2i64),
-                2,
+                masked("ret", VM_FAULT_RETRY | VM_FAULT_COMPLETED),
+                16,
             ),
             (
                 "fault_flags",
-                bit("fault_flags", FAULT_FLAG_VMA_LOCK as i64) * lit(1i64)
-                    + bit("fault_flags", FAULT_FLAG_TRIED as i64) * lit(2i64),
-                2,
+                masked(
+                    "fault_flags",
+                    (FAULT_FLAG_VMA_LOCK | FAULT_FLAG_TRIED) as i64,
+                ),
+                16,
             ),
         ],
     )?;
@@ -506,25 +508,18 @@ fn retry_table(trace: &Trace) -> PolarsResult<Vec<RetryRow>> {
         i64s(&df, "fault_flags")?,
         u64s(&df, "n")?,
     );
-    let mut rows: Vec<RetryRow> = Vec::new();
+    let mut rows: BTreeMap<String, RetryRow> = BTreeMap::new();
     for (((driver, ret), ff), n) in driver.into_iter().zip(rets).zip(flags).zip(ns) {
-        let i = match rows.iter().position(|r| r.driver == driver) {
-            Some(i) => i,
-            None => {
-                rows.push(RetryRow {
-                    driver,
-                    faults: 0,
-                    retry: 0,
-                    retry_vma_lock: 0,
-                    tried: 0,
-                    completed: 0,
-                });
-                rows.len() - 1
-            }
-        };
+        let r = rows.entry(driver.clone()).or_insert_with(|| RetryRow {
+            driver,
+            faults: 0,
+            retry: 0,
+            retry_vma_lock: 0,
+            tried: 0,
+            completed: 0,
+        });
         let ret_has = |bit: i64| ret.is_some_and(|r| r & bit != 0);
         let flag = |bit: u32| ff.is_some_and(|f| f & bit as i64 != 0);
-        let r = &mut rows[i];
         r.faults += n;
         if ret_has(VM_FAULT_RETRY) {
             r.retry += n;
@@ -539,6 +534,7 @@ fn retry_table(trace: &Trace) -> PolarsResult<Vec<RetryRow>> {
             r.completed += n;
         }
     }
+    let mut rows: Vec<RetryRow> = rows.into_values().collect();
     rows.sort_by(|a, b| {
         b.faults
             .cmp(&a.faults)

@@ -37,9 +37,9 @@ pub struct HookStats {
 pub fn stats(trace: &Trace) -> BTreeMap<String, HookStats> {
     let mut m: BTreeMap<String, HookStats> = BTreeMap::new();
     for r in trace.events() {
-        let s = m.entry(r.hook.clone()).or_default();
+        let s = m.entry(r.hook.to_string()).or_default();
         s.rows += 1;
-        *s.modes.entry(r.mode.clone()).or_default() += 1;
+        *s.modes.entry(r.mode.to_string()).or_default() += 1;
         match r.page {
             Some(true) => s.page += 1,
             Some(false) => s.no_page += 1,

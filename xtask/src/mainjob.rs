@@ -212,15 +212,15 @@ fn stats(path: &Path) -> Result<Stats> {
         match r.hook.as_str() {
             "handle_mm_fault" => {
                 s.faults += 1;
-                s.mode = r.mode.clone();
+                s.mode = r.mode.to_string();
                 if let Some(l) = r.latency_ns {
-                    lat.entry(r.driver.clone().unwrap_or_else(|| "anonymous".into()))
+                    lat.entry(r.driver.as_deref().unwrap_or("anonymous").to_string())
                         .or_default()
                         .push(l);
                 }
             }
             "exceptions:page_fault_user" if s.mode.is_empty() || s.mode != "fentry" => {
-                s.mode = r.mode.clone();
+                s.mode = r.mode.to_string();
             }
             _ => {}
         }

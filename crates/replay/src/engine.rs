@@ -43,7 +43,9 @@ pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 /// One call of a reassembled tree.
 #[derive(Debug)]
 pub struct Node {
-    pub rec: Record,
+    /// Boxed: a record is ~0.5 KB, and moving it through the slab into its tree cost more than
+    /// the model itself.
+    pub rec: Box<Record>,
     pub hook: Hook,
     /// Indices into [`Tree::nodes`], in entry order.
     pub kids: Vec<usize>,
@@ -66,7 +68,7 @@ impl Tree {
 }
 
 struct Slot {
-    rec: Record,
+    rec: Box<Record>,
     hook: Hook,
     kids: Vec<u32>,
 }
@@ -102,7 +104,7 @@ impl Assembler {
         let (id, parent, ts, seq) = (rec.id, rec.parent, rec.ts_ns, rec.seq);
         let exit = ts.saturating_add(rec.latency_ns.unwrap_or(0));
         let slot = self.alloc(Slot {
-            rec,
+            rec: Box::new(rec),
             hook,
             kids: Vec::new(),
         });

@@ -9,6 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pfnscope_trace::TraceReader;
 use replay::{CheckOptions, ReplayError, check_file, overhead::Overhead};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "replay",

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use pfnscope_trace::{Record, TraceMeta};
+use pfnscope_trace::{Record, Sym, TraceMeta};
 
 use crate::bits::{
     Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pte,
@@ -70,7 +70,7 @@ fn space(r: &Record) -> u64 {
     }
 }
 
-fn cache_of(name: &Option<String>, prot: Option<u64>, pat: &PatTable) -> Option<Cache> {
+fn cache_of(name: &Option<Sym>, prot: Option<u64>, pat: &PatTable) -> Option<Cache> {
     name.as_deref()
         .and_then(Cache::parse)
         .or_else(|| prot.map(|p| pat.of_prot(p)))
@@ -215,18 +215,18 @@ impl<S: Sink> Model<S> {
         &mut self,
         rule: Rule,
         recs: &[&Record],
-        driver: Option<&String>,
+        driver: Option<&Sym>,
         message: impl FnOnce() -> String,
     ) {
         self.sink.tally(rule, Outcome::Held);
-        if self.sink.repeat_finding(rule, driver.map(String::as_str)) {
+        if self.sink.repeat_finding(rule, driver.map(Sym::as_str)) {
             return;
         }
         let message = message();
         self.sink.finding(Finding {
             rule,
             message,
-            driver: driver.cloned(),
+            driver: driver.map(|d| d.to_string()),
             seqs: recs.iter().map(|r| r.seq).collect(),
             ids: recs.iter().map(|r| r.id).collect(),
             source: rule.source(),

@@ -124,7 +124,7 @@ impl Overhead {
             };
             if n.kids.is_empty() {
                 if self.min_leaf.as_ref().is_none_or(|(m, _)| lat < *m) {
-                    self.min_leaf = Some((lat, n.rec.hook.clone()));
+                    self.min_leaf = Some((lat, n.rec.hook.to_string()));
                 }
             } else if n.kids.len() == 1
                 && let Some(cl) = t.nodes[n.kids[0]].rec.latency_ns
@@ -180,7 +180,7 @@ impl Overhead {
         let a = self.pages.entry(key).or_insert_with(|| Acc {
             kind: if pfn.is_some() { "pfn" } else { "vpage" },
             mm: if pfn.is_some() { None } else { Some(key.1) },
-            driver: r.driver.clone(),
+            driver: r.driver.as_deref().map(String::from),
             ..Default::default()
         });
         a.faults += 1;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use pfnscope_trace::{PlanEntry, Record, TraceMeta};
+use pfnscope_trace::{PlanEntry, Record, Sym, TraceMeta};
 
 use crate::bits::{
     Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pte,
@@ -27,7 +27,7 @@ pub struct Vma {
     pub flags: u64,
     /// `vm_page_prot`.
     pub prot: u64,
-    pub driver: Option<String>,
+    pub driver: Option<Sym>,
     pub file: Option<u32>,
 }
 
@@ -276,7 +276,7 @@ impl TraceBuilder {
             pgoff: 0,
             flags,
             prot: BASE_PROT,
-            driver: driver.map(String::from),
+            driver: driver.map(Sym::from),
             file: Some(id),
         }
     }

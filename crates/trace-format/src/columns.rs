@@ -8,74 +8,142 @@ use arrow_array::{
 };
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
 
-use crate::record::Record;
+use crate::{
+    record::Record,
+    sym::{Interner, Sym},
+};
 
 /// How one Rust field maps to one Arrow column.
 trait Column {
     type Value;
     type Builder: Default;
     type Array: Array + 'static;
+    /// What decoding one column of a batch keeps between rows (the string interner).
+    type State: Default;
     const TYPE: DataType;
     const NULLABLE: bool;
     fn append(b: &mut Self::Builder, v: &Self::Value);
     fn finish(b: &mut Self::Builder) -> ArrayRef;
-    fn get(a: &Self::Array, i: usize) -> Self::Value;
+    fn get(a: &Self::Array, i: usize, st: &mut Self::State) -> Self::Value;
 }
 
 macro_rules! column_kind {
-    ($kind:ident, $value:ty, $builder:ty, $array:ty, $dt:expr, opt) => {
+    ($kind:ident, $value:ty, $builder:ty, $array:ty, $dt:expr, $state:ty, $conv:expr, opt) => {
         struct $kind;
         impl Column for $kind {
             type Value = Option<$value>;
             type Builder = $builder;
             type Array = $array;
+            type State = $state;
             const TYPE: DataType = $dt;
             const NULLABLE: bool = true;
             fn append(b: &mut Self::Builder, v: &Self::Value) {
-                b.append_option(v.clone());
+                b.append_option(v.as_ref().map(|v| v.as_arrow()));
             }
             fn finish(b: &mut Self::Builder) -> ArrayRef {
                 Arc::new(b.finish())
             }
-            fn get(a: &Self::Array, i: usize) -> Self::Value {
+            fn get(a: &Self::Array, i: usize, st: &mut Self::State) -> Self::Value {
                 if a.is_null(i) {
                     None
                 } else {
-                    Some(a.value(i).into())
+                    Some($conv(a.value(i), st))
                 }
             }
         }
     };
-    ($kind:ident, $value:ty, $builder:ty, $array:ty, $dt:expr) => {
+    ($kind:ident, $value:ty, $builder:ty, $array:ty, $dt:expr, $state:ty, $conv:expr) => {
         struct $kind;
         impl Column for $kind {
             type Value = $value;
             type Builder = $builder;
             type Array = $array;
+            type State = $state;
             const TYPE: DataType = $dt;
             const NULLABLE: bool = false;
             fn append(b: &mut Self::Builder, v: &Self::Value) {
-                b.append_value(v.clone());
+                b.append_value(v.as_arrow());
             }
             fn finish(b: &mut Self::Builder) -> ArrayRef {
                 Arc::new(b.finish())
             }
-            fn get(a: &Self::Array, i: usize) -> Self::Value {
-                a.value(i).into()
+            fn get(a: &Self::Array, i: usize, st: &mut Self::State) -> Self::Value {
+                $conv(a.value(i), st)
             }
         }
     };
 }
 
-column_kind!(U64, u64, UInt64Builder, UInt64Array, DataType::UInt64);
-column_kind!(U32, u32, UInt32Builder, UInt32Array, DataType::UInt32);
-column_kind!(Str, String, StringBuilder, StringArray, DataType::Utf8);
+/// The value an Arrow builder takes for a Rust field value.
+trait AsArrow {
+    type Out<'a>
+    where
+        Self: 'a;
+    fn as_arrow(&self) -> Self::Out<'_>;
+}
+
+macro_rules! as_arrow_copy {
+    ($($t:ty),*) => {$(
+        impl AsArrow for $t {
+            type Out<'a> = $t;
+            fn as_arrow(&self) -> $t {
+                *self
+            }
+        }
+    )*};
+}
+as_arrow_copy!(u64, u32, i64, bool);
+
+impl AsArrow for Sym {
+    type Out<'a> = &'a str;
+    fn as_arrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+fn plain<T>(v: T, _: &mut ()) -> T {
+    v
+}
+
+fn interned(v: &str, st: &mut Interner) -> Sym {
+    st.get(v)
+}
+
+column_kind!(
+    U64,
+    u64,
+    UInt64Builder,
+    UInt64Array,
+    DataType::UInt64,
+    (),
+    plain
+);
+column_kind!(
+    U32,
+    u32,
+    UInt32Builder,
+    UInt32Array,
+    DataType::UInt32,
+    (),
+    plain
+);
+column_kind!(
+    Str,
+    Sym,
+    StringBuilder,
+    StringArray,
+    DataType::Utf8,
+    Interner,
+    interned
+);
 column_kind!(
     OptU64,
     u64,
     UInt64Builder,
     UInt64Array,
     DataType::UInt64,
+    (),
+    plain,
     opt
 );
 column_kind!(
@@ -84,15 +152,28 @@ column_kind!(
     UInt32Builder,
     UInt32Array,
     DataType::UInt32,
+    (),
+    plain,
     opt
 );
-column_kind!(OptI64, i64, Int64Builder, Int64Array, DataType::Int64, opt);
+column_kind!(
+    OptI64,
+    i64,
+    Int64Builder,
+    Int64Array,
+    DataType::Int64,
+    (),
+    plain,
+    opt
+);
 column_kind!(
     OptStr,
-    String,
+    Sym,
     StringBuilder,
     StringArray,
     DataType::Utf8,
+    Interner,
+    interned,
     opt
 );
 column_kind!(
@@ -101,6 +182,8 @@ column_kind!(
     BooleanBuilder,
     BooleanArray,
     DataType::Boolean,
+    (),
+    plain,
     opt
 );
 
@@ -133,26 +216,44 @@ macro_rules! columns {
             }
         }
 
-        /// Decodes a batch. Columns are found by name so a reader keeps working when a later
-        /// writer of the same schema version appends columns; a missing column reads as default.
+        /// Decodes a batch, one whole record at a time. Columns are found by name so a reader
+        /// keeps working when a later writer of the same schema version appends columns; a
+        /// missing column reads as default.
         pub fn decode(batch: &RecordBatch, out: &mut Vec<Record>) -> Result<(), String> {
-            let n = batch.num_rows();
-            let base = out.len();
-            out.resize_with(base + n, Record::default);
-            $(
-                if let Some(col) = batch.column_by_name(stringify!($field)) {
-                    let a = col
-                        .as_any()
-                        .downcast_ref::<<$kind as Column>::Array>()
-                        .ok_or_else(|| format!("column `{}` has type {}, expected {}", stringify!($field), col.data_type(), <$kind as Column>::TYPE))?;
-                    if !<$kind as Column>::NULLABLE && a.null_count() > 0 {
-                        return Err(format!("column `{}` has nulls", stringify!($field)));
+            #[derive(Default)]
+            #[allow(non_snake_case)]
+            struct States {
+                $($field: <$kind as Column>::State,)*
+            }
+            #[allow(non_snake_case)]
+            struct Arrays<'a> {
+                $($field: Option<&'a <$kind as Column>::Array>,)*
+            }
+            let arrays = Arrays {
+                $($field: match batch.column_by_name(stringify!($field)) {
+                    Some(col) => {
+                        let a = col
+                            .as_any()
+                            .downcast_ref::<<$kind as Column>::Array>()
+                            .ok_or_else(|| format!("column `{}` has type {}, expected {}", stringify!($field), col.data_type(), <$kind as Column>::TYPE))?;
+                        if !<$kind as Column>::NULLABLE && a.null_count() > 0 {
+                            return Err(format!("column `{}` has nulls", stringify!($field)));
+                        }
+                        Some(a)
                     }
-                    for i in 0..n {
-                        out[base + i].$field = <$kind as Column>::get(a, i);
-                    }
-                }
-            )*
+                    None => None,
+                },)*
+            };
+            let mut st = States::default();
+            out.reserve(batch.num_rows());
+            for i in 0..batch.num_rows() {
+                out.push(Record {
+                    $($field: match arrays.$field {
+                        Some(a) => <$kind as Column>::get(a, i, &mut st.$field),
+                        None => Default::default(),
+                    },)*
+                });
+            }
             Ok(())
         }
     };

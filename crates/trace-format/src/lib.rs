@@ -25,6 +25,7 @@ pub mod kernel;
 mod meta;
 mod reader;
 mod record;
+mod sym;
 mod writer;
 
 pub use checked::CheckedStream;
@@ -33,4 +34,5 @@ pub use meta::{
 };
 pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
+pub use sym::{Interner, Sym};
 pub use writer::{TraceWriter, WriteError};

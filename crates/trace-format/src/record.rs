@@ -1,5 +1,7 @@
 //! One row of a trace.
 
+use crate::sym::Sym;
+
 /// `hook` of the rows carrying cumulative per-CPU counters (written at every flush; the last row
 /// per CPU holds the final values).
 pub const COUNTERS_HOOK: &str = "pfnscope:counters";
@@ -20,11 +22,11 @@ pub struct Record {
     pub cpu: u32,
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Sym,
     /// Probe point as named in the traced kernel (`track_pfn_insert`, `pfnmap_track`, ...).
-    pub hook: String,
+    pub hook: Sym,
     /// fentry, kprobe, tp_btf, raw_tp or tracepoint.
-    pub mode: String,
+    pub mode: Sym,
 
     /// The user address the call is about.
     pub address: Option<u64>,
@@ -40,9 +42,9 @@ pub struct Record {
     pub vma_flags: Option<u64>,
     /// `vm_page_prot` bits and the cache mode they select.
     pub vma_prot: Option<u64>,
-    pub vma_cache: Option<String>,
+    pub vma_cache: Option<Sym>,
     /// The vma's `vm_ops` symbol (e.g. `drm_gem_ttm_vm_ops [ttm]`), or None for anonymous.
-    pub driver: Option<String>,
+    pub driver: Option<Sym>,
     pub file_id: Option<u32>,
     pub mm_id: Option<u32>,
 
@@ -55,10 +57,10 @@ pub struct Record {
     pub size: Option<u64>,
     /// Protection the caller asked for, and its cache mode.
     pub prot: Option<u64>,
-    pub cache_req: Option<String>,
+    pub cache_req: Option<Sym>,
     /// Protection after the call (PAT may override it), and its cache mode.
     pub prot_out: Option<u64>,
-    pub cache_out: Option<String>,
+    pub cache_out: Option<Sym>,
     /// The `write` argument of the PMD/PUD inserts.
     pub write: Option<bool>,
     /// Raw return: VM_FAULT_* bits for faults and inserts, 0 / -errno for int functions.

@@ -58,7 +58,12 @@ impl Collector {
             let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
             drop(item);
             let r = self.decoder.decode(&ev);
-            *summary.per_hook.entry(r.hook.clone()).or_default() += 1;
+            match summary.per_hook.get_mut(r.hook.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    summary.per_hook.insert(r.hook.to_string(), 1);
+                }
+            }
             self.writer.push(&r);
             n += 1;
             if self.writer.pending() >= MAX_BATCH {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use pfnscope_abi::{Event, Mode, flags, hook};
-use pfnscope_trace::Record;
+use pfnscope_trace::{Interner, Record, Sym};
 
 use crate::{
     hooks::{Ret, Role},
@@ -49,8 +49,10 @@ pub struct Decoder {
     files: Ids,
     mms: Ids,
     /// vm_ops pointer to its name, memoised (the lookup is a binary search, the hit rate ~100%).
-    drivers: HashMap<u64, String>,
+    drivers: HashMap<u64, Sym>,
     unknown_ops: Ids,
+    /// Hook, mode, comm and cache names repeat on every event: one allocation each.
+    names: Interner,
 }
 
 impl Decoder {
@@ -68,10 +70,11 @@ impl Decoder {
             mms: Ids::default(),
             drivers: HashMap::new(),
             unknown_ops: Ids::default(),
+            names: Interner::default(),
         }
     }
 
-    fn driver(&mut self, ops: u64) -> Option<String> {
+    fn driver(&mut self, ops: u64) -> Option<Sym> {
         if ops == 0 {
             return None;
         }
@@ -83,6 +86,7 @@ impl Decoder {
             // Never the address itself: an id keeps distinct tables apart without leaking it.
             None => format!("vm_ops#{}", self.unknown_ops.get(ops).unwrap_or(0)),
         };
+        let name = Sym::from(name);
         self.drivers.insert(ops, name.clone());
         Some(name)
     }
@@ -100,12 +104,13 @@ impl Decoder {
             cpu: ev.cpu,
             pid: ev.pid,
             tid: ev.tid,
-            comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
-            hook: hook::name(ev.hook).unwrap_or("?").to_string(),
-            mode: Mode::from_u8(ev.mode)
-                .map(Mode::name)
-                .unwrap_or("?")
-                .to_string(),
+            comm: self
+                .names
+                .get(&String::from_utf8_lossy(&ev.comm[..comm_len])),
+            hook: self.names.get(hook::name(ev.hook).unwrap_or("?")),
+            mode: self
+                .names
+                .get(Mode::from_u8(ev.mode).map(Mode::name).unwrap_or("?")),
             ..Default::default()
         };
         if ev.flags & flags::HAS_RET != 0 {
@@ -119,7 +124,7 @@ impl Decoder {
             r.vma_pgoff = Some(v.pgoff);
             r.vma_flags = Some(v.flags);
             r.vma_prot = Some(v.page_prot);
-            r.vma_cache = Some(cache_of_prot(v.page_prot).to_string());
+            r.vma_cache = Some(self.names.get(cache_of_prot(v.page_prot)));
             r.driver = self.driver(v.vm_ops);
             r.file_id = self.files.get(v.vm_file);
             r.mm_id = self.mms.get(v.mm);
@@ -158,15 +163,15 @@ impl Decoder {
                 Role::Pfn => r.pfn = Some(v & PFN_MASK),
                 Role::Prot => {
                     r.prot = Some(v);
-                    r.cache_req = Some(cache_of_prot(v).to_string());
+                    r.cache_req = Some(self.names.get(cache_of_prot(v)));
                 }
                 Role::ProtPtr => {
                     if has_ptr {
                         r.prot = Some(ev.ptr_entry);
-                        r.cache_req = Some(cache_of_prot(ev.ptr_entry).to_string());
+                        r.cache_req = Some(self.names.get(cache_of_prot(ev.ptr_entry)));
                         if ev.flags & flags::HAS_RET != 0 {
                             r.prot_out = Some(ev.ptr_exit);
-                            r.cache_out = Some(cache_of_prot(ev.ptr_exit).to_string());
+                            r.cache_out = Some(self.names.get(cache_of_prot(ev.ptr_exit)));
                         }
                     }
                 }
@@ -183,12 +188,14 @@ impl Decoder {
                 }
                 Role::PhysEnd => r.size = phys_start.map(|s| v.saturating_sub(s)),
                 Role::CacheReq => {
-                    r.cache_req = Some(pfnscope_trace::cache_mode_name(v as u32).to_string())
+                    r.cache_req = Some(self.names.get(pfnscope_trace::cache_mode_name(v as u32)))
                 }
                 Role::CacheOutPtr => {
                     if has_ptr && ev.flags & flags::HAS_RET != 0 {
-                        r.cache_out =
-                            Some(pfnscope_trace::cache_mode_name(ev.ptr_exit as u32).to_string());
+                        r.cache_out = Some(
+                            self.names
+                                .get(pfnscope_trace::cache_mode_name(ev.ptr_exit as u32)),
+                        );
                     }
                 }
             }

@@ -155,7 +155,7 @@ pub fn fault_trace(path: &Path, shape: &Shape) -> u64 {
             vma_flags: Some(flags),
             vma_prot: Some(0x8000_0000_0000_0027),
             vma_cache: Some("WB".into()),
-            driver: driver.map(String::from),
+            driver: driver.map(Into::into),
             file_id: file,
             mm_id: Some(1),
             ..Default::default()

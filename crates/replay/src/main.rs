@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pfnscope_trace::TraceReader;
-use replay::{CheckOptions, ReplayError, check_file, overhead::Overhead};
+use replay::{CheckOptions, ReplayError, check_file, each_batch, overhead::Overhead};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -121,26 +121,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pb = progress_bar(&trace);
             let mut o = Overhead::default();
             let mut rows = 0u64;
-            let mut damage = None;
-            loop {
-                match reader.next_batch() {
-                    Ok(Some(batch)) => {
-                        rows += batch.len() as u64;
-                        for r in batch {
-                            o.push(r);
-                        }
-                        if let Some(pb) = &pb {
-                            pb.set_message(format!("{rows} events"));
-                            pb.tick();
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(d) => {
-                        damage = Some(d);
-                        break;
-                    }
+            let damage = each_batch(&mut reader, |batch| {
+                rows += batch.len() as u64;
+                for r in batch {
+                    o.push(r);
                 }
-            }
+                if let Some(pb) = &pb {
+                    pb.set_message(format!("{rows} events"));
+                    pb.tick();
+                }
+            });
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }

@@ -1,7 +1,9 @@
 //! Front ends that read a trace file and drive the engine. The model itself never does I/O;
 //! this is the one place that opens files.
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc::sync_channel;
 
 use pfnscope_trace::{Record, TraceError, TraceMeta, TraceReader};
 
@@ -70,21 +72,11 @@ pub fn check_file(
     let head_rules = rules.clone();
     let mut e = Engine::new(&meta, rules, Collector::new());
     let mut rows = 0u64;
-    let mut truncated = None;
-    loop {
-        match reader.next_batch() {
-            Ok(Some(batch)) => {
-                rows += batch.len() as u64;
-                e.push_all(batch);
-                progress(rows);
-            }
-            Ok(None) => break,
-            Err(d) => {
-                truncated = Some(d);
-                break;
-            }
-        }
-    }
+    let truncated = each_batch(&mut reader, |batch| {
+        rows += batch.len() as u64;
+        e.push_all(batch);
+        progress(rows);
+    });
     let (c, losses, events) = e.finish();
     Ok(Report::from_collector(
         c,
@@ -98,4 +90,34 @@ pub fn check_file(
             losses,
         },
     ))
+}
+
+/// Hands every batch of `reader` to `f`, in order, while a second thread reads and decompresses
+/// the next ones: reading is about as costly as replaying, so the two overlap. Returns the
+/// damage that ended a truncated trace.
+pub fn each_batch<R: Read + Send>(
+    reader: &mut TraceReader<R>,
+    mut f: impl FnMut(Vec<Record>),
+) -> Option<String> {
+    // Two batches in flight bound the memory to what the reader held before.
+    let (tx, rx) = sync_channel::<Vec<Record>>(2);
+    std::thread::scope(|s| {
+        let read = s.spawn(move || {
+            loop {
+                match reader.next_batch() {
+                    Ok(Some(batch)) => {
+                        if tx.send(batch).is_err() {
+                            return None;
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(d) => return Some(d),
+                }
+            }
+        });
+        for batch in rx {
+            f(batch);
+        }
+        read.join().expect("the trace reader thread panicked")
+    })
 }

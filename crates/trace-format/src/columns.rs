@@ -239,7 +239,8 @@ macro_rules! columns {
                         if !<$kind as Column>::NULLABLE && a.null_count() > 0 {
                             return Err(format!("column `{}` has nulls", stringify!($field)));
                         }
-                        Some(a)
+                        // Most columns belong to a few hooks and are null in whole batches.
+                        if a.null_count() == a.len() { None } else { Some(a) }
                     }
                     None => None,
                 },)*

@@ -1,124 +1,195 @@
 //! Interned strings for the few distinct names a trace repeats on every row (hook, mode, comm,
 //! driver, cache modes). A trace of millions of rows holds a handful of distinct values: each
 //! is stored once for the life of the process and rows carry a `&'static str` to it. No
-//! reference count: records are decoded on one thread and dropped on another, and a shared
-//! count would bounce between the two CPUs on every row.
+//! reference count in the common case: records are decoded on one thread and dropped on
+//! another, and a shared count would bounce between the two CPUs on every row.
+//!
+//! The process-wide set is bounded ([`STATIC_BYTES`]): a corrupt or hostile file full of
+//! distinct strings gets reference-counted copies beyond it, freed with their records.
 
 use std::{
     borrow::Borrow,
+    cmp::Ordering,
     collections::HashSet,
     fmt,
+    hash::{Hash, Hasher},
     ops::Deref,
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Sym(&'static str);
+/// How many bytes of distinct names are kept for the life of the process.
+pub const STATIC_BYTES: usize = 16 << 20;
 
-/// Every distinct string ever interned. What it holds is never freed: it grows with the number
-/// of distinct names (hooks, drivers, task names), not with the number of rows.
-fn global(s: &str) -> &'static str {
-    static ALL: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut all = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = all.get(s) {
-        return v;
+#[derive(Clone)]
+pub struct Sym(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+#[derive(Default)]
+struct Names {
+    set: HashSet<&'static str>,
+    bytes: usize,
+}
+
+impl Names {
+    /// The kept copy of `s`, or None once `cap` bytes are taken.
+    fn get(&mut self, s: &str, cap: usize) -> Option<&'static str> {
+        if let Some(v) = self.set.get(s) {
+            return Some(v);
+        }
+        if self.bytes + s.len() > cap {
+            return None;
+        }
+        let v: &'static str = Box::leak(s.into());
+        self.bytes += s.len();
+        self.set.insert(v);
+        Some(v)
     }
-    let v: &'static str = Box::leak(s.into());
-    all.insert(v);
-    v
+}
+
+fn global(s: &str) -> Option<&'static str> {
+    static ALL: OnceLock<Mutex<Names>> = OnceLock::new();
+    ALL.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(s, STATIC_BYTES)
 }
 
 impl Sym {
-    pub fn as_str(&self) -> &'static str {
-        self.0
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Shared(s) => s,
+        }
+    }
+
+    /// Whether `self` and `o` share storage (interning worked).
+    pub fn same(&self, o: &Sym) -> bool {
+        std::ptr::eq(self.as_str(), o.as_str())
+    }
+}
+
+impl Default for Sym {
+    fn default() -> Sym {
+        Sym(Repr::Static(""))
+    }
+}
+
+impl PartialEq for Sym {
+    fn eq(&self, o: &Sym) -> bool {
+        self.as_str() == o.as_str()
+    }
+}
+
+impl Eq for Sym {}
+
+impl PartialOrd for Sym {
+    fn partial_cmp(&self, o: &Sym) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Sym {
+    fn cmp(&self, o: &Sym) -> Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
+
+impl Hash for Sym {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
     }
 }
 
 impl Deref for Sym {
     type Target = str;
     fn deref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Sym {
     fn as_ref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for Sym {
     fn borrow(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl fmt::Debug for Sym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Sym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self.0, f)
+        fmt::Display::fmt(self.as_str(), f)
     }
 }
 
 impl From<&str> for Sym {
     fn from(s: &str) -> Sym {
-        Sym(global(s))
+        Sym(match global(s) {
+            Some(v) => Repr::Static(v),
+            None => Repr::Shared(Arc::from(s)),
+        })
     }
 }
 
 impl From<String> for Sym {
     fn from(s: String) -> Sym {
-        Sym(global(&s))
+        Sym::from(s.as_str())
     }
 }
 
 impl From<&String> for Sym {
     fn from(s: &String) -> Sym {
-        Sym(global(s))
+        Sym::from(s.as_str())
     }
 }
 
 impl From<Sym> for String {
     fn from(s: Sym) -> String {
-        s.0.to_string()
+        s.as_str().to_string()
     }
 }
 
 impl PartialEq<str> for Sym {
     fn eq(&self, o: &str) -> bool {
-        self.0 == o
+        self.as_str() == o
     }
 }
 
 impl PartialEq<&str> for Sym {
     fn eq(&self, o: &&str) -> bool {
-        self.0 == *o
+        self.as_str() == *o
     }
 }
 
 impl PartialEq<String> for Sym {
     fn eq(&self, o: &String) -> bool {
-        self.0 == o.as_str()
+        self.as_str() == o.as_str()
     }
 }
 
 impl PartialEq<Sym> for &str {
     fn eq(&self, o: &Sym) -> bool {
-        *self == o.0
+        *self == o.as_str()
     }
 }
 
 impl PartialEq<Sym> for str {
     fn eq(&self, o: &Sym) -> bool {
-        self == o.0
+        self == o.as_str()
     }
 }
 
@@ -135,7 +206,7 @@ impl Interner {
 
     pub fn get(&mut self, s: &str) -> Sym {
         if let Some(i) = self.seen.iter().position(|v| v.as_str() == s) {
-            let v = self.seen[i];
+            let v = self.seen[i].clone();
             if i > 0 {
                 self.seen[..=i].rotate_right(1);
             }
@@ -143,7 +214,7 @@ impl Interner {
         }
         let v = Sym::from(s);
         if self.seen.len() < Self::CAP {
-            self.seen.insert(0, v);
+            self.seen.insert(0, v.clone());
         }
         v
     }
@@ -159,13 +230,10 @@ mod tests {
         let a = i.get("handle_mm_fault");
         let b = i.get("track_pfn_insert");
         let a2 = i.get("handle_mm_fault");
-        assert!(std::ptr::eq(a.0, a2.0));
-        assert!(!std::ptr::eq(a.0, b.0));
+        assert!(a.same(&a2));
+        assert!(!a.same(&b));
         // Another pass (another interner) gets the same storage.
-        assert!(std::ptr::eq(
-            Interner::default().get("handle_mm_fault").0,
-            a.0
-        ));
+        assert!(Interner::default().get("handle_mm_fault").same(&a));
         assert_eq!(i.seen[0], "handle_mm_fault");
         for n in 0..100 {
             let s = format!("name{n}");
@@ -182,5 +250,20 @@ mod tests {
         assert_eq!(s, Sym::from(String::from("WC")));
         assert_eq!(format!("{s} {s:?}"), "WC \"WC\"");
         assert_eq!(Sym::default(), "");
+    }
+
+    #[test]
+    fn the_kept_names_are_bounded() {
+        let mut names = Names::default();
+        let a = names.get("track_pfn_insert", 30).unwrap();
+        assert!(std::ptr::eq(a, names.get("track_pfn_insert", 30).unwrap()));
+        assert!(names.get("pfnmap_setup_cachemode", 30).is_none());
+        assert_eq!(names.get("WC", 30), Some("WC"));
+        assert_eq!(names.bytes, 18);
+        // Past the bound a Sym is a counted copy, equal to the text.
+        let late = Sym(Repr::Shared(Arc::from("pfnmap_setup_cachemode")));
+        assert_eq!(late, "pfnmap_setup_cachemode");
+        assert_eq!(late, Sym::from("pfnmap_setup_cachemode"));
+        assert!(late.same(&late.clone()));
     }
 }

@@ -79,7 +79,7 @@ impl Decoder {
             return None;
         }
         if let Some(d) = self.drivers.get(&ops) {
-            return Some(*d);
+            return Some(d.clone());
         }
         let name = match self.kallsyms.data_symbol(ops) {
             Some(n) => n.to_string(),
@@ -87,7 +87,7 @@ impl Decoder {
             None => format!("vm_ops#{}", self.unknown_ops.get(ops).unwrap_or(0)),
         };
         let name = Sym::from(name);
-        self.drivers.insert(ops, name);
+        self.drivers.insert(ops, name.clone());
         Some(name)
     }
 
@@ -203,7 +203,7 @@ impl Decoder {
         // vmf_insert_pfn / vmf_insert_mixed use the vma's own protection.
         if matches!(id, hook::VMF_INSERT_PFN | hook::VMF_INSERT_MIXED) && r.prot.is_none() {
             r.prot = r.vma_prot;
-            r.cache_req = r.vma_cache;
+            r.cache_req = r.vma_cache.clone();
         }
         if ev.flags & flags::HAS_RET != 0 {
             match res.ret {

@@ -52,28 +52,11 @@ pub fn run(a: &Args) -> Result<()> {
 /// The fault generator (`cargo xtask __touch MIB`): prints `touch_ns=N pages=P`.
 pub fn touch(mib: usize) -> Result<()> {
     let len = mib << 20;
-    let t;
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            bail!("mmap {mib} MiB: {}", std::io::Error::last_os_error());
-        }
-        // Debian kernels default THP to always: without this 512 pages fault as one.
-        libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
-        let start = Instant::now();
-        for off in (0..len).step_by(4096) {
-            std::ptr::write_volatile((p as *mut u8).add(off), 1);
-        }
-        t = start.elapsed();
-        libc::munmap(p, len);
-    }
+    let m = workload::sys::Map::anon(len).with_context(|| format!("{mib} MiB to touch"))?;
+    let start = Instant::now();
+    m.write_all(1);
+    let t = start.elapsed();
+    drop(m);
     println!("touch_ns={} pages={}", t.as_nanos(), len / 4096);
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::{
     replay::Replay,
     summary::{LatencyRow, Summary},
-    text::{LATENCY_HEAD, fmt_ns, latency_cells},
+    text::{LATENCY_HEAD, fmt_ns, latency_cells, retry_cells},
 };
 
 pub fn escape(s: &str) -> String {
@@ -152,20 +152,7 @@ pub fn summary_sections(page: &mut Page, s: &Summary) {
             "RETRY on vma lock: the per-VMA-lock attempt gave up and the fault ran again under mmap_lock \
              (two handle_mm_fault calls for one fault). TRIED: the attempt after a retry under mmap_lock.",
         );
-        let rows: Vec<Vec<String>> = s
-            .retries
-            .iter()
-            .map(|r| {
-                vec![
-                    r.driver.clone(),
-                    r.faults.to_string(),
-                    r.retry.to_string(),
-                    r.retry_vma_lock.to_string(),
-                    r.tried.to_string(),
-                    r.completed.to_string(),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = s.retries.iter().map(retry_cells).collect();
         page.table(
             &[
                 "driver",

@@ -157,8 +157,7 @@ impl Chart for LatencyHistogram<'_> {
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(label_font())
             .draw()?;
-        for (i, g) in self.groups.iter().enumerate() {
-            let c = colour(i);
+        let lines = self.groups.iter().map(|g| {
             // A step outline: flat across each bin, so wide and narrow bins read honestly.
             let mut pts = Vec::new();
             for k in lo..=hi {
@@ -166,22 +165,38 @@ impl Chart for LatencyHistogram<'_> {
                 pts.push((bin_low(k), y));
                 pts.push((bin_high(k), y));
             }
-            chart
-                .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-                .label(format!("{} ({})", g.name, g.total))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(label_font())
-            .draw()?;
-        Ok(())
+            (format!("{} ({})", g.name, g.total), pts)
+        });
+        line_per_group(&mut chart, lines, SeriesLabelPosition::UpperRight)
     }
+}
+
+/// One line per group in the group's colour, and the legend that names them.
+fn line_per_group<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: impl Iterator<Item = (String, Vec<(f64, f64)>)>,
+    legend: SeriesLabelPosition,
+) -> DrawResult<DB>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (label, pts)) in lines.enumerate() {
+        let c = colour(i);
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(label_font())
+        .draw()?;
+    Ok(())
 }
 
 /// Cumulative distribution of latency, one line per group.
@@ -213,26 +228,13 @@ impl Chart for LatencyCdf<'_> {
             .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
             .label_style(label_font())
             .draw()?;
-        for (i, g) in self.groups.iter().enumerate() {
-            let c = colour(i);
+        let lines = self.groups.iter().map(|g| {
             let cdf = g.cdf();
             let mut pts = vec![(bin_low(lo), 0.0)];
             pts.extend((lo..=hi).map(|k| (bin_high(k), cdf[k])));
-            chart
-                .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-                .label(format!("{} ({})", g.name, g.total))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(label_font())
-            .draw()?;
-        Ok(())
+            (format!("{} ({})", g.name, g.total), pts)
+        });
+        line_per_group(&mut chart, lines, SeriesLabelPosition::LowerRight)
     }
 }
 

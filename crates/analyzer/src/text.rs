@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::summary::{LatencyRow, Summary};
+use crate::summary::{LatencyRow, RetryRow, Summary};
 
 /// `850 ns`, `12.3 µs`, `1.45 ms`, `2.10 s`.
 pub fn fmt_ns(ns: f64) -> String {
@@ -67,6 +67,18 @@ pub(crate) fn latency_cells(r: &LatencyRow, with_latency: bool) -> Vec<String> {
         ]);
     }
     v
+}
+
+/// One row of the retry table, for the text and the HTML report alike.
+pub(crate) fn retry_cells(r: &RetryRow) -> Vec<String> {
+    vec![
+        r.driver.clone(),
+        r.faults.to_string(),
+        r.retry.to_string(),
+        r.retry_vma_lock.to_string(),
+        r.tried.to_string(),
+        r.completed.to_string(),
+    ]
 }
 
 pub(crate) const LATENCY_HEAD: [&str; 9] = [
@@ -135,20 +147,7 @@ pub fn render(s: &Summary) -> String {
     }
     if !s.retries.is_empty() {
         let _ = writeln!(o, "\nRETRIES (handle_mm_fault)");
-        let rows: Vec<Vec<String>> = s
-            .retries
-            .iter()
-            .map(|r| {
-                vec![
-                    r.driver.clone(),
-                    r.faults.to_string(),
-                    r.retry.to_string(),
-                    r.retry_vma_lock.to_string(),
-                    r.tried.to_string(),
-                    r.completed.to_string(),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = s.retries.iter().map(retry_cells).collect();
         o.push_str(&table(
             &[
                 "driver",

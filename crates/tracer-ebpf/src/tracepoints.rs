@@ -175,41 +175,29 @@ fn tp_field_u32(ctx: &TracePointContext, off: u32) -> u64 {
         .unwrap_or(0)
 }
 
-#[tracepoint(category = "exceptions", name = "page_fault_user")]
-pub fn page_fault_user_tp(ctx: TracePointContext) -> u32 {
+/// The classic tracepoint form: fields at the offsets its format file gives.
+#[inline(always)]
+fn page_fault_tp(ctx: &TracePointContext, hook_id: u16) {
     let o = offsets();
-    let (a, ip, e) = (
-        tp_field(&ctx, o.tp_fault_address),
-        tp_field(&ctx, o.tp_fault_ip),
-        tp_field(&ctx, o.tp_fault_error_code),
-    );
     page_fault(
-        hook::PAGE_FAULT_USER,
+        hook_id,
         Mode::Tracepoint as u8,
-        a,
-        ip,
-        e,
+        tp_field(ctx, o.tp_fault_address),
+        tp_field(ctx, o.tp_fault_ip),
+        tp_field(ctx, o.tp_fault_error_code),
         false,
     );
+}
+
+#[tracepoint(category = "exceptions", name = "page_fault_user")]
+pub fn page_fault_user_tp(ctx: TracePointContext) -> u32 {
+    page_fault_tp(&ctx, hook::PAGE_FAULT_USER);
     0
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_kernel")]
 pub fn page_fault_kernel_tp(ctx: TracePointContext) -> u32 {
-    let o = offsets();
-    let (a, ip, e) = (
-        tp_field(&ctx, o.tp_fault_address),
-        tp_field(&ctx, o.tp_fault_ip),
-        tp_field(&ctx, o.tp_fault_error_code),
-    );
-    page_fault(
-        hook::PAGE_FAULT_KERNEL,
-        Mode::Tracepoint as u8,
-        a,
-        ip,
-        e,
-        false,
-    );
+    page_fault_tp(&ctx, hook::PAGE_FAULT_KERNEL);
     0
 }
 

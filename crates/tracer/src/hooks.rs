@@ -120,6 +120,14 @@ const fn a(names: &'static [&'static str], role: Role) -> Arg {
 const VMA: Arg = a(&["vma"], Role::Vma);
 const ADDR: Arg = a(&["addr", "address"], Role::Addr);
 const PFN: Arg = a(&["pfn"], Role::Pfn);
+/// `vmf_insert_pfn_pmd`/`_pud` (6.3+) and their `_prot` forms (until 6.2).
+const HUGE_INSERT: &[Arg] = &[a(&["vmf"], Role::Vmf), PFN, a(&["write"], Role::Write)];
+const HUGE_INSERT_PROT: &[Arg] = &[
+    a(&["vmf"], Role::Vmf),
+    PFN,
+    a(&["pgprot"], Role::Prot),
+    a(&["write"], Role::Write),
+];
 const SIZE: Arg = a(&["size"], Role::Size);
 const PROT_PTR: Arg = a(&["prot"], Role::ProtPtr);
 const TP_RUNGS: &[Mode] = &[Mode::TpBtf, Mode::RawTp, Mode::Tracepoint];
@@ -188,7 +196,7 @@ pub static HOOKS: &[HookDef] = &[
     HookDef {
         id: hook::VMF_INSERT_PFN_PMD,
         kind: Kind::Function {
-            args: &[a(&["vmf"], Role::Vmf), PFN, a(&["write"], Role::Write)],
+            args: HUGE_INSERT,
             ret: Ret::VmFault,
         },
         kernels: Kernels::Since(6, 3),
@@ -199,12 +207,7 @@ pub static HOOKS: &[HookDef] = &[
     HookDef {
         id: hook::VMF_INSERT_PFN_PMD_PROT,
         kind: Kind::Function {
-            args: &[
-                a(&["vmf"], Role::Vmf),
-                PFN,
-                a(&["pgprot"], Role::Prot),
-                a(&["write"], Role::Write),
-            ],
+            args: HUGE_INSERT_PROT,
             ret: Ret::VmFault,
         },
         kernels: Kernels::Until(6, 2),
@@ -215,7 +218,7 @@ pub static HOOKS: &[HookDef] = &[
     HookDef {
         id: hook::VMF_INSERT_PFN_PUD,
         kind: Kind::Function {
-            args: &[a(&["vmf"], Role::Vmf), PFN, a(&["write"], Role::Write)],
+            args: HUGE_INSERT,
             ret: Ret::VmFault,
         },
         kernels: Kernels::Since(6, 3),
@@ -226,12 +229,7 @@ pub static HOOKS: &[HookDef] = &[
     HookDef {
         id: hook::VMF_INSERT_PFN_PUD_PROT,
         kind: Kind::Function {
-            args: &[
-                a(&["vmf"], Role::Vmf),
-                PFN,
-                a(&["pgprot"], Role::Prot),
-                a(&["write"], Role::Write),
-            ],
+            args: HUGE_INSERT_PROT,
             ret: Ret::VmFault,
         },
         kernels: Kernels::Until(6, 2),

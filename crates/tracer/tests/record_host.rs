@@ -27,23 +27,9 @@ fn faultgen_child() {
         return;
     };
     let len = PAGES * 4096;
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        // Debian kernels default THP to always: one 2 MiB fault would stand for 512 pages.
-        libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
-        for i in 0..PAGES {
-            std::ptr::write_volatile((p as *mut u8).add(i * 4096), 1);
-        }
-        std::fs::write(out, format!("{:#x} {len}", p as usize)).unwrap();
-    }
+    let m = workload::sys::Map::anon(len).unwrap();
+    m.write_all(1);
+    std::fs::write(out, format!("{:#x} {len}", m.ptr as usize)).unwrap();
 }
 
 #[test]

@@ -44,22 +44,9 @@ fn make_faults(d: Duration) {
     let len = 8 << 20;
     while start.elapsed() < d {
         // Fresh mappings each time: malloc would recycle memory and fault only once.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
-            for i in (0..len).step_by(4096) {
-                std::ptr::write_volatile((p as *mut u8).add(i), 1);
-            }
-            libc::munmap(p, len);
-        }
+        let m = workload::sys::Map::anon(len).unwrap();
+        m.write_all(1);
+        drop(m);
         sleep(Duration::from_millis(20));
     }
 }

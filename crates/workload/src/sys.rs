@@ -46,6 +46,20 @@ impl Map {
         Ok(Map { ptr: p.cast(), len })
     }
 
+    /// Fresh private anonymous memory in 4 KiB pages: the plain fault storm that the tracer's
+    /// tests and benchmarks count.
+    pub fn anon(len: usize) -> Result<Map> {
+        let m = Map::new(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            None,
+            0,
+        )?;
+        m.no_huge_pages()?;
+        Ok(m)
+    }
+
     pub fn pages(&self) -> usize {
         self.len / PAGE
     }

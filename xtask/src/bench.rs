@@ -292,7 +292,8 @@ pub fn replace_section(path: &Path, heading: &str, section: &str) -> Result<()> 
     let mut done = false;
     for line in old.lines() {
         if line.starts_with("## ") {
-            skipping = line.starts_with(heading);
+            // The whole heading: `## tracer overhead: where the time goes` is another section.
+            skipping = line.trim_end() == heading;
             if skipping && !done {
                 out.push_str(section.trim_end());
                 out.push_str("\n\n");
@@ -334,13 +335,16 @@ mod tests {
         let p = std::env::temp_dir().join(format!("bench-md-{}", std::process::id()));
         std::fs::write(
             &p,
-            "# Benchmarks\n\n## replay\nfast\n\n## tracer overhead\nold\n\n## analyzer\nok\n",
+            "# Benchmarks\n\n## replay\nfast\n\n## tracer overhead\nold\n\n## tracer overhead: why\nkept\n\n## analyzer\nok\n",
         )
         .unwrap();
         replace_section(&p, "## tracer overhead", "## tracer overhead\nnew\n").unwrap();
         let s = std::fs::read_to_string(&p).unwrap();
         assert!(
-            s.contains("## replay\nfast") && s.contains("## analyzer\nok") && s.contains("new")
+            s.contains("## replay\nfast")
+                && s.contains("## analyzer\nok")
+                && s.contains("new")
+                && s.contains("## tracer overhead: why\nkept")
         );
         assert!(!s.contains("old"));
         replace_section(&p, "## other", "## other\nx\n").unwrap();

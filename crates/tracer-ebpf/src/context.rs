@@ -39,11 +39,23 @@ pub fn begin(hook: u16, mode: u8) -> Option<&'static mut Event> {
     if !process_allowed((pid_tgid >> 32) as u32) {
         return None;
     }
-    begin_at(hook, mode, pid_tgid, unsafe { bpf_ktime_get_ns() })
+    let ev = begin_at(hook, mode, pid_tgid, unsafe { bpf_ktime_get_ns() })?;
+    read_comm(ev);
+    Some(ev)
+}
+
+/// The current task's name, straight into the event: aya's wrapper returns an array that is
+/// then copied byte by byte. On failure the helper clears the buffer itself.
+#[inline(always)]
+pub fn read_comm(ev: &mut Event) {
+    unsafe {
+        helper::bpf_get_current_comm(ev.comm.as_mut_ptr() as *mut c_void, ev.comm.len() as u32)
+    };
 }
 
 /// [`begin`] for a caller that has already read the task ids and the clock, and filtered on
 /// the process: with retpolines and SRSO's safe RET, every helper call costs tens of ns.
+/// The caller fills `comm` (see [`read_comm`]).
 #[inline(always)]
 pub fn begin_at(hook: u16, mode: u8, pid_tgid: u64, now: u64) -> Option<&'static mut Event> {
     let tgid = (pid_tgid >> 32) as u32;
@@ -62,11 +74,6 @@ pub fn begin_at(hook: u16, mode: u8, pid_tgid: u64, now: u64) -> Option<&'static
     set(&mut ev.parent, 0);
     set(&mut ev.id, 0);
     zero(&mut ev.vma);
-    // Straight into the event: aya's wrapper returns an array that is then copied byte by
-    // byte. On failure the helper clears the buffer itself.
-    unsafe {
-        helper::bpf_get_current_comm(ev.comm.as_mut_ptr() as *mut c_void, ev.comm.len() as u32)
-    };
     Some(ev)
 }
 

@@ -41,13 +41,33 @@ pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The last vma `bpf_find_vma` found on this CPU, for which process, and when.
+/// The last vma `bpf_find_vma` found on this CPU, for which process, and when; and the name of
+/// the last task that faulted here, under which rename epoch.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct VmaCache {
     pub ts: u64,
     pub tgid: u64,
     pub vma: pfnscope_abi::VmaSnapshot,
+    pub comm_ts: u64,
+    pub comm_tid: u64,
+    pub comm_epoch: u64,
+    pub comm: [u64; 2],
+}
+
+/// `[0]`: bumped by the `task:task_rename` program on every rename (exec, prctl(PR_SET_NAME),
+/// a write to /proc/PID/comm). `[1]`: non-zero once user space has that program attached; only
+/// then may a task name be reused from `VMA_CACHE`.
+#[map]
+pub static COMM_EPOCH: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The current rename epoch, or None when renames are not being watched.
+#[inline(always)]
+pub fn comm_epoch() -> Option<u64> {
+    if *COMM_EPOCH.get(1)? == 0 {
+        return None;
+    }
+    COMM_EPOCH.get(0).copied()
 }
 
 /// At the page-fault tracepoints IRQs are still off, so `bpf_find_vma` defers its

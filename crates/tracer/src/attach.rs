@@ -50,6 +50,21 @@ pub fn set_calls_live(ebpf: &mut Ebpf, live: bool) -> Result<(), LoadError> {
     set_array(ebpf, "CALLS_LIVE", 0, live as u32)
 }
 
+/// Lets the fault programs reuse a task's name from their per-CPU cache: attaches the
+/// `task:task_rename` program that invalidates it, then switches the cache on. Where that
+/// program cannot attach, every event asks the kernel for the name, as before; returns why.
+pub fn comm_cache(ebpf: &mut Ebpf) -> Result<Result<(), String>, LoadError> {
+    let res = (|| {
+        let p: &mut RawTracePoint = program(ebpf, "task_rename_raw")?;
+        p.load().map_err(|e| chain(&e))?;
+        p.attach("task_rename").map(drop).map_err(|e| chain(&e))
+    })();
+    if res.is_ok() {
+        set_array(ebpf, "COMM_EPOCH", 1, 1u64)?;
+    }
+    Ok(res)
+}
+
 /// Writes slot `index` of the array map `name`.
 fn set_array<T: aya::Pod>(
     ebpf: &mut Ebpf,

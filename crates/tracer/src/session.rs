@@ -92,6 +92,10 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
     }
     let mut ebpf = attach::load(&offsets, &filter, setup.ring_bytes)?;
     let ebpf_log = init_ebpf_log(&mut ebpf);
+    // Before any hook: a name cached by the first events must already be kept honest.
+    if let Err(why) = attach::comm_cache(&mut ebpf)? {
+        log::debug!("task names are read per event: task:task_rename did not attach ({why})");
+    }
     // Nesting is looked up from the first attach on, and switched off below if no function
     // hook attached (then no tracepoint hit can be inside a probed call).
     attach::set_calls_live(&mut ebpf, true)?;

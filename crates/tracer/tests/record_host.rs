@@ -106,6 +106,74 @@ fn fault_count_matches_pages_touched() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The child side of `a_rename_between_faults_shows_at_once`: faults in region A, renames
+/// itself, faults in region B, and writes both regions.
+#[test]
+fn rename_child() {
+    let Ok(out) = std::env::var("PFNSCOPE_RENAME") else {
+        return;
+    };
+    let len = 512 * 4096;
+    let a = workload::sys::Map::anon(len).unwrap();
+    a.write_all(1);
+    let name = c"pfnscope-renamd";
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) },
+        0
+    );
+    let b = workload::sys::Map::anon(len).unwrap();
+    b.write_all(1);
+    std::fs::write(out, format!("{} {} {len}", a.ptr as usize, b.ptr as usize)).unwrap();
+}
+
+/// The fault programs reuse a thread's name from a per-CPU cache; a rename must show on the
+/// very next fault, not when the cache entry ages out.
+#[test]
+fn a_rename_between_faults_shows_at_once() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("needs root to load eBPF programs");
+    }
+    let dir = std::env::temp_dir().join(format!("pfnscope-rename-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("t.arrows");
+    let regions = dir.join("regions");
+    let out = Command::new(tracer())
+        .args(["record", "--quiet", "--hooks", "page_fault_user", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "rename_child", "--nocapture", "--test-threads=1"])
+        .env("PFNSCOPE_RENAME", &regions)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tracer record failed: {stderr}");
+    let text = std::fs::read_to_string(&regions).expect("the child ran");
+    let v: Vec<u64> = text.split(' ').map(|w| w.parse().unwrap()).collect();
+    let (a, b, len) = (v[0], v[1], v[2]);
+    let t = read_trace(&trace).unwrap();
+    let names = |start: u64| -> Vec<String> {
+        t.events()
+            .filter(|r| r.hook == "exceptions:page_fault_user")
+            .filter(|r| r.address.is_some_and(|x| (start..start + len).contains(&x)))
+            .map(|r| r.comm.to_string())
+            .collect()
+    };
+    let (before, after) = (names(a), names(b));
+    let pages = (len / 4096) as usize;
+    assert!(before.len() >= pages && after.len() >= pages, "{stderr}");
+    assert!(
+        before.iter().all(|n| n != "pfnscope-renamd"),
+        "a fault before the rename carries the new name"
+    );
+    let stale = after.iter().filter(|n| *n != "pfnscope-renamd").count();
+    assert_eq!(
+        stale, 0,
+        "{stale} faults after the rename carry the old name"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn unknown_hook_bad_filter_and_missing_target_fail_in_one_line() {
     let table: &[(&[&str], &str)] = &[

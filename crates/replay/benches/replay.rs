@@ -3,7 +3,7 @@
 //! - engine: records already decoded, pushed through reassembly and the model, one core;
 //! - decode: a trace file read and decoded into records, nothing replayed, one core;
 //! - file: the same file read, decoded and replayed (what `replay check` does): wall time, with
-//!   reading on a second thread, and the CPU time of both threads. The file holds as many
+//!   reading and decoding on two more threads, and the CPU time of all three. The file holds as many
 //!   events as the engine run (~36 MiB per million) and is deleted afterwards.
 //!
 //! `REPLAY_BENCH_EVENTS` overrides the 10M default.
@@ -155,7 +155,7 @@ fn main() {
     let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
     assert_eq!(rep.summary.divergences, 0);
     println!(
-        "replay/file: {} events ({:.0} MiB) read + decoded + replayed in {:.2} s: {:.2} M events/s wall (reading overlaps replay on a second thread); {}",
+        "replay/file: {} events ({:.0} MiB) read + decoded + replayed in {:.2} s: {:.2} M events/s wall (reading and decoding on two more threads); {}",
         rep.events,
         bytes as f64 / (1 << 20) as f64,
         el.as_secs_f64(),

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 
-use pfnscope_trace::{Record, TraceError, TraceMeta, TraceReader};
+use pfnscope_trace::{Record, RecordBatch, TraceError, TraceMeta, TraceReader};
 
 use crate::engine::Engine;
 use crate::kernel::{BadRelease, KernelRules};
@@ -92,21 +92,24 @@ pub fn check_file(
     ))
 }
 
-/// Hands every batch of `reader` to `f`, in order, while a second thread reads and decompresses
-/// the next ones: reading is about as costly as replaying, so the two overlap. Returns the
-/// damage that ended a truncated trace.
+/// Hands every batch of `reader` to `f`, in order, while one thread reads and decompresses
+/// batches and another turns them into records: each stage costs about as much as replaying,
+/// so the three overlap. Returns the damage that ended a truncated trace.
 pub fn each_batch<R: Read + Send>(
     reader: &mut TraceReader<R>,
     mut f: impl FnMut(Vec<Record>),
 ) -> Option<String> {
-    // Two batches in flight bound the memory to what the reader held before.
-    let (tx, rx) = sync_channel::<Vec<Record>>(2);
+    // One batch waiting between stages: each stage then holds at most three (made, waiting,
+    // used), and a decoded batch is ~0.5 KB a row.
+    let (raw_tx, raw_rx) = sync_channel::<RecordBatch>(1);
+    let (tx, rx) = sync_channel::<Vec<Record>>(1);
+    let mut decoder = reader.batch_decoder();
     std::thread::scope(|s| {
         let read = s.spawn(move || {
             loop {
-                match reader.next_batch() {
+                match reader.next_raw() {
                     Ok(Some(batch)) => {
-                        if tx.send(batch).is_err() {
+                        if raw_tx.send(batch).is_err() {
                             return None;
                         }
                     }
@@ -115,9 +118,132 @@ pub fn each_batch<R: Read + Send>(
                 }
             }
         });
+        let decode = s.spawn(move || {
+            for batch in raw_rx {
+                match decoder.decode(&batch) {
+                    Ok(records) => {
+                        if tx.send(records).is_err() {
+                            return None;
+                        }
+                    }
+                    // Dropping the channel stops the reader at its next batch.
+                    Err(d) => return Some(d),
+                }
+            }
+            None
+        });
         for batch in rx {
             f(batch);
         }
-        read.join().expect("the trace reader thread panicked")
+        // A corrupt batch comes before anything the reader met after it.
+        let corrupt = decode.join().expect("the trace decoder thread panicked");
+        let unreadable = read.join().expect("the trace reader thread panicked");
+        corrupt.or(unreadable)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, UInt64Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use pfnscope_trace::{SCHEMA_VERSION_KEY, TraceWriter};
+
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("replay-run-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("t.arrows")
+    }
+
+    /// What the plain one-thread reader makes of a file.
+    fn sequential(p: &Path) -> (Vec<Vec<Record>>, Option<String>) {
+        let mut r = TraceReader::open(p).unwrap();
+        let mut batches = vec![];
+        loop {
+            match r.next_batch() {
+                Ok(Some(b)) => batches.push(b),
+                Ok(None) => return (batches, None),
+                Err(d) => return (batches, Some(d)),
+            }
+        }
+    }
+
+    fn pipelined(p: &Path) -> (Vec<Vec<Record>>, Option<String>) {
+        let mut r = TraceReader::open(p).unwrap();
+        let mut batches = vec![];
+        let d = each_batch(&mut r, |b| batches.push(b));
+        (batches, d)
+    }
+
+    fn records(p: &Path, batches: u64) {
+        let mut w = TraceWriter::create(p, &TraceMeta::default()).unwrap();
+        for b in 0..batches {
+            for i in 0..50 {
+                w.push(&Record {
+                    seq: b * 50 + i,
+                    hook: "handle_mm_fault".into(),
+                    address: Some(i << 12),
+                    ..Default::default()
+                });
+            }
+            w.flush_batch().unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn the_pipeline_reads_what_the_plain_reader_reads() {
+        // Clean, cut short, and a batch whose columns do not decode.
+        let clean = tmp("clean");
+        records(&clean, 6);
+        let cut = tmp("cut");
+        let bytes = std::fs::read(&clean).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let bad = tmp("bad");
+        let schema = Arc::new(Schema::new_with_metadata(
+            vec![
+                Field::new("seq", DataType::UInt64, false),
+                Field::new("hook", DataType::Int64, false),
+            ],
+            std::collections::HashMap::from([(SCHEMA_VERSION_KEY.to_string(), "1".to_string())]),
+        ));
+        let mut w =
+            arrow_ipc::writer::StreamWriter::try_new(std::fs::File::create(&bad).unwrap(), &schema)
+                .unwrap();
+        for _ in 0..3 {
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(UInt64Array::from(vec![1, 2])),
+                    Arc::new(Int64Array::from(vec![3, 4])),
+                ],
+            )
+            .unwrap();
+            w.write(&b).unwrap();
+        }
+        w.finish().unwrap();
+
+        for (p, batches, damaged) in [(&clean, 6, false), (&cut, 1, true), (&bad, 0, true)] {
+            let (want, want_d) = sequential(p);
+            let (got, got_d) = pipelined(p);
+            assert_eq!(got, want, "{}", p.display());
+            assert_eq!(got_d, want_d, "{}", p.display());
+            assert!(
+                got.len() >= batches,
+                "{}: {} batches",
+                p.display(),
+                got.len()
+            );
+            assert_eq!(got_d.is_some(), damaged, "{}: {got_d:?}", p.display());
+        }
+        let (_, d) = pipelined(&bad);
+        assert!(d.unwrap().contains("batch 1 is corrupt"));
+        for p in [clean, cut, bad] {
+            std::fs::remove_dir_all(p.parent().unwrap()).ok();
+        }
+    }
 }

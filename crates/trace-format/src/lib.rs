@@ -28,11 +28,12 @@ mod record;
 mod sym;
 mod writer;
 
+pub use arrow_array::RecordBatch;
 pub use checked::CheckedStream;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
 };
-pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
+pub use reader::{BatchDecoder, Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
 pub use sym::{Interner, Sym};
 pub use writer::{TraceWriter, WriteError};

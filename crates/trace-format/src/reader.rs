@@ -6,6 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
 
 use crate::{
@@ -175,6 +176,16 @@ impl<R: Read> TraceReader<R> {
     /// The next batch of records: `Ok(None)` at a clean end, `Err(damage)` when the rest of the
     /// file cannot be read (the message says where and how much came before).
     pub fn next_batch(&mut self) -> Result<Option<Vec<Record>>, String> {
+        let mut dec = self.batch_decoder();
+        let Some(raw) = self.next_raw()? else {
+            return Ok(None);
+        };
+        dec.decode(&raw).inspect_err(|_| self.done = true).map(Some)
+    }
+
+    /// The next batch as Arrow decoded it, not yet turned into records (see
+    /// [`BatchDecoder`]): reading and decoding can then run on two threads.
+    pub fn next_raw(&mut self) -> Result<Option<RecordBatch>, String> {
         if self.done {
             return Ok(None);
         }
@@ -184,30 +195,61 @@ impl<R: Read> TraceReader<R> {
                 Ok(None)
             }
             Some(Ok(batch)) => {
-                let mut out = Vec::with_capacity(batch.num_rows());
-                if let Err(e) = decode(&batch, &mut out) {
-                    self.done = true;
-                    return Err(self.damage(&format!("batch {} is corrupt: {e}", self.batches + 1)));
-                }
                 self.batches += 1;
-                self.rows += out.len() as u64;
-                Ok(Some(out))
+                self.rows += batch.num_rows() as u64;
+                Ok(Some(batch))
             }
             Some(Err(e)) => {
                 self.done = true;
-                Err(self.damage(&format!("cannot read batch {}: {e}", self.batches + 1)))
+                Err(damage(
+                    &self.path,
+                    &format!("cannot read batch {}: {e}", self.batches + 1),
+                    self.rows,
+                    self.batches,
+                ))
             }
         }
     }
 
-    fn damage(&self, what: &str) -> String {
-        format!(
-            "{}: {what}; kept the {} records of the {} complete batches before it (a recording that was killed or ran out of disk ends this way)",
-            self.path.display(),
-            self.rows,
-            self.batches
-        )
+    /// Decodes the batches [`Self::next_raw`] returns from here on, in the same order.
+    pub fn batch_decoder(&self) -> BatchDecoder {
+        BatchDecoder {
+            path: self.path.clone(),
+            rows: self.rows,
+            batches: self.batches,
+        }
     }
+}
+
+/// Turns raw batches into records, counting them for the damage message of a corrupt one.
+pub struct BatchDecoder {
+    path: PathBuf,
+    rows: u64,
+    batches: u64,
+}
+
+impl BatchDecoder {
+    pub fn decode(&mut self, batch: &RecordBatch) -> Result<Vec<Record>, String> {
+        let mut out = Vec::with_capacity(batch.num_rows());
+        decode(batch, &mut out).map_err(|e| {
+            damage(
+                &self.path,
+                &format!("batch {} is corrupt: {e}", self.batches + 1),
+                self.rows,
+                self.batches,
+            )
+        })?;
+        self.batches += 1;
+        self.rows += out.len() as u64;
+        Ok(out)
+    }
+}
+
+fn damage(path: &Path, what: &str, rows: u64, batches: u64) -> String {
+    format!(
+        "{}: {what}; kept the {rows} records of the {batches} complete batches before it (a recording that was killed or ran out of disk ends this way)",
+        path.display(),
+    )
 }
 
 /// Reads a whole trace. A damaged tail is not an error: see [`Trace::damage`].

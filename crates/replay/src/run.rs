@@ -92,15 +92,18 @@ pub fn check_file(
     ))
 }
 
-/// Hands every batch of `reader` to `f`, in order, while one thread reads and decompresses
-/// batches and another turns them into records: each stage costs about as much as replaying,
+/// Records per piece handed from the decoding thread to the replay: 2 MiB.
+const CHUNK_ROWS: usize = 4096;
+
+/// Hands every record of `reader` to `f`, in order and in pieces of at most [`CHUNK_ROWS`],
+/// while one thread reads and decompresses batches and another turns them into records: each stage costs about as much as replaying,
 /// so the three overlap. Returns the damage that ended a truncated trace.
 pub fn each_batch<R: Read + Send>(
     reader: &mut TraceReader<R>,
     mut f: impl FnMut(Vec<Record>),
 ) -> Option<String> {
     // One batch waiting between stages: each stage then holds at most three (made, waiting,
-    // used), and a decoded batch is ~0.5 KB a row.
+    // used). Records (~0.5 KB each) travel in pieces of CHUNK_ROWS.
     let (raw_tx, raw_rx) = sync_channel::<RecordBatch>(1);
     let (tx, rx) = sync_channel::<Vec<Record>>(1);
     let mut decoder = reader.batch_decoder();
@@ -120,12 +123,10 @@ pub fn each_batch<R: Read + Send>(
         });
         let decode = s.spawn(move || {
             for batch in raw_rx {
-                match decoder.decode(&batch) {
-                    Ok(records) => {
-                        if tx.send(records).is_err() {
-                            return None;
-                        }
-                    }
+                match decoder.decode_chunks(&batch, CHUNK_ROWS, |records| tx.send(records).is_ok())
+                {
+                    Ok(true) => {}
+                    Ok(false) => return None,
                     // Dropping the channel stops the reader at its next batch.
                     Err(d) => return Some(d),
                 }
@@ -160,31 +161,37 @@ mod tests {
     }
 
     /// What the plain one-thread reader makes of a file.
-    fn sequential(p: &Path) -> (Vec<Vec<Record>>, Option<String>) {
+    fn sequential(p: &Path) -> (Vec<Record>, Option<String>) {
         let mut r = TraceReader::open(p).unwrap();
-        let mut batches = vec![];
+        let mut records = vec![];
         loop {
             match r.next_batch() {
-                Ok(Some(b)) => batches.push(b),
-                Ok(None) => return (batches, None),
-                Err(d) => return (batches, Some(d)),
+                Ok(Some(b)) => records.extend(b),
+                Ok(None) => return (records, None),
+                Err(d) => return (records, Some(d)),
             }
         }
     }
 
-    fn pipelined(p: &Path) -> (Vec<Vec<Record>>, Option<String>) {
+    fn pipelined(p: &Path) -> (Vec<Record>, Option<String>) {
         let mut r = TraceReader::open(p).unwrap();
-        let mut batches = vec![];
-        let d = each_batch(&mut r, |b| batches.push(b));
-        (batches, d)
+        let mut records = vec![];
+        let d = each_batch(&mut r, |b| {
+            assert!(b.len() <= CHUNK_ROWS);
+            records.extend(b)
+        });
+        (records, d)
     }
+
+    /// Batches larger than a piece, so pieces are cut from them.
+    const PER_BATCH: u64 = CHUNK_ROWS as u64 * 2 + 100;
 
     fn records(p: &Path, batches: u64) {
         let mut w = TraceWriter::create(p, &TraceMeta::default()).unwrap();
         for b in 0..batches {
-            for i in 0..50 {
+            for i in 0..PER_BATCH {
                 w.push(&Record {
-                    seq: b * 50 + i,
+                    seq: b * PER_BATCH + i,
                     hook: "handle_mm_fault".into(),
                     address: Some(i << 12),
                     ..Default::default()
@@ -233,8 +240,8 @@ mod tests {
             assert_eq!(got, want, "{}", p.display());
             assert_eq!(got_d, want_d, "{}", p.display());
             assert!(
-                got.len() >= batches,
-                "{}: {} batches",
+                got.len() as u64 >= batches * PER_BATCH,
+                "{}: {} records",
                 p.display(),
                 got.len()
             );

@@ -219,7 +219,9 @@ macro_rules! columns {
         /// Decodes a batch, one whole record at a time. Columns are found by name so a reader
         /// keeps working when a later writer of the same schema version appends columns; a
         /// missing column reads as default.
-        pub fn decode(batch: &RecordBatch, out: &mut Vec<Record>) -> Result<(), String> {
+        /// Only the `rows` asked for are decoded, but the whole batch is checked first, so a
+        /// batch that decodes in one piece decodes in any.
+        pub fn decode(batch: &RecordBatch, rows: std::ops::Range<usize>, out: &mut Vec<Record>) -> Result<(), String> {
             #[derive(Default)]
             #[allow(non_snake_case)]
             struct States {
@@ -246,8 +248,9 @@ macro_rules! columns {
                 },)*
             };
             let mut st = States::default();
-            out.reserve(batch.num_rows());
-            for i in 0..batch.num_rows() {
+            assert!(rows.end <= batch.num_rows(), "rows {rows:?} of a batch of {}", batch.num_rows());
+            out.reserve(rows.len());
+            for i in rows {
                 out.push(Record {
                     $($field: match arrays.$field {
                         Some(a) => <$kind as Column>::get(a, i, &mut st.$field),

@@ -230,18 +230,49 @@ pub struct BatchDecoder {
 
 impl BatchDecoder {
     pub fn decode(&mut self, batch: &RecordBatch) -> Result<Vec<Record>, String> {
-        let mut out = Vec::with_capacity(batch.num_rows());
-        decode(batch, &mut out).map_err(|e| {
-            damage(
-                &self.path,
-                &format!("batch {} is corrupt: {e}", self.batches + 1),
-                self.rows,
-                self.batches,
-            )
+        let mut out = Vec::new();
+        self.decode_chunks(batch, usize::MAX, |records| {
+            out = records;
+            true
         })?;
-        self.batches += 1;
-        self.rows += out.len() as u64;
         Ok(out)
+    }
+
+    /// Decodes `batch` in pieces of at most `rows` records, handing each to `f` in order; `f`
+    /// returns false to stop. A writer's batch can hold 64 Ki rows, 32 MiB as records: a
+    /// consumer that keeps a few batches in flight holds far less in pieces. Returns whether
+    /// `f` took every piece. A corrupt batch fails before any piece is handed over.
+    pub fn decode_chunks(
+        &mut self,
+        batch: &RecordBatch,
+        rows: usize,
+        mut f: impl FnMut(Vec<Record>) -> bool,
+    ) -> Result<bool, String> {
+        let n = batch.num_rows();
+        let rows = rows.max(1);
+        let mut start = 0usize;
+        loop {
+            let end = n.min(start.saturating_add(rows));
+            let mut out = Vec::new();
+            decode(batch, start..end, &mut out).map_err(|e| {
+                damage(
+                    &self.path,
+                    &format!("batch {} is corrupt: {e}", self.batches + 1),
+                    self.rows,
+                    self.batches,
+                )
+            })?;
+            if !f(out) {
+                return Ok(false);
+            }
+            start = end;
+            if start >= n {
+                break;
+            }
+        }
+        self.batches += 1;
+        self.rows += n as u64;
+        Ok(true)
     }
 }
 

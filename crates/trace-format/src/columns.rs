@@ -216,12 +216,12 @@ macro_rules! columns {
             }
         }
 
-        /// Decodes a batch, one whole record at a time. Columns are found by name so a reader
-        /// keeps working when a later writer of the same schema version appends columns; a
-        /// missing column reads as default.
-        /// Only the `rows` asked for are decoded, but the whole batch is checked first, so a
-        /// batch that decodes in one piece decodes in any.
-        pub fn decode(batch: &RecordBatch, rows: std::ops::Range<usize>, out: &mut Vec<Record>) -> Result<(), String> {
+        /// Decodes a batch, one whole record at a time, and hands the records to `f` in pieces
+        /// of at most `piece` (`f` returns false to stop); returns whether `f` took them all.
+        /// The whole batch is checked before the first piece, so a corrupt batch hands nothing
+        /// over. Columns are found by name so a reader keeps working when a later writer of the
+        /// same schema version appends columns; a missing column reads as default.
+        pub fn decode(batch: &RecordBatch, piece: usize, mut f: impl FnMut(Vec<Record>) -> bool) -> Result<bool, String> {
             #[derive(Default)]
             #[allow(non_snake_case)]
             struct States {
@@ -248,17 +248,28 @@ macro_rules! columns {
                 },)*
             };
             let mut st = States::default();
-            assert!(rows.end <= batch.num_rows(), "rows {rows:?} of a batch of {}", batch.num_rows());
-            out.reserve(rows.len());
-            for i in rows {
-                out.push(Record {
-                    $($field: match arrays.$field {
-                        Some(a) => <$kind as Column>::get(a, i, &mut st.$field),
-                        None => Default::default(),
-                    },)*
-                });
+            let n = batch.num_rows();
+            let piece = piece.clamp(1, n.max(1));
+            let mut start = 0;
+            loop {
+                let end = n.min(start + piece);
+                let mut out = Vec::with_capacity(end - start);
+                for i in start..end {
+                    out.push(Record {
+                        $($field: match arrays.$field {
+                            Some(a) => <$kind as Column>::get(a, i, &mut st.$field),
+                            None => Default::default(),
+                        },)*
+                    });
+                }
+                if !f(out) {
+                    return Ok(false);
+                }
+                start = end;
+                if start >= n {
+                    return Ok(true);
+                }
             }
-            Ok(())
         }
     };
 }

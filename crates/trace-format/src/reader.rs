@@ -246,33 +246,21 @@ impl BatchDecoder {
         &mut self,
         batch: &RecordBatch,
         rows: usize,
-        mut f: impl FnMut(Vec<Record>) -> bool,
+        f: impl FnMut(Vec<Record>) -> bool,
     ) -> Result<bool, String> {
-        let n = batch.num_rows();
-        let rows = rows.max(1);
-        let mut start = 0usize;
-        loop {
-            let end = n.min(start.saturating_add(rows));
-            let mut out = Vec::new();
-            decode(batch, start..end, &mut out).map_err(|e| {
-                damage(
-                    &self.path,
-                    &format!("batch {} is corrupt: {e}", self.batches + 1),
-                    self.rows,
-                    self.batches,
-                )
-            })?;
-            if !f(out) {
-                return Ok(false);
-            }
-            start = end;
-            if start >= n {
-                break;
-            }
+        let all = decode(batch, rows, f).map_err(|e| {
+            damage(
+                &self.path,
+                &format!("batch {} is corrupt: {e}", self.batches + 1),
+                self.rows,
+                self.batches,
+            )
+        })?;
+        if all {
+            self.batches += 1;
+            self.rows += batch.num_rows() as u64;
         }
-        self.batches += 1;
-        self.rows += n as u64;
-        Ok(true)
+        Ok(all)
     }
 }
 

@@ -5,7 +5,11 @@
 //! The fault generator is this test binary itself, re-run with PFNSCOPE_FAULTGEN set: it maps
 //! an anonymous region with 4 KiB pages, touches every page once and prints the region.
 
-use std::{io::Write, path::PathBuf, process::Command};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use pfnscope_trace::read_trace;
 
@@ -18,6 +22,25 @@ fn skip(why: &str) {
 
 fn tracer() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tracer"))
+}
+
+/// Records this test binary re-run as the child test `child`, with `env` naming the file the
+/// child writes its regions to. Returns the tracer's stderr once the recording succeeded.
+fn record_child(trace: &Path, args: &[&str], child: &str, env: &str, out: &Path) -> String {
+    let o = Command::new(tracer())
+        .args(["record", "--quiet"])
+        .args(args)
+        .arg("-o")
+        .arg(trace)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env(env, out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "tracer record failed: {stderr}");
+    stderr
 }
 
 /// The child side: runs only when re-executed by `fault_count_matches_pages_touched`.
@@ -41,23 +64,7 @@ fn fault_count_matches_pages_touched() {
     std::fs::create_dir_all(&dir).unwrap();
     let trace = dir.join("t.arrows");
     let region = dir.join("region");
-    let me = std::env::current_exe().unwrap();
-    let out = Command::new(tracer())
-        .args(["record", "--quiet", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(&me)
-        .args([
-            "--exact",
-            "faultgen_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("PFNSCOPE_FAULTGEN", &region)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tracer record failed: {stderr}");
+    let stderr = record_child(&trace, &[], "faultgen_child", "PFNSCOPE_FAULTGEN", &region);
     let text = std::fs::read_to_string(&region).expect("the generator ran");
     let (start, len) = text.split_once(' ').unwrap();
     let start = u64::from_str_radix(start.trim_start_matches("0x"), 16).unwrap();
@@ -137,17 +144,13 @@ fn a_rename_between_faults_shows_at_once() {
     std::fs::create_dir_all(&dir).unwrap();
     let trace = dir.join("t.arrows");
     let regions = dir.join("regions");
-    let out = Command::new(tracer())
-        .args(["record", "--quiet", "--hooks", "page_fault_user", "-o"])
-        .arg(&trace)
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "rename_child", "--nocapture", "--test-threads=1"])
-        .env("PFNSCOPE_RENAME", &regions)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tracer record failed: {stderr}");
+    let stderr = record_child(
+        &trace,
+        &["--hooks", "page_fault_user"],
+        "rename_child",
+        "PFNSCOPE_RENAME",
+        &regions,
+    );
     let text = std::fs::read_to_string(&regions).expect("the child ran");
     let v: Vec<u64> = text.split(' ').map(|w| w.parse().unwrap()).collect();
     let (a, b, len) = (v[0], v[1], v[2]);

@@ -4,9 +4,10 @@
 //! - decode: a trace file read and decoded into records, nothing replayed, one core;
 //! - file: the same file read, decoded and replayed (what `replay check` does): wall time, with
 //!   reading and decoding on two more threads, and the CPU time of all three. The file holds as many
-//!   events as the engine run (~36 MiB per million) and is deleted afterwards.
+//!   events as the engine run (~17 MiB per million) and is deleted afterwards.
 //!
-//! `REPLAY_BENCH_EVENTS` overrides the 10M default.
+//! `REPLAY_BENCH_EVENTS` overrides the 10M default; `REPLAY_BENCH_KEEP=PATH` keeps the file there
+//! (to profile `replay check` on it).
 
 use std::time::{Duration, Instant};
 
@@ -168,6 +169,10 @@ fn main() {
             None => "CPU time unavailable".into(),
         }
     );
+    match std::env::var_os("REPLAY_BENCH_KEEP") {
+        Some(keep) => std::fs::rename(&path, &keep).unwrap(),
+        None => {}
+    }
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(m) = peak_rss_mib() {
         println!("replay/peak-rss: {m:.0} MiB (includes the generator's chunk and the writer)");

@@ -1,8 +1,8 @@
 //! Checks each IPC message of a trace before an Arrow reader sees it.
 //!
-//! Arrow readers trust the lengths a message claims: a damaged LZ4 length prefix makes them
-//! allocate whatever the prefix says (petabytes) and abort the process (arrow-rs and polars
-//! both; cargo-fuzz found it). [`CheckedStream`] reads the IPC framing itself and hands out
+//! Arrow readers trust the lengths a message claims: a damaged length prefix of a compressed
+//! buffer makes them allocate whatever the prefix says (petabytes) and abort the process
+//! (arrow-rs and polars both; cargo-fuzz found it). [`CheckedStream`] reads the IPC framing itself and hands out
 //! only whole messages whose metadata, body length, row counts and compressed-buffer prefixes
 //! are plausible; a failed check is an `InvalidData` read error carrying the reason. It is
 //! `Read + Seek`, so any Arrow reader can sit on top: [`crate::TraceReader`] puts arrow-rs
@@ -18,6 +18,12 @@ const MAX_BODY: u64 = 1 << 31;
 const MAX_ROWS: i64 = 1 << 28;
 /// LZ4 cannot expand more than ~255:1.
 const MAX_LZ4_RATIO: u64 = 256;
+/// Zstandard's run-length blocks expand 3 bytes to up to 128 KiB.
+const MAX_ZSTD_RATIO: u64 = 1 << 16;
+/// No buffer of a trace column holds more than this per row (u64 values, names up to
+/// KSYM_NAME_LEN plus a module): a tighter bound than the ratio where a codec compresses zeros
+/// as well as Zstandard does.
+const MAX_BYTES_PER_ROW: u64 = 1024;
 
 /// Hands out one whole, checked message at a time. Seeks stay inside the current message
 /// (polars seeks only to skip the buffers of columns it does not read).
@@ -89,11 +95,11 @@ impl<R: Read> CheckedStream<R> {
                 "message {n} has an impossible body length {body_len}"
             ));
         }
-        let compressed = compressed_buffers(&message, body_len as u64)
+        let (compressed, most) = compressed_buffers(&message, body_len as u64)
             .map_err(|e| format!("message {n}: {e}"))?;
         let body_at = self.buf.len();
         self.take(body_len as u64, n)?;
-        check_prefixes(&self.buf[body_at..], &compressed)
+        check_prefixes(&self.buf[body_at..], &compressed, most)
             .map_err(|e| format!("message {n}: {e}"))?;
         self.messages += 1;
         Ok(true)
@@ -131,13 +137,28 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
     Ok(n)
 }
 
-/// (offset, length) of each buffer of a compressed record batch, checked against the body.
+/// What a compressed buffer of a batch may claim as its uncompressed length.
+#[derive(Clone, Copy, Default)]
+struct Expansion {
+    ratio: u64,
+    rows: u64,
+}
+
+impl Expansion {
+    fn most(self, compressed: u64) -> u64 {
+        (compressed.saturating_mul(self.ratio) + 4096)
+            .min(self.rows.saturating_mul(MAX_BYTES_PER_ROW) + 4096)
+    }
+}
+
+/// (offset, length) of each buffer of a compressed record batch, checked against the body, and
+/// how far they may expand.
 fn compressed_buffers(
     message: &arrow_ipc::Message,
     body_len: u64,
-) -> Result<Vec<(u64, u64)>, String> {
+) -> Result<(Vec<(u64, u64)>, Expansion), String> {
     let Some(batch) = message.header_as_record_batch() else {
-        return Ok(vec![]);
+        return Ok((vec![], Expansion::default()));
     };
     if batch.length() < 0 || batch.length() > MAX_ROWS {
         return Err(format!("impossible row count {}", batch.length()));
@@ -161,21 +182,33 @@ fn compressed_buffers(
         }
         out.push((off as u64, len as u64));
     }
-    if batch.compression().is_none() {
-        out.clear();
-    }
-    Ok(out)
+    let ratio = match batch.compression().map(|c| c.codec()) {
+        None => {
+            out.clear();
+            0
+        }
+        Some(arrow_ipc::CompressionType::LZ4_FRAME) => MAX_LZ4_RATIO,
+        Some(arrow_ipc::CompressionType::ZSTD) => MAX_ZSTD_RATIO,
+        Some(c) => return Err(format!("unknown compression codec {}", c.0)),
+    };
+    Ok((
+        out,
+        Expansion {
+            ratio,
+            rows: batch.length() as u64,
+        },
+    ))
 }
 
 /// Each compressed buffer starts with its uncompressed length (i64; -1: stored as is).
-fn check_prefixes(body: &[u8], buffers: &[(u64, u64)]) -> Result<(), String> {
+fn check_prefixes(body: &[u8], buffers: &[(u64, u64)], most: Expansion) -> Result<(), String> {
     for &(off, len) in buffers {
         if len < 8 {
             continue;
         }
         let at = off as usize;
         let claimed = i64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-        if claimed != -1 && (claimed < 0 || claimed as u64 > (len - 8) * MAX_LZ4_RATIO + 4096) {
+        if claimed != -1 && (claimed < 0 || claimed as u64 > most.most(len - 8)) {
             return Err(format!(
                 "a compressed buffer of {len} bytes claims {claimed} bytes uncompressed"
             ));

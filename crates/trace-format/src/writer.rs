@@ -81,10 +81,12 @@ impl TraceWriter {
             source,
         };
         let file = File::create(path).map_err(create_err)?;
-        // LZ4 frames: most columns are null or repeat within a hook, so batches shrink ~8x, and
-        // the Arrow readers we care about (arrow-rs, C++/pyarrow, polars) all read them.
+        // Zstandard (level 3): most columns are null or repeat within a hook, and its run-length
+        // blocks turn those back into zeros ~3x faster than LZ4 frames decode them, in half the
+        // bytes (BENCHMARKS.md); arrow-rs, C++/pyarrow and polars all read it. Traces written
+        // with LZ4 before still read: the codec is recorded per batch.
         let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .try_with_compression(Some(CompressionType::ZSTD))
             .map_err(|e| create_err(arrow_io(e)))?;
         let mut stream = StreamWriter::try_new_with_options(
             BufWriter::with_capacity(1 << 20, file),

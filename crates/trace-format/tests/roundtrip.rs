@@ -176,13 +176,67 @@ fn newer_schema_is_refused() {
     );
 }
 
-/// Regression (found by the fuzz target): a damaged LZ4 length prefix made arrow allocate what
-/// it claimed (petabytes) and abort. The reader must refuse it as damage instead.
+/// Rewrites a trace with LZ4 frames, the codec traces were written with before Zstandard.
+fn rewrite_lz4(p: &Path) {
+    use arrow_ipc::{
+        CompressionType,
+        reader::StreamReader,
+        writer::{IpcWriteOptions, StreamWriter},
+    };
+    let r = StreamReader::try_new(fs::File::open(p).unwrap(), None).unwrap();
+    let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    let opts = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::LZ4_FRAME))
+        .unwrap();
+    let mut w =
+        StreamWriter::try_new_with_options(fs::File::create(p).unwrap(), &schema, opts).unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// A batch as large as the tracer writes, where most columns are all null: Zstandard shrinks
+/// those buffers far beyond LZ4's ratio, and the damage checks must still let them through.
+#[test]
+fn full_batches_of_null_columns_are_not_damage() {
+    let p = tmp("full");
+    let written = write(&p, 1, 1 << 16);
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.damage, None);
+    assert_eq!(t.records.len(), written.len());
+}
+
+#[test]
+fn traces_written_with_lz4_still_read() {
+    let p = tmp("lz4");
+    let written = write(&p, 3, 200);
+    rewrite_lz4(&p);
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.damage, None);
+    assert_eq!(t.records, written);
+    assert_eq!(t.meta.kernel_release, meta().kernel_release);
+    assert_eq!(t.meta.hook_plan, meta().hook_plan);
+}
+
+/// Regression (found by the fuzz target): a damaged length prefix of a compressed buffer made
+/// arrow allocate what it claimed (petabytes) and abort. The reader must refuse it as damage
+/// instead, whichever codec wrote the trace.
 #[test]
 fn absurd_compressed_length_is_damage_not_an_abort() {
-    let p = tmp("lz4len");
-    write(&p, 1, 500);
-    let mut bytes = fs::read(&p).unwrap();
+    for lz4 in [false, true] {
+        let p = tmp(if lz4 { "lz4len" } else { "zstdlen" });
+        write(&p, 1, 500);
+        if lz4 {
+            rewrite_lz4(&p);
+        }
+        absurd_first_length(&p);
+    }
+}
+
+fn absurd_first_length(p: &Path) {
+    let mut bytes = fs::read(p).unwrap();
     let msg_len =
         |at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
     let schema_len = msg_len(0);
@@ -199,8 +253,8 @@ fn absurd_compressed_length_is_damage_not_an_abort() {
         .unwrap();
     let at = body_at + target.offset() as usize;
     bytes[at..at + 8].copy_from_slice(&(1i64 << 50).to_le_bytes());
-    fs::write(&p, &bytes).unwrap();
-    let t = read_trace(&p).unwrap();
+    fs::write(p, &bytes).unwrap();
+    let t = read_trace(p).unwrap();
     let d = t.damage.expect("reported as damage");
     assert!(d.contains("claims"), "{d}");
     assert!(t.records.is_empty());

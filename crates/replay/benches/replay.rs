@@ -169,9 +169,8 @@ fn main() {
             None => "CPU time unavailable".into(),
         }
     );
-    match std::env::var_os("REPLAY_BENCH_KEEP") {
-        Some(keep) => std::fs::rename(&path, &keep).unwrap(),
-        None => {}
+    if let Some(keep) = std::env::var_os("REPLAY_BENCH_KEEP") {
+        std::fs::rename(&path, &keep).unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(m) = peak_rss_mib() {

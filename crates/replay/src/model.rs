@@ -467,9 +467,8 @@ impl<S: Sink> Model<S> {
         }
         // A reservation that made it into the memtype tree is non-RAM by construction.
         self.memtypes
-            .entries()
-            .iter()
-            .any(|e| e.start <= start && start + n <= e.end && e.owner != Owner::Other)
+            .covering(start, start + n)
+            .any(|e| e.owner != Owner::Other)
     }
 
     fn forget_lookups(&mut self, start: u64, n: u64) {
@@ -1329,11 +1328,7 @@ impl<S: Sink> Model<S> {
                 },
             );
         } else {
-            let overlapped = self
-                .memtypes
-                .entries()
-                .iter()
-                .any(|e| e.start < end && start < e.end);
+            let overlapped = self.memtypes.overlapping(start, end).next().is_some();
             match self
                 .memtypes
                 .predict_reserve(start, end, req, newt.is_some())
@@ -1544,11 +1539,8 @@ impl<S: Sink> Model<S> {
             if free.is_some() {
                 self.untrack_frees_seen = true;
             }
-            for e in self.memtypes.entries_mut() {
-                if let Owner::Vma(v) = e.owner
-                    && e.start == pfn
-                    && e.end == pfn + np
-                {
+            for (_, e) in self.memtypes.exact(pfn, pfn + np) {
+                if let Owner::Vma(v) = e.owner {
                     self.vmas.entry(v).or_default().untracked = true;
                 }
             }
@@ -1740,14 +1732,14 @@ impl<S: Sink> Model<S> {
                 }
             }
         } else if tr == Some(0) {
-            for e in self.memtypes.entries_mut() {
-                if e.owner
+            for o in self.memtypes.owners_mut() {
+                if *o
                     == (Owner::Fork {
                         parent_pid: r.pid,
                         failed: false,
                     })
                 {
-                    e.owner = Owner::Fork {
+                    *o = Owner::Fork {
                         parent_pid: r.pid,
                         failed: true,
                     };

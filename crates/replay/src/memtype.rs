@@ -372,8 +372,9 @@ mod tests {
         };
         let mut m = MemtypeMap::default();
         // (start, end, cache, insertion number)
-        let mut plain: Vec<(u64, u64, Cache, u64)> = vec![];
-        let first = |v: &[(u64, u64, Cache, u64)], f: &dyn Fn(&(u64, u64, Cache, u64)) -> bool| {
+        type Plain = (u64, u64, Cache, u64);
+        let mut plain: Vec<Plain> = vec![];
+        let first = |v: &[Plain], f: &dyn Fn(&Plain) -> bool| {
             v.iter()
                 .filter(|e| f(e))
                 .min_by_key(|e| (e.0, e.3))

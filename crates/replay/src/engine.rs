@@ -8,7 +8,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use pfnscope_trace::{Record, TraceMeta};
 
@@ -17,28 +16,9 @@ use crate::kernel::KernelRules;
 use crate::model::Model;
 use crate::report::{Losses, Sink};
 
-/// Call ids are unique integers: a multiply-shift hash is plenty and keeps the map cheap.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (n ^ (n >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64)
-    }
-}
-
-pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// Keys are call ids, vma ids, pfns and small tuples of them, none chosen by an adversary that
+/// sees the hash: rustc's Fx hash is several times cheaper than SipHash here.
+pub type IdMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// One call of a reassembled tree.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 //! trace, RAM-ness of a pfn, a hook that was not attached) the rule counts as not checkable and
 //! never fires.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use pfnscope_trace::{Record, Sym, TraceMeta};
 
@@ -96,7 +96,8 @@ pub struct Model<S: Sink> {
     f: Features,
     bits: VmBits,
     pat: PatTable,
-    plan: Option<HashSet<Hook>>,
+    /// Hooks the plan attached, by `Hook as usize`.
+    plan: Option<[bool; HOOK_COUNT]>,
     seen: [bool; HOOK_COUNT],
     pat_on: bool,
     vmas: IdMap<u32, VmaState>,
@@ -114,8 +115,8 @@ pub struct Model<S: Sink> {
     deleted: IdMap<u64, (u64, u64)>,
     /// (vma id, vma start, page) of faults that failed, with their seq and result: no PTE may
     /// appear there before the next fault at that page.
-    failed_faults: HashMap<(u32, u64, u64), (u64, u32)>,
-    lacks_map_pages: HashMap<String, bool>,
+    failed_faults: IdMap<(u32, u64, u64), (u64, u32)>,
+    lacks_map_pages: IdMap<String, bool>,
     last_fault: IdMap<u32, LastFault>,
     last_untrack: IdMap<u32, u32>,
     fork_pending: IdMap<u32, Vec<ForkCopy>>,
@@ -128,11 +129,11 @@ impl<S: Sink> Model<S> {
         let plan = if meta.hook_plan.is_empty() {
             None
         } else {
-            let mut p = HashSet::new();
+            let mut p = [false; HOOK_COUNT];
             for e in meta.hook_plan.iter().filter(|e| e.mode.is_some()) {
-                p.insert(Hook::from_name(&e.hook));
+                p[Hook::from_name(&e.hook) as usize] = true;
                 if let Some(s) = &e.symbol {
-                    p.insert(Hook::from_name(s));
+                    p[Hook::from_name(s) as usize] = true;
                 }
             }
             Some(p)
@@ -155,8 +156,8 @@ impl<S: Sink> Model<S> {
             untrack_frees_seen: false,
             max_page_pfn: None,
             deleted: IdMap::default(),
-            failed_faults: HashMap::new(),
-            lacks_map_pages: HashMap::new(),
+            failed_faults: IdMap::default(),
+            lacks_map_pages: IdMap::default(),
             last_fault: IdMap::default(),
             last_untrack: IdMap::default(),
             fork_pending: IdMap::default(),
@@ -172,7 +173,7 @@ impl<S: Sink> Model<S> {
     /// such a call has been read.
     fn attached(&self, h: Hook) -> bool {
         match &self.plan {
-            Some(p) => p.contains(&h),
+            Some(p) => p[h as usize],
             None => self.seen[h as usize],
         }
     }

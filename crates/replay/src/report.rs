@@ -74,22 +74,32 @@ pub struct FindingGroup {
 }
 
 /// Keeps everything, except that divergences past `max_divergences` are only counted.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Collector {
     pub max_divergences: usize,
     pub divergences: Vec<Divergence>,
     pub divergences_total: u64,
     /// Grouped by rule and driver; the first occurrence's message is kept.
     pub findings: BTreeMap<(Rule, Option<String>), FindingGroup>,
-    pub tallies: BTreeMap<Rule, RuleTally>,
+    /// By `Rule as usize`: every check of every event lands here.
+    pub tallies: [RuleTally; Rule::COUNT],
 }
 
 impl Collector {
     pub fn new() -> Collector {
         Collector {
             max_divergences: 10_000,
-            ..Default::default()
+            divergences: Vec::new(),
+            divergences_total: 0,
+            findings: BTreeMap::new(),
+            tallies: [RuleTally::default(); Rule::COUNT],
         }
+    }
+}
+
+impl Default for Collector {
+    fn default() -> Collector {
+        Collector::new()
     }
 }
 
@@ -134,7 +144,7 @@ impl Sink for Collector {
     }
 
     fn tally(&mut self, rule: Rule, outcome: Outcome) {
-        let t = self.tallies.entry(rule).or_default();
+        let t = &mut self.tallies[rule as usize];
         match outcome {
             Outcome::Held => t.held += 1,
             Outcome::Failed => t.failed += 1,
@@ -201,7 +211,7 @@ impl Report {
                 kind: r.kind(),
                 what: r.what(),
                 source: r.source(),
-                tally: c.tallies.get(r).copied().unwrap_or_default(),
+                tally: c.tallies[*r as usize],
             })
             .collect();
         let checks = rule_table

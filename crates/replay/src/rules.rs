@@ -19,6 +19,7 @@ macro_rules! rules {
 
         impl Rule {
             pub const ALL: &'static [Rule] = &[$(Rule::$var),*];
+            pub const COUNT: usize = Rule::ALL.len();
 
             /// Stable id used in reports (`fault.ret`, `pat.reserve`, ...).
             pub fn id(self) -> &'static str {

@@ -93,7 +93,16 @@ pub fn current_parent(tid: u32) -> u64 {
 #[inline(always)]
 pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
     let Some(spec) = spec(hook) else { return };
-    let Some(ev) = begin(hook, mode) else { return };
+    // The task id from the helper, not from the scratch event: see the check after the insert.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !process_allowed((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let Some(ev) = begin_at(hook, mode, pid_tgid, unsafe { bpf_ktime_get_ns() }) else {
+        return;
+    };
+    read_comm(ev);
+    let tid = pid_tgid as u32;
     let nargs = spec.nargs as u32;
     let mut i = 0;
     while i < MAX_ARGS as u32 {
@@ -138,7 +147,6 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
         }
     }
 
-    let tid = ev.tid;
     let stack = match TASKS.get_ptr_mut(&tid) {
         Some(s) => s,
         None => {
@@ -168,9 +176,29 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
         ev.parent = stack.top;
     }
     let id = ev.id;
-    if OPEN.insert(&open_key(tid, depth), ev, 0).is_ok() {
+    let key = open_key(tid, depth);
+    if OPEN.insert(&key, ev, 0).is_err() {
+        return;
+    }
+    // fentry programs run with migration, not preemption, disabled: on a kernel that preempts
+    // (lazy or full), another traced task can run a program on this CPU between `begin_at` and
+    // the insert and overwrite the per-CPU scratch event. The copy in OPEN belongs to this task
+    // alone, so it is ours only if it still names this task, hook and id. A mixed-up copy left
+    // open would never meet its return (another hook's), and every later call of the task would
+    // name it as parent.
+    let ours = match OPEN.get_ptr(&key) {
+        Some(o) => {
+            let o = unsafe { &*o };
+            o.tid == tid && o.hook == hook && o.id == id
+        }
+        None => false,
+    };
+    if ours {
         stack.depth = depth + 1;
         stack.top = id;
+    } else {
+        let _ = OPEN.remove(&key);
+        bump(counter::UNPAIRED);
     }
 }
 

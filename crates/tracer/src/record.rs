@@ -127,6 +127,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         writer,
         status: !args.quiet,
         ebpf_log: s.ebpf_log.take(),
+        // Raw: `s` keeps the programs loaded until the collector is done.
+        programs: s
+            .ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd)))
+            .collect(),
     };
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -46,7 +46,8 @@ fn main() {
         .unwrap_or(10_000_000);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("analyzer-bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let trace = dir.join(format!("trace-{events}-v1.arrows"));
+    // v2: Zstandard batches (v1 traces were LZ4 and are not reused).
+    let trace = dir.join(format!("trace-{events}-v2.arrows"));
     if !trace.exists() {
         let t = Instant::now();
         // The generator makes 2.6 rows per fault on average (retries, inserts, PAT lookups).

@@ -966,7 +966,45 @@ fn rule_pte_state() {
             },
             expect: Expect::Div(Rule::PteState),
         },
+        Row {
+            name: "the zero page of an anonymous vma later holds a real page",
+            series: Series::V6_16,
+            scenario: zero_page_then_page,
+            tweak: none,
+            expect: Expect::NotCheckable(Rule::PteState),
+        },
+        Row {
+            name: "a special PTE of a PFN map later reads as a real page",
+            series: Series::V6_16,
+            scenario: zero_page_then_page,
+            tweak: |r| {
+                for x in r.iter_mut() {
+                    x.vma_flags = Some(x.vma_flags.unwrap() | 0x400);
+                }
+            },
+            expect: Expect::Div(Rule::PteState),
+        },
     ]);
+}
+
+/// An anonymous private vma whose page first maps the shared zero page (special, no struct
+/// page), then a real page, with no traced fault or zap in between: the 7.2 test box recorded
+/// this across an exec that reused the old mm's and vma's memory.
+fn zero_page_then_page(b: &mut TraceBuilder) {
+    let v = b.vma(0x7f00_0000_0000, 4, false, 0, None);
+    for (pte_v, page) in [
+        (0x8000_0000_1464_8225u64, false),
+        (0x8000_0000_05bf_5867, true),
+    ] {
+        b.leaf("vm_normal_page", |r| {
+            TraceBuilder::set_vma(r, &v);
+            r.file_id = None;
+            r.address = Some(v.start + PAGE_SIZE);
+            r.pte = Some(pte_v);
+            r.pfn = Some((pte_v & 0x000f_ffff_ffff_f000) >> 12);
+            r.page = Some(page);
+        });
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use pfnscope_trace::{Record, TraceMeta};
 
-use crate::hook::Hook;
+use crate::hook::{Hook, HookCache};
 use crate::kernel::KernelRules;
 use crate::model::Model;
 use crate::report::{Losses, Sink};
@@ -181,6 +181,7 @@ impl Assembler {
 /// Feeds records in, sends results to the sink.
 pub struct Engine<S: Sink> {
     asm: Assembler,
+    hooks: HookCache,
     model: Model<S>,
     events: u64,
     losses: HashMap<u32, (u64, u64, u64)>,
@@ -190,6 +191,7 @@ impl<S: Sink> Engine<S> {
     pub fn new(meta: &TraceMeta, rules: KernelRules, sink: S) -> Engine<S> {
         Engine {
             asm: Assembler::default(),
+            hooks: HookCache::default(),
             model: Model::new(meta, rules, sink),
             events: 0,
             losses: HashMap::new(),
@@ -197,7 +199,7 @@ impl<S: Sink> Engine<S> {
     }
 
     pub fn push(&mut self, rec: Record) {
-        let hook = Hook::from_name(&rec.hook);
+        let hook = self.hooks.get(&rec.hook);
         if hook == Hook::Counters {
             // Cumulative per CPU: the last row wins.
             self.losses.insert(

@@ -102,6 +102,30 @@ impl Hook {
     }
 }
 
+/// Hooks of the names met last. Names arrive interned, so a name's storage identifies it: one
+/// pointer compare instead of matching the string against every hook name on every record. The
+/// cache holds its names, so their storage cannot be reused for another while it does.
+#[derive(Default)]
+pub struct HookCache {
+    recent: Vec<(pfnscope_trace::Sym, Hook)>,
+}
+
+impl HookCache {
+    const CAP: usize = 16;
+
+    pub fn get(&mut self, name: &pfnscope_trace::Sym) -> Hook {
+        if let Some(&(_, h)) = self.recent.iter().find(|(n, _)| n.same(name)) {
+            return h;
+        }
+        let h = Hook::from_name(name);
+        if self.recent.len() == Self::CAP {
+            self.recent.remove(0);
+        }
+        self.recent.push((name.clone(), h));
+        h
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +137,24 @@ mod tests {
             assert_ne!(Hook::from_name(n), Hook::Other, "{n}");
         }
         assert_eq!(Hook::from_name("do_something_else"), Hook::Other);
+    }
+
+    #[test]
+    fn the_cache_answers_like_the_names() {
+        let mut c = HookCache::default();
+        let mut names: Vec<pfnscope_trace::Sym> = pfnscope_abi::hook::NAMES
+            .iter()
+            .map(|&n| n.into())
+            .collect();
+        // Names that are not interned (separate storage, equal text) must not be told apart
+        // from interned ones, nor mistaken for each other.
+        names.push("handle_mm_fault".to_string().into());
+        names.push("do_something_else".into());
+        // More names than the cache holds, twice over, so hits and evictions both happen.
+        for _ in 0..2 {
+            for n in &names {
+                assert_eq!(c.get(n), Hook::from_name(n), "{n}");
+            }
+        }
     }
 }

@@ -43,6 +43,7 @@ macro_rules! column_kind {
             fn finish(b: &mut Self::Builder) -> ArrayRef {
                 Arc::new(b.finish())
             }
+            #[inline(always)]
             fn get(a: &Self::Array, i: usize, st: &mut Self::State) -> Self::Value {
                 if a.is_null(i) {
                     None
@@ -67,6 +68,7 @@ macro_rules! column_kind {
             fn finish(b: &mut Self::Builder) -> ArrayRef {
                 Arc::new(b.finish())
             }
+            #[inline(always)]
             fn get(a: &Self::Array, i: usize, st: &mut Self::State) -> Self::Value {
                 $conv(a.value(i), st)
             }
@@ -101,10 +103,12 @@ impl AsArrow for Sym {
     }
 }
 
+#[inline(always)]
 fn plain<T>(v: T, _: &mut ()) -> T {
     v
 }
 
+#[inline(always)]
 fn interned(v: &str, st: &mut Interner) -> Sym {
     st.get(v)
 }

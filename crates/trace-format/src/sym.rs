@@ -81,7 +81,7 @@ impl Default for Sym {
 
 impl PartialEq for Sym {
     fn eq(&self, o: &Sym) -> bool {
-        self.as_str() == o.as_str()
+        self.same(o) || self.as_str() == o.as_str()
     }
 }
 
@@ -196,6 +196,31 @@ impl PartialEq<Sym> for str {
 /// A lock-free front for the global set, per decoding pass: the most recent strings first,
 /// since a column repeats a few values in runs. Past `CAP` distinct values it stops
 /// remembering new ones (they still come from the global set).
+/// Byte equality for names (almost all under 32 bytes) in a few word compares, where `==` calls
+/// libc's memcmp: a decoder compares every row's hook, mode and name against its recent ones.
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        0 => true,
+        1..=3 => a == b,
+        4..=8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        9..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        17..=32 => {
+            word(a, 0) == word(b, 0)
+                && word(a, 8) == word(b, 8)
+                && word(a, n - 16) == word(b, n - 16)
+                && word(a, n - 8) == word(b, n - 8)
+        }
+        _ => a == b,
+    }
+}
+
 #[derive(Default)]
 pub struct Interner {
     seen: Vec<Sym>,
@@ -205,7 +230,11 @@ impl Interner {
     const CAP: usize = 64;
 
     pub fn get(&mut self, s: &str) -> Sym {
-        if let Some(i) = self.seen.iter().position(|v| v.as_str() == s) {
+        if let Some(i) = self
+            .seen
+            .iter()
+            .position(|v| short_eq(v.as_str().as_bytes(), s.as_bytes()))
+        {
             let v = self.seen[i].clone();
             if i > 0 {
                 self.seen[..=i].rotate_right(1);
@@ -240,6 +269,39 @@ mod tests {
             assert_eq!(i.get(&s), s.as_str());
         }
         assert_eq!(i.seen.len(), Interner::CAP);
+    }
+
+    #[test]
+    fn short_eq_is_byte_equality() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "WC",
+            "UC-",
+            "fentry",
+            "tp_btf",
+            "workload",
+            "vm_normal_page",
+            "handle_mm_fault",
+            "track_pfn_insert",
+            "vmf_insert_pfn_prot",
+            "exceptions:page_fault_user",
+            "drm_gem_ttm_vm_ops [ttm]",
+            "filemap:mm_filemap_delete_from_page_cache",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(short_eq(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+            }
+            // One byte changed anywhere, at every length.
+            for at in 0..a.len() {
+                let mut c = a.as_bytes().to_vec();
+                c[at] ^= 1;
+                assert!(!short_eq(a.as_bytes(), &c), "{a:?} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //!
 //! Arrow readers trust the lengths a message claims: a damaged length prefix of a compressed
 //! buffer makes them allocate whatever the prefix says (petabytes) and abort the process
-//! (arrow-rs and polars both; cargo-fuzz found it). [`CheckedStream`] reads the IPC framing itself and hands out
-//! only whole messages whose metadata, body length, row counts and compressed-buffer prefixes
-//! are plausible; a failed check is an `InvalidData` read error carrying the reason. It is
-//! `Read + Seek`, so any Arrow reader can sit on top: [`crate::TraceReader`] puts arrow-rs
-//! there, the analyzer polars.
+//! (arrow-rs and polars both; cargo-fuzz found it). [`CheckedStream`] reads the IPC framing
+//! itself and hands out only whole messages whose metadata, body length, row counts and
+//! compressed-buffer prefixes are plausible; a failed check is an `InvalidData` read error
+//! carrying the reason. It is `Read + Seek`, so any Arrow reader can sit on top:
+//! [`crate::TraceReader`] puts arrow-rs there, the analyzer polars.
 
 use std::io::{self, Read, Seek, SeekFrom};
 

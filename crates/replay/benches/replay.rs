@@ -3,11 +3,11 @@
 //! - engine: records already decoded, pushed through reassembly and the model, one core;
 //! - decode: a trace file read and decoded into records, nothing replayed, one core;
 //! - file: the same file read, decoded and replayed (what `replay check` does): wall time, with
-//!   reading and decoding on two more threads, and the CPU time of all three. The file holds as many
-//!   events as the engine run (~17 MiB per million) and is deleted afterwards.
+//!   reading and decoding on two more threads, and the CPU time of all three. The file holds as
+//!   many events as the engine run (~17 MiB per million) and is deleted afterwards.
 //!
-//! `REPLAY_BENCH_EVENTS` overrides the 10M default; `REPLAY_BENCH_KEEP=PATH` keeps the file there
-//! (to profile `replay check` on it).
+//! `REPLAY_BENCH_EVENTS` overrides the 10M default; `REPLAY_BENCH_KEEP=PATH` keeps the file
+//! there (to profile `replay check` on it).
 
 use std::time::{Duration, Instant};
 

@@ -96,8 +96,9 @@ pub fn check_file(
 const CHUNK_ROWS: usize = 4096;
 
 /// Hands every record of `reader` to `f`, in order and in pieces of at most [`CHUNK_ROWS`],
-/// while one thread reads and decompresses batches and another turns them into records: each stage costs about as much as replaying,
-/// so the three overlap. Returns the damage that ended a truncated trace.
+/// while one thread reads and decompresses batches and another turns them into records: each
+/// stage costs about as much as replaying, so the three overlap. Returns the damage that ended
+/// a truncated trace.
 pub fn each_batch<R: Read + Send>(
     reader: &mut TraceReader<R>,
     mut f: impl FnMut(Vec<Record>),

@@ -193,9 +193,6 @@ impl PartialEq<Sym> for str {
     }
 }
 
-/// A lock-free front for the global set, per decoding pass: the most recent strings first,
-/// since a column repeats a few values in runs. Past `CAP` distinct values it stops
-/// remembering new ones (they still come from the global set).
 /// Byte equality for names (almost all under 32 bytes) in a few word compares, where `==` calls
 /// libc's memcmp: a decoder compares every row's hook, mode and name against its recent ones.
 #[inline(always)]
@@ -221,6 +218,9 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// A lock-free front for the global set, per decoding pass: the most recent strings first,
+/// since a column repeats a few values in runs. Past `CAP` distinct values it stops
+/// remembering new ones (they still come from the global set).
 #[derive(Default)]
 pub struct Interner {
     seen: Vec<Sym>,

@@ -1922,13 +1922,14 @@ impl<S: Sink> Model<S> {
             // mm and vma reuse the old ones' memory (and so their ids) after an untraced
             // teardown (7.2 cannot probe unmap_page_range). Only PFN and mixed maps hold
             // their special PTEs until a traced zap or COW.
-            let zero_page_gone = !special && r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
+            let ordinary_vma = r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
             match self.ptes.get(&key).copied() {
                 Some(m) => {
                     let mism = m.pfn.is_some_and(|p| special && p != pfn)
                         || m.special.is_some_and(|s| s != special)
                         || m.cache.is_some_and(|c| c != cache);
-                    if m.known && !(mism && zero_page_gone && m.special == Some(true)) {
+                    let zero_page_replaced = ordinary_vma && m.special == Some(true) && !special;
+                    if m.known && !zero_page_replaced {
                         self.check(Rule::PteState, !mism, &[r], || {
                             (
                                 format!(

@@ -126,9 +126,10 @@ impl MemtypeMap {
     /// Whether the reservations overlapping `[start, end)` cover all of it: then any reservation
     /// older than the trace that overlapped the range would have forced its type on ours, so the
     /// model's answer is the kernel's.
-    fn covered(&self, start: u64, end: u64) -> bool {
+    /// `ov`: the overlapping entries, lowest start first.
+    fn covered(ov: &[&Entry], start: u64, end: u64) -> bool {
         let mut at = start;
-        for (s, e) in self.overlapping(start, end).map(|e| (e.start, e.end)) {
+        for (s, e) in ov.iter().map(|e| (e.start, e.end)) {
             if s > at {
                 return false;
             }
@@ -161,7 +162,7 @@ impl MemtypeMap {
         if ov.is_empty() {
             return ReservePrediction::Ok(actual);
         }
-        if !self.covered(start, end) {
+        if !Self::covered(&ov, start, end) {
             return ReservePrediction::Unknown;
         }
         let found = ov[0].cache;

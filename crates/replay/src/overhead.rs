@@ -20,8 +20,8 @@ use pfnscope_trace::Record;
 use serde::Serialize;
 
 use crate::bits::PAGE_SHIFT;
-use crate::engine::{Assembler, Tree};
-use crate::hook::Hook;
+use crate::engine::{Assembler, IdMap, Tree};
+use crate::hook::{Hook, HookCache};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ProbeCost {
@@ -92,10 +92,11 @@ struct Acc {
 #[derive(Default)]
 pub struct Overhead {
     asm: Assembler,
+    hooks: HookCache,
     events: u64,
     faults: u64,
     no_latency: u64,
-    pages: HashMap<(u8, u32, u64), Acc>,
+    pages: IdMap<(u8, u32, u64), Acc>,
     min_leaf: Option<(u64, String)>,
     min_wrapper_gap: Option<(u64, String)>,
 }
@@ -106,7 +107,7 @@ fn descendants(t: &Tree, i: usize) -> u64 {
 
 impl Overhead {
     pub fn push(&mut self, r: Record) {
-        let h = Hook::from_name(&r.hook);
+        let h = self.hooks.get(&r.hook);
         if h == Hook::Counters {
             return;
         }

@@ -35,13 +35,20 @@ pub fn spec(hook: u16) -> Option<&'static HookSpec> {
 /// Fills the fields every event has. Returns None when the current task is filtered out.
 #[inline(always)]
 pub fn begin(hook: u16, mode: u8) -> Option<&'static mut Event> {
+    begin_task(hook, mode).map(|(ev, _)| ev)
+}
+
+/// [`begin`], also returning the task id as the helper gave it: the event is per-CPU scratch,
+/// and a program that can be preempted must not read the id back from it.
+#[inline(always)]
+pub fn begin_task(hook: u16, mode: u8) -> Option<(&'static mut Event, u32)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !process_allowed((pid_tgid >> 32) as u32) {
         return None;
     }
     let ev = begin_at(hook, mode, pid_tgid, unsafe { bpf_ktime_get_ns() })?;
     read_comm(ev);
-    Some(ev)
+    Some((ev, pid_tgid as u32))
 }
 
 /// The current task's name, straight into the event: aya's wrapper returns an array that is
@@ -93,16 +100,10 @@ pub fn current_parent(tid: u32) -> u64 {
 #[inline(always)]
 pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
     let Some(spec) = spec(hook) else { return };
-    // The task id from the helper, not from the scratch event: see the check after the insert.
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !process_allowed((pid_tgid >> 32) as u32) {
-        return;
-    }
-    let Some(ev) = begin_at(hook, mode, pid_tgid, unsafe { bpf_ktime_get_ns() }) else {
+    // See the check after the insert.
+    let Some((ev, tid)) = begin_task(hook, mode) else {
         return;
     };
-    read_comm(ev);
-    let tid = pid_tgid as u32;
     let nargs = spec.nargs as u32;
     let mut i = 0;
     while i < MAX_ARGS as u32 {

@@ -230,10 +230,17 @@ impl Interner {
     const CAP: usize = 64;
 
     pub fn get(&mut self, s: &str) -> Sym {
+        self.get_bytes(s.as_bytes())
+    }
+
+    /// `get` for a string column's raw bytes: UTF-8 is checked only for a name not seen
+    /// recently (Arrow's reader has checked it already; invalid bytes are replaced, not trusted).
+    #[inline]
+    pub fn get_bytes(&mut self, s: &[u8]) -> Sym {
         if let Some(i) = self
             .seen
             .iter()
-            .position(|v| short_eq(v.as_str().as_bytes(), s.as_bytes()))
+            .position(|v| short_eq(v.as_str().as_bytes(), s))
         {
             let v = self.seen[i].clone();
             if i > 0 {
@@ -241,7 +248,7 @@ impl Interner {
             }
             return v;
         }
-        let v = Sym::from(s);
+        let v = Sym::from(String::from_utf8_lossy(s).as_ref());
         if self.seen.len() < Self::CAP {
             self.seen.insert(0, v.clone());
         }

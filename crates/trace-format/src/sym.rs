@@ -218,8 +218,8 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// A lock-free front for the global set, per decoding pass: the most recent strings first,
-/// since a column repeats a few values in runs. Past `CAP` distinct values it stops
+/// A lock-free front for the global set, per decoding pass: the latest string first, since a
+/// column repeats a few values in runs. Past `CAP` distinct values it stops
 /// remembering new ones (they still come from the global set).
 #[derive(Default)]
 pub struct Interner {
@@ -242,11 +242,10 @@ impl Interner {
             .iter()
             .position(|v| short_eq(v.as_str().as_bytes(), s))
         {
-            let v = self.seen[i].clone();
-            if i > 0 {
-                self.seen[..=i].rotate_right(1);
-            }
-            return v;
+            // Swapped to the front, not rotated: a rotation was a memmove per row whenever
+            // hooks alternate, and the hit still costs one compare next time.
+            self.seen.swap(0, i);
+            return self.seen[0].clone();
         }
         let v = Sym::from(String::from_utf8_lossy(s).as_ref());
         if self.seen.len() < Self::CAP {

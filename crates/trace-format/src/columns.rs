@@ -282,6 +282,13 @@ column_kind!(
     opt
 );
 
+/// Rows decoded one column at a time: a block of records (~290 KB) stays in cache while each
+/// column streams through it. Row by row, the 41 column streams defeated the prefetcher;
+/// column by column over a whole 4096-row piece, the records fell out of cache. On the 10M
+/// bench trace, alternating binaries: 4.8 CPU-s row by row, 4.4 with blocks of 512 or 1024,
+/// 4.45 with 4096, 5.1 with 16.
+const BLOCK: usize = 512;
+
 macro_rules! columns {
     ($($field:ident: $kind:ident),* $(,)?) => {
         pub fn fields() -> Vec<Field> {
@@ -311,7 +318,7 @@ macro_rules! columns {
             }
         }
 
-        /// Decodes a batch, one whole record at a time, and hands the records to `f` in pieces
+        /// Decodes a batch, a block of rows at a time, and hands the records to `f` in pieces
         /// of at most `piece` (`f` returns false to stop); returns whether `f` took them all.
         /// The whole batch is checked before the first piece, so a corrupt batch hands nothing
         /// over. Columns are found by name so a reader keeps working when a later writer of the
@@ -348,14 +355,15 @@ macro_rules! columns {
             let mut start = 0;
             loop {
                 let end = n.min(start + piece);
-                let mut out = Vec::with_capacity(end - start);
-                for i in start..end {
-                    out.push(Record {
-                        $($field: match arrays.$field {
-                            Some(a) => <$kind as Column>::get(a, i, &mut st.$field),
-                            None => Default::default(),
-                        },)*
-                    });
+                let mut out: Vec<Record> = Vec::with_capacity(end - start);
+                out.resize_with(end - start, Default::default);
+                for (block, rows) in out.chunks_mut(BLOCK).enumerate() {
+                    let first = start + block * BLOCK;
+                    $(if let Some(a) = arrays.$field {
+                        for (k, r) in rows.iter_mut().enumerate() {
+                            r.$field = <$kind as Column>::get(a, first + k, &mut st.$field);
+                        }
+                    })*
                 }
                 if !f(out) {
                     return Ok(false);

@@ -64,9 +64,15 @@ pub struct Assembler {
     roots: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Latest entry time read so far.
     watermark: u64,
+    /// Boxes of processed records, reused rather than freed and allocated again (the boxes,
+    /// not the records, are the point).
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Record>>,
 }
 
 impl Assembler {
+    const SPARE: usize = 1024;
+
     fn alloc(&mut self, s: Slot) -> u32 {
         match self.free.pop() {
             Some(i) => {
@@ -83,8 +89,15 @@ impl Assembler {
     pub fn push(&mut self, rec: Record, hook: Hook) {
         let (id, parent, ts, seq) = (rec.id, rec.parent, rec.ts_ns, rec.seq);
         let exit = ts.saturating_add(rec.latency_ns.unwrap_or(0));
+        let rec = match self.spare.pop() {
+            Some(mut b) => {
+                *b = rec;
+                b
+            }
+            None => Box::new(rec),
+        };
         let slot = self.alloc(Slot {
-            rec: Box::new(rec),
+            rec,
             hook,
             kids: Vec::new(),
         });
@@ -114,12 +127,26 @@ impl Assembler {
 
     /// The next tree whose root returned before anything read so far entered.
     pub fn pop_ready(&mut self) -> Option<Tree> {
-        let Reverse((exit, _, slot)) = *self.roots.peek()?;
+        let mut t = Tree::default();
+        self.pop_ready_into(&mut t).then_some(t)
+    }
+
+    /// `pop_ready` into a tree the caller reuses, so its node list is not allocated per call.
+    pub fn pop_ready_into(&mut self, tree: &mut Tree) -> bool {
+        let Some(&Reverse((exit, _, slot))) = self.roots.peek() else {
+            return false;
+        };
         if exit >= self.watermark {
-            return None;
+            return false;
         }
         self.roots.pop();
-        Some(self.take(slot))
+        for n in tree.nodes.drain(..) {
+            if self.spare.len() < Self::SPARE {
+                self.spare.push(n.rec);
+            }
+        }
+        self.take_into(slot, tree);
+        true
     }
 
     /// Every remaining root tree, in return order.
@@ -181,6 +208,8 @@ impl Assembler {
 /// Feeds records in, sends results to the sink.
 pub struct Engine<S: Sink> {
     asm: Assembler,
+    /// The tree being processed, kept for its allocation.
+    tree: Tree,
     hooks: HookCache,
     model: Model<S>,
     events: u64,
@@ -191,6 +220,7 @@ impl<S: Sink> Engine<S> {
     pub fn new(meta: &TraceMeta, rules: KernelRules, sink: S) -> Engine<S> {
         Engine {
             asm: Assembler::default(),
+            tree: Tree::default(),
             hooks: HookCache::default(),
             model: Model::new(meta, rules, sink),
             events: 0,
@@ -215,8 +245,8 @@ impl<S: Sink> Engine<S> {
         self.events += 1;
         self.model.saw(hook);
         self.asm.push(rec, hook);
-        while let Some(t) = self.asm.pop_ready() {
-            self.model.process(&t);
+        while self.asm.pop_ready_into(&mut self.tree) {
+            self.model.process(&self.tree);
         }
     }
 

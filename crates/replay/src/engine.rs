@@ -86,15 +86,21 @@ impl Assembler {
         }
     }
 
-    pub fn push(&mut self, rec: Record, hook: Hook) {
+    pub fn push(&mut self, mut rec: Record, hook: Hook) {
+        self.push_from(&mut rec, hook);
+    }
+
+    /// Takes `rec` out of its place (leaving stale contents there): swapped into a spare box,
+    /// it is read and written once, where moving it by value copied it twice.
+    pub fn push_from(&mut self, rec: &mut Record, hook: Hook) {
         let (id, parent, ts, seq) = (rec.id, rec.parent, rec.ts_ns, rec.seq);
         let exit = ts.saturating_add(rec.latency_ns.unwrap_or(0));
         let rec = match self.spare.pop() {
             Some(mut b) => {
-                *b = rec;
+                std::mem::swap(&mut *b, rec);
                 b
             }
-            None => Box::new(rec),
+            None => Box::new(std::mem::take(rec)),
         };
         let slot = self.alloc(Slot {
             rec,
@@ -228,7 +234,19 @@ impl<S: Sink> Engine<S> {
         }
     }
 
-    pub fn push(&mut self, rec: Record) {
+    pub fn push(&mut self, mut rec: Record) {
+        self.push_from(&mut rec);
+    }
+
+    /// Every record of `recs`, which is left empty (its allocation kept).
+    pub fn push_vec(&mut self, recs: &mut Vec<Record>) {
+        for r in recs.iter_mut() {
+            self.push_from(r);
+        }
+        recs.clear();
+    }
+
+    fn push_from(&mut self, rec: &mut Record) {
         let hook = self.hooks.get(&rec.hook);
         if hook == Hook::Counters {
             // Cumulative per CPU: the last row wins.
@@ -244,7 +262,7 @@ impl<S: Sink> Engine<S> {
         }
         self.events += 1;
         self.model.saw(hook);
-        self.asm.push(rec, hook);
+        self.asm.push_from(rec, hook);
         while self.asm.pop_ready_into(&mut self.tree) {
             self.model.process(&self.tree);
         }

@@ -72,9 +72,9 @@ pub fn check_file(
     let head_rules = rules.clone();
     let mut e = Engine::new(&meta, rules, Collector::new());
     let mut rows = 0u64;
-    let truncated = each_batch(&mut reader, |batch| {
+    let truncated = each_batch(&mut reader, |mut batch| {
         rows += batch.len() as u64;
-        e.push_all(batch);
+        e.push_vec(&mut batch);
         progress(rows);
     });
     let (c, losses, events) = e.finish();

@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::ops::Range;
 
 use pfnscope_trace::{Record, TraceMeta};
 
@@ -27,30 +28,42 @@ pub struct Node {
     /// the model itself.
     pub rec: Box<Record>,
     pub hook: Hook,
-    /// Indices into [`Tree::nodes`], in entry order.
-    pub kids: Vec<usize>,
+    /// Where this node's children are in [`Tree::kid_list`]; see [`Tree::kids`].
+    kids: Range<usize>,
 }
 
 /// A root call with everything that ran inside it; `nodes[0]` is the root.
 #[derive(Debug, Default)]
 pub struct Tree {
     pub nodes: Vec<Node>,
+    /// Every node's children, one run per node: one list per tree instead of a vector per
+    /// parent node.
+    kid_list: Vec<usize>,
 }
 
 impl Tree {
+    /// Indices into [`Tree::nodes`] of node `i`'s children, in entry order.
+    pub fn kids(&self, i: usize) -> &[usize] {
+        &self.kid_list[self.nodes[i].kids.clone()]
+    }
+
     pub fn kid(&self, i: usize, pred: impl Fn(Hook) -> bool) -> Option<usize> {
-        self.nodes[i]
-            .kids
+        self.kids(i)
             .iter()
             .copied()
             .find(|&k| pred(self.nodes[k].hook))
     }
 }
 
+/// No slot: the end of a child list.
+const NONE: u32 = u32::MAX;
+
 struct Slot {
     rec: Box<Record>,
     hook: Hook,
-    kids: Vec<u32>,
+    /// Children are a list linked through their `next`, latest first: no vector per parent.
+    first_kid: u32,
+    next: u32,
 }
 
 /// Streaming tree reassembly.
@@ -59,11 +72,13 @@ pub struct Assembler {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     by_id: IdMap<u64, u32>,
-    /// Children whose parent has not been read yet, by parent id.
-    waiting: IdMap<u64, Vec<u32>>,
+    /// Children whose parent has not been read yet, by parent id (the head of their list).
+    waiting: IdMap<u64, u32>,
     roots: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Latest entry time read so far.
     watermark: u64,
+    /// Children being taken into a tree, deepest call's last.
+    scratch: Vec<u32>,
     /// Boxes of processed records, reused rather than freed and allocated again (the boxes,
     /// not the records, are the point).
     #[allow(clippy::vec_box)]
@@ -102,29 +117,31 @@ impl Assembler {
             }
             None => Box::new(std::mem::take(rec)),
         };
+        let first_kid = match id {
+            0 => NONE,
+            _ => self.waiting.remove(&id).unwrap_or(NONE),
+        };
         let slot = self.alloc(Slot {
             rec,
             hook,
-            kids: Vec::new(),
+            first_kid,
+            next: NONE,
         });
         if id != 0 {
             self.by_id.insert(id, slot);
-            if let Some(k) = self.waiting.remove(&id) {
-                self.slots[slot as usize]
-                    .as_mut()
-                    .expect("just stored")
-                    .kids = k;
-            }
         }
         if parent != 0 && parent != id {
-            match self.by_id.get(&parent) {
-                Some(&p) => self.slots[p as usize]
-                    .as_mut()
-                    .expect("indexed slots are live")
-                    .kids
-                    .push(slot),
-                None => self.waiting.entry(parent).or_default().push(slot),
-            }
+            let head = match self.by_id.get(&parent) {
+                Some(&p) => {
+                    &mut self.slots[p as usize]
+                        .as_mut()
+                        .expect("indexed slots are live")
+                        .first_kid
+                }
+                None => self.waiting.entry(parent).or_insert(NONE),
+            };
+            let next = std::mem::replace(head, slot);
+            self.slot(slot).next = next;
         } else {
             self.roots.push(Reverse((exit, seq, slot)));
         }
@@ -151,6 +168,7 @@ impl Assembler {
                 self.spare.push(n.rec);
             }
         }
+        tree.kid_list.clear();
         self.take_into(slot, tree);
         true
     }
@@ -163,21 +181,46 @@ impl Assembler {
 
     /// Children whose parent never appeared, each as a tree of its own, in entry order.
     pub fn orphans(&mut self) -> Vec<Tree> {
-        let mut slots: Vec<u32> = self.waiting.drain().flat_map(|(_, v)| v).collect();
-        slots.sort_by_key(|&s| {
-            let r = &self.slots[s as usize]
-                .as_ref()
-                .expect("waiting slots are live")
-                .rec;
-            (r.ts_ns, r.seq)
-        });
+        let heads: Vec<u32> = self.waiting.drain().map(|(_, head)| head).collect();
+        let mut slots = vec![];
+        for head in heads {
+            self.list(head, &mut slots);
+        }
+        self.sort_by_entry(&mut slots);
         slots.into_iter().map(|s| self.take(s)).collect()
     }
 
     fn take(&mut self, root: u32) -> Tree {
-        let mut tree = Tree { nodes: Vec::new() };
+        let mut tree = Tree::default();
         self.take_into(root, &mut tree);
         tree
+    }
+
+    fn slot(&mut self, s: u32) -> &mut Slot {
+        self.slots[s as usize]
+            .as_mut()
+            .expect("linked slots are live")
+    }
+
+    /// Appends the slots of the list starting at `head` to `out`.
+    fn list(&self, mut head: u32, out: &mut Vec<u32>) {
+        while head != NONE {
+            out.push(head);
+            head = self.slots[head as usize]
+                .as_ref()
+                .expect("linked slots are live")
+                .next;
+        }
+    }
+
+    fn sort_by_entry(&self, slots: &mut [u32]) {
+        slots.sort_by_key(|&k| {
+            let r = &self.slots[k as usize]
+                .as_ref()
+                .expect("child slots are live")
+                .rec;
+            (r.ts_ns, r.seq)
+        });
     }
 
     fn take_into(&mut self, slot: u32, tree: &mut Tree) -> usize {
@@ -188,25 +231,27 @@ impl Assembler {
         if s.rec.id != 0 && self.by_id.get(&s.rec.id) == Some(&slot) {
             self.by_id.remove(&s.rec.id);
         }
+        // The children go to the end of `scratch` (deeper calls use what is past them), and
+        // this node's run of `kid_list` is reserved before any child adds its own.
+        let base = self.scratch.len();
+        let mut kids = std::mem::take(&mut self.scratch);
+        self.list(s.first_kid, &mut kids);
+        self.sort_by_entry(&mut kids[base..]);
+        self.scratch = kids;
+        let n = self.scratch.len() - base;
+        let at = tree.kid_list.len();
+        tree.kid_list.resize(at + n, 0);
         let idx = tree.nodes.len();
         tree.nodes.push(Node {
             rec: s.rec,
             hook: s.hook,
-            kids: Vec::new(),
+            kids: at..at + n,
         });
-        let mut kids = s.kids;
-        kids.sort_by_key(|&k| {
-            let r = &self.slots[k as usize]
-                .as_ref()
-                .expect("child slots are live")
-                .rec;
-            (r.ts_ns, r.seq)
-        });
-        let mut out = Vec::with_capacity(kids.len());
-        for k in kids {
-            out.push(self.take_into(k, tree));
+        for j in 0..n {
+            let k = self.scratch[base + j];
+            tree.kid_list[at + j] = self.take_into(k, tree);
         }
-        tree.nodes[idx].kids = out;
+        self.scratch.truncate(base);
         idx
     }
 }
@@ -323,10 +368,11 @@ mod tests {
     fn shape(t: &Tree) -> Vec<(u64, Vec<u64>)> {
         t.nodes
             .iter()
-            .map(|n| {
+            .enumerate()
+            .map(|(i, n)| {
                 (
                     n.rec.id,
-                    n.kids.iter().map(|&k| t.nodes[k].rec.id).collect(),
+                    t.kids(i).iter().map(|&k| t.nodes[k].rec.id).collect(),
                 )
             })
             .collect()

@@ -369,7 +369,7 @@ impl<S: Sink> Model<S> {
         fault_page: Option<u64>,
         keep: impl Fn(Hook) -> bool,
     ) {
-        for &k in &t.nodes[i].kids {
+        for &k in t.kids(i) {
             if keep(t.nodes[k].hook) {
                 self.visit(t, k, fault_page);
             }
@@ -544,8 +544,8 @@ impl<S: Sink> Model<S> {
         }
 
         // Everything the driver did beneath this fault.
-        let inserts: Vec<usize> = t.nodes[i]
-            .kids
+        let inserts: Vec<usize> = t
+            .kids(i)
             .iter()
             .copied()
             .filter(|&k| t.nodes[k].hook.is_insert())
@@ -633,7 +633,7 @@ impl<S: Sink> Model<S> {
             }
         }
 
-        for &k in &t.nodes[i].kids {
+        for &k in t.kids(i) {
             self.visit(t, k, page);
         }
         // After the kids: a vm_normal_page inside this fault (do_wp_page) sees the PTE as the
@@ -663,7 +663,7 @@ impl<S: Sink> Model<S> {
             // COW of a PFN (or any) mapping: the write replaced the PTE with a private page.
             let write = flags.is_some_and(|fl| fl & ff::WRITE != 0);
             let cow = r.vma_flags.is_some_and(|vm| self.bits.is_cow(vm));
-            let vnp_here = t.nodes[i].kids.iter().any(|&k| {
+            let vnp_here = t.kids(i).iter().any(|&k| {
                 let kr = &t.nodes[k].rec;
                 t.nodes[k].hook == Hook::Vnp && kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg)
             });

@@ -102,7 +102,7 @@ pub struct Overhead {
 }
 
 fn descendants(t: &Tree, i: usize) -> u64 {
-    t.nodes[i].kids.iter().map(|&k| 1 + descendants(t, k)).sum()
+    t.kids(i).iter().map(|&k| 1 + descendants(t, k)).sum()
 }
 
 impl Overhead {
@@ -123,18 +123,19 @@ impl Overhead {
             let Some(lat) = n.rec.latency_ns else {
                 continue;
             };
-            if n.kids.is_empty() {
+            let kids = t.kids(i);
+            if kids.is_empty() {
                 if self.min_leaf.as_ref().is_none_or(|(m, _)| lat < *m) {
                     self.min_leaf = Some((lat, n.rec.hook.to_string()));
                 }
-            } else if n.kids.len() == 1
-                && let Some(cl) = t.nodes[n.kids[0]].rec.latency_ns
+            } else if kids.len() == 1
+                && let Some(cl) = t.nodes[kids[0]].rec.latency_ns
             {
                 let gap = lat.saturating_sub(cl);
                 if self.min_wrapper_gap.as_ref().is_none_or(|(m, _)| gap < *m) {
                     self.min_wrapper_gap = Some((
                         gap,
-                        format!("{} around {}", n.rec.hook, t.nodes[n.kids[0]].rec.hook),
+                        format!("{} around {}", n.rec.hook, t.nodes[kids[0]].rec.hook),
                     ));
                 }
             }
@@ -152,7 +153,7 @@ impl Overhead {
             return;
         };
         let (mut insert, mut pat, mut pfn) = (0u64, 0u64, None);
-        let mut stack: Vec<(usize, bool)> = t.nodes[i].kids.iter().map(|&k| (k, false)).collect();
+        let mut stack: Vec<(usize, bool)> = t.kids(i).iter().map(|&k| (k, false)).collect();
         while let Some((k, in_insert)) = stack.pop() {
             let n = &t.nodes[k];
             let l = n.rec.latency_ns.unwrap_or(0);
@@ -168,7 +169,7 @@ impl Overhead {
             if n.hook.is_insert_lookup() {
                 pat += l;
             }
-            stack.extend(n.kids.iter().map(|&c| (c, in_insert || is_ins)));
+            stack.extend(t.kids(k).iter().map(|&c| (c, in_insert || is_ins)));
         }
         let key = match pfn {
             Some(p) => (0u8, 0u32, p),

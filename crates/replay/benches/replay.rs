@@ -4,7 +4,8 @@
 //! - decode: a trace file read and decoded into records, nothing replayed, one core;
 //! - file: the same file read, decoded and replayed (what `replay check` does): wall time, with
 //!   reading and decoding on two more threads, and the CPU time of all three. The file holds as
-//!   many events as the engine run (~17 MiB per million) and is deleted afterwards.
+//!   many events as the engine run (~17 MiB per million) and is deleted afterwards;
+//! - overhead: the same file through `replay overhead`'s per-page tally.
 //!
 //! `REPLAY_BENCH_EVENTS` overrides the 10M default; `REPLAY_BENCH_KEEP=PATH` keeps the file
 //! there (to profile `replay check` on it).
@@ -15,7 +16,7 @@ use replay::bits::{Cache, PAGE_SIZE};
 use replay::kernel::{KernelRules, Series};
 use replay::report::Collector;
 use replay::synth::TraceBuilder;
-use replay::{CheckOptions, Engine, check_file};
+use replay::{CheckOptions, Engine, check_file, overhead_file};
 
 /// The allocator the `replay` binary uses.
 #[global_allocator]
@@ -159,6 +160,25 @@ fn main() {
         "replay/file: {} events ({:.0} MiB) read + decoded + replayed in {:.2} s: {:.2} M events/s wall (reading and decoding on two more threads); {}",
         rep.events,
         bytes as f64 / (1 << 20) as f64,
+        el.as_secs_f64(),
+        rep.events as f64 / el.as_secs_f64() / 1e6,
+        match cpu {
+            Some(c) => format!(
+                "{c:.2} CPU-s: {:.2} M events per CPU-second",
+                rep.events as f64 / c / 1e6
+            ),
+            None => "CPU time unavailable".into(),
+        }
+    );
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let (rep, damage) = overhead_file(&path, 10, |_| {}).unwrap();
+    let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
+    assert!(damage.is_none() && rep.faults > 0);
+    println!(
+        "replay/overhead: {} events ({} faults, {} pages) read + decoded + tallied in {:.2} s: {:.2} M events/s wall; {}",
+        rep.events,
+        rep.faults,
+        rep.pages,
         el.as_secs_f64(),
         rep.events as f64 / el.as_secs_f64() / 1e6,
         match cpu {

@@ -65,4 +65,4 @@ pub mod synth;
 pub use engine::Engine;
 pub use report::{Collector, Divergence, Finding, Report, Sink};
 pub use rules::Rule;
-pub use run::{CheckOptions, ReplayError, check_file, check_records, each_batch};
+pub use run::{CheckOptions, ReplayError, check_file, check_records, each_batch, overhead_file};

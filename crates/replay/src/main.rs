@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pfnscope_trace::TraceReader;
-use replay::{CheckOptions, ReplayError, check_file, each_batch, overhead::Overhead};
+use replay::{CheckOptions, ReplayError, check_file, overhead_file};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -117,15 +116,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Overhead { trace, top, json } => {
-            let mut reader = TraceReader::open(&trace)?;
             let pb = progress_bar(&trace);
-            let mut o = Overhead::default();
-            let mut rows = 0u64;
-            let damage = each_batch(&mut reader, |batch| {
-                rows += batch.len() as u64;
-                for r in batch {
-                    o.push(r);
-                }
+            let done = overhead_file(&trace, top, |rows| {
                 if let Some(pb) = &pb {
                     pb.set_message(format!("{rows} events"));
                     pb.tick();
@@ -134,7 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
-            let rep = o.finish(&trace.display().to_string(), top);
+            let (rep, damage) = done?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {

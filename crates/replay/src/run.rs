@@ -9,6 +9,7 @@ use pfnscope_trace::{Record, RecordBatch, TraceError, TraceMeta, TraceReader};
 
 use crate::engine::Engine;
 use crate::kernel::{BadRelease, KernelRules};
+use crate::overhead::{Overhead, OverheadReport};
 use crate::report::{Collector, Report, ReportHead};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,26 @@ pub fn check_file(
             losses,
         },
     ))
+}
+
+/// `replay overhead`: streams a trace file through the per-page tally. `progress(rows)` is
+/// called after every piece. Returns the report and the damage that ended a truncated trace.
+pub fn overhead_file(
+    path: &Path,
+    top: usize,
+    mut progress: impl FnMut(u64),
+) -> Result<(OverheadReport, Option<String>), TraceError> {
+    let mut reader = TraceReader::open(path)?;
+    let mut o = Overhead::default();
+    let mut rows = 0u64;
+    let damage = each_batch(&mut reader, |piece| {
+        rows += piece.len() as u64;
+        for r in piece {
+            o.push(r);
+        }
+        progress(rows);
+    });
+    Ok((o.finish(&path.display().to_string(), top), damage))
 }
 
 /// Records per piece handed from the decoding thread to the replay: 2 MiB.

@@ -157,10 +157,10 @@ fn change(a: &[u64], b: &[u64], q: f64, ci: Option<(f64, f64)>) -> Change {
 
 /// Timed fault latencies per driver, sorted.
 fn latencies(t: &Trace) -> Result<BTreeMap<String, Vec<u64>>> {
-    let pl = |source| AnalyzerError::Polars {
+    let pl = |err| AnalyzerError::Polars {
         path: t.path.clone(),
         what: "reading latencies",
-        source,
+        err,
     };
     let df = &t.events;
     let drv = df

@@ -4,6 +4,8 @@ use std::{io, path::PathBuf};
 
 use polars::prelude::PolarsError;
 
+// An I/O or polars error is part of the message, so it is a field named `err`, not `source`:
+// front ends print the whole chain on one line, and a source would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzerError {
     /// The trace cannot be used at all (missing, empty file, not a trace, newer schema).
@@ -18,18 +20,18 @@ pub enum AnalyzerError {
         "{path} has no latencies (recorded in tracepoint mode, which sees no returns): nothing to compare"
     )]
     NoLatency { path: PathBuf },
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}: {err}")]
     Polars {
         path: PathBuf,
         what: &'static str,
-        source: PolarsError,
+        err: PolarsError,
     },
-    #[error("cannot read replay report {path}: {source}")]
-    ReplayRead { path: PathBuf, source: io::Error },
+    #[error("cannot read replay report {path}: {err}")]
+    ReplayRead { path: PathBuf, err: io::Error },
     #[error("{path} is not a replay report this analyzer understands: {why}")]
     ReplayFormat { path: PathBuf, why: String },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {err}")]
+    Write { path: PathBuf, err: io::Error },
     #[error("cannot draw {path}: {why}")]
     Plot { path: PathBuf, why: String },
 }
@@ -37,8 +39,8 @@ pub enum AnalyzerError {
 pub type Result<T, E = AnalyzerError> = std::result::Result<T, E>;
 
 pub(crate) fn write_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> AnalyzerError + '_ {
-    move |source| AnalyzerError::Write {
+    move |err| AnalyzerError::Write {
         path: path.to_owned(),
-        source,
+        err,
     }
 }

@@ -63,10 +63,10 @@ pub fn export(
             .with_json_format(JsonFormat::JsonLines)
             .finish(&mut df),
     };
-    res.map_err(|source| AnalyzerError::Polars {
+    res.map_err(|err| AnalyzerError::Polars {
         path: out.to_owned(),
         what: "writing the export",
-        source,
+        err,
     })?;
     Ok((df.height(), t.damage))
 }

@@ -91,16 +91,16 @@ impl Trace {
         // versions are refused there, with its wording.
         let meta = TraceReader::open(path)?.meta().clone();
         let pl = |what: &'static str| {
-            move |source| AnalyzerError::Polars {
+            move |err| AnalyzerError::Polars {
                 path: path.to_owned(),
                 what,
-                source,
+                err,
             }
         };
-        let file = File::open(path).map_err(|source| {
+        let file = File::open(path).map_err(|err| {
             AnalyzerError::Trace(pfnscope_trace::TraceError::Open {
                 path: path.to_owned(),
-                source,
+                err,
             })
         })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);

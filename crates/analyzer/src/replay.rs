@@ -142,9 +142,9 @@ enum Kind {
 }
 
 fn read_one(path: &Path) -> Result<Kind> {
-    let text = std::fs::read_to_string(path).map_err(|source| AnalyzerError::ReplayRead {
+    let text = std::fs::read_to_string(path).map_err(|err| AnalyzerError::ReplayRead {
         path: path.to_owned(),
-        source,
+        err,
     })?;
     let bad = |why: String| AnalyzerError::ReplayFormat {
         path: path.to_owned(),

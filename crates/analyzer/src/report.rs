@@ -58,10 +58,10 @@ pub fn write_report(
     let bar = &opts.progress;
     bar.set_length(10);
     let pl = |what: &'static str| {
-        move |source| AnalyzerError::Polars {
+        move |err| AnalyzerError::Polars {
             path: trace.path.clone(),
             what,
-            source,
+            err,
         }
     };
     let mut images = Vec::new();

@@ -163,10 +163,10 @@ pub struct Summary {
 impl Summary {
     pub fn compute(trace: &Trace, by: GroupBy) -> Result<Summary> {
         let pl = |what: &'static str| {
-            move |source| AnalyzerError::Polars {
+            move |err| AnalyzerError::Polars {
                 path: trace.path.clone(),
                 what,
-                source,
+                err,
             }
         };
         Ok(Summary {
@@ -208,10 +208,10 @@ impl Summary {
     /// Only the latency table (the other tables do not depend on the grouping).
     pub fn latency_only(trace: &Trace, by: GroupBy) -> Result<Summary> {
         let mut s = Summary::header(trace, by);
-        s.latency = latency_table(trace, by).map_err(|source| AnalyzerError::Polars {
+        s.latency = latency_table(trace, by).map_err(|err| AnalyzerError::Polars {
             path: trace.path.clone(),
             what: "latency table",
-            source,
+            err,
         })?;
         Ok(s)
     }

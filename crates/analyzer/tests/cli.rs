@@ -200,6 +200,8 @@ fn bad_input_gives_one_clear_line() {
 
     let e = one_line_error(&["summary", dir.join("missing.arrows").to_str().unwrap()]);
     assert!(e.contains("cannot open trace"), "{e}");
+    // The OS's reason is said once, not again by the error chain.
+    assert_eq!(e.matches("os error 2").count(), 1, "{e}");
 
     let foreign = dir.join("foreign.arrows");
     std::fs::write(&foreign, b"PAR1 not a trace").unwrap();

@@ -163,16 +163,29 @@ fn bad_input_exits_two_with_one_line() {
         (newer, "schema version 99"),
     ];
     for (p, words) in rows {
-        let o = replay(&["check", p.to_str().unwrap()]);
-        let (out, err) = text(&o);
-        assert_eq!(o.status.code(), Some(2), "{}: {out}{err}", p.display());
-        assert!(err.contains(words), "{}: {err}", p.display());
-        assert_eq!(
-            err.trim().lines().count(),
-            1,
-            "{}: not one line: {err}",
-            p.display()
-        );
+        for cmd in ["check", "overhead"] {
+            let o = replay(&[cmd, p.to_str().unwrap()]);
+            let (out, err) = text(&o);
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{cmd} {}: {out}{err}",
+                p.display()
+            );
+            assert!(err.contains(words), "{cmd} {}: {err}", p.display());
+            assert_eq!(
+                err.trim().lines().count(),
+                1,
+                "{cmd} {}: not one line: {err}",
+                p.display()
+            );
+            // The OS's reason is said once, not again by the error chain.
+            assert!(
+                err.matches("os error").count() <= 1,
+                "{cmd} {}: {err}",
+                p.display()
+            );
+        }
     }
 }
 

@@ -16,10 +16,12 @@ use crate::{
     record::Record,
 };
 
+// An I/O or polars error is part of the message, so it is a field named `err`, not `source`:
+// front ends print the whole chain on one line, and a source would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot open trace {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
+    #[error("cannot open trace {path}: {err}")]
+    Open { path: PathBuf, err: io::Error },
     #[error(
         "{path} is empty: the recording wrote nothing (was it killed before start-up finished?)"
     )]
@@ -96,9 +98,9 @@ pub struct TraceReader<R: Read> {
 
 impl TraceReader<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self, TraceError> {
-        let file = File::open(path).map_err(|source| TraceError::Open {
+        let file = File::open(path).map_err(|err| TraceError::Open {
             path: path.to_owned(),
-            source,
+            err,
         })?;
         if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
             return Err(TraceError::Empty {

@@ -20,14 +20,16 @@ use crate::{
     record::Record,
 };
 
+// An I/O or polars error is part of the message, so it is a field named `err`, not `source`:
+// front ends print the whole chain on one line, and a source would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("cannot create trace file {path}: {source}")]
-    Create { path: PathBuf, source: io::Error },
-    #[error("writing trace file {path} failed{}: {source} ({rows} rows in {batches} batches are safely on disk)", if is_full(.source) { " (disk full: free space or write elsewhere with -o)" } else { "" })]
+    #[error("cannot create trace file {path}: {err}")]
+    Create { path: PathBuf, err: io::Error },
+    #[error("writing trace file {path} failed{}: {err} ({rows} rows in {batches} batches are safely on disk)", if is_full(.err) { " (disk full: free space or write elsewhere with -o)" } else { "" })]
     Write {
         path: PathBuf,
-        source: io::Error,
+        err: io::Error,
         rows: u64,
         batches: u64,
     },
@@ -76,9 +78,9 @@ impl TraceWriter {
                 ),
             ]),
         ));
-        let create_err = |source| WriteError::Create {
+        let create_err = |err| WriteError::Create {
             path: path.to_owned(),
-            source,
+            err,
         };
         let file = File::create(path).map_err(create_err)?;
         // Zstandard (level 3): most columns are null or repeat within a hook, and its run-length
@@ -148,10 +150,10 @@ impl TraceWriter {
             .and_then(|_| self.stream.flush())
             .map_err(arrow_io)
             .and_then(|_| self.stream.get_mut().get_ref().sync_data());
-        if let Err(source) = res {
+        if let Err(err) = res {
             return Err(WriteError::Write {
                 path: self.path.clone(),
-                source,
+                err,
                 rows: self.rows_on_disk,
                 batches: self.batches_on_disk,
             });
@@ -175,9 +177,9 @@ impl TraceWriter {
             })
             .map_err(arrow_io)
             .and_then(|_| self.stream.get_mut().get_ref().sync_data());
-        res.map_err(|source| WriteError::Write {
+        res.map_err(|err| WriteError::Write {
             path: self.path.clone(),
-            source,
+            err,
             rows: self.rows_on_disk,
             batches: self.batches_on_disk,
         })?;

@@ -544,13 +544,13 @@ impl<S: Sink> Model<S> {
         }
 
         // Everything the driver did beneath this fault.
-        let inserts: Vec<usize> = t
-            .kids(i)
-            .iter()
-            .copied()
-            .filter(|&k| t.nodes[k].hook.is_insert())
-            .collect();
-        let called_driver = !inserts.is_empty();
+        let inserts = || {
+            t.kids(i)
+                .iter()
+                .copied()
+                .filter(|&k| t.nodes[k].hook.is_insert())
+        };
+        let called_driver = inserts().next().is_some();
 
         if self.f.sanitize_write
             && let (Some(fl), Some(vm)) = (flags, r.vma_flags)
@@ -571,7 +571,7 @@ impl<S: Sink> Model<S> {
                             format!(
                                 "ret {}, {} PFN inserts (flags {fl:#x}, vm_flags {vm:#x})",
                                 show_ret(r.ret),
-                                inserts.len()
+                                inserts().count()
                             ),
                         )
                     },
@@ -594,7 +594,7 @@ impl<S: Sink> Model<S> {
                         Rule::FaultVmaLock,
                         &[r],
                         format!("RETRY before calling {drv} (it has no ->map_pages: its faults were redone under mmap_lock)"),
-                        format!("the driver inserted {} PFNs under the VMA lock", inserts.len()),
+                        format!("the driver inserted {} PFNs under the VMA lock", inserts().count()),
                     ),
                     Some(false) => self.sink.tally(Rule::FaultVmaLock, Outcome::Held),
                     None => {
@@ -648,7 +648,7 @@ impl<S: Sink> Model<S> {
         }
 
         if let (Some(pg), Some(v)) = (page, ret) {
-            let ok_insert = inserts.iter().any(|&k| {
+            let ok_insert = inserts().any(|k| {
                 let kr = &t.nodes[k].rec;
                 kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg) && kr.ret == Some(vf::NOPAGE as i64)
             });

@@ -55,12 +55,14 @@ fn bit(bits: &[u8], i: usize) -> bool {
 }
 
 /// Raw buffers of the three array kinds the schema uses.
-trait Raw: 'static {
+trait Raw: Array + Sized + 'static {
     type View<'a>: Copy;
     type Item<'a>;
     fn view(&self) -> Self::View<'_>;
     fn item<'a>(v: Self::View<'a>, i: usize) -> Self::Item<'a>;
-    fn valid(&self) -> Valid<'_>;
+    fn valid(&self) -> Valid<'_> {
+        Valid::of(self)
+    }
 }
 
 impl<T: arrow_array::types::ArrowPrimitiveType> Raw for arrow_array::PrimitiveArray<T> {
@@ -73,9 +75,6 @@ impl<T: arrow_array::types::ArrowPrimitiveType> Raw for arrow_array::PrimitiveAr
     fn item<'a>(v: Self::View<'a>, i: usize) -> Self::Item<'a> {
         v[i]
     }
-    fn valid(&self) -> Valid<'_> {
-        Valid::of(self)
-    }
 }
 
 impl Raw for StringArray {
@@ -87,11 +86,8 @@ impl Raw for StringArray {
     }
     #[inline(always)]
     fn item<'a>((offsets, data): Self::View<'a>, i: usize) -> Self::Item<'a> {
-        // Arrow's reader validated the offsets; a bad one still only panics on the slice.
+        // In bounds: arrow validated the offsets (the IPC reader and `RecordBatch::try_new`).
         &data[offsets[i] as usize..offsets[i + 1] as usize]
-    }
-    fn valid(&self) -> Valid<'_> {
-        Valid::of(self)
     }
 }
 
@@ -104,9 +100,6 @@ impl Raw for BooleanArray {
     #[inline(always)]
     fn item<'a>((bits, off): Self::View<'a>, i: usize) -> Self::Item<'a> {
         bit(bits, off + i)
-    }
-    fn valid(&self) -> Valid<'_> {
-        Valid::of(self)
     }
 }
 

@@ -106,13 +106,25 @@ fn descendants(t: &Tree, i: usize) -> u64 {
 }
 
 impl Overhead {
-    pub fn push(&mut self, r: Record) {
+    pub fn push(&mut self, mut r: Record) {
+        self.push_from(&mut r);
+    }
+
+    /// Every record of `recs`, which is left empty; see [`crate::Engine::push_vec`].
+    pub fn push_vec(&mut self, recs: &mut Vec<Record>) {
+        for r in recs.iter_mut() {
+            self.push_from(r);
+        }
+        recs.clear();
+    }
+
+    fn push_from(&mut self, r: &mut Record) {
         let h = self.hooks.get(&r.hook);
         if h == Hook::Counters {
             return;
         }
         self.events += 1;
-        self.asm.push(r, h);
+        self.asm.push_from(r, h);
         while let Some(t) = self.asm.pop_ready() {
             self.tree(&t);
         }

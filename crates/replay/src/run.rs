@@ -103,18 +103,16 @@ pub fn overhead_file(
     let mut reader = TraceReader::open(path)?;
     let mut o = Overhead::default();
     let mut rows = 0u64;
-    let damage = each_batch(&mut reader, |piece| {
+    let damage = each_batch(&mut reader, |mut piece| {
         rows += piece.len() as u64;
-        for r in piece {
-            o.push(r);
-        }
+        o.push_vec(&mut piece);
         progress(rows);
     });
     Ok((o.finish(&path.display().to_string(), top), damage))
 }
 
 /// Records per piece handed from the decoding thread to the replay: 2 MiB.
-const CHUNK_ROWS: usize = 4096;
+pub const CHUNK_ROWS: usize = 4096;
 
 /// Hands every record of `reader` to `f`, in order and in pieces of at most [`CHUNK_ROWS`],
 /// while one thread reads and decompresses batches and another turns them into records: each

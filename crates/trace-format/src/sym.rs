@@ -219,8 +219,8 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A lock-free front for the global set, per decoding pass: the latest string first, since a
-/// column repeats a few values in runs. Past `CAP` distinct values it stops
-/// remembering new ones (they still come from the global set).
+/// column repeats a few values in runs. Past `CAP` distinct values it stops remembering new
+/// ones (they still come from the global set).
 #[derive(Default)]
 pub struct Interner {
     seen: Vec<Sym>,

@@ -58,6 +58,21 @@ impl Tree {
 /// No slot: the end of a child list.
 const NONE: u32 = u32::MAX;
 
+/// Deepest nesting a tree keeps. Probed kernel calls nest a few levels (a fault, the driver's
+/// insert, PAT's lookup); a longer chain of parent links can only come from a corrupt or
+/// crafted trace, and walking it recursively overflowed the stack. Deeper calls are cut off
+/// into trees of their own, reported as [`Orphan::TooDeep`].
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a tree came out of [`Assembler::orphans`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Orphan {
+    /// Its root's parent never appeared.
+    NoParent,
+    /// Its root was nested [`MAX_DEPTH`] calls deep and cut off its parent's tree.
+    TooDeep,
+}
+
 struct Slot {
     rec: Box<Record>,
     hook: Hook,
@@ -79,6 +94,8 @@ pub struct Assembler {
     watermark: u64,
     /// Children being taken into a tree, deepest call's last.
     scratch: Vec<u32>,
+    /// Calls cut off a tree at [`MAX_DEPTH`], taken as trees of their own at the end.
+    cut: Vec<u32>,
     /// Boxes of processed records, reused rather than freed and allocated again (the boxes,
     /// not the records, are the point).
     #[allow(clippy::vec_box)]
@@ -169,7 +186,7 @@ impl Assembler {
             }
         }
         tree.kid_list.clear();
-        self.take_into(slot, tree);
+        self.take_into(slot, tree, 1);
         true
     }
 
@@ -179,20 +196,31 @@ impl Assembler {
         Some(self.take(slot))
     }
 
-    /// Children whose parent never appeared, each as a tree of its own, in entry order.
-    pub fn orphans(&mut self) -> Vec<Tree> {
+    /// Children whose parent never appeared, then calls cut off too deep a tree, each as a
+    /// tree of its own, in entry order.
+    pub fn orphans(&mut self) -> Vec<(Tree, Orphan)> {
         let heads: Vec<u32> = self.waiting.drain().map(|(_, head)| head).collect();
         let mut slots = vec![];
         for head in heads {
             self.list(head, &mut slots);
         }
         self.sort_by_entry(&mut slots);
-        slots.into_iter().map(|s| self.take(s)).collect()
+        let mut out: Vec<_> = slots
+            .into_iter()
+            .map(|s| (self.take(s), Orphan::NoParent))
+            .collect();
+        // Taking a cut-off call may cut again, deeper down.
+        while !self.cut.is_empty() {
+            let mut cut = std::mem::take(&mut self.cut);
+            self.sort_by_entry(&mut cut);
+            out.extend(cut.into_iter().map(|s| (self.take(s), Orphan::TooDeep)));
+        }
+        out
     }
 
     fn take(&mut self, root: u32) -> Tree {
         let mut tree = Tree::default();
-        self.take_into(root, &mut tree);
+        self.take_into(root, &mut tree, 1);
         tree
     }
 
@@ -223,13 +251,21 @@ impl Assembler {
         });
     }
 
-    fn take_into(&mut self, slot: u32, tree: &mut Tree) -> usize {
-        let s = self.slots[slot as usize]
+    /// Moves `slot` and, down to [`MAX_DEPTH`], everything inside it into `tree`; `depth` is
+    /// the slot's own (the root's is 1).
+    fn take_into(&mut self, slot: u32, tree: &mut Tree, depth: usize) -> usize {
+        let mut s = self.slots[slot as usize]
             .take()
             .expect("a slot is taken once");
         self.free.push(slot);
         if s.rec.id != 0 && self.by_id.get(&s.rec.id) == Some(&slot) {
             self.by_id.remove(&s.rec.id);
+        }
+        if depth >= MAX_DEPTH {
+            let kids = std::mem::replace(&mut s.first_kid, NONE);
+            let mut cut = std::mem::take(&mut self.cut);
+            self.list(kids, &mut cut);
+            self.cut = cut;
         }
         // The children go to the end of `scratch` (deeper calls use what is past them), and
         // this node's run of `kid_list` is reserved before any child adds its own.
@@ -249,7 +285,7 @@ impl Assembler {
         });
         for j in 0..n {
             let k = self.scratch[base + j];
-            tree.kid_list[at + j] = self.take_into(k, tree);
+            tree.kid_list[at + j] = self.take_into(k, tree, depth + 1);
         }
         self.scratch.truncate(base);
         idx
@@ -340,8 +376,8 @@ impl<S: Sink> Engine<S> {
         }
         let losses = self.losses();
         let lossless = losses.dropped + losses.unpaired == 0;
-        for t in self.asm.orphans() {
-            self.model.orphan(&t, lossless);
+        for (t, why) in self.asm.orphans() {
+            self.model.orphan(&t, why, lossless);
             self.model.process(&t);
         }
         let sink = self.model.finish();
@@ -427,6 +463,46 @@ mod tests {
         assert!(a.pop_any().is_none());
         let o = a.orphans();
         assert_eq!(o.len(), 1);
-        assert_eq!(o[0].nodes[0].rec.id, 5);
+        assert_eq!(o[0].0.nodes[0].rec.id, 5);
+        assert_eq!(o[0].1, Orphan::NoParent);
+    }
+
+    fn depth(t: &Tree) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(0, 1)];
+        while let Some((i, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            stack.extend(t.kids(i).iter().map(|&k| (k, d + 1)));
+        }
+        deepest
+    }
+
+    /// A chain of parent links far deeper than calls nest, children first as the tracer
+    /// writes them: no stack overflow, and every call comes out once, the first MAX_DEPTH in
+    /// the root's tree and the rest in cut-off trees of at most MAX_DEPTH.
+    #[test]
+    fn too_deep_a_chain_is_cut_into_trees() {
+        let n = 200_000u64;
+        let mut a = Assembler::default();
+        for i in 0..n {
+            let (id, parent) = (i + 1, if i + 1 < n { i + 2 } else { 0 });
+            a.push(
+                rec(i, id, parent, 10 * (n - i), 1 + i, "handle_mm_fault"),
+                Hook::Fault,
+            );
+        }
+        a.push(rec(n, n + 1, 0, 100 * n, 1, "handle_mm_fault"), Hook::Fault);
+        let root = a
+            .pop_ready()
+            .expect("the chain's root returned before the last entry");
+        assert_eq!(root.nodes[0].rec.id, n);
+        assert_eq!(root.nodes.len(), MAX_DEPTH);
+        let o = a.orphans();
+        assert!(
+            o.iter()
+                .all(|(t, why)| *why == Orphan::TooDeep && depth(t) <= MAX_DEPTH)
+        );
+        let calls: usize = o.iter().map(|(t, _)| t.nodes.len()).sum();
+        assert_eq!(calls + root.nodes.len(), n as usize);
     }
 }

@@ -14,7 +14,7 @@ use crate::bits::{
     Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pte,
     vm_fault as vf,
 };
-use crate::engine::{IdMap, Tree};
+use crate::engine::{IdMap, MAX_DEPTH, Orphan, Tree};
 use crate::hook::{HOOK_COUNT, Hook};
 use crate::kernel::{Features, KernelRules};
 use crate::memtype::{Entry, FreeMatch, MemtypeMap, Owner, ReservePrediction};
@@ -270,9 +270,17 @@ impl<S: Sink> Model<S> {
     }
 
     /// A call whose parent never reached the trace.
-    pub fn orphan(&mut self, t: &Tree, lossless: bool) {
+    pub fn orphan(&mut self, t: &Tree, why: Orphan, lossless: bool) {
         let r = &t.nodes[0].rec;
-        if lossless {
+        if why == Orphan::TooDeep {
+            // No loss makes a parent chain this long: the links themselves are broken.
+            self.diverge(
+                Rule::TraceParent,
+                &[r],
+                format!("probed calls nested a few deep (at most {MAX_DEPTH} are kept)"),
+                format!("call {} is {MAX_DEPTH} parent links deep", r.id),
+            );
+        } else if lossless {
             self.diverge(
                 Rule::TraceParent,
                 &[r],

@@ -208,7 +208,7 @@ impl Overhead {
         while let Some(t) = self.asm.pop_any() {
             self.tree(&t);
         }
-        for t in self.asm.orphans() {
+        for (t, _) in self.asm.orphans() {
             self.tree(&t);
         }
         let c_in = self.min_leaf.as_ref().map_or(0, |m| m.0);

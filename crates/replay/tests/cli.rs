@@ -227,3 +227,39 @@ fn overhead_reports_pages_drivers_and_probe_cost() {
             .any(|r| r["kind"] == "pfn")
     );
 }
+
+/// A crafted trace whose parent links form one chain of 100k calls (children first, as the
+/// tracer writes them) overflowed the stack of both commands; now the chain is cut into
+/// trees and reported as a broken parent link.
+#[test]
+fn endless_parent_chain_is_a_divergence_not_a_crash() {
+    let d = TempDir::new("chain");
+    let n = 100_000u64;
+    let recs: Vec<Record> = (0..n)
+        .map(|i| Record {
+            seq: i,
+            id: i + 1,
+            parent: if i + 1 < n { i + 2 } else { 0 },
+            ts_ns: 10 * (n - i),
+            latency_ns: Some(1 + i),
+            hook: "handle_mm_fault".into(),
+            ..Default::default()
+        })
+        .collect();
+    let p = d.0.join("chain.arrows");
+    write(&p, &TraceMeta::default(), &recs, 65536);
+    let o = replay(&["check", "--json", p.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["events"].as_u64(), Some(n));
+    let divs = v["divergences"].as_array().unwrap();
+    assert!(
+        !divs.is_empty() && divs.iter().all(|d| d["rule"] == "trace.parent"),
+        "{out}"
+    );
+    let o = replay(&["overhead", p.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains(&format!("{n} events")), "{out}");
+}

@@ -71,6 +71,8 @@ pub enum Orphan {
     NoParent,
     /// Its root was nested [`MAX_DEPTH`] calls deep and cut off its parent's tree.
     TooDeep,
+    /// No root reaches it: its chain of parent links loops. Taken alone, one call per tree.
+    Loop,
 }
 
 struct Slot {
@@ -196,8 +198,9 @@ impl Assembler {
         Some(self.take(slot))
     }
 
-    /// Children whose parent never appeared, then calls cut off too deep a tree, each as a
-    /// tree of its own, in entry order.
+    /// Children whose parent never appeared, then calls cut off too deep a tree, then calls
+    /// no root reaches, each as a tree of its own, in entry order. Call it once, at the end,
+    /// after [`Assembler::pop_any`] has taken every root.
     pub fn orphans(&mut self) -> Vec<(Tree, Orphan)> {
         let heads: Vec<u32> = self.waiting.drain().map(|(_, head)| head).collect();
         let mut slots = vec![];
@@ -215,6 +218,16 @@ impl Assembler {
             self.sort_by_entry(&mut cut);
             out.extend(cut.into_iter().map(|s| (self.take(s), Orphan::TooDeep)));
         }
+        // What is left is neither a root nor below one: parent links that loop.
+        let mut left: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&s| self.slots[s as usize].is_some())
+            .collect();
+        self.sort_by_entry(&mut left);
+        for &s in &left {
+            let slot = self.slot(s);
+            (slot.first_kid, slot.next) = (NONE, NONE);
+        }
+        out.extend(left.into_iter().map(|s| (self.take(s), Orphan::Loop)));
         out
     }
 
@@ -497,6 +510,7 @@ mod tests {
             .expect("the chain's root returned before the last entry");
         assert_eq!(root.nodes[0].rec.id, n);
         assert_eq!(root.nodes.len(), MAX_DEPTH);
+        assert_eq!(a.pop_any().map(|t| t.nodes[0].rec.id), Some(n + 1));
         let o = a.orphans();
         assert!(
             o.iter()
@@ -504,5 +518,29 @@ mod tests {
         );
         let calls: usize = o.iter().map(|(t, _)| t.nodes.len()).sum();
         assert_eq!(calls + root.nodes.len(), n as usize);
+    }
+
+    /// Two calls each other's parent (and a child of one of them) are no one's tree: they
+    /// still come out, each alone, instead of vanishing.
+    #[test]
+    fn looping_parent_links_come_out_alone() {
+        let mut a = Assembler::default();
+        a.push(rec(0, 3, 1, 12, 1, "vmf_insert_pfn"), Hook::InsertPfn);
+        a.push(rec(1, 1, 2, 10, 5, "handle_mm_fault"), Hook::Fault);
+        a.push(rec(2, 2, 1, 11, 5, "handle_mm_fault"), Hook::Fault);
+        assert!(a.pop_any().is_none());
+        let o = a.orphans();
+        let ids: Vec<_> = o
+            .iter()
+            .map(|(t, why)| (t.nodes.len(), t.nodes[0].rec.id, *why))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (1, 1, Orphan::Loop),
+                (1, 2, Orphan::Loop),
+                (1, 3, Orphan::Loop)
+            ]
+        );
     }
 }

@@ -272,13 +272,20 @@ impl<S: Sink> Model<S> {
     /// A call whose parent never reached the trace.
     pub fn orphan(&mut self, t: &Tree, why: Orphan, lossless: bool) {
         let r = &t.nodes[0].rec;
+        // No loss makes a parent chain this long, or one that loops: the links are broken.
         if why == Orphan::TooDeep {
-            // No loss makes a parent chain this long: the links themselves are broken.
             self.diverge(
                 Rule::TraceParent,
                 &[r],
                 format!("probed calls nested a few deep (at most {MAX_DEPTH} are kept)"),
                 format!("call {} is {MAX_DEPTH} parent links deep", r.id),
+            );
+        } else if why == Orphan::Loop {
+            self.diverge(
+                Rule::TraceParent,
+                &[r],
+                "a chain of parent links that ends at a root call".into(),
+                format!("call {}'s chain loops (parent {})", r.id, r.parent),
             );
         } else if lossless {
             self.diverge(

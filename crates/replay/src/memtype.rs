@@ -115,7 +115,7 @@ impl MemtypeMap {
 
     /// The reservation `lookup` answers from.
     pub fn lookup_entry(&self, pfn: u64) -> Option<&Entry> {
-        self.overlapping(pfn, pfn + 1).next()
+        self.overlapping(pfn, pfn.saturating_add(1)).next()
     }
 
     /// `memtype_lookup`: the lowest-starting reservation overlapping the page.

@@ -444,14 +444,14 @@ impl<S: Sink> Model<S> {
             }
         };
         if n <= MAX_WALK {
-            for p in first..first + n {
+            for p in first..first.saturating_add(n) {
                 drop(self, (sp, p));
             }
         } else {
             let keys: Vec<_> = self
                 .ptes
                 .keys()
-                .filter(|(s, p)| *s == sp && *p >= first && *p < first + n)
+                .filter(|(s, p)| *s == sp && *p >= first && *p < first.saturating_add(n))
                 .copied()
                 .collect();
             for k in keys {
@@ -477,23 +477,24 @@ impl<S: Sink> Model<S> {
             return true;
         }
         if let Some((_, &e)) = self.nonram.range(..=start).next_back()
-            && e >= start + n
+            && e >= start.saturating_add(n)
         {
             return true;
         }
         // A reservation that made it into the memtype tree is non-RAM by construction.
         self.memtypes
-            .covering(start, start + n)
+            .covering(start, start.saturating_add(n))
             .any(|e| e.owner != Owner::Other)
     }
 
     fn forget_lookups(&mut self, start: u64, n: u64) {
         if n <= 4096 {
-            for p in start..start + n {
+            for p in start..start.saturating_add(n) {
                 self.lookups.remove(&p);
             }
         } else {
-            self.lookups.retain(|p, _| *p < start || *p >= start + n);
+            self.lookups
+                .retain(|p, _| *p < start || *p >= start.saturating_add(n));
         }
     }
 
@@ -890,7 +891,11 @@ impl<S: Sink> Model<S> {
                     continue;
                 }
                 let p = Pte {
-                    pfn: if mixed { None } else { Some(pfn + j) },
+                    pfn: if mixed {
+                        None
+                    } else {
+                        Some(pfn.saturating_add(j))
+                    },
                     special: if mixed { None } else { Some(true) },
                     cache,
                     known: fault_page.is_some_and(|f| {
@@ -998,7 +1003,7 @@ impl<S: Sink> Model<S> {
         if reserved.is_none() && !is_isa_range(pfn, 1) {
             self.lookups.insert(pfn, out);
             if out == Cache::UcMinus {
-                self.add_nonram(pfn, pfn + 1);
+                self.add_nonram(pfn, pfn.saturating_add(1));
             }
             if !matches!(out, Cache::UcMinus | Cache::WB) {
                 self.find(
@@ -1038,7 +1043,7 @@ impl<S: Sink> Model<S> {
             self.visit_kids(t, i, None, |_| true);
             return;
         };
-        let whole = addr == vs && addr + size == ve;
+        let whole = addr == vs && addr.checked_add(size) == Some(ve);
         let cow = r.vma_flags.is_some_and(|v| b.is_cow(v));
         let track = t.kid(i, |h| {
             matches!(
@@ -1097,7 +1102,7 @@ impl<S: Sink> Model<S> {
             if n <= MAX_WALK {
                 for j in 0..n {
                     let p = Pte {
-                        pfn: Some(pfn + j),
+                        pfn: Some(pfn.saturating_add(j)),
                         special: Some(true),
                         cache: c,
                         known: true,
@@ -1144,7 +1149,7 @@ impl<S: Sink> Model<S> {
         let np = pages(Some(size));
         let whole = match n.hook {
             Hook::TrackRemap => match (r.address, r.vma_start, r.vma_end) {
-                (Some(a), Some(s), Some(e)) => Some(a == s && size == e - s),
+                (Some(a), Some(s), Some(e)) => Some(a == s && e.checked_sub(s) == Some(size)),
                 _ => None,
             },
             Hook::PfnmapTrack => Some(true),
@@ -1162,14 +1167,14 @@ impl<S: Sink> Model<S> {
                     self.check(
                         Rule::PatRemap,
                         rr.pfn == Some(pfn)
-                            && rr.size == Some(np * PAGE_SIZE)
+                            && rr.size == Some(np.saturating_mul(PAGE_SIZE))
                             && (want.is_none() || req == want),
                         &[r, rr],
                         || {
                             (
                                 format!(
                                     "memtype_reserve of pfn {pfn:#x}, {} bytes, {:?}",
-                                    np * PAGE_SIZE,
+                                    np.saturating_mul(PAGE_SIZE),
                                     want
                                 ),
                                 format!("pfn {:?}, size {:?}, {:?}", rr.pfn, rr.size, req),
@@ -1275,7 +1280,7 @@ impl<S: Sink> Model<S> {
                 });
                 let mut modes: Vec<Option<Cache>> = Vec::new();
                 if np <= 4096 {
-                    for p in pfn..pfn + np {
+                    for p in pfn..pfn.saturating_add(np) {
                         let m = if is_isa_range(p, 1) {
                             self.pat_on.then_some(Cache::WB)
                         } else {
@@ -1330,7 +1335,7 @@ impl<S: Sink> Model<S> {
             return newt;
         };
         let n = pages(r.size);
-        let end = start + n;
+        let end = start.saturating_add(n);
         if is_isa_range(start, n) {
             self.check(
                 Rule::PatReserve,
@@ -1407,7 +1412,9 @@ impl<S: Sink> Model<S> {
                 ("0 (the ISA hole is not tracked)".into(), format!("{ret}"))
             });
         } else {
-            let m = self.memtypes.find_free_for(start, start + n, owner);
+            let m = self
+                .memtypes
+                .find_free_for(start, start.saturating_add(n), owner);
             if m == FreeMatch::None {
                 self.nc(Rule::PatFree);
             } else {
@@ -1453,7 +1460,7 @@ impl<S: Sink> Model<S> {
                             first
                                 .filter(|p| p.known && p.special == Some(true))
                                 .and_then(|p| p.pfn),
-                            ve - vs,
+                            ve.saturating_sub(vs),
                         )
                     }
                     (p, s) => (Some(p), s),
@@ -1521,7 +1528,7 @@ impl<S: Sink> Model<S> {
                     let fr = &t.nodes[k].rec;
                     self.check(
                         Rule::PatUntrack,
-                        fr.pfn == Some(pfn) && fr.size == Some(np * PAGE_SIZE),
+                        fr.pfn == Some(pfn) && fr.size == Some(np.saturating_mul(PAGE_SIZE)),
                         &[r, fr],
                         || {
                             (
@@ -1532,7 +1539,7 @@ impl<S: Sink> Model<S> {
                     );
                 }
                 None => {
-                    let exact = self.memtypes.find_free(pfn, pfn + np);
+                    let exact = self.memtypes.find_free(pfn, pfn.saturating_add(np));
                     if !matches!(exact, FreeMatch::Exact(_)) {
                         self.nc(Rule::PatUntrack);
                     } else if self.untrack_frees_seen {
@@ -1555,7 +1562,7 @@ impl<S: Sink> Model<S> {
             if free.is_some() {
                 self.untrack_frees_seen = true;
             }
-            for (_, e) in self.memtypes.exact(pfn, pfn + np) {
+            for (_, e) in self.memtypes.exact(pfn, pfn.saturating_add(np)) {
                 if let Owner::Vma(v) = e.owner {
                     self.vmas.entry(v).or_default().untracked = true;
                 }
@@ -1623,7 +1630,7 @@ impl<S: Sink> Model<S> {
                         &[r],
                         format!(
                             "a strict memtype_reserve of pfn {pfn:#x}, {} bytes, {}",
-                            ve - vs,
+                            ve.saturating_sub(vs),
                             c.name()
                         ),
                         "none".into(),
@@ -1633,13 +1640,15 @@ impl<S: Sink> Model<S> {
                         let req = rr.cache_req.as_deref().and_then(Cache::parse);
                         self.check(
                             Rule::ForkCopy,
-                            rr.pfn == Some(pfn) && rr.size == Some(ve - vs) && req == Some(c),
+                            rr.pfn == Some(pfn)
+                                && rr.size == Some(ve.saturating_sub(vs))
+                                && req == Some(c),
                             &[r, rr],
                             || {
                                 (
                                     format!(
                                         "memtype_reserve of pfn {pfn:#x}, {} bytes, {}",
-                                        ve - vs,
+                                        ve.saturating_sub(vs),
                                         c.name()
                                     ),
                                     format!("pfn {:#x?}, size {:?}, {:?}", rr.pfn, rr.size, req),
@@ -1734,10 +1743,10 @@ impl<S: Sink> Model<S> {
         let sp = space(r);
         if r.ret == Some(0) {
             if let (Some(vs), Some(ve)) = (r.vma_start, r.vma_end) {
-                let (first, n) = (vs >> PAGE_SHIFT, (ve - vs) >> PAGE_SHIFT);
+                let (first, n) = (vs >> PAGE_SHIFT, (ve.saturating_sub(vs)) >> PAGE_SHIFT);
                 let mut copy = ForkCopy { ptes: Vec::new() };
                 if n <= MAX_WALK {
-                    for pg in first..first + n {
+                    for pg in first..first.saturating_add(n) {
                         if let Some(p) = self.ptes.get(&(sp, pg)) {
                             copy.ptes.push((pg, *p));
                         }
@@ -1906,7 +1915,7 @@ impl<S: Sink> Model<S> {
             && b.is_cow(vm)
             && a >= s
         {
-            let linear = pfn == pg + ((a - s) >> PAGE_SHIFT);
+            let linear = pg.checked_add((a - s) >> PAGE_SHIFT) == Some(pfn);
             self.check(Rule::VnpLinear, special == linear, &[r], || {
                 (
                     format!(
@@ -1985,7 +1994,7 @@ impl<S: Sink> Model<S> {
             && r.file_id.is_some()
             && let (Some(a), Some(s), Some(pg)) = (r.address, r.vma_start, r.vma_pgoff)
             && a >= s
-            && pg + ((a - s) >> PAGE_SHIFT) == ix
+            && pg.checked_add((a - s) >> PAGE_SHIFT) == Some(ix)
         {
             let d = Record {
                 seq: dseq,

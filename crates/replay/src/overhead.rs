@@ -171,7 +171,7 @@ impl Overhead {
             let l = n.rec.latency_ns.unwrap_or(0);
             let is_ins = n.hook.is_insert();
             if is_ins && !in_insert {
-                insert += l;
+                insert = insert.saturating_add(l);
                 if pfn.is_none()
                     && n.rec.address.map(|a| a >> PAGE_SHIFT) == r.address.map(|a| a >> PAGE_SHIFT)
                 {
@@ -179,7 +179,7 @@ impl Overhead {
                 }
             }
             if n.hook.is_insert_lookup() {
-                pat += l;
+                pat = pat.saturating_add(l);
             }
             stack.extend(t.kids(k).iter().map(|&c| (c, in_insert || is_ins)));
         }
@@ -198,9 +198,9 @@ impl Overhead {
             ..Default::default()
         });
         a.faults += 1;
-        a.total += lat;
-        a.insert += insert;
-        a.pat += pat;
+        a.total = a.total.saturating_add(lat);
+        a.insert = a.insert.saturating_add(insert);
+        a.pat = a.pat.saturating_add(pat);
         a.nested += descendants(t, i);
     }
 
@@ -213,7 +213,7 @@ impl Overhead {
         }
         let c_in = self.min_leaf.as_ref().map_or(0, |m| m.0);
         let gap = self.min_wrapper_gap.as_ref().map_or(0, |m| m.0);
-        let c_full = c_in + gap;
+        let c_full = c_in.saturating_add(gap);
         let basis = format!(
             "in-window cost <= min leaf latency {} ns ({}); nested call adds <= that + min wrapper gap {} ns ({})",
             c_in,
@@ -229,7 +229,11 @@ impl Overhead {
             .pages
             .iter()
             .map(|(k, a)| {
-                let corrected = a.total.saturating_sub(a.faults * c_in + a.nested * c_full);
+                let cost = a
+                    .faults
+                    .saturating_mul(c_in)
+                    .saturating_add(a.nested.saturating_mul(c_full));
+                let corrected = a.total.saturating_sub(cost);
                 PageRow {
                     kind: a.kind,
                     page: k.2,
@@ -264,10 +268,10 @@ impl Overhead {
                 });
             d.faults += p.faults;
             d.pages += 1;
-            d.total_ns += p.total_ns;
-            d.insert_ns += p.insert_ns;
-            d.pat_ns += p.pat_ns;
-            d.corrected_total_ns += p.corrected_total_ns;
+            d.total_ns = d.total_ns.saturating_add(p.total_ns);
+            d.insert_ns = d.insert_ns.saturating_add(p.insert_ns);
+            d.pat_ns = d.pat_ns.saturating_add(p.pat_ns);
+            d.corrected_total_ns = d.corrected_total_ns.saturating_add(p.corrected_total_ns);
         }
         let mut drivers: Vec<DriverRow> = drivers.into_values().collect();
         for d in &mut drivers {

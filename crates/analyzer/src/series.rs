@@ -123,16 +123,19 @@ pub fn latency_by(
 }
 
 /// A "nice" bucket width (1, 2 or 5 times a power of ten, in ns) giving at most `max` buckets.
+/// A span near 2^64 (a corrupt timestamp) gets the widest width instead of overflowing.
 pub fn nice_width(span_ns: u64, max: u64) -> u64 {
     let want = (span_ns / max.max(1)).max(1);
     let mut p = 1u64;
     loop {
         for m in [1, 2, 5] {
-            if p * m >= want {
-                return p * m;
+            match p.checked_mul(m) {
+                Some(w) if w >= want => return w,
+                Some(_) => {}
+                None => return u64::MAX,
             }
         }
-        p *= 10;
+        p = p.saturating_mul(10);
     }
 }
 
@@ -152,7 +155,7 @@ pub fn heatmap(trace: &Trace, max_columns: u64) -> PolarsResult<Option<Heatmap>>
     let Some((t0, t1)) = trace.time_range() else {
         return Ok(None);
     };
-    let width = nice_width(t1 - t0 + 1, max_columns);
+    let width = nice_width((t1 - t0).saturating_add(1), max_columns);
     let ncol = ((t1 - t0) / width + 1) as usize;
     let df = &trace.events;
     let ts = df.column("ts_ns")?.u64()?;
@@ -196,7 +199,7 @@ pub fn rates(trace: &Trace, max_points: u64, top: usize) -> PolarsResult<Option<
     let Some((t0, t1)) = trace.time_range() else {
         return Ok(None);
     };
-    let width = nice_width(t1 - t0 + 1, max_points).max(1_000_000);
+    let width = nice_width((t1 - t0).saturating_add(1), max_points).max(1_000_000);
     let n = ((t1 - t0) / width + 1) as usize;
     let df = &trace.events;
     let (hooks, mapping) = codes(df, "hook")?;
@@ -260,6 +263,8 @@ mod tests {
         assert_eq!(nice_width(100_000_000_000, 200), 500_000_000);
         assert_eq!(nice_width(150, 200), 1);
         assert_eq!(nice_width(3_000_000, 100), 50_000);
+        assert_eq!(nice_width(u64::MAX, 1), u64::MAX);
+        assert_eq!(nice_width(u64::MAX, 200), 100_000_000_000_000_000);
     }
 
     #[test]

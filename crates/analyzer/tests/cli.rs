@@ -583,3 +583,50 @@ fn faults_are_not_counted_twice_when_tracepoints_are_also_recorded() {
     let v = summary_json(p.to_str().unwrap(), "hook");
     assert_eq!(row(&v, "exceptions:page_fault_user")["count"], 100);
 }
+
+/// Corrupt values no kernel writes (a timestamp and latencies near 2^64, addresses at the
+/// top of the space) are reported on, not a panic: every command still succeeds.
+#[test]
+fn absurd_timestamps_and_latencies_do_not_break_the_report() {
+    use pfnscope_trace::{Record, TraceWriter};
+    let dir = scratch("absurd");
+    let p = dir.join("a.arrows");
+    let mut w = TraceWriter::create(&p, &fentry_meta("6.12.0")).unwrap();
+    for i in 0..200u64 {
+        let wild = i % 50 == 7;
+        w.push(&Record {
+            id: i + 1,
+            // The span from 0 to the top overflowed the plots' time buckets.
+            ts_ns: match i % 50 {
+                7 => u64::MAX,
+                8 => 0,
+                _ => 1_000_000 + i * 1_000,
+            },
+            latency_ns: Some(if wild { u64::MAX } else { 2_000 + i }),
+            hook: "handle_mm_fault".into(),
+            mode: "fentry".into(),
+            address: Some(if wild {
+                u64::MAX
+            } else {
+                0x7f00_0000_0000 + (i << 12)
+            }),
+            fault_flags: Some(0x1255),
+            ret: Some(if wild { i64::MIN } else { 0x100 }),
+            vma_flags: Some(RW_SHARED | VM_PFNMAP),
+            driver: Some(SHMEM.into()),
+            comm: "wild".into(),
+            ..Default::default()
+        });
+    }
+    w.finish().unwrap();
+    let path = p.to_str().unwrap();
+    let out = dir.join("report");
+    for args in [
+        vec!["summary", path],
+        vec!["report", path, "-o", out.to_str().unwrap()],
+        vec!["diff", path, path],
+    ] {
+        let o = analyzer(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+}

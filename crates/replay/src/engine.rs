@@ -7,7 +7,7 @@
 //! attach to its parent whichever arrives first.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, hash_map::Entry};
 use std::ops::Range;
 
 use pfnscope_trace::{Record, TraceMeta};
@@ -83,14 +83,22 @@ struct Slot {
     next: u32,
 }
 
+#[derive(Clone, Copy)]
+struct Link {
+    /// The call's slot, NONE until it is read.
+    slot: u32,
+    /// Head of the list of children read before it.
+    waiting: u32,
+}
+
 /// Streaming tree reassembly.
 #[derive(Default)]
 pub struct Assembler {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
-    by_id: IdMap<u64, u32>,
-    /// Children whose parent has not been read yet, by parent id (the head of their list).
-    waiting: IdMap<u64, u32>,
+    /// By call id: its slot once read, and until then the children waiting for it. One map
+    /// for both: a record costs one lookup for its own id and one for its parent's.
+    links: IdMap<u64, Link>,
     roots: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Latest entry time read so far.
     watermark: u64,
@@ -136,28 +144,34 @@ impl Assembler {
             }
             None => Box::new(std::mem::take(rec)),
         };
-        let first_kid = match id {
-            0 => NONE,
-            _ => self.waiting.remove(&id).unwrap_or(NONE),
-        };
         let slot = self.alloc(Slot {
             rec,
             hook,
-            first_kid,
+            first_kid: NONE,
             next: NONE,
         });
         if id != 0 {
-            self.by_id.insert(id, slot);
+            let l = self.links.entry(id).or_insert(Link {
+                slot: NONE,
+                waiting: NONE,
+            });
+            l.slot = slot;
+            let kids = std::mem::replace(&mut l.waiting, NONE);
+            self.slot(slot).first_kid = kids;
         }
         if parent != 0 && parent != id {
-            let head = match self.by_id.get(&parent) {
-                Some(&p) => {
+            let l = self.links.entry(parent).or_insert(Link {
+                slot: NONE,
+                waiting: NONE,
+            });
+            let head = match l.slot {
+                NONE => &mut l.waiting,
+                p => {
                     &mut self.slots[p as usize]
                         .as_mut()
-                        .expect("indexed slots are live")
+                        .expect("linked slots are live")
                         .first_kid
                 }
-                None => self.waiting.entry(parent).or_insert(NONE),
             };
             let next = std::mem::replace(head, slot);
             self.slot(slot).next = next;
@@ -202,7 +216,12 @@ impl Assembler {
     /// no root reaches, each as a tree of its own, in entry order. Call it once, at the end,
     /// after [`Assembler::pop_any`] has taken every root.
     pub fn orphans(&mut self) -> Vec<(Tree, Orphan)> {
-        let heads: Vec<u32> = self.waiting.drain().map(|(_, head)| head).collect();
+        let heads: Vec<u32> = self
+            .links
+            .drain()
+            .map(|(_, l)| l.waiting)
+            .filter(|&h| h != NONE)
+            .collect();
         let mut slots = vec![];
         for head in heads {
             self.list(head, &mut slots);
@@ -271,8 +290,12 @@ impl Assembler {
             .take()
             .expect("a slot is taken once");
         self.free.push(slot);
-        if s.rec.id != 0 && self.by_id.get(&s.rec.id) == Some(&slot) {
-            self.by_id.remove(&s.rec.id);
+        if s.rec.id != 0
+            && let Entry::Occupied(l) = self.links.entry(s.rec.id)
+            && l.get().slot == slot
+        {
+            // Nothing waits on a call that has been read: its children went to its slot.
+            l.remove();
         }
         if depth >= MAX_DEPTH {
             let kids = std::mem::replace(&mut s.first_kid, NONE);

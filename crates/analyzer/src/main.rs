@@ -13,6 +13,7 @@ use analyzer::{
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pfnscope_trace::print_stdout;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -151,9 +152,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let t = load(&trace, q)?;
             let s = Summary::compute(&t, by.into())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                print_stdout(&format!("{}\n", serde_json::to_string_pretty(&s)?))?;
             } else {
-                print!("{}", text::render(&s));
+                print_stdout(&text::render(&s))?;
             }
         }
         Cmd::Report {
@@ -170,7 +171,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 progress: bar(q, "report {bar:30} {pos}/{len} {msg}"),
             };
             let w = write_report(&t, &replay, &out, &opts)?;
-            println!("{} ({} plots)", w.index.display(), w.images.len());
+            print_stdout(&format!(
+                "{} ({} plots)\n",
+                w.index.display(),
+                w.images.len()
+            ))?;
         }
         Cmd::Export { trace, format, out } => {
             let f = match format {
@@ -185,16 +190,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "warning: trace is damaged, exported what was kept: {d}"
                 ));
             }
-            println!("{} rows -> {}", rows, out.display());
+            print_stdout(&format!("{} rows -> {}\n", rows, out.display()))?;
         }
         Cmd::Diff { a, b, json } => {
             let ta = load(&a, q).with_context(|| "trace A")?;
             let tb = load(&b, q).with_context(|| "trace B")?;
             let d = diff::diff(&ta, &tb)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                print_stdout(&format!("{}\n", serde_json::to_string_pretty(&d)?))?;
             } else {
-                print!("{}", diff::render(&d));
+                print_stdout(&diff::render(&d))?;
             }
         }
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pfnscope_trace::print_stdout;
 use replay::{CheckOptions, ReplayError, check_file, overhead_file};
 
 #[global_allocator]
@@ -102,9 +103,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(anyhow::anyhow!(e)).context("--kernel-rules"),
             };
             if json {
-                println!("{}", report.to_json());
+                print_stdout(&format!("{}\n", report.to_json()))?;
             } else {
-                print!("{}", report.to_human());
+                print_stdout(&report.to_human())?;
             }
             if let Some(t) = &report.truncated {
                 eprintln!("replay: warning: trace is truncated; replayed what it has: {t}");
@@ -128,9 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let (rep, damage) = done?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
+                print_stdout(&format!("{}\n", serde_json::to_string_pretty(&rep)?))?;
             } else {
-                print!("{}", rep.to_human());
+                print_stdout(&rep.to_human())?;
             }
             if let Some(d) = damage {
                 eprintln!("replay: warning: trace is truncated; analysed what it has: {d}");

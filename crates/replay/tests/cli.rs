@@ -262,4 +262,20 @@ fn endless_parent_chain_is_a_divergence_not_a_crash() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert!(out.contains(&format!("{n} events")), "{out}");
+
+    // `replay check T | head`: the reader leaves after a few bytes of a report far larger
+    // than the pipe; the command still ends with its own status, not a panic.
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["check", "--json", p.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

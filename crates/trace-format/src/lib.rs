@@ -25,6 +25,7 @@ pub mod kernel;
 mod meta;
 mod reader;
 mod record;
+mod stdout;
 mod sym;
 mod writer;
 
@@ -35,5 +36,6 @@ pub use meta::{
 };
 pub use reader::{BatchDecoder, Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
+pub use stdout::print_stdout;
 pub use sym::{Interner, Sym};
 pub use writer::{TraceWriter, WriteError};

@@ -223,7 +223,8 @@ impl Collector {
         }
         summary.per_cpu = self.push_counters(monotonic_ns());
         if self.status && tty {
-            eprint!("\r\x1b[K");
+            // Ignored like the status line: a closed terminal must not stop the last flush.
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
         summary.elapsed = started.elapsed();
         match self.writer.finish() {

@@ -1,5 +1,6 @@
 //! `tracer doctor`: what this kernel offers and how each hook would attach, tried for real.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use pfnscope_abi::Filter;
@@ -127,10 +128,13 @@ pub fn report() -> Report {
     }
 }
 
-pub fn print_human(r: &Report) {
-    println!("kernel      {} ({})", r.kernel_release, r.kernel_version);
-    println!("BTF         {}", if r.btf { VMLINUX } else { "missing" });
-    println!(
+/// The report as the table `tracer doctor` prints.
+pub fn render_human(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "kernel      {} ({})", r.kernel_release, r.kernel_version);
+    let _ = writeln!(s, "BTF         {}", if r.btf { VMLINUX } else { "missing" });
+    let _ = writeln!(
+        s,
         "privileges  {}",
         if r.privileged {
             "yes"
@@ -138,16 +142,18 @@ pub fn print_human(r: &Report) {
             "no (run as root)"
         }
     );
-    println!(
+    let _ = writeln!(
+        s,
         "kprobes     {}",
         if r.kprobes { "available" } else { "absent" }
     );
-    println!(
+    let _ = writeln!(
+        s,
         "tracefs     {}",
         r.tracefs.as_deref().unwrap_or("not mounted")
     );
-    println!();
-    println!("{:<44} {:<11} detail", "hook", "mode");
+    s.push('\n');
+    let _ = writeln!(s, "{:<44} {:<11} detail", "hook", "mode");
     for h in &r.hooks {
         let mode = h.plan.mode.as_deref().unwrap_or("-");
         let mut detail: Vec<String> = h
@@ -162,14 +168,15 @@ pub fn print_human(r: &Report) {
         if detail.is_empty() && h.plan.mode.is_some() {
             detail.push(h.what.clone());
         }
-        println!("{:<44} {:<11} {}", h.plan.hook, mode, detail.join("; "));
+        let _ = writeln!(s, "{:<44} {:<11} {}", h.plan.hook, mode, detail.join("; "));
     }
     if !r.notes.is_empty() {
-        println!();
+        s.push('\n');
         for n in &r.notes {
-            println!("- {n}");
+            let _ = writeln!(s, "- {n}");
         }
     }
+    s
 }
 
 fn short(s: &str) -> &str {

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use pfnscope_trace::print_stdout;
 use tracer::{
     cli::{Cli, Command},
     doctor, record,
@@ -11,15 +12,14 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Doctor { json } => {
             let r = doctor::report();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).expect("report serialises")
-                );
+            let text = if json {
+                serde_json::to_string_pretty(&r).expect("report serialises") + "\n"
             } else {
-                doctor::print_human(&r);
-            }
-            Ok(if r.ready { 0 } else { 1 })
+                doctor::render_human(&r)
+            };
+            print_stdout(&text)
+                .map_err(anyhow::Error::from)
+                .map(|()| if r.ready { 0 } else { 1 })
         }
         Command::Record(args) => record::run(args),
     };

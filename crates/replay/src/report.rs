@@ -85,10 +85,16 @@ pub struct Collector {
     pub tallies: [RuleTally; Rule::COUNT],
 }
 
+/// Divergences a report lists; past that they are only counted.
+pub const MAX_LISTED: usize = 10_000;
+
+/// Divergences of one rule the text report shows.
+const SHOWN_PER_RULE: usize = 20;
+
 impl Collector {
     pub fn new() -> Collector {
         Collector {
-            max_divergences: 10_000,
+            max_divergences: MAX_LISTED,
             divergences: Vec::new(),
             divergences_total: 0,
             findings: BTreeMap::new(),
@@ -279,23 +285,37 @@ impl Report {
         );
         if !self.divergences.is_empty() {
             let _ = writeln!(s, "\nDIVERGENCES (kernel != model)");
+            // Grouped by rule in order of first appearance, the first few of each: one broken
+            // assumption can fail thousands of times, and the text is for reading.
+            let mut rules: Vec<Rule> = vec![];
             for d in &self.divergences {
-                let _ = writeln!(
-                    s,
-                    "  [{}] seq {:?}: expected {}; observed {}",
-                    d.rule.id(),
-                    d.seqs,
-                    d.expected,
-                    d.observed
-                );
-                let _ = writeln!(s, "      source: {}", d.source);
+                if !rules.contains(&d.rule) {
+                    rules.push(d.rule);
+                }
             }
-            if self.divergences_omitted > 0 {
-                let _ = writeln!(
-                    s,
-                    "  ... and {} more (see --json)",
-                    self.divergences_omitted
-                );
+            for rule in rules {
+                let failed = self
+                    .rule_table
+                    .iter()
+                    .find(|r| r.id == rule.id())
+                    .map_or(0, |r| r.tally.failed);
+                let _ = writeln!(s, "  [{}] failed {failed}x: {}", rule.id(), rule.what());
+                let _ = writeln!(s, "      source: {}", rule.source());
+                let mine = self.divergences.iter().filter(|d| d.rule == rule);
+                for d in mine.clone().take(SHOWN_PER_RULE) {
+                    let _ = writeln!(
+                        s,
+                        "    seq {:?}: expected {}; observed {}",
+                        d.seqs, d.expected, d.observed
+                    );
+                }
+                let more = failed.saturating_sub(SHOWN_PER_RULE as u64);
+                if more > 0 {
+                    let _ = writeln!(
+                        s,
+                        "    ... and {more} more (--json lists up to {MAX_LISTED} divergences in all)"
+                    );
+                }
             }
         }
         if !self.findings.is_empty() {
@@ -339,4 +359,56 @@ pub struct ReportHead {
     pub events: u64,
     pub truncated: Option<String>,
     pub losses: Losses,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diverge(c: &mut Collector, rule: Rule, seq: u64) {
+        c.tally(rule, Outcome::Failed);
+        c.divergence(Divergence {
+            rule,
+            expected: "e".into(),
+            observed: format!("o{seq}"),
+            seqs: vec![seq],
+            ids: vec![seq],
+            source: rule.source(),
+        });
+    }
+
+    /// The text groups divergences by rule, in order of first appearance, shows the first
+    /// few of each and counts the rest, listed or not.
+    #[test]
+    fn text_report_groups_divergences_by_rule() {
+        let mut c = Collector::new();
+        c.max_divergences = 30;
+        diverge(&mut c, Rule::PatLookup, 0);
+        for seq in 1..=40 {
+            diverge(&mut c, Rule::TraceParent, seq);
+        }
+        let text = Report::from_collector(
+            c,
+            ReportHead {
+                trace: "t".into(),
+                kernel_release: "6.12".into(),
+                rules: "6.12".into(),
+                rules_note: None,
+                events: 41,
+                truncated: None,
+                losses: Losses::default(),
+            },
+        )
+        .to_human();
+        let pat = text.find("[pat.lookup] failed 1x").expect(&text);
+        let parent = text.find("[trace.parent] failed 40x").expect(&text);
+        assert!(pat < parent, "{text}");
+        assert_eq!(
+            text.matches("observed o").count(),
+            1 + SHOWN_PER_RULE,
+            "{text}"
+        );
+        assert!(text.contains("observed o20\n") && !text.contains("observed o21\n"));
+        assert!(text.contains("... and 20 more"), "{text}");
+    }
 }

@@ -153,7 +153,7 @@ fn main() {
         decoded as f64 / el.as_secs_f64() / 1e6
     );
     let (t, cpu) = (Instant::now(), cpu_seconds());
-    let rep = check_file(&path, &CheckOptions::default(), |_| {}).unwrap();
+    let rep = check_file(&path, &CheckOptions::default(), |_, _| {}).unwrap();
     let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
     assert_eq!(rep.summary.divergences, 0);
     println!(
@@ -171,7 +171,7 @@ fn main() {
         }
     );
     let (t, cpu) = (Instant::now(), cpu_seconds());
-    let (rep, damage) = overhead_file(&path, 10, |_| {}).unwrap();
+    let (rep, damage) = overhead_file(&path, 10, |_, _| {}).unwrap();
     let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
     assert!(damage.is_none() && rep.faults > 0);
     println!(

@@ -53,13 +53,20 @@ fn progress_bar(path: &Path) -> Option<ProgressBar> {
     if len < BAR_MIN_BYTES {
         return None;
     }
-    // Rows are not known up front; bytes are a fair proxy (batches are of similar width).
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {wide_bar} ~{percent}%")
             .ok()?,
     );
     Some(pb)
+}
+
+/// The bar's length is the file's size: rows are not known up front, bytes read are.
+fn advance(pb: &Option<ProgressBar>, rows: u64, bytes: u64) {
+    if let Some(pb) = pb {
+        pb.set_position(bytes);
+        pb.set_message(format!("{rows} events"));
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,19 +88,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kernel_rules,
         } => {
             let pb = progress_bar(&trace);
-            let file_len = std::fs::metadata(&trace).map(|m| m.len()).unwrap_or(0);
             let opts = CheckOptions { kernel_rules };
-            let mut rows_per_byte = None;
-            let report = check_file(&trace, &opts, |rows| {
-                if let Some(pb) = &pb {
-                    // Estimate the position from the rows replayed so far and the first batch's density.
-                    let rpb = *rows_per_byte.get_or_insert_with(|| {
-                        rows as f64 / (file_len.max(1) as f64 / 64.0).max(1.0)
-                    });
-                    pb.set_position(((rows as f64 / rpb.max(1e-9)) as u64).min(file_len));
-                    pb.set_message(format!("{rows} events"));
-                }
-            });
+            let report = check_file(&trace, &opts, |rows, bytes| advance(&pb, rows, bytes));
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
@@ -118,12 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Overhead { trace, top, json } => {
             let pb = progress_bar(&trace);
-            let done = overhead_file(&trace, top, |rows| {
-                if let Some(pb) = &pb {
-                    pb.set_message(format!("{rows} events"));
-                    pb.tick();
-                }
-            });
+            let done = overhead_file(&trace, top, |rows, bytes| advance(&pb, rows, bytes));
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }

@@ -60,12 +60,13 @@ pub fn check_records(
     )
 }
 
-/// Streams a trace file through the engine batch by batch. `progress(rows)` is called after
-/// every batch. A damaged tail is replayed up to the damage and reported in `truncated`.
+/// Streams a trace file through the engine batch by batch. `progress(rows, bytes)` is called
+/// after every piece with the rows replayed and the bytes of the file read so far. A damaged
+/// tail is replayed up to the damage and reported in `truncated`.
 pub fn check_file(
     path: &Path,
     opts: &CheckOptions,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, ReplayError> {
     let mut reader = TraceReader::open(path)?;
     let meta = reader.meta().clone();
@@ -73,10 +74,10 @@ pub fn check_file(
     let head_rules = rules.clone();
     let mut e = Engine::new(&meta, rules, Collector::new());
     let mut rows = 0u64;
-    let truncated = each_batch(&mut reader, |mut batch| {
+    let truncated = each_batch(&mut reader, |mut batch, bytes| {
         rows += batch.len() as u64;
         e.push_vec(&mut batch);
-        progress(rows);
+        progress(rows, bytes);
     });
     let (c, losses, events) = e.finish();
     Ok(Report::from_collector(
@@ -93,20 +94,21 @@ pub fn check_file(
     ))
 }
 
-/// `replay overhead`: streams a trace file through the per-page tally. `progress(rows)` is
-/// called after every piece. Returns the report and the damage that ended a truncated trace.
+/// `replay overhead`: streams a trace file through the per-page tally. `progress(rows, bytes)`
+/// is called after every piece, as for [`check_file`]. Returns the report and the damage that
+/// ended a truncated trace.
 pub fn overhead_file(
     path: &Path,
     top: usize,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64, u64),
 ) -> Result<(OverheadReport, Option<String>), TraceError> {
     let mut reader = TraceReader::open(path)?;
     let mut o = Overhead::default();
     let mut rows = 0u64;
-    let damage = each_batch(&mut reader, |mut piece| {
+    let damage = each_batch(&mut reader, |mut piece, bytes| {
         rows += piece.len() as u64;
         o.push_vec(&mut piece);
-        progress(rows);
+        progress(rows, bytes);
     });
     Ok((o.finish(&path.display().to_string(), top), damage))
 }
@@ -116,26 +118,27 @@ pub const CHUNK_ROWS: usize = 4096;
 
 /// Hands every record of `reader` to `f`, in order and in pieces of at most [`CHUNK_ROWS`],
 /// while one thread reads and decompresses batches and another turns them into records: each
-/// stage costs about as much as replaying, so the three overlap. Returns the damage that ended
-/// a truncated trace.
+/// stage costs about as much as replaying, so the three overlap. `f` also gets the bytes of
+/// the file read up to the end of the piece's batch. Returns the damage that ended a truncated
+/// trace.
 pub fn each_batch<R: Read + Send>(
     reader: &mut TraceReader<R>,
-    mut f: impl FnMut(Vec<Record>),
+    mut f: impl FnMut(Vec<Record>, u64),
 ) -> Option<String> {
     // One raw batch (~15 MB decompressed) waits between reading and decoding. Records
     // (~0.5 KB each) travel in pieces of CHUNK_ROWS, up to four waiting (9 MiB): with one, the
     // replay stalled whenever decoding a piece took longer than replaying the last. On the 10M
     // bench trace, alternating binaries: 2.65 s wall with one, 2.45 with four, no better with
     // eight or with two raw batches; the same CPU time and peak RSS (~130 MiB) throughout.
-    let (raw_tx, raw_rx) = sync_channel::<RecordBatch>(1);
-    let (tx, rx) = sync_channel::<Vec<Record>>(4);
+    let (raw_tx, raw_rx) = sync_channel::<(RecordBatch, u64)>(1);
+    let (tx, rx) = sync_channel::<(Vec<Record>, u64)>(4);
     let mut decoder = reader.batch_decoder();
     std::thread::scope(|s| {
         let read = s.spawn(move || {
             loop {
                 match reader.next_raw() {
                     Ok(Some(batch)) => {
-                        if raw_tx.send(batch).is_err() {
+                        if raw_tx.send((batch, reader.bytes_read())).is_err() {
                             return None;
                         }
                     }
@@ -145,9 +148,10 @@ pub fn each_batch<R: Read + Send>(
             }
         });
         let decode = s.spawn(move || {
-            for batch in raw_rx {
-                match decoder.decode_chunks(&batch, CHUNK_ROWS, |records| tx.send(records).is_ok())
-                {
+            for (batch, bytes) in raw_rx {
+                match decoder.decode_chunks(&batch, CHUNK_ROWS, |records| {
+                    tx.send((records, bytes)).is_ok()
+                }) {
                     Ok(true) => {}
                     Ok(false) => return None,
                     // Dropping the channel stops the reader at its next batch.
@@ -156,8 +160,8 @@ pub fn each_batch<R: Read + Send>(
             }
             None
         });
-        for batch in rx {
-            f(batch);
+        for (piece, bytes) in rx {
+            f(piece, bytes);
         }
         // A corrupt batch comes before anything the reader met after it.
         let corrupt = decode.join().expect("the trace decoder thread panicked");
@@ -199,7 +203,7 @@ mod tests {
     fn pipelined(p: &Path) -> (Vec<Record>, Option<String>) {
         let mut r = TraceReader::open(p).unwrap();
         let mut records = vec![];
-        let d = each_batch(&mut r, |b| {
+        let d = each_batch(&mut r, |b, _| {
             assert!(b.len() <= CHUNK_ROWS);
             records.extend(b)
         });
@@ -223,6 +227,22 @@ mod tests {
             w.flush_batch().unwrap();
         }
         w.finish().unwrap();
+    }
+
+    /// The bytes handed with each piece (what the progress bars show) only grow, and reach
+    /// the last batch's end, a few bytes short of the file's (the end-of-stream marker).
+    #[test]
+    fn pieces_come_with_the_bytes_read_so_far() {
+        let p = tmp("bytes");
+        records(&p, 4);
+        let len = std::fs::metadata(&p).unwrap().len();
+        let mut r = TraceReader::open(&p).unwrap();
+        let mut seen = vec![];
+        assert!(each_batch(&mut r, |_, bytes| seen.push(bytes)).is_none());
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(seen[0] > 0 && seen[0] < len / 2, "{seen:?} of {len}");
+        let last = *seen.last().unwrap();
+        assert!(last <= len && last + 16 >= len, "{last} of {len}");
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub struct CheckedStream<R> {
     ended: bool,
 }
 
+impl<R> CheckedStream<R> {
+    /// Bytes of the stream handed on so far.
+    pub fn offset(&self) -> u64 {
+        self.start + self.pos as u64
+    }
+}
+
 impl<R: Read> CheckedStream<R> {
     pub fn new(src: R) -> CheckedStream<R> {
         CheckedStream {

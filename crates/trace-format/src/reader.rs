@@ -185,6 +185,12 @@ impl<R: Read> TraceReader<R> {
         dec.decode(&raw).inspect_err(|_| self.done = true).map(Some)
     }
 
+    /// Bytes of the file read so far: what a progress bar can show before the number of rows
+    /// is known.
+    pub fn bytes_read(&self) -> u64 {
+        self.inner.get_ref().offset()
+    }
+
     /// The next batch as Arrow decoded it, not yet turned into records (see
     /// [`BatchDecoder`]): reading and decoding can then run on two threads.
     pub fn next_raw(&mut self) -> Result<Option<RecordBatch>, String> {

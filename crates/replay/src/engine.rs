@@ -181,13 +181,17 @@ impl Assembler {
         self.watermark = self.watermark.max(ts);
     }
 
-    /// The next tree whose root returned before anything read so far entered.
+    /// The next tree whose root returned before anything read so far entered; [`Feed`] uses
+    /// `pop_ready_into` instead, to reuse the tree and its records' boxes.
+    #[cfg(test)]
     pub fn pop_ready(&mut self) -> Option<Tree> {
         let mut t = Tree::default();
         self.pop_ready_into(&mut t).then_some(t)
     }
 
-    /// `pop_ready` into a tree the caller reuses, so its node list is not allocated per call.
+    /// The next tree whose root returned before anything read so far entered, into a tree the
+    /// caller reuses: its node list is not allocated again, and the boxes of the records it
+    /// held go back to the spare list.
     pub fn pop_ready_into(&mut self, tree: &mut Tree) -> bool {
         let Some(&Reverse((exit, _, slot))) = self.roots.peek() else {
             return false;
@@ -328,25 +332,66 @@ impl Assembler {
     }
 }
 
+/// What every consumer of a trace does with its records: tells hooks apart, counts calls,
+/// reassembles trees and hands each finished one over, in one reused tree (whose records'
+/// boxes the assembler gets back for the next ones).
+#[derive(Default)]
+pub struct Feed {
+    asm: Assembler,
+    hooks: HookCache,
+    tree: Tree,
+    events: u64,
+}
+
+impl Feed {
+    /// The hook of `rec`. Unless it is a counter row, `rec` is taken (what is left in its
+    /// place is stale, see [`Assembler::push_from`]) and counted; trees it completes wait for
+    /// [`Feed::ready`]. A counter row stays where it is.
+    #[inline]
+    pub fn take(&mut self, rec: &mut Record) -> Hook {
+        let hook = self.hooks.get(&rec.hook);
+        if hook != Hook::Counters {
+            self.events += 1;
+            self.asm.push_from(rec, hook);
+        }
+        hook
+    }
+
+    /// Hands every tree that is complete to `f`.
+    pub fn ready(&mut self, mut f: impl FnMut(&Tree)) {
+        while self.asm.pop_ready_into(&mut self.tree) {
+            f(&self.tree);
+        }
+    }
+
+    /// At the end: every remaining tree to `f`, then the orphans with why they are orphans.
+    pub fn finish(mut self, mut f: impl FnMut(&Tree, Option<Orphan>)) {
+        while let Some(t) = self.asm.pop_any() {
+            f(&t, None);
+        }
+        for (t, why) in self.asm.orphans() {
+            f(&t, Some(why));
+        }
+    }
+
+    /// Calls taken so far (counter rows are not calls).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+}
+
 /// Feeds records in, sends results to the sink.
 pub struct Engine<S: Sink> {
-    asm: Assembler,
-    /// The tree being processed, kept for its allocation.
-    tree: Tree,
-    hooks: HookCache,
+    feed: Feed,
     model: Model<S>,
-    events: u64,
     losses: HashMap<u32, (u64, u64, u64)>,
 }
 
 impl<S: Sink> Engine<S> {
     pub fn new(meta: &TraceMeta, rules: KernelRules, sink: S) -> Engine<S> {
         Engine {
-            asm: Assembler::default(),
-            tree: Tree::default(),
-            hooks: HookCache::default(),
+            feed: Feed::default(),
             model: Model::new(meta, rules, sink),
-            events: 0,
             losses: HashMap::new(),
         }
     }
@@ -364,24 +409,23 @@ impl<S: Sink> Engine<S> {
     }
 
     fn push_from(&mut self, rec: &mut Record) {
-        let hook = self.hooks.get(&rec.hook);
-        if hook == Hook::Counters {
-            // Cumulative per CPU: the last row wins.
-            self.losses.insert(
-                rec.cpu,
-                (
-                    rec.dropped.unwrap_or(0),
-                    rec.unpaired.unwrap_or(0),
-                    rec.read_failed.unwrap_or(0),
-                ),
-            );
-            return;
-        }
-        self.events += 1;
-        self.model.saw(hook);
-        self.asm.push_from(rec, hook);
-        while self.asm.pop_ready_into(&mut self.tree) {
-            self.model.process(&self.tree);
+        match self.feed.take(rec) {
+            Hook::Counters => {
+                // Cumulative per CPU: the last row wins.
+                self.losses.insert(
+                    rec.cpu,
+                    (
+                        rec.dropped.unwrap_or(0),
+                        rec.unpaired.unwrap_or(0),
+                        rec.read_failed.unwrap_or(0),
+                    ),
+                );
+            }
+            hook => {
+                self.model.saw(hook);
+                let model = &mut self.model;
+                self.feed.ready(|t| model.process(t));
+            }
         }
     }
 
@@ -392,7 +436,7 @@ impl<S: Sink> Engine<S> {
     }
 
     pub fn events(&self) -> u64 {
-        self.events
+        self.feed.events()
     }
 
     pub fn losses(&self) -> Losses {
@@ -407,17 +451,17 @@ impl<S: Sink> Engine<S> {
 
     /// Drains what is left, runs the end-of-trace rules and hands the sink back.
     pub fn finish(mut self) -> (S, Losses, u64) {
-        while let Some(t) = self.asm.pop_any() {
-            self.model.process(&t);
-        }
         let losses = self.losses();
         let lossless = losses.dropped + losses.unpaired == 0;
-        for (t, why) in self.asm.orphans() {
-            self.model.orphan(&t, why, lossless);
-            self.model.process(&t);
-        }
-        let sink = self.model.finish();
-        (sink, losses, self.events)
+        let events = self.feed.events();
+        let model = &mut self.model;
+        self.feed.finish(|t, orphan| {
+            if let Some(why) = orphan {
+                model.orphan(t, why, lossless);
+            }
+            model.process(t);
+        });
+        (self.model.finish(), losses, events)
     }
 }
 

@@ -20,8 +20,8 @@ use pfnscope_trace::Record;
 use serde::Serialize;
 
 use crate::bits::PAGE_SHIFT;
-use crate::engine::{Assembler, IdMap, Tree};
-use crate::hook::{Hook, HookCache};
+use crate::engine::{Feed, IdMap, Tree};
+use crate::hook::Hook;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ProbeCost {
@@ -91,9 +91,13 @@ struct Acc {
 /// Streaming accumulator: push records, then [`Overhead::finish`].
 #[derive(Default)]
 pub struct Overhead {
-    asm: Assembler,
-    hooks: HookCache,
-    events: u64,
+    feed: Feed,
+    tally: Tally,
+}
+
+/// What the finished trees add up to.
+#[derive(Default)]
+struct Tally {
     faults: u64,
     no_latency: u64,
     pages: IdMap<(u8, u32, u64), Acc>,
@@ -119,17 +123,21 @@ impl Overhead {
     }
 
     fn push_from(&mut self, r: &mut Record) {
-        let h = self.hooks.get(&r.hook);
-        if h == Hook::Counters {
-            return;
-        }
-        self.events += 1;
-        self.asm.push_from(r, h);
-        while let Some(t) = self.asm.pop_ready() {
-            self.tree(&t);
+        if self.feed.take(r) != Hook::Counters {
+            let tally = &mut self.tally;
+            self.feed.ready(|t| tally.tree(t));
         }
     }
 
+    pub fn finish(self, trace: &str, top: usize) -> OverheadReport {
+        let events = self.feed.events();
+        let mut tally = self.tally;
+        self.feed.finish(|t, _| tally.tree(t));
+        tally.report(trace, top, events)
+    }
+}
+
+impl Tally {
     fn tree(&mut self, t: &Tree) {
         for (i, n) in t.nodes.iter().enumerate() {
             let Some(lat) = n.rec.latency_ns else {
@@ -204,13 +212,7 @@ impl Overhead {
         a.nested += descendants(t, i);
     }
 
-    pub fn finish(mut self, trace: &str, top: usize) -> OverheadReport {
-        while let Some(t) = self.asm.pop_any() {
-            self.tree(&t);
-        }
-        for (t, _) in self.asm.orphans() {
-            self.tree(&t);
-        }
+    fn report(self, trace: &str, top: usize, events: u64) -> OverheadReport {
         let c_in = self.min_leaf.as_ref().map_or(0, |m| m.0);
         let gap = self.min_wrapper_gap.as_ref().map_or(0, |m| m.0);
         let c_full = c_in.saturating_add(gap);
@@ -284,7 +286,7 @@ impl Overhead {
         OverheadReport {
             schema: "pfnscope.replay.overhead/1",
             trace: trace.into(),
-            events: self.events,
+            events,
             faults: self.faults,
             faults_without_latency: self.no_latency,
             probe_cost: ProbeCost {

@@ -67,6 +67,17 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// User + system time of the whole process (all threads), from /proc/self/stat in clock ticks
 /// (USER_HZ, 100 on Linux).
+/// The CPU time of all threads and the rate per CPU-second it gives.
+fn per_cpu_second(events: u64, cpu: Option<f64>) -> String {
+    match cpu {
+        Some(c) => format!(
+            "{c:.2} CPU-s: {:.2} M events per CPU-second",
+            events as f64 / c / 1e6
+        ),
+        None => "CPU time unavailable".into(),
+    }
+}
+
 fn cpu_seconds() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
@@ -162,13 +173,7 @@ fn main() {
         bytes as f64 / (1 << 20) as f64,
         el.as_secs_f64(),
         rep.events as f64 / el.as_secs_f64() / 1e6,
-        match cpu {
-            Some(c) => format!(
-                "{c:.2} CPU-s: {:.2} M events per CPU-second",
-                rep.events as f64 / c / 1e6
-            ),
-            None => "CPU time unavailable".into(),
-        }
+        per_cpu_second(rep.events, cpu)
     );
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let (rep, damage) = overhead_file(&path, 10, |_, _| {}).unwrap();
@@ -181,13 +186,7 @@ fn main() {
         rep.pages,
         el.as_secs_f64(),
         rep.events as f64 / el.as_secs_f64() / 1e6,
-        match cpu {
-            Some(c) => format!(
-                "{c:.2} CPU-s: {:.2} M events per CPU-second",
-                rep.events as f64 / c / 1e6
-            ),
-            None => "CPU time unavailable".into(),
-        }
+        per_cpu_second(rep.events, cpu)
     );
     if let Some(keep) = std::env::var_os("REPLAY_BENCH_KEEP") {
         std::fs::rename(&path, &keep).unwrap();

@@ -272,34 +272,26 @@ impl<S: Sink> Model<S> {
     /// A call whose parent never reached the trace.
     pub fn orphan(&mut self, t: &Tree, why: Orphan, lossless: bool) {
         let r = &t.nodes[0].rec;
-        // No loss makes a parent chain this long, or one that loops: the links are broken.
-        if why == Orphan::TooDeep {
-            self.diverge(
-                Rule::TraceParent,
-                &[r],
+        let (expected, observed) = match why {
+            // No loss makes a parent chain this long, or one that loops: the links are broken.
+            Orphan::TooDeep => (
                 format!("probed calls nested a few deep (at most {MAX_DEPTH} are kept)"),
                 format!("call {} is {MAX_DEPTH} parent links deep", r.id),
-            );
-        } else if why == Orphan::Loop {
-            self.diverge(
-                Rule::TraceParent,
-                &[r],
+            ),
+            Orphan::Loop => (
                 "a chain of parent links that ends at a root call".into(),
                 format!("call {}'s chain loops (parent {})", r.id, r.parent),
-            );
-        } else if lossless {
-            self.diverge(
-                Rule::TraceParent,
-                &[r],
+            ),
+            Orphan::NoParent if lossless => (
                 format!(
                     "parent call {} in the trace (the tracer counted no loss)",
                     r.parent
                 ),
                 "no such call".into(),
-            );
-        } else {
-            self.nc(Rule::TraceParent);
-        }
+            ),
+            Orphan::NoParent => return self.nc(Rule::TraceParent),
+        };
+        self.diverge(Rule::TraceParent, &[r], expected, observed);
     }
 
     pub fn finish(mut self) -> S {
@@ -1743,7 +1735,7 @@ impl<S: Sink> Model<S> {
         let sp = space(r);
         if r.ret == Some(0) {
             if let (Some(vs), Some(ve)) = (r.vma_start, r.vma_end) {
-                let (first, n) = (vs >> PAGE_SHIFT, (ve.saturating_sub(vs)) >> PAGE_SHIFT);
+                let (first, n) = (vs >> PAGE_SHIFT, ve.saturating_sub(vs) >> PAGE_SHIFT);
                 let mut copy = ForkCopy { ptes: Vec::new() };
                 if n <= MAX_WALK {
                     for pg in first..first.saturating_add(n) {

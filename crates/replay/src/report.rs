@@ -302,7 +302,7 @@ impl Report {
                 let _ = writeln!(s, "  [{}] failed {failed}x: {}", rule.id(), rule.what());
                 let _ = writeln!(s, "      source: {}", rule.source());
                 let mine = self.divergences.iter().filter(|d| d.rule == rule);
-                for d in mine.clone().take(SHOWN_PER_RULE) {
+                for d in mine.take(SHOWN_PER_RULE) {
                     let _ = writeln!(
                         s,
                         "    seq {:?}: expected {}; observed {}",

@@ -10,48 +10,54 @@
 use std::{
     borrow::Borrow,
     cmp::Ordering,
-    collections::HashSet,
+    collections::HashMap,
     fmt,
     hash::{Hash, Hasher},
     ops::Deref,
+    ptr::NonNull,
     sync::{Arc, Mutex, OnceLock},
 };
 
 /// How many bytes of distinct names are kept for the life of the process.
 pub const STATIC_BYTES: usize = 16 << 20;
 
-#[derive(Clone)]
-pub struct Sym(Repr);
+/// One pointer wide (a `Record` carries seven; as two-word `&str`s behind an enum tag they were
+/// 168 of its bytes, copied on every decode and every move). The pointer's low bit tells the
+/// two kinds apart: clear, it points at a kept `&'static str`; set, it is an `Arc<Box<str>>`'s,
+/// a counted copy made past [`STATIC_BYTES`].
+pub struct Sym(NonNull<()>);
 
-#[derive(Clone)]
-enum Repr {
-    Static(&'static str),
-    Shared(Arc<str>),
-}
+// Both kinds are immutable and shared: a `&'static str` and an `Arc`.
+unsafe impl Send for Sym {}
+unsafe impl Sync for Sym {}
+
+const SHARED: usize = 1;
 
 #[derive(Default)]
 struct Names {
-    set: HashSet<&'static str>,
+    /// Each kept name and its cell, which a `Sym` points at.
+    cells: HashMap<&'static str, &'static &'static str>,
     bytes: usize,
 }
 
 impl Names {
-    /// The kept copy of `s`, or None once `cap` bytes are taken.
-    fn get(&mut self, s: &str, cap: usize) -> Option<&'static str> {
-        if let Some(v) = self.set.get(s) {
-            return Some(v);
+    /// The kept cell of `s`, or None once `cap` bytes are taken.
+    fn get(&mut self, s: &str, cap: usize) -> Option<&'static &'static str> {
+        if let Some(&c) = self.cells.get(s) {
+            return Some(c);
         }
         if self.bytes + s.len() > cap {
             return None;
         }
         let v: &'static str = Box::leak(s.into());
+        let cell: &'static &'static str = Box::leak(Box::new(v));
         self.bytes += s.len();
-        self.set.insert(v);
-        Some(v)
+        self.cells.insert(v, cell);
+        Some(cell)
     }
 }
 
-fn global(s: &str) -> Option<&'static str> {
+fn global(s: &str) -> Option<&'static &'static str> {
     static ALL: OnceLock<Mutex<Names>> = OnceLock::new();
     ALL.get_or_init(Default::default)
         .lock()
@@ -60,10 +66,27 @@ fn global(s: &str) -> Option<&'static str> {
 }
 
 impl Sym {
+    fn kept(cell: &'static &'static str) -> Sym {
+        Sym(NonNull::from(cell).cast())
+    }
+
+    fn shared(s: &str) -> Sym {
+        let p = Arc::into_raw(Arc::new(Box::<str>::from(s)));
+        // An Arc's allocation is word-aligned: the low bit is free for the tag.
+        Sym(NonNull::new(p.cast_mut().map_addr(|a| a | SHARED).cast()).expect("Arc is not null"))
+    }
+
+    fn counted(&self) -> Option<*const Box<str>> {
+        let p = self.0.as_ptr();
+        (p.addr() & SHARED != 0).then(|| p.map_addr(|a| a & !SHARED).cast_const().cast())
+    }
+
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            Repr::Static(s) => s,
-            Repr::Shared(s) => s,
+        match self.counted() {
+            // SAFETY: a counted Sym holds one strong count of this Arc.
+            Some(p) => unsafe { &*p },
+            // SAFETY: an untagged Sym points at a leaked, never freed `&'static str`.
+            None => unsafe { *self.0.cast::<&'static str>().as_ptr() },
         }
     }
 
@@ -73,9 +96,29 @@ impl Sym {
     }
 }
 
+impl Clone for Sym {
+    fn clone(&self) -> Sym {
+        if let Some(p) = self.counted() {
+            // SAFETY: `p` came from `Arc::into_raw` and `self` keeps it alive.
+            unsafe { Arc::increment_strong_count(p) };
+        }
+        Sym(self.0)
+    }
+}
+
+impl Drop for Sym {
+    fn drop(&mut self) {
+        if let Some(p) = self.counted() {
+            // SAFETY: the strong count this Sym held.
+            unsafe { Arc::decrement_strong_count(p) };
+        }
+    }
+}
+
 impl Default for Sym {
     fn default() -> Sym {
-        Sym(Repr::Static(""))
+        static EMPTY: &str = "";
+        Sym::kept(&EMPTY)
     }
 }
 
@@ -138,10 +181,10 @@ impl fmt::Display for Sym {
 
 impl From<&str> for Sym {
     fn from(s: &str) -> Sym {
-        Sym(match global(s) {
-            Some(v) => Repr::Static(v),
-            None => Repr::Shared(Arc::from(s)),
-        })
+        match global(s) {
+            Some(cell) => Sym::kept(cell),
+            None => Sym::shared(s),
+        }
     }
 }
 
@@ -311,6 +354,12 @@ mod tests {
     }
 
     #[test]
+    fn a_sym_is_one_word() {
+        assert_eq!(size_of::<Sym>(), 8);
+        assert_eq!(size_of::<Option<Sym>>(), 8);
+    }
+
+    #[test]
     fn compares_like_a_string() {
         let s = Sym::from("WC");
         assert!(s == "WC");
@@ -326,12 +375,25 @@ mod tests {
         let a = names.get("track_pfn_insert", 30).unwrap();
         assert!(std::ptr::eq(a, names.get("track_pfn_insert", 30).unwrap()));
         assert!(names.get("pfnmap_setup_cachemode", 30).is_none());
-        assert_eq!(names.get("WC", 30), Some("WC"));
+        assert_eq!(names.get("WC", 30).copied(), Some("WC"));
         assert_eq!(names.bytes, 18);
-        // Past the bound a Sym is a counted copy, equal to the text.
-        let late = Sym(Repr::Shared(Arc::from("pfnmap_setup_cachemode")));
+        // Past the bound a Sym is a counted copy, equal to the text, freed with its last clone.
+        let late = Sym::shared("pfnmap_setup_cachemode");
         assert_eq!(late, "pfnmap_setup_cachemode");
         assert_eq!(late, Sym::from("pfnmap_setup_cachemode"));
-        assert!(late.same(&late.clone()));
+        let again = late.clone();
+        assert!(late.same(&again));
+        let p = late.counted().unwrap();
+        // SAFETY: `late` and `again` keep the Arc alive here.
+        assert_eq!(
+            unsafe { Arc::strong_count(&std::mem::ManuallyDrop::new(Arc::from_raw(p))) },
+            2
+        );
+        drop(again);
+        assert_eq!(
+            unsafe { Arc::strong_count(&std::mem::ManuallyDrop::new(Arc::from_raw(p))) },
+            1
+        );
+        assert_eq!(late.as_str(), "pfnmap_setup_cachemode");
     }
 }

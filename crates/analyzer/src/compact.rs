@@ -7,7 +7,7 @@
 //! chosen by a `match` on the raw bits.
 
 use polars::prelude::*;
-use polars_arrow::array::{Array, PrimitiveArray, Utf8Array, Utf8ViewArray};
+use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray, Utf8Array, Utf8ViewArray};
 use polars_arrow::bitmap::{Bitmap, MutableBitmap};
 use polars_arrow::datatypes::ArrowDataType;
 use polars_arrow::record_batch::RecordBatchT;
@@ -89,11 +89,14 @@ pub fn fault_type(fault_flags: Option<u32>, error_code: Option<u32>) -> Option<u
     Some(2 * what + usize::from(!user))
 }
 
-/// A string column of one batch, whatever arrow string layout the writer chose.
+/// A string column of one batch, whatever arrow string layout the writer chose: names are
+/// dictionaries since trace schema 2, plain strings before.
 enum Strings<'a> {
     Small(&'a Utf8Array<i32>),
     Large(&'a Utf8Array<i64>),
     View(&'a Utf8ViewArray),
+    /// polars has checked every key against the values (`DictionaryArray::try_new`).
+    Dict(&'a DictionaryArray<i32>, Box<Strings<'a>>),
     Null,
 }
 
@@ -107,6 +110,8 @@ impl<'a> Strings<'a> {
             Strings::Large(s)
         } else if let Some(s) = any.downcast_ref::<Utf8ViewArray>() {
             Strings::View(s)
+        } else if let Some(d) = any.downcast_ref::<DictionaryArray<i32>>() {
+            Strings::Dict(d, Box::new(Strings::of(Some(d.values().as_ref()))))
         } else {
             Strings::Null
         }
@@ -117,6 +122,7 @@ impl<'a> Strings<'a> {
             Strings::Small(a) => a.is_valid(i).then(|| a.value(i)),
             Strings::Large(a) => a.is_valid(i).then(|| a.value(i)),
             Strings::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Strings::Dict(a, values) => values.get(a.keys().get(i)? as usize),
             Strings::Null => None,
         }
     }

@@ -212,7 +212,10 @@ fn bad_input_gives_one_clear_line() {
     newer_schema_trace(&newer);
     let e = one_line_error(&["summary", newer.to_str().unwrap()]);
     assert!(
-        e.contains("schema version 2") && e.contains("upgrade"),
+        e.contains(&format!(
+            "schema version {}",
+            pfnscope_trace::CURRENT_SCHEMA_VERSION + 1
+        )) && e.contains("upgrade"),
         "{e}"
     );
 
@@ -243,7 +246,10 @@ fn newer_schema_trace(path: &std::path::Path) {
     let schema = Schema::new_with_metadata(
         vec![Field::new("seq", DataType::UInt64, false)],
         std::collections::HashMap::from([
-            ("pfnscope.schema_version".to_string(), "2".to_string()),
+            (
+                "pfnscope.schema_version".to_string(),
+                (pfnscope_trace::CURRENT_SCHEMA_VERSION + 1).to_string(),
+            ),
             ("pfnscope.meta".to_string(), "{}".to_string()),
         ]),
     );
@@ -459,17 +465,21 @@ fn absurd_compressed_length_is_damage_not_an_abort() {
     let mut bytes = std::fs::read(&p).unwrap();
     let msg_len =
         |b: &[u8], at: usize| i32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
-    let first = 8 + msg_len(&bytes, 0);
-    let meta_len = msg_len(&bytes, first);
-    let body = |at: usize, b: &[u8]| {
-        let m = arrow_ipc::root_as_message(&b[at + 8..at + 8 + msg_len(b, at)]).unwrap();
-        (at + 8 + msg_len(b, at), m.bodyLength() as usize)
+    // Walk the messages (schema, then each batch after the dictionaries of its names) to the
+    // second record batch.
+    let mut at = 8 + msg_len(&bytes, 0);
+    let mut batches = 0;
+    let (body2, meta_bytes) = loop {
+        let body = at + 8 + msg_len(&bytes, at);
+        let m = arrow_ipc::root_as_message(&bytes[at + 8..body]).unwrap();
+        if m.header_as_record_batch().is_some() {
+            batches += 1;
+            if batches == 2 {
+                break (body, bytes[at + 8..body].to_vec());
+            }
+        }
+        at = body + m.bodyLength() as usize;
     };
-    let (body1, len1) = body(first, &bytes);
-    assert_eq!(body1, first + 8 + meta_len);
-    let second = body1 + len1;
-    let (body2, _) = body(second, &bytes);
-    let meta_bytes = bytes[second + 8..body2].to_vec();
     let meta = arrow_ipc::root_as_message(&meta_bytes)
         .unwrap()
         .header_as_record_batch()

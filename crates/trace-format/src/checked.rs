@@ -158,13 +158,16 @@ impl Expansion {
     }
 }
 
-/// (offset, length) of each buffer of a compressed record batch, checked against the body, and
-/// how far they may expand.
+/// (offset, length) of each buffer of a compressed record batch or dictionary (the names
+/// columns' values), checked against the body, and how far they may expand.
 fn compressed_buffers(
     message: &arrow_ipc::Message,
     body_len: u64,
 ) -> Result<(Vec<(u64, u64)>, Expansion), String> {
-    let Some(batch) = message.header_as_record_batch() else {
+    let batch = message
+        .header_as_record_batch()
+        .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+    let Some(batch) = batch else {
         return Ok((vec![], Expansion::default()));
     };
     if batch.length() < 0 || batch.length() > MAX_ROWS {

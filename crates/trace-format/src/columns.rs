@@ -3,8 +3,12 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
-    builder::{BooleanBuilder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder},
+    Array, ArrayRef, BooleanArray, DictionaryArray, Int64Array, RecordBatch, StringArray,
+    UInt32Array, UInt64Array,
+    builder::{
+        BooleanBuilder, Int64Builder, StringDictionaryBuilder, UInt32Builder, UInt64Builder,
+    },
+    types::Int32Type,
 };
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
 
@@ -17,18 +21,26 @@ use crate::{
 trait Column {
     type Value;
     type Builder: Default;
-    type Array: Array + 'static;
     /// What decoding one column of a batch keeps between rows (the string interner).
     type State: Default;
     /// The array's raw buffers, taken apart once per batch: arrow's per-row `value(i)` and
     /// `is_null(i)` were out-of-line calls and a third of the decoder's time.
     type View<'a>: Copy;
-    const TYPE: DataType;
     const NULLABLE: bool;
+    /// The type written.
+    fn data_type() -> DataType;
     fn append(b: &mut Self::Builder, v: &Self::Value);
     fn finish(b: &mut Self::Builder) -> ArrayRef;
-    fn view(a: &Self::Array) -> Self::View<'_>;
+    /// The raw buffers of `a`, or why they cannot be read as this column.
+    fn view(a: &dyn Array) -> Result<Self::View<'_>, String>;
     fn get(v: Self::View<'_>, i: usize, st: &mut Self::State) -> Self::Value;
+}
+
+/// `a` as the array type `T`, or an error naming both types.
+fn downcast<T: Array + 'static>(a: &dyn Array, want: DataType) -> Result<&T, String> {
+    a.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| format!("has type {}, expected {want}", a.data_type()))
 }
 
 /// A column's validity bitmap (None: no nulls).
@@ -109,19 +121,21 @@ macro_rules! column_kind {
         impl Column for $kind {
             type Value = Option<$value>;
             type Builder = $builder;
-            type Array = $array;
             type State = $state;
             type View<'a> = (<$array as Raw>::View<'a>, Valid<'a>);
-            const TYPE: DataType = $dt;
             const NULLABLE: bool = true;
+            fn data_type() -> DataType {
+                $dt
+            }
             fn append(b: &mut Self::Builder, v: &Self::Value) {
                 b.append_option(v.as_ref().map(|v| v.as_arrow()));
             }
             fn finish(b: &mut Self::Builder) -> ArrayRef {
                 Arc::new(b.finish())
             }
-            fn view(a: &Self::Array) -> Self::View<'_> {
-                (a.view(), a.valid())
+            fn view(a: &dyn Array) -> Result<Self::View<'_>, String> {
+                let a = downcast::<$array>(a, $dt)?;
+                Ok((a.view(), a.valid()))
             }
             #[inline(always)]
             fn get((v, valid): Self::View<'_>, i: usize, st: &mut Self::State) -> Self::Value {
@@ -138,19 +152,20 @@ macro_rules! column_kind {
         impl Column for $kind {
             type Value = $value;
             type Builder = $builder;
-            type Array = $array;
             type State = $state;
             type View<'a> = <$array as Raw>::View<'a>;
-            const TYPE: DataType = $dt;
             const NULLABLE: bool = false;
+            fn data_type() -> DataType {
+                $dt
+            }
             fn append(b: &mut Self::Builder, v: &Self::Value) {
                 b.append_value(v.as_arrow());
             }
             fn finish(b: &mut Self::Builder) -> ArrayRef {
                 Arc::new(b.finish())
             }
-            fn view(a: &Self::Array) -> Self::View<'_> {
-                a.view()
+            fn view(a: &dyn Array) -> Result<Self::View<'_>, String> {
+                Ok(downcast::<$array>(a, $dt)?.view())
             }
             #[inline(always)]
             fn get(v: Self::View<'_>, i: usize, st: &mut Self::State) -> Self::Value {
@@ -180,21 +195,9 @@ macro_rules! as_arrow_copy {
 }
 as_arrow_copy!(u64, u32, i64, bool);
 
-impl AsArrow for Sym {
-    type Out<'a> = &'a str;
-    fn as_arrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
 #[inline(always)]
 fn plain<T>(v: T, _: &mut ()) -> T {
     v
-}
-
-#[inline(always)]
-fn interned(v: &[u8], st: &mut Interner) -> Sym {
-    st.get_bytes(v)
 }
 
 column_kind!(
@@ -214,15 +217,6 @@ column_kind!(
     DataType::UInt32,
     (),
     plain
-);
-column_kind!(
-    Str,
-    Sym,
-    StringBuilder,
-    StringArray,
-    DataType::Utf8,
-    Interner,
-    interned
 );
 column_kind!(
     OptU64,
@@ -255,16 +249,6 @@ column_kind!(
     opt
 );
 column_kind!(
-    OptStr,
-    Sym,
-    StringBuilder,
-    StringArray,
-    DataType::Utf8,
-    Interner,
-    interned,
-    opt
-);
-column_kind!(
     OptBool,
     bool,
     BooleanBuilder,
@@ -274,6 +258,136 @@ column_kind!(
     plain,
     opt
 );
+
+/// Names (hook, mode, comm, driver, cache modes): a handful of distinct values repeated on every
+/// row. Written as dictionaries since schema 2: as plain strings they were two thirds of a
+/// compressed trace and most of what the reader decompressed. Plain `Utf8` columns (schema 1)
+/// still read.
+#[derive(Clone, Copy)]
+enum Names<'a> {
+    Plain(<StringArray as Raw>::View<'a>, Valid<'a>),
+    Dict {
+        keys: &'a [i32],
+        valid: Valid<'a>,
+        values: <StringArray as Raw>::View<'a>,
+    },
+}
+
+/// Decoding state of a names column: the interner, and per batch the interned value of each
+/// dictionary entry met so far.
+#[derive(Default)]
+struct NameState {
+    interner: Interner,
+    dict: Vec<Option<Sym>>,
+}
+
+fn dict_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+fn names_view(a: &dyn Array) -> Result<Names<'_>, String> {
+    if let Some(s) = a.as_any().downcast_ref::<StringArray>() {
+        return Ok(Names::Plain(s.view(), s.valid()));
+    }
+    let d = downcast::<DictionaryArray<Int32Type>>(a, dict_type())?;
+    let values = downcast::<StringArray>(d.values().as_ref(), DataType::Utf8)
+        .map_err(|e| format!("dictionary {e}"))?;
+    if values.null_count() > 0 {
+        return Err("dictionary has null values".into());
+    }
+    let (keys, valid) = (d.keys().values().as_ref(), Valid::of(d.keys()));
+    // Checked here once so that a row's lookup cannot go out of bounds.
+    let n = values.len();
+    if let Some(i) = (0..keys.len()).find(|&i| valid.is_valid(i) && keys[i] as u32 as usize >= n) {
+        return Err(format!("dictionary key {} out of range (row {i})", keys[i]));
+    }
+    Ok(Names::Dict {
+        keys,
+        valid,
+        values: values.view(),
+    })
+}
+
+impl Names<'_> {
+    #[inline(always)]
+    fn get(self, i: usize, st: &mut NameState) -> Option<Sym> {
+        match self {
+            Names::Plain(v, valid) => valid
+                .is_valid(i)
+                .then(|| st.interner.get_bytes(StringArray::item(v, i))),
+            Names::Dict {
+                keys,
+                valid,
+                values,
+            } => {
+                if !valid.is_valid(i) {
+                    return None;
+                }
+                let k = keys[i] as usize;
+                if let Some(Some(s)) = st.dict.get(k) {
+                    return Some(s.clone());
+                }
+                let s = st.interner.get_bytes(StringArray::item(values, k));
+                if st.dict.len() <= k {
+                    st.dict.resize(k + 1, None);
+                }
+                st.dict[k] = Some(s.clone());
+                Some(s)
+            }
+        }
+    }
+}
+
+struct Str;
+impl Column for Str {
+    type Value = Sym;
+    type Builder = StringDictionaryBuilder<Int32Type>;
+    type State = NameState;
+    type View<'a> = Names<'a>;
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        dict_type()
+    }
+    fn append(b: &mut Self::Builder, v: &Sym) {
+        b.append_value(v.as_str());
+    }
+    fn finish(b: &mut Self::Builder) -> ArrayRef {
+        Arc::new(b.finish())
+    }
+    fn view(a: &dyn Array) -> Result<Names<'_>, String> {
+        names_view(a)
+    }
+    #[inline(always)]
+    fn get(v: Names<'_>, i: usize, st: &mut NameState) -> Sym {
+        // Not nullable: checked before the first row.
+        v.get(i, st).unwrap_or_default()
+    }
+}
+
+struct OptStr;
+impl Column for OptStr {
+    type Value = Option<Sym>;
+    type Builder = StringDictionaryBuilder<Int32Type>;
+    type State = NameState;
+    type View<'a> = Names<'a>;
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        dict_type()
+    }
+    fn append(b: &mut Self::Builder, v: &Option<Sym>) {
+        b.append_option(v.as_ref().map(|v| v.as_str()));
+    }
+    fn finish(b: &mut Self::Builder) -> ArrayRef {
+        Arc::new(b.finish())
+    }
+    fn view(a: &dyn Array) -> Result<Names<'_>, String> {
+        names_view(a)
+    }
+    #[inline(always)]
+    fn get(v: Names<'_>, i: usize, st: &mut NameState) -> Option<Sym> {
+        v.get(i, st)
+    }
+}
 
 /// Rows decoded one column at a time: a block of records (~290 KB) stays in cache while each
 /// column streams through it. Row by row, the 41 column streams defeated the prefetcher;
@@ -285,7 +399,7 @@ const BLOCK: usize = 512;
 macro_rules! columns {
     ($($field:ident: $kind:ident),* $(,)?) => {
         pub fn fields() -> Vec<Field> {
-            vec![$(Field::new(stringify!($field), <$kind as Column>::TYPE, <$kind as Column>::NULLABLE)),*]
+            vec![$(Field::new(stringify!($field), <$kind as Column>::data_type(), <$kind as Column>::NULLABLE)),*]
         }
 
         #[derive(Default)]
@@ -328,16 +442,14 @@ macro_rules! columns {
             }
             let arrays = Arrays {
                 $($field: match batch.column_by_name(stringify!($field)) {
-                    Some(col) => {
-                        let a = col
-                            .as_any()
-                            .downcast_ref::<<$kind as Column>::Array>()
-                            .ok_or_else(|| format!("column `{}` has type {}, expected {}", stringify!($field), col.data_type(), <$kind as Column>::TYPE))?;
+                    Some(a) => {
                         if !<$kind as Column>::NULLABLE && a.null_count() > 0 {
                             return Err(format!("column `{}` has nulls", stringify!($field)));
                         }
+                        let v = <$kind as Column>::view(a.as_ref())
+                            .map_err(|e| format!("column `{}` {e}", stringify!($field)))?;
                         // Most columns belong to a few hooks and are null in whole batches.
-                        if a.null_count() == a.len() { None } else { Some(<$kind as Column>::view(a)) }
+                        if a.null_count() == a.len() { None } else { Some(v) }
                     }
                     None => None,
                 },)*
@@ -461,5 +573,72 @@ mod tests {
             .unwrap();
             assert_eq!(got, rows[start..], "slice at {start}");
         }
+    }
+
+    fn batch_of(rows: &[Record]) -> RecordBatch {
+        let mut b = Builders::default();
+        rows.iter().for_each(|r| b.push(r));
+        b.finish(Arc::new(Schema::new(fields()))).unwrap()
+    }
+
+    fn decode_all(batch: &RecordBatch) -> Result<Vec<Record>, String> {
+        let mut got = vec![];
+        decode(batch, 7, |p| {
+            got.extend(p);
+            true
+        })?;
+        Ok(got)
+    }
+
+    /// Schema 1 wrote names as plain strings: those traces must still read.
+    #[test]
+    fn plain_string_names_still_read() {
+        let rows: Vec<Record> = (0..40).map(row).collect();
+        let batch = batch_of(&rows);
+        let (mut fields, mut cols) = (vec![], vec![]);
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            match c.as_any().downcast_ref::<DictionaryArray<Int32Type>>() {
+                Some(d) => {
+                    let values = d.values().as_any().downcast_ref::<StringArray>().unwrap();
+                    let plain: StringArray = d
+                        .keys()
+                        .iter()
+                        .map(|k| k.map(|k| values.value(k as usize)))
+                        .collect();
+                    fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+                    cols.push(Arc::new(plain) as ArrayRef);
+                }
+                None => {
+                    fields.push(f.as_ref().clone());
+                    cols.push(c.clone());
+                }
+            }
+        }
+        let plain = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        assert_eq!(
+            plain.schema().field_with_name("hook").unwrap().data_type(),
+            &DataType::Utf8
+        );
+        assert_eq!(decode_all(&plain).unwrap(), rows);
+    }
+
+    /// A key past the end of its dictionary is a corrupt batch, not a panic.
+    #[test]
+    fn dictionary_key_out_of_range_is_an_error() {
+        let rows: Vec<Record> = (0..4).map(row).collect();
+        let batch = batch_of(&rows);
+        let i = batch.schema().index_of("comm").unwrap();
+        let keys = arrow_array::Int32Array::from(vec![0, 0, 9, 0]);
+        let values = Arc::new(StringArray::from(vec!["a"]));
+        // SAFETY: deliberately invalid, as a damaged file could be; decoding must refuse it.
+        let bad = unsafe { DictionaryArray::<Int32Type>::new_unchecked(keys, values) };
+        let mut cols = batch.columns().to_vec();
+        cols[i] = Arc::new(bad);
+        let bad = RecordBatch::try_new(batch.schema(), cols).unwrap();
+        let e = decode_all(&bad).unwrap_err();
+        assert!(
+            e.contains("column `comm` dictionary key 9 out of range (row 2)"),
+            "{e}"
+        );
     }
 }

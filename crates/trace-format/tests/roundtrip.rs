@@ -81,7 +81,7 @@ fn round_trip_keeps_every_field_and_the_metadata() {
     assert_eq!(t.damage, None);
     assert_eq!(t.records, all);
     assert_eq!(t.meta.kernel_release, "6.12.0-test");
-    assert_eq!(t.meta.schema_version, 1);
+    assert_eq!(t.meta.schema_version, 2);
     assert_eq!(t.meta.hook_plan[0].mode.as_deref(), Some("fentry"));
 }
 
@@ -222,36 +222,43 @@ fn traces_written_with_lz4_still_read() {
 
 /// Regression (found by the fuzz target): a damaged length prefix of a compressed buffer made
 /// arrow allocate what it claimed (petabytes) and abort. The reader must refuse it as damage
-/// instead, whichever codec wrote the trace.
+/// instead, whichever codec wrote the trace, in a record batch or in a dictionary (the names).
 #[test]
 fn absurd_compressed_length_is_damage_not_an_abort() {
     for lz4 in [false, true] {
-        let p = tmp(if lz4 { "lz4len" } else { "zstdlen" });
-        write(&p, 1, 500);
-        if lz4 {
-            rewrite_lz4(&p);
+        for dictionary in [false, true] {
+            let p = tmp(&format!("len-{lz4}-{dictionary}"));
+            write(&p, 1, 500);
+            if lz4 {
+                rewrite_lz4(&p);
+            }
+            absurd_first_length(&p, dictionary);
         }
-        absurd_first_length(&p);
     }
 }
 
-fn absurd_first_length(p: &Path) {
+/// Sets the first compressed length prefix of the first dictionary or record batch to 2^50.
+fn absurd_first_length(p: &Path, dictionary: bool) {
     let mut bytes = fs::read(p).unwrap();
     let msg_len =
         |at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-    let schema_len = msg_len(0);
-    let batch_at = 8 + schema_len;
-    let meta_len = msg_len(batch_at);
-    let body_at = batch_at + 8 + meta_len;
-    let meta = arrow_ipc::root_as_message(&bytes[batch_at + 8..body_at]).unwrap();
-    let rb = meta.header_as_record_batch().unwrap();
-    let target = rb
-        .buffers()
-        .unwrap()
-        .iter()
-        .find(|b| b.length() >= 8)
-        .unwrap();
-    let at = body_at + target.offset() as usize;
+    let mut at = 8 + msg_len(0);
+    let (body_at, target) = loop {
+        let meta_len = msg_len(at);
+        let body_at = at + 8 + meta_len;
+        let meta = arrow_ipc::root_as_message(&bytes[at + 8..body_at]).unwrap();
+        let rb = if dictionary {
+            meta.header_as_dictionary_batch().and_then(|d| d.data())
+        } else {
+            meta.header_as_record_batch()
+        };
+        if let Some(rb) = rb {
+            let b = rb.buffers().unwrap().iter().find(|b| b.length() >= 8);
+            break (body_at, b.unwrap().offset() as usize);
+        }
+        at = body_at + meta.bodyLength() as usize;
+    };
+    let at = body_at + target;
     bytes[at..at + 8].copy_from_slice(&(1i64 << 50).to_le_bytes());
     fs::write(p, &bytes).unwrap();
     let t = read_trace(p).unwrap();

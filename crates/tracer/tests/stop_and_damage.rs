@@ -130,7 +130,7 @@ fn full_disk_is_a_clear_error_and_the_file_stays_readable() {
             c.as_ptr(),
             c"tmpfs".as_ptr(),
             0,
-            c"size=2m".as_ptr().cast(),
+            c"size=256k".as_ptr().cast(),
         )
     };
     if rc != 0 {

@@ -296,9 +296,14 @@ fn names_view(a: &dyn Array) -> Result<Names<'_>, String> {
         return Err("dictionary has null values".into());
     }
     let (keys, valid) = (d.keys().values().as_ref(), Valid::of(d.keys()));
-    // Checked here once so that a row's lookup cannot go out of bounds.
+    // Checked here once so that a row's lookup cannot go out of bounds. Null rows' keys are
+    // whatever the writer left there (arrow-rs writes 0): the plain scan vectorizes, and only
+    // when it fails are the nulls told apart.
     let n = values.len();
-    if let Some(i) = (0..keys.len()).find(|&i| valid.is_valid(i) && keys[i] as u32 as usize >= n) {
+    if !keys.iter().all(|&k| (k as u32 as usize) < n)
+        && let Some(i) =
+            (0..keys.len()).find(|&i| valid.is_valid(i) && keys[i] as u32 as usize >= n)
+    {
         return Err(format!("dictionary key {} out of range (row {i})", keys[i]));
     }
     Ok(Names::Dict {

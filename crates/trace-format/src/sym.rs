@@ -76,11 +76,13 @@ impl Sym {
         Sym(NonNull::new(p.cast_mut().map_addr(|a| a | SHARED).cast()).expect("Arc is not null"))
     }
 
+    #[inline]
     fn counted(&self) -> Option<*const Box<str>> {
         let p = self.0.as_ptr();
         (p.addr() & SHARED != 0).then(|| p.map_addr(|a| a & !SHARED).cast_const().cast())
     }
 
+    #[inline]
     pub fn as_str(&self) -> &str {
         match self.counted() {
             // SAFETY: a counted Sym holds one strong count of this Arc.
@@ -91,12 +93,15 @@ impl Sym {
     }
 
     /// Whether `self` and `o` share storage (interning worked).
+    #[inline]
     pub fn same(&self, o: &Sym) -> bool {
-        std::ptr::eq(self.as_str(), o.as_str())
+        // Each kept name has one cell, and each counted copy its own Arc.
+        self.0 == o.0
     }
 }
 
 impl Clone for Sym {
+    #[inline]
     fn clone(&self) -> Sym {
         if let Some(p) = self.counted() {
             // SAFETY: `p` came from `Arc::into_raw` and `self` keeps it alive.
@@ -107,6 +112,7 @@ impl Clone for Sym {
 }
 
 impl Drop for Sym {
+    #[inline]
     fn drop(&mut self) {
         if let Some(p) = self.counted() {
             // SAFETY: the strong count this Sym held.
@@ -116,6 +122,7 @@ impl Drop for Sym {
 }
 
 impl Default for Sym {
+    #[inline]
     fn default() -> Sym {
         static EMPTY: &str = "";
         Sym::kept(&EMPTY)
@@ -123,6 +130,7 @@ impl Default for Sym {
 }
 
 impl PartialEq for Sym {
+    #[inline]
     fn eq(&self, o: &Sym) -> bool {
         self.same(o) || self.as_str() == o.as_str()
     }
@@ -150,18 +158,21 @@ impl Hash for Sym {
 
 impl Deref for Sym {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 
 impl AsRef<str> for Sym {
+    #[inline]
     fn as_ref(&self) -> &str {
         self.as_str()
     }
 }
 
 impl Borrow<str> for Sym {
+    #[inline]
     fn borrow(&self) -> &str {
         self.as_str()
     }
@@ -207,30 +218,35 @@ impl From<Sym> for String {
 }
 
 impl PartialEq<str> for Sym {
+    #[inline]
     fn eq(&self, o: &str) -> bool {
         self.as_str() == o
     }
 }
 
 impl PartialEq<&str> for Sym {
+    #[inline]
     fn eq(&self, o: &&str) -> bool {
         self.as_str() == *o
     }
 }
 
 impl PartialEq<String> for Sym {
+    #[inline]
     fn eq(&self, o: &String) -> bool {
         self.as_str() == o.as_str()
     }
 }
 
 impl PartialEq<Sym> for &str {
+    #[inline]
     fn eq(&self, o: &Sym) -> bool {
         *self == o.as_str()
     }
 }
 
 impl PartialEq<Sym> for str {
+    #[inline]
     fn eq(&self, o: &Sym) -> bool {
         self == o.as_str()
     }

@@ -1,5 +1,6 @@
 //! Any bytes handed to the trace reader give a trace, a damaged trace or an error: never a panic,
-//! a hang or unbounded memory. Seeds: `cargo xtask fuzz-seeds` writes real traces to the corpus.
+//! a hang or unbounded memory. Seeds: copy real traces into `fuzz/corpus/trace_reader/` (the test
+//! box leaves them under `$CARGO_TARGET_DIR/testbox/`); small ones (a few batches) fuzz fastest.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -640,3 +640,91 @@ fn absurd_timestamps_and_latencies_do_not_break_the_report() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// Rewrites a trace the way schema 1 wrote it: names as plain utf8 columns, not dictionaries.
+fn rewrite_names_as_plain_strings(from: &std::path::Path, to: &std::path::Path) {
+    use arrow_array::{
+        Array, ArrayRef, DictionaryArray, RecordBatch, StringArray, types::Int32Type,
+    };
+    use arrow_ipc::{
+        CompressionType,
+        reader::StreamReader,
+        writer::{IpcWriteOptions, StreamWriter},
+    };
+    use arrow_schema::{DataType, Field, Schema};
+    let r = StreamReader::try_new(std::fs::File::open(from).unwrap(), None).unwrap();
+    let old = r.schema();
+    let fields: Vec<Field> = old
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(..) => Field::new(f.name(), DataType::Utf8, f.is_nullable()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let mut md = old.metadata().clone();
+    md.insert("pfnscope.schema_version".to_string(), "1".to_string());
+    let schema = Arc::new(Schema::new_with_metadata(fields, md));
+    let opts = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))
+        .unwrap();
+    let mut w =
+        StreamWriter::try_new_with_options(std::fs::File::create(to).unwrap(), &schema, opts)
+            .unwrap();
+    for b in r {
+        let cols: Vec<ArrayRef> = b
+            .unwrap()
+            .columns()
+            .iter()
+            .map(
+                |c| match c.as_any().downcast_ref::<DictionaryArray<Int32Type>>() {
+                    Some(d) => {
+                        let v = d.values().as_any().downcast_ref::<StringArray>().unwrap();
+                        let plain: StringArray = d
+                            .keys()
+                            .iter()
+                            .map(|k| k.map(|k| v.value(k as usize)))
+                            .collect();
+                        Arc::new(plain) as ArrayRef
+                    }
+                    None => c.clone(),
+                },
+            )
+            .collect();
+        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+            .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Schema 1 traces (names as plain strings, before dictionaries) give the same summary.
+#[test]
+fn schema_1_traces_with_plain_string_names_still_read() {
+    let dir = scratch("schema1");
+    let (new, old) = (dir.join("new.arrows"), dir.join("old.arrows"));
+    fault_trace(&new, &Shape::default());
+    rewrite_names_as_plain_strings(&new, &old);
+    let r =
+        arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&old).unwrap(), None).unwrap();
+    assert_eq!(
+        r.schema().field_with_name("driver").unwrap().data_type(),
+        &arrow_schema::DataType::Utf8
+    );
+    for by in ["driver", "hook", "process"] {
+        let (a, b) = (
+            summary_json(new.to_str().unwrap(), by),
+            summary_json(old.to_str().unwrap(), by),
+        );
+        for key in [
+            "events",
+            "faults",
+            "latency",
+            "vm_fault_mix",
+            "retries",
+            "pat",
+        ] {
+            assert_eq!(a[key], b[key], "{key} by {by}");
+        }
+        assert!(a["latency"].as_array().unwrap().len() > 1, "by {by}: {a:#}");
+    }
+}

@@ -266,3 +266,30 @@ fn absurd_first_length(p: &Path, dictionary: bool) {
     assert!(d.contains("claims"), "{d}");
     assert!(t.records.is_empty());
 }
+
+/// Every row of a full batch with its own names (a workload forking a process per name, or a
+/// driver symbol per row): each batch's dictionaries hold more than 2^16 entries, names reach
+/// later batches as replacement dictionaries, and nulls sit between them.
+#[test]
+fn a_distinct_name_per_row_round_trips() {
+    let p = tmp("distinct");
+    let mut w = TraceWriter::create(&p, &meta()).unwrap();
+    let mut all = vec![];
+    for b in 0..2u64 {
+        for i in 0..70_000u64 {
+            let n = b * 70_000 + i;
+            let mut r = sample(n);
+            r.seq = n;
+            r.comm = format!("w{}", n % 90_000).into();
+            r.driver = (!n.is_multiple_of(7)).then(|| format!("ops_{n} [mod]").into());
+            w.push(&r);
+            all.push(r);
+        }
+        w.flush_batch().unwrap();
+    }
+    w.finish().unwrap();
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.damage, None);
+    assert_eq!(t.records.len(), all.len());
+    assert!(t.records == all, "records differ after a round trip");
+}

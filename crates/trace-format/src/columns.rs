@@ -281,6 +281,11 @@ struct NameState {
     dict: Vec<Option<Sym>>,
 }
 
+impl NameState {
+    /// Dictionary entries cached per batch, at most (the tracer's batches hold up to 64 Ki rows).
+    const CACHED: usize = 1 << 16;
+}
+
 fn dict_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
@@ -333,10 +338,14 @@ impl Names<'_> {
                     return Some(s.clone());
                 }
                 let s = st.interner.get_bytes(StringArray::item(values, k));
-                if st.dict.len() <= k {
-                    st.dict.resize(k + 1, None);
+                // A crafted dictionary can be 2^28 entries long: past a batch's worth of rows
+                // the entries are interned each time instead of cached.
+                if k < NameState::CACHED {
+                    if st.dict.len() <= k {
+                        st.dict.resize(k + 1, None);
+                    }
+                    st.dict[k] = Some(s.clone());
                 }
-                st.dict[k] = Some(s.clone());
                 Some(s)
             }
         }

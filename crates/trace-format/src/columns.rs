@@ -303,9 +303,11 @@ fn names_view(a: &dyn Array) -> Result<Names<'_>, String> {
     let (keys, valid) = (d.keys().values().as_ref(), Valid::of(d.keys()));
     // Checked here once so that a row's lookup cannot go out of bounds. Null rows' keys are
     // whatever the writer left there (arrow-rs writes 0): the plain scan vectorizes, and only
-    // when it fails are the nulls told apart.
+    // when it fails are the nulls told apart. A column null in the whole batch (most of them,
+    // often with an empty dictionary) has no key to check, and is never read.
     let n = values.len();
-    if !keys.iter().all(|&k| (k as u32 as usize) < n)
+    if d.null_count() < d.len()
+        && !keys.iter().all(|&k| (k as u32 as usize) < n)
         && let Some(i) =
             (0..keys.len()).find(|&i| valid.is_valid(i) && keys[i] as u32 as usize >= n)
     {

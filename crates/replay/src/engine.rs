@@ -400,12 +400,12 @@ impl<S: Sink> Engine<S> {
         self.push_from(&mut rec);
     }
 
-    /// Every record of `recs`, which is left empty (its allocation kept).
-    pub fn push_vec(&mut self, recs: &mut Vec<Record>) {
-        for r in recs.iter_mut() {
+    /// Takes every record of `recs`, leaving stale ones in their place: a piece is handed back
+    /// to the decoder, which overwrites them (see [`crate::each_batch`]).
+    pub fn take_all(&mut self, recs: &mut [Record]) {
+        for r in recs {
             self.push_from(r);
         }
-        recs.clear();
     }
 
     fn push_from(&mut self, rec: &mut Record) {

@@ -114,12 +114,11 @@ impl Overhead {
         self.push_from(&mut r);
     }
 
-    /// Every record of `recs`, which is left empty; see [`crate::Engine::push_vec`].
-    pub fn push_vec(&mut self, recs: &mut Vec<Record>) {
-        for r in recs.iter_mut() {
+    /// Takes every record of `recs`, leaving stale ones; see [`crate::Engine::take_all`].
+    pub fn take_all(&mut self, recs: &mut [Record]) {
+        for r in recs {
             self.push_from(r);
         }
-        recs.clear();
     }
 
     fn push_from(&mut self, r: &mut Record) {

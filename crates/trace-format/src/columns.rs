@@ -446,7 +446,12 @@ macro_rules! columns {
         /// The whole batch is checked before the first piece, so a corrupt batch hands nothing
         /// over. Columns are found by name so a reader keeps working when a later writer of the
         /// same schema version appends columns; a missing column reads as default.
-        pub fn decode(batch: &RecordBatch, piece: usize, mut f: impl FnMut(Vec<Record>) -> bool) -> Result<bool, String> {
+        pub fn decode(
+            batch: &RecordBatch,
+            piece: usize,
+            mut spare: impl FnMut() -> Option<Vec<Record>>,
+            mut f: impl FnMut(Vec<Record>) -> bool,
+        ) -> Result<bool, String> {
             #[derive(Default)]
             #[allow(non_snake_case)]
             struct States {
@@ -476,14 +481,22 @@ macro_rules! columns {
             let mut start = 0;
             loop {
                 let end = n.min(start + piece);
-                let mut out: Vec<Record> = Vec::with_capacity(end - start);
+                // A piece handed back holds stale records: every field of those is written
+                // below, so its rows are neither allocated, zeroed nor dropped again.
+                let mut out = spare().unwrap_or_default();
+                let reused = out.len().min(end - start);
+                out.truncate(end - start);
                 out.resize_with(end - start, Default::default);
                 for (block, rows) in out.chunks_mut(BLOCK).enumerate() {
                     let first = start + block * BLOCK;
-                    $(if let Some(a) = arrays.$field {
-                        for (k, r) in rows.iter_mut().enumerate() {
+                    $(match arrays.$field {
+                        Some(a) => for (k, r) in rows.iter_mut().enumerate() {
                             r.$field = <$kind as Column>::get(a, first + k, &mut st.$field);
-                        }
+                        },
+                        None if block * BLOCK < reused => for r in rows.iter_mut() {
+                            r.$field = Default::default();
+                        },
+                        None => {}
                     })*
                 }
                 if !f(out) {
@@ -582,10 +595,15 @@ mod tests {
         let batch = b.finish(Arc::new(Schema::new(fields()))).unwrap();
         for start in [0, 3, 9] {
             let mut got = vec![];
-            decode(&batch.slice(start, 40 - start), 7, |p| {
-                got.extend(p);
-                true
-            })
+            decode(
+                &batch.slice(start, 40 - start),
+                7,
+                || None,
+                |p| {
+                    got.extend(p);
+                    true
+                },
+            )
             .unwrap();
             assert_eq!(got, rows[start..], "slice at {start}");
         }
@@ -599,11 +617,85 @@ mod tests {
 
     fn decode_all(batch: &RecordBatch) -> Result<Vec<Record>, String> {
         let mut got = vec![];
-        decode(batch, 7, |p| {
-            got.extend(p);
-            true
-        })?;
+        decode(
+            batch,
+            7,
+            || None,
+            |p| {
+                got.extend(p);
+                true
+            },
+        )?;
         Ok(got)
+    }
+
+    /// A record with every field set, none as in [`row`].
+    fn stale() -> Record {
+        Record {
+            seq: 1 << 40,
+            id: 2,
+            parent: 3,
+            ts_ns: 4,
+            latency_ns: Some(5),
+            cpu: 6,
+            pid: 7,
+            tid: 8,
+            comm: "stale".into(),
+            hook: "vm_normal_page".into(),
+            mode: "kprobe".into(),
+            address: Some(9),
+            fault_flags: Some(10),
+            error_code: Some(11),
+            vma_id: Some(12),
+            vma_start: Some(13),
+            vma_end: Some(14),
+            vma_pgoff: Some(15),
+            vma_flags: Some(16),
+            vma_prot: Some(17),
+            vma_cache: Some("WB".into()),
+            driver: Some("stale_vm_ops".into()),
+            file_id: Some(18),
+            mm_id: Some(19),
+            pte: Some(20),
+            page: Some(true),
+            pfn: Some(21),
+            size: Some(22),
+            prot: Some(23),
+            cache_req: Some("WC".into()),
+            prot_out: Some(24),
+            cache_out: Some("UC-".into()),
+            write: Some(true),
+            ret: Some(25),
+            ino: Some(26),
+            index: Some(27),
+            dev: Some(28),
+            child_pid: Some(29),
+            dropped: Some(30),
+            unpaired: Some(31),
+            read_failed: Some(32),
+        }
+    }
+
+    /// Pieces handed back hold an earlier piece's records: whatever their length, every field
+    /// is overwritten, including those of columns null in the whole batch.
+    #[test]
+    fn reused_pieces_decode_like_fresh_ones() {
+        let rows: Vec<Record> = (0..40).map(row).collect();
+        let batch = batch_of(&rows);
+        for len in [0, 3, 7, 20] {
+            let mut got = vec![];
+            decode(
+                &batch,
+                7,
+                || Some(vec![stale(); len]),
+                |p| {
+                    got.extend(p);
+                    true
+                },
+            )
+            .unwrap();
+            assert_eq!(got, rows, "stale pieces of {len}");
+        }
     }
 
     /// Schema 1 wrote names as plain strings: those traces must still read.

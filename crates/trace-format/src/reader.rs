@@ -256,7 +256,20 @@ impl BatchDecoder {
         rows: usize,
         f: impl FnMut(Vec<Record>) -> bool,
     ) -> Result<bool, String> {
-        let all = decode(batch, rows, f).map_err(|e| {
+        self.decode_chunks_reusing(batch, rows, || None, f)
+    }
+
+    /// [`Self::decode_chunks`], writing into pieces `spare` hands back where it has one: their
+    /// old records are overwritten field by field, which saves allocating, zeroing and
+    /// dropping a piece of ~0.5 KB records.
+    pub fn decode_chunks_reusing(
+        &mut self,
+        batch: &RecordBatch,
+        rows: usize,
+        spare: impl FnMut() -> Option<Vec<Record>>,
+        f: impl FnMut(Vec<Record>) -> bool,
+    ) -> Result<bool, String> {
+        let all = decode(batch, rows, spare, f).map_err(|e| {
             damage(
                 &self.path,
                 &format!("batch {} is corrupt: {e}", self.batches + 1),

@@ -1,4 +1,6 @@
 //! `cargo xtask bench overhead`: what tracing costs a fault storm, measured side by side.
+//! `cargo xtask bench replay` and `cargo xtask bench analyzer` run those crates' `cargo bench`
+//! (their results are entered in BENCHMARKS.md by hand, with what changed).
 //!
 //! The workload touches 1 GiB of fresh anonymous memory with 4 KiB pages (262,144 faults) and
 //! reports the time of its touch loop alone, so start-up and attach costs of each tracer stay
@@ -37,6 +39,20 @@ enum What {
         #[arg(long)]
         no_write: bool,
     },
+    /// Replay throughput on a generated trace (`cargo bench -p replay`): events per second on
+    /// one core and per CPU-second of `replay check`, and peak memory.
+    Replay {
+        /// Events in the generated trace.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+    },
+    /// `analyzer summary` and `report` on a generated trace (`cargo bench -p analyzer`):
+    /// median wall time and peak RSS.
+    Analyzer {
+        /// Rows in the generated trace.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+    },
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -46,7 +62,20 @@ pub fn run(a: &Args) -> Result<()> {
             mib,
             no_write,
         } => overhead(rounds, mib, no_write),
+        What::Replay { events } => cargo_bench("replay", "replay", "REPLAY_BENCH_EVENTS", events),
+        What::Analyzer { events } => {
+            cargo_bench("analyzer", "report", "ANALYZER_BENCH_EVENTS", events)
+        }
     }
+}
+
+fn cargo_bench(krate: &str, bench: &str, size_var: &str, events: u64) -> Result<()> {
+    util::run(
+        Command::new("cargo")
+            .current_dir(util::workspace_root())
+            .args(["bench", "-p", krate, "--bench", bench])
+            .env(size_var, events.to_string()),
+    )
 }
 
 /// The fault generator (`cargo xtask __touch MIB`): prints `touch_ns=N pages=P`.

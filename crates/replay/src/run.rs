@@ -156,7 +156,7 @@ pub fn each_batch<R: Read + Send>(
         });
         let decode = s.spawn(move || {
             for (batch, bytes) in raw_rx {
-                match decoder.decode_chunks_reusing(
+                match decoder.decode_chunks(
                     &batch,
                     CHUNK_ROWS,
                     || back_rx.try_recv().ok(),

@@ -178,11 +178,25 @@ impl<R: Read> TraceReader<R> {
     /// The next batch of records: `Ok(None)` at a clean end, `Err(damage)` when the rest of the
     /// file cannot be read (the message says where and how much came before).
     pub fn next_batch(&mut self) -> Result<Option<Vec<Record>>, String> {
-        let mut dec = self.batch_decoder();
+        let (rows, batches) = (self.rows, self.batches);
         let Some(raw) = self.next_raw()? else {
             return Ok(None);
         };
-        dec.decode(&raw).inspect_err(|_| self.done = true).map(Some)
+        let mut out = Vec::new();
+        decode_batch(
+            &self.path,
+            rows,
+            batches,
+            &raw,
+            usize::MAX,
+            || None,
+            |r| {
+                out = r;
+                true
+            },
+        )
+        .inspect_err(|_| self.done = true)?;
+        Ok(Some(out))
     }
 
     /// Bytes of the file read so far: what a progress bar can show before the number of rows
@@ -237,52 +251,48 @@ pub struct BatchDecoder {
 }
 
 impl BatchDecoder {
-    pub fn decode(&mut self, batch: &RecordBatch) -> Result<Vec<Record>, String> {
-        let mut out = Vec::new();
-        self.decode_chunks(batch, usize::MAX, |records| {
-            out = records;
-            true
-        })?;
-        Ok(out)
-    }
-
     /// Decodes `batch` in pieces of at most `rows` records, handing each to `f` in order; `f`
     /// returns false to stop. A writer's batch can hold 64 Ki rows, 32 MiB as records: a
     /// consumer that keeps a few batches in flight holds far less in pieces. Returns whether
     /// `f` took every piece. A corrupt batch fails before any piece is handed over.
+    ///
+    /// Pieces come from `spare` where it has one: their old records are overwritten field by
+    /// field, which saves allocating, zeroing and dropping a piece of ~0.5 KB records.
     pub fn decode_chunks(
-        &mut self,
-        batch: &RecordBatch,
-        rows: usize,
-        f: impl FnMut(Vec<Record>) -> bool,
-    ) -> Result<bool, String> {
-        self.decode_chunks_reusing(batch, rows, || None, f)
-    }
-
-    /// [`Self::decode_chunks`], writing into pieces `spare` hands back where it has one: their
-    /// old records are overwritten field by field, which saves allocating, zeroing and
-    /// dropping a piece of ~0.5 KB records.
-    pub fn decode_chunks_reusing(
         &mut self,
         batch: &RecordBatch,
         rows: usize,
         spare: impl FnMut() -> Option<Vec<Record>>,
         f: impl FnMut(Vec<Record>) -> bool,
     ) -> Result<bool, String> {
-        let all = decode(batch, rows, spare, f).map_err(|e| {
-            damage(
-                &self.path,
-                &format!("batch {} is corrupt: {e}", self.batches + 1),
-                self.rows,
-                self.batches,
-            )
-        })?;
+        let all = decode_batch(&self.path, self.rows, self.batches, batch, rows, spare, f)?;
         if all {
             self.batches += 1;
             self.rows += batch.num_rows() as u64;
         }
         Ok(all)
     }
+}
+
+/// Decodes one batch of a file that had `rows` records in `batches` batches before it; a
+/// corrupt batch is reported as the damage that ends the file there.
+fn decode_batch(
+    path: &Path,
+    rows: u64,
+    batches: u64,
+    batch: &RecordBatch,
+    piece: usize,
+    spare: impl FnMut() -> Option<Vec<Record>>,
+    f: impl FnMut(Vec<Record>) -> bool,
+) -> Result<bool, String> {
+    decode(batch, piece, spare, f).map_err(|e| {
+        damage(
+            path,
+            &format!("batch {} is corrupt: {e}", batches + 1),
+            rows,
+            batches,
+        )
+    })
 }
 
 fn damage(path: &Path, what: &str, rows: u64, batches: u64) -> String {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pfnscope_trace::print_stdout;
+use replay::rules::Rule;
 use replay::{CheckOptions, ReplayError, check_file, overhead_file};
 
 #[global_allocator]
@@ -34,6 +35,13 @@ enum Cmd {
         /// Use this kernel's rules (6.1, 6.12, 6.18, or a release string) instead of the trace's.
         #[arg(long, value_name = "V")]
         kernel_rules: Option<String>,
+    },
+    /// What each rule checks and the kernel source behind it (all rules, or the ones named).
+    Rules {
+        /// Rule ids as reports print them (`pat.lookup`, `find.wc_downgrade`, ...).
+        ids: Vec<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Where fault time goes, per page and per driver, and the tracer's own cost.
     Overhead {
@@ -111,6 +119,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Cmd::Rules { ids, json } => {
+            let rules = if ids.is_empty() {
+                Rule::ALL.to_vec()
+            } else {
+                ids.iter()
+                    .map(|id| {
+                        Rule::by_id(id).with_context(|| {
+                            format!("unknown rule `{id}`: `replay rules` lists every rule id")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            if json {
+                let infos: Vec<_> = rules.iter().map(|r| r.info()).collect();
+                print_stdout(&format!("{}\n", serde_json::to_string_pretty(&infos)?))?;
+            } else {
+                let text: Vec<String> = rules.iter().map(|r| r.to_human()).collect();
+                print_stdout(&text.join("\n"))?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Overhead { trace, top, json } => {
             let pb = progress_bar(&trace);

@@ -333,7 +333,10 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(s, "\nRULES (held / failed / not checkable)");
+        let _ = writeln!(
+            s,
+            "\nRULES (held / failed / not checkable; `replay rules ID` says what one checks)"
+        );
         for r in self
             .rule_table
             .iter()

@@ -155,6 +155,41 @@ rules! {
         "arch/x86/mm/pat/memtype.c:lookup_memtype, get_page_memtype";
 }
 
+/// One rule as `replay rules` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleInfo {
+    pub id: &'static str,
+    pub kind: Kind,
+    pub what: &'static str,
+    pub source: &'static str,
+}
+
+impl Rule {
+    pub fn info(self) -> RuleInfo {
+        RuleInfo {
+            id: self.id(),
+            kind: self.kind(),
+            what: self.what(),
+            source: self.source(),
+        }
+    }
+
+    /// The rule as a reader of a report wants it explained: id and kind, what must hold, and
+    /// where in the kernel that comes from.
+    pub fn to_human(self) -> String {
+        let kind = match self.kind() {
+            Kind::Divergence => "a divergence when the kernel breaks it",
+            Kind::Finding => "a finding when the kernel does it",
+        };
+        format!(
+            "{}  ({kind})\n    {}\n    kernel: {}\n",
+            self.id(),
+            self.what(),
+            self.source()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,3 +279,33 @@ fn endless_parent_chain_is_a_divergence_not_a_crash() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The catalogue is readable without a trace: every rule by id, one by name, and the JSON form.
+#[test]
+fn rules_lists_and_explains_rules() {
+    let o = replay(&["rules"]);
+    assert!(o.status.success());
+    let (out, _) = text(&o);
+    for r in replay::rules::Rule::ALL {
+        assert!(
+            out.contains(&format!("{}  (", r.id())),
+            "{} missing:\n{out}",
+            r.id()
+        );
+    }
+    let o = replay(&["rules", "pat.lookup", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rules = v.as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["id"], "pat.lookup");
+    assert_eq!(rules[0]["kind"], "divergence");
+    assert!(rules[0]["source"].as_str().unwrap().contains("memtype.c"));
+
+    let o = replay(&["rules", "pat.lookup", "pat.nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    let (out, err) = text(&o);
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("unknown rule `pat.nope`"), "{err}");
+}

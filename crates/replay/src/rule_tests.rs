@@ -1030,6 +1030,62 @@ fn rule_vnp_special() {
     ]);
 }
 
+#[test]
+fn rule_pte_writable() {
+    table(&[
+        Row {
+            name: "clean: shared BAR zapped",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: none,
+            expect: Expect::Clean(Rule::PteWritable),
+        },
+        Row {
+            name: "clean: COW vma, raw PFNs read-only, the copy writable",
+            series: Series::V6_1,
+            scenario: cow,
+            tweak: none,
+            expect: Expect::Clean(Rule::PteWritable),
+        },
+        Row {
+            name: "writable PTE in a vma without VM_WRITE",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 0);
+                r[i].vma_flags = r[i].vma_flags.map(|f| f & !0x2);
+            },
+            expect: Expect::Div(Rule::PteWritable),
+        },
+        Row {
+            name: "writable raw PFN in a COW vma",
+            series: Series::V6_16,
+            scenario: cow,
+            tweak: |r| {
+                // #0 is the COW fault's; #1 the zap's look at page 0, still the raw PFN.
+                let i = nth(r, "vm_normal_page", 1);
+                r[i].pte = r[i].pte.map(|v| v | pte::RW);
+            },
+            expect: Expect::Div(Rule::PteWritable),
+        },
+        Row {
+            name: "a call outside fault, fork and unmap (mprotect's batching) is not judged",
+            series: Series::V6_16,
+            scenario: bar,
+            tweak: |r| {
+                let i = nth(r, "vm_normal_page", 0);
+                let mut x = r[i].clone();
+                x.id = 9_999;
+                x.parent = 0;
+                x.ts_ns = r.last().unwrap().ts_ns + 10;
+                x.vma_flags = x.vma_flags.map(|f| f & !0x2);
+                r.push(x);
+            },
+            expect: Expect::Clean(Rule::PteWritable),
+        },
+    ]);
+}
+
 fn extra_vnp(r: &mut Vec<Record>, pfn: u64) {
     let i = nth(r, "vm_normal_page", 0);
     let mut x = r[i].clone();

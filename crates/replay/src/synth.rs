@@ -594,7 +594,11 @@ impl TraceBuilder {
         let snap = v.clone();
         for pg in v.start >> PAGE_SHIFT..v.end >> PAGE_SHIFT {
             if let Some(k) = self.ptes.get(&(v.mm, pg)).copied() {
-                let pte_v = self.pte_value(k, true);
+                // A private vm_page_prot has no write bit: raw PFNs of a COW vma stay
+                // read-only, only their anonymous copies are writable.
+                let writable =
+                    v.flags & self.bits.write != 0 && !(k.special && self.bits.is_cow(v.flags));
+                let pte_v = self.pte_value(k, writable);
                 self.leaf("vm_normal_page", |r| {
                     Self::set_vma(r, &snap);
                     r.address = Some(pg << PAGE_SHIFT);

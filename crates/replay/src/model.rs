@@ -33,6 +33,8 @@ pub struct Pte {
     pub known: bool,
     /// A private copy made by a COW fault.
     pub anon: bool,
+    /// Seq of the event the model learned this PTE from (an insert, a remap, a copy, a look).
+    pub since: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -682,6 +684,7 @@ impl<S: Sink> Model<S> {
                     cache: Some(Cache::WB),
                     known: true,
                     anon: true,
+                    since: r.seq,
                 };
                 self.install(space(r), pg, p, r);
             }
@@ -894,6 +897,7 @@ impl<S: Sink> Model<S> {
                         f >> (level_pages.trailing_zeros()) == pg >> level_pages.trailing_zeros()
                     }),
                     anon: false,
+                    since: r.seq,
                 };
                 self.install(sp, pg, p, r);
             }
@@ -1099,6 +1103,7 @@ impl<S: Sink> Model<S> {
                         cache: c,
                         known: true,
                         anon: false,
+                        since: r.seq,
                     };
                     self.install(sp, (addr >> PAGE_SHIFT) + j, p, r);
                 }
@@ -1959,7 +1964,27 @@ impl<S: Sink> Model<S> {
                     && page
                     && r.vma_flags.is_some_and(|vm| b.is_cow(vm))
                     && self.ptes.get(&key).is_some_and(|p| p.anon),
+                since: r.seq,
             };
+            // Special PTEs have no rmap: truncating or purging the page cannot unmap them, so
+            // a driver that frees pages it still maps leaves user space a freed page.
+            if special
+                && let Some(&(ix, dseq)) = self.deleted.get(&pfn)
+                && self
+                    .ptes
+                    .get(&key)
+                    .is_some_and(|m| m.pfn == Some(pfn) && m.since < dseq)
+            {
+                let d = Record {
+                    seq: dseq,
+                    ..Default::default()
+                };
+                self.find(Rule::FindPfnAfterTruncate, &[r, &d], r.driver.as_ref(), || {
+                    format!(
+                        "pfn {pfn:#x} left the page cache (index {ix}) at seq {dseq} while this special PTE at {a:#x} still mapped it"
+                    )
+                });
+            }
             // A special PTE in a vma that is neither VM_PFNMAP nor VM_MIXEDMAP is the shared
             // zero page, and core MM replaces it with a real page in ways the trace need not
             // show: a write fault's copy, MADV_POPULATE, fault-around, or an exec whose new

@@ -20,6 +20,8 @@ enum Expect {
     Find(Rule),
     /// No divergence; the rule counted as not checkable.
     NotCheckable(Rule),
+    /// No divergence, and not this finding.
+    NoFind(Rule),
 }
 
 type Scenario = fn(&mut TraceBuilder);
@@ -107,6 +109,15 @@ fn table(rows: &[Row]) {
                 assert!(
                     rep.findings.iter().any(|f| f.rule == r),
                     "{}: expected finding {}\n{}",
+                    row.name,
+                    r.id(),
+                    rep.to_human()
+                );
+            }
+            Expect::NoFind(r) => {
+                assert!(
+                    divs.is_empty() && rep.findings.iter().all(|f| f.rule != r),
+                    "{}: expected neither divergences nor {}\n{}",
                     row.name,
                     r.id(),
                     rep.to_human()
@@ -202,6 +213,43 @@ fn vgem(b: &mut TraceBuilder) {
     b.fault_insert(&v, v.start, 0x1234, Cache::WC, true);
     b.fault_insert(&v, v.start + PAGE_SIZE, 0x1235, Cache::WC, true);
     b.munmap(&mut v);
+}
+
+/// A vgem-style buffer of shmem pages (file indices 0 and 1) inserted as raw PFNs.
+fn shmem_buffer(b: &mut TraceBuilder) -> crate::synth::Vma {
+    let bits = b.bits;
+    let v = b.vma(
+        0x7f00_3000_0000,
+        2,
+        true,
+        bits.pfnmap | bits.io | bits.dontexpand | bits.dontdump,
+        Some("vgem_gem_vm_ops [vgem]"),
+    );
+    b.set_ram_type(0x1234, 2, Cache::WC);
+    b.fault_insert(&v, v.start, 0x1234, Cache::WC, true);
+    b.fault_insert(&v, v.start + PAGE_SIZE, 0x1235, Cache::WC, true);
+    v
+}
+
+fn purged_while_mapped(b: &mut TraceBuilder) {
+    let mut v = shmem_buffer(b);
+    b.drop_from_page_cache(0x1235, 1);
+    b.munmap(&mut v);
+}
+
+fn purged_after_unmap(b: &mut TraceBuilder) {
+    let mut v = shmem_buffer(b);
+    b.munmap(&mut v);
+    b.drop_from_page_cache(0x1235, 1);
+}
+
+/// The freed page comes back as another buffer's: a new mapping, not a stale one.
+fn purged_then_reused(b: &mut TraceBuilder) {
+    let mut v = shmem_buffer(b);
+    b.munmap(&mut v);
+    b.drop_from_page_cache(0x1235, 1);
+    let mut w = shmem_buffer(b);
+    b.munmap(&mut w);
 }
 
 fn truncate(b: &mut TraceBuilder) {
@@ -1255,6 +1303,40 @@ fn rule_truncate_mapped() {
                 r.push(x);
             },
             expect: Expect::Div(Rule::TruncateMapped),
+        },
+    ]);
+}
+
+#[test]
+fn rule_find_pfn_after_truncate() {
+    table(&[
+        Row {
+            name: "purged while a driver still maps it",
+            series: Series::V6_12,
+            scenario: purged_while_mapped,
+            tweak: none,
+            expect: Expect::Find(Rule::FindPfnAfterTruncate),
+        },
+        Row {
+            name: "purged while mapped, 6.16+",
+            series: Series::V6_16,
+            scenario: purged_while_mapped,
+            tweak: none,
+            expect: Expect::Find(Rule::FindPfnAfterTruncate),
+        },
+        Row {
+            name: "purged after the mapping went",
+            series: Series::V6_12,
+            scenario: purged_after_unmap,
+            tweak: none,
+            expect: Expect::NoFind(Rule::FindPfnAfterTruncate),
+        },
+        Row {
+            name: "the pfn reused by a later mapping",
+            series: Series::V6_1,
+            scenario: purged_then_reused,
+            tweak: none,
+            expect: Expect::NoFind(Rule::FindPfnAfterTruncate),
         },
     ]);
 }

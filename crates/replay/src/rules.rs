@@ -153,6 +153,9 @@ rules! {
     FindBadSpecial = "find.bad_pte_special", Finding,
         "a special PTE in a driver vma that is neither VM_PFNMAP nor VM_MIXEDMAP nor devmap (a bad page map report)",
         "mm/memory.c:vm_normal_page, print_bad_pte";
+    FindPfnAfterTruncate = "find.pfn_after_truncate", Finding,
+        "a driver's special PTE still maps a pfn after that page left the page cache (truncated, purged): user space keeps a page the kernel may free and reuse",
+        "mm/filemap.c:__filemap_remove_folio (rmap unmaps only normal pages); mm/memory.c:insert_pfn (special PTEs: no rmap, no reference); drivers/gpu/drm/drm_gem_shmem_helper.c:drm_gem_shmem_purge (zaps before it truncates)";
     FindRamMemtype = "find.ram_memtype", Finding,
         "PAT answered a non-UC- cache mode for a pfn with no reservation in the trace: RAM with a set_memory_*/set_pages_* type, or a reservation older than the trace",
         "arch/x86/mm/pat/memtype.c:lookup_memtype, get_page_memtype";

@@ -724,6 +724,12 @@ impl TraceBuilder {
             r.page = Some(true);
         });
         self.close(|_| {});
+        self.drop_from_page_cache(pfn, index);
+    }
+
+    /// The page at `pfn` leaves the page cache (file index `index`) without any zap: what
+    /// truncation or a shmem purge does to pages only special PTEs map.
+    pub fn drop_from_page_cache(&mut self, pfn: u64, index: u64) {
         self.tracepoint("filemap:mm_filemap_delete_from_page_cache", |r| {
             r.pfn = Some(pfn);
             r.ino = Some(42);

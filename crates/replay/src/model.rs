@@ -1906,32 +1906,29 @@ impl<S: Sink> Model<S> {
             });
         }
 
-        // Only where the PTE and the vma are seen under the same lock: since 6.17 mprotect's
-        // PTE batching (mm/mprotect.c:change_pte_range, cac1db8c3aad) asks about the old,
-        // still writable PTE after the vma lost VM_WRITE, and such calls are roots here.
-        if i > 0
-            && matches!(
-                t.nodes[0].hook,
-                Hook::Fault | Hook::CopyPageRange | Hook::UnmapPageRange
-            )
-        {
-            match r.vma_flags {
-                Some(vm) => {
-                    let cow_raw = special && b.is_cow(vm);
-                    let ok = v & pte::RW == 0 || (vm & b.write != 0 && !cow_raw);
-                    self.check(Rule::PteWritable, ok, &[r], || {
-                        (
-                            if cow_raw {
-                                "a read-only PTE: a raw PFN in a COW vma".into()
-                            } else {
-                                format!("a read-only PTE: vma flags {vm:#x} lack VM_WRITE")
-                            },
-                            format!("writable PTE {v:#x}"),
-                        )
-                    });
-                }
-                None => self.nc(Rule::PteWritable),
+        // A raw PFN of a COW vma is never writable, whoever asks. VM_WRITE is compared only
+        // where the mm's lock keeps mprotect out, a fault or a fork: mprotect clears VM_WRITE
+        // before it write-protects the PTEs, and a driver's unmap_mapping_range zaps holding
+        // only the file's i_mmap lock; since 6.17 mprotect's PTE batching itself asks about
+        // the old, still writable PTE (mm/mprotect.c:change_pte_range, cac1db8c3aad).
+        let locked = i > 0 && matches!(t.nodes[0].hook, Hook::Fault | Hook::CopyPageRange);
+        match r.vma_flags {
+            Some(vm) if locked || (special && b.is_cow(vm)) => {
+                let cow_raw = special && b.is_cow(vm);
+                let ok = v & pte::RW == 0 || (vm & b.write != 0 && !cow_raw);
+                self.check(Rule::PteWritable, ok, &[r], || {
+                    (
+                        if cow_raw {
+                            "a read-only PTE: a raw PFN in a COW vma".into()
+                        } else {
+                            format!("a read-only PTE: vma flags {vm:#x} lack VM_WRITE")
+                        },
+                        format!("writable PTE {v:#x}"),
+                    )
+                });
             }
+            None if locked => self.nc(Rule::PteWritable),
+            _ => {}
         }
 
         if let (Some(vm), Some(a), Some(s), Some(pg)) =

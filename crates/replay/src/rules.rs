@@ -109,7 +109,7 @@ rules! {
         "a PTE shown to vm_normal_page maps the pfn, special bit and cache mode the model installed there (insert, remap, COW copy, fork)",
         "mm/memory.c:insert_pfn, remap_pte_range, wp_page_copy, copy_present_pte";
     PteWritable = "pte.writable", Divergence,
-        "a PTE that a fault, a fork or an unmap shows to vm_normal_page is writable only in a VM_WRITE vma, and never as a raw PFN in a COW vma (a write there must fault and copy)",
+        "a raw PFN in a COW vma is never writable (a write there must fault and copy), and a PTE that a fault or a fork shows to vm_normal_page is writable only in a VM_WRITE vma",
         "mm/mprotect.c:change_pte_range (write-protects when VM_WRITE goes); mm/memory.c:copy_present_pte, wp_page_copy (maybe_mkwrite), remap_pfn_range (a private vm_page_prot has no write bit)";
     VnpSpecial = "vnp.special", Divergence,
         "vm_normal_page never returns a page for a special PTE on x86",

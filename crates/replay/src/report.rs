@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::rules::{Kind, Rule};
+use crate::rules::{Rule, RuleInfo};
 
 /// Kernel != model.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -164,10 +164,8 @@ pub const REPORT_SCHEMA: &str = "pfnscope.replay.check/1";
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleRow {
-    pub id: &'static str,
-    pub kind: Kind,
-    pub what: &'static str,
-    pub source: &'static str,
+    #[serde(flatten)]
+    pub rule: RuleInfo,
     #[serde(flatten)]
     pub tally: RuleTally,
 }
@@ -213,10 +211,7 @@ impl Report {
         let rule_table: Vec<RuleRow> = Rule::ALL
             .iter()
             .map(|r| RuleRow {
-                id: r.id(),
-                kind: r.kind(),
-                what: r.what(),
-                source: r.source(),
+                rule: r.info(),
                 tally: c.tallies[*r as usize],
             })
             .collect();
@@ -297,7 +292,7 @@ impl Report {
                 let failed = self
                     .rule_table
                     .iter()
-                    .find(|r| r.id == rule.id())
+                    .find(|r| r.rule.id == rule.id())
                     .map_or(0, |r| r.tally.failed);
                 let _ = writeln!(s, "  [{}] failed {failed}x: {}", rule.id(), rule.what());
                 let _ = writeln!(s, "      source: {}", rule.source());
@@ -345,7 +340,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  {:<26} {:>8} {:>6} {:>8}",
-                r.id, r.tally.held, r.tally.failed, r.tally.not_checkable
+                r.rule.id, r.tally.held, r.tally.failed, r.tally.not_checkable
             );
         }
         s

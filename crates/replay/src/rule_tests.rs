@@ -72,7 +72,7 @@ fn table(rows: &[Row]) {
         let tally = |r: Rule| {
             rep.rule_table
                 .iter()
-                .find(|x| x.id == r.id())
+                .find(|x| x.rule.id == r.id())
                 .expect("every rule has a row")
                 .tally
         };

@@ -134,9 +134,15 @@ impl Trace {
         // Reading and LZ4-decompressing the next batch overlaps with compacting this one.
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let reader = StreamReader::new(&mut input, md, Some(projection));
+            let mut reader = StreamReader::new(&mut input, md, Some(projection));
             scope.spawn(move || {
-                for item in reader {
+                loop {
+                    // A panic in the IPC reader on crafted bytes is a corrupt batch.
+                    let item = match pfnscope_trace::guard_panics(|| reader.next()) {
+                        Ok(Some(item)) => item,
+                        Ok(None) => break,
+                        Err(e) => Err(PolarsError::ComputeError(e.into())),
+                    };
                     let end = !matches!(item, Ok(StreamState::Some(_)));
                     if tx.send(item).is_err() || end {
                         break;

@@ -189,6 +189,25 @@ fn bad_input_exits_two_with_one_line() {
     }
 }
 
+/// A batch arrow itself panics on (found by cargo fuzz) is damage like any other: one warning
+/// line on stderr and no panic message, for both subcommands.
+#[test]
+fn a_batch_arrow_panics_on_is_one_warning_line() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../trace-format/tests/data/fuzz-dict-offsets-panic.arrows");
+    for cmd in ["check", "overhead"] {
+        let o = replay(&[cmd, p.to_str().unwrap()]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {out}{err}");
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{cmd}: {err}");
+        assert!(
+            err.contains("the Arrow reader failed on it"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
 #[test]
 fn truncated_trace_replays_what_it_has_and_says_so() {
     let d = TempDir::new("trunc");

@@ -21,6 +21,7 @@
 
 mod checked;
 mod columns;
+mod guard;
 pub mod kernel;
 mod meta;
 mod reader;
@@ -31,6 +32,7 @@ mod writer;
 
 pub use arrow_array::RecordBatch;
 pub use checked::CheckedStream;
+pub use guard::guard_panics;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
 };

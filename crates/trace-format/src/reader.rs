@@ -12,6 +12,7 @@ use arrow_ipc::reader::StreamReader;
 use crate::{
     checked::CheckedStream,
     columns::decode,
+    guard::guard_panics,
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
     record::Record,
 };
@@ -131,14 +132,16 @@ impl<R: Read> TraceReader<R> {
             path: label.to_owned(),
             why,
         };
-        let inner = StreamReader::try_new(CheckedStream::new(src), None).map_err(|e| {
-            let e = e.to_string();
-            not_a_trace(if e.contains("no Arrow IPC stream header") {
-                "no Arrow IPC stream header".into()
-            } else {
-                format!("unreadable schema: {e}")
-            })
-        })?;
+        let inner = guard_panics(|| StreamReader::try_new(CheckedStream::new(src), None))
+            .map_err(|e| not_a_trace(format!("unreadable schema: {e}")))?
+            .map_err(|e| {
+                let e = e.to_string();
+                not_a_trace(if e.contains("no Arrow IPC stream header") {
+                    "no Arrow IPC stream header".into()
+                } else {
+                    format!("unreadable schema: {e}")
+                })
+            })?;
         let schema = inner.schema();
         let md = schema.metadata();
         let version = md.get(SCHEMA_VERSION_KEY).ok_or_else(|| {
@@ -211,7 +214,9 @@ impl<R: Read> TraceReader<R> {
         if self.done {
             return Ok(None);
         }
-        match self.inner.next() {
+        let next = guard_panics(|| self.inner.next())
+            .unwrap_or_else(|e| Some(Err(arrow_schema::ArrowError::IpcError(e))));
+        match next {
             None => {
                 self.done = true;
                 Ok(None)

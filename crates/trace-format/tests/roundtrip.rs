@@ -293,3 +293,19 @@ fn a_distinct_name_per_row_round_trips() {
     assert_eq!(t.records.len(), all.len());
     assert!(t.records == all, "records differ after a round trip");
 }
+
+/// Found by `cargo fuzz` (minimised): a dictionary batch whose offsets buffer is not a whole
+/// number of offsets, on which arrow 60 asserts while validating. That is a corrupt batch,
+/// reported as damage, not a panic; and nothing of the panic reaches stderr (checked by the
+/// replay's CLI test on the same file).
+#[test]
+fn a_batch_arrow_panics_on_is_damage() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-dict-offsets-panic.arrows");
+    let t = read_trace(&p).unwrap();
+    let d = t.damage.expect("reported as damage");
+    assert!(d.contains("cannot read batch 1"), "{d}");
+    assert!(d.contains("the Arrow reader failed on it"), "{d}");
+    let bytes = fs::read(&p).unwrap();
+    let t = pfnscope_trace::read_trace_bytes(&bytes).unwrap();
+    assert!(t.damage.is_some());
+}

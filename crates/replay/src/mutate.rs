@@ -3,7 +3,8 @@
 //! Each mutant changes one thing the way a kernel or driver bug would: a return code, a cache
 //! mode, a lost or reordered PAT event, a PTE that maps a truncated page, a PFN insert into a vma
 //! that cannot take one, a page-fault tracepoint reported with a vma that does not hold its
-//! address (what a stale per-process vma cache in the eBPF side would produce). A mutant is *flagged* when its replay has a divergence the original's
+//! address (what a stale per-process vma cache in the eBPF side would produce), a raw PFN of a
+//! COW vma made writable. A mutant is *flagged* when its replay has a divergence the original's
 //! has not.
 
 use std::collections::BTreeSet;
@@ -25,6 +26,7 @@ pub enum MutationKind {
     PteAfterTruncate,
     InsertIntoPlainVma,
     StaleFaultVma,
+    WritableCowPfn,
 }
 
 #[derive(Clone, Debug)]
@@ -232,10 +234,8 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
     let inserts: Vec<usize> = (0..records.len())
         .filter(|&i| hooks[i].is_insert() && records[i].vma_flags.is_some())
         .collect();
-    let (pfnmap, mixed) = {
-        let b = crate::bits::VmBits::from_meta(&meta.vm_flag_bits, true);
-        (b.pfnmap, b.mixedmap)
-    };
+    let vm_bits = crate::bits::VmBits::from_meta(&meta.vm_flag_bits, true);
+    let (pfnmap, mixed) = (vm_bits.pfnmap, vm_bits.mixedmap);
     for i in spread(inserts) {
         let mut recs = records.to_vec();
         let f = recs[i].vma_flags.expect("filtered");
@@ -269,6 +269,29 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
         out.push(Mutant {
             kind: MutationKind::StaleFaultVma,
             what: format!("seq {} {} {a:#x} with vma {start:#x}..", r.seq, r.hook),
+            records: recs,
+        });
+    }
+
+    // A raw PFN of a COW vma shown writable: writes would reach the device, not a private copy.
+    let cow_raw: Vec<usize> = (0..records.len())
+        .filter(|&i| hooks[i] == Hook::Vnp)
+        .filter(|&i| match (records[i].pte, records[i].vma_flags) {
+            (Some(v), Some(f)) => v & pte::SPECIAL != 0 && v & pte::RW == 0 && vm_bits.is_cow(f),
+            _ => false,
+        })
+        .collect();
+    for i in spread(cow_raw) {
+        let mut recs = records.to_vec();
+        let r = &mut recs[i];
+        let v = r.pte.expect("filtered");
+        r.pte = Some(v | pte::RW);
+        out.push(Mutant {
+            kind: MutationKind::WritableCowPfn,
+            what: format!(
+                "seq {} vm_normal_page: PTE {v:#x} of a COW vma made writable",
+                r.seq
+            ),
             records: recs,
         });
     }

@@ -47,6 +47,7 @@ fn hand_built_traces() {
             "PteAfterTruncate",
             "InsertIntoPlainVma",
             "StaleFaultVma",
+            "WritableCowPfn",
         ] {
             assert!(s.per_kind.contains_key(kind), "{series}: no {kind} mutant");
         }

@@ -1912,9 +1912,9 @@ impl<S: Sink> Model<S> {
         // only the file's i_mmap lock; since 6.17 mprotect's PTE batching itself asks about
         // the old, still writable PTE (mm/mprotect.c:change_pte_range, cac1db8c3aad).
         let locked = i > 0 && matches!(t.nodes[0].hook, Hook::Fault | Hook::CopyPageRange);
+        let cow_raw = special && r.vma_flags.is_some_and(|vm| b.is_cow(vm));
         match r.vma_flags {
-            Some(vm) if locked || (special && b.is_cow(vm)) => {
-                let cow_raw = special && b.is_cow(vm);
+            Some(vm) if locked || cow_raw => {
                 let ok = v & pte::RW == 0 || (vm & b.write != 0 && !cow_raw);
                 self.check(Rule::PteWritable, ok, &[r], || {
                     (
@@ -1952,6 +1952,7 @@ impl<S: Sink> Model<S> {
 
         if let Some(a) = r.address {
             let key = (space(r), a >> PAGE_SHIFT);
+            let known = self.ptes.get(&key).copied();
             let observed = Pte {
                 pfn: special.then_some(pfn),
                 special: Some(special),
@@ -1960,17 +1961,14 @@ impl<S: Sink> Model<S> {
                 anon: !special
                     && page
                     && r.vma_flags.is_some_and(|vm| b.is_cow(vm))
-                    && self.ptes.get(&key).is_some_and(|p| p.anon),
+                    && known.is_some_and(|p| p.anon),
                 since: r.seq,
             };
             // Special PTEs have no rmap: truncating or purging the page cannot unmap them, so
             // a driver that frees pages it still maps leaves user space a freed page.
             if special
                 && let Some(&(ix, dseq)) = self.deleted.get(&pfn)
-                && self
-                    .ptes
-                    .get(&key)
-                    .is_some_and(|m| m.pfn == Some(pfn) && m.since < dseq)
+                && known.is_some_and(|m| m.pfn == Some(pfn) && m.since < dseq)
             {
                 let d = Record {
                     seq: dseq,
@@ -1989,7 +1987,7 @@ impl<S: Sink> Model<S> {
             // teardown (7.2 cannot probe unmap_page_range). Only PFN and mixed maps hold
             // their special PTEs until a traced zap or COW.
             let ordinary_vma = r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
-            match self.ptes.get(&key).copied() {
+            match known {
                 Some(m) => {
                     let mism = m.pfn.is_some_and(|p| special && p != pfn)
                         || m.special.is_some_and(|s| s != special)

@@ -201,17 +201,7 @@ fn fork_cow0(b: &mut TraceBuilder) {
 }
 
 fn vgem(b: &mut TraceBuilder) {
-    let bits = b.bits;
-    let mut v = b.vma(
-        0x7f00_3000_0000,
-        2,
-        true,
-        bits.pfnmap | bits.io | bits.dontexpand | bits.dontdump,
-        Some("vgem_gem_vm_ops [vgem]"),
-    );
-    b.set_ram_type(0x1234, 2, Cache::WC);
-    b.fault_insert(&v, v.start, 0x1234, Cache::WC, true);
-    b.fault_insert(&v, v.start + PAGE_SIZE, 0x1235, Cache::WC, true);
+    let mut v = shmem_buffer(b);
     b.munmap(&mut v);
 }
 
@@ -1078,6 +1068,21 @@ fn rule_vnp_special() {
     ]);
 }
 
+/// The first vm_normal_page's vma without VM_WRITE, its PTE still writable.
+#[allow(clippy::ptr_arg)] // a Tweak
+fn first_vnp_without_vm_write(r: &mut Vec<Record>) {
+    let i = nth(r, "vm_normal_page", 0);
+    r[i].vma_flags = r[i].vma_flags.map(|f| f & !0x2);
+}
+
+/// In the `cow` scenario, vm_normal_page #0 is the COW fault's and #1 the zap's look at page 0,
+/// still the raw PFN: made writable.
+#[allow(clippy::ptr_arg)] // a Tweak
+fn cow_raw_pfn_writable(r: &mut Vec<Record>) {
+    let i = nth(r, "vm_normal_page", 1);
+    r[i].pte = r[i].pte.map(|v| v | pte::RW);
+}
+
 #[test]
 fn rule_pte_writable() {
     table(&[
@@ -1099,31 +1104,21 @@ fn rule_pte_writable() {
             name: "fork sees a writable PTE in a vma without VM_WRITE",
             series: Series::V6_12,
             scenario: fork,
-            tweak: |r| {
-                let i = nth(r, "vm_normal_page", 0);
-                r[i].vma_flags = r[i].vma_flags.map(|f| f & !0x2);
-            },
+            tweak: first_vnp_without_vm_write,
             expect: Expect::Div(Rule::PteWritable),
         },
         Row {
             name: "a zap is not judged on VM_WRITE (mprotect may be half way)",
             series: Series::V6_12,
             scenario: bar,
-            tweak: |r| {
-                let i = nth(r, "vm_normal_page", 0);
-                r[i].vma_flags = r[i].vma_flags.map(|f| f & !0x2);
-            },
+            tweak: first_vnp_without_vm_write,
             expect: Expect::Quiet(Rule::PteWritable),
         },
         Row {
             name: "writable raw PFN in a COW vma",
             series: Series::V6_16,
             scenario: cow,
-            tweak: |r| {
-                // #0 is the COW fault's; #1 the zap's look at page 0, still the raw PFN.
-                let i = nth(r, "vm_normal_page", 1);
-                r[i].pte = r[i].pte.map(|v| v | pte::RW);
-            },
+            tweak: cow_raw_pfn_writable,
             expect: Expect::Div(Rule::PteWritable),
         },
         Row {
@@ -1131,8 +1126,8 @@ fn rule_pte_writable() {
             series: Series::V6_16,
             scenario: cow,
             tweak: |r| {
+                cow_raw_pfn_writable(r);
                 let i = nth(r, "vm_normal_page", 1);
-                r[i].pte = r[i].pte.map(|v| v | pte::RW);
                 r[i].parent = 0;
             },
             expect: Expect::Div(Rule::PteWritable),

@@ -15,7 +15,6 @@ pub mod pte {
     pub const PCD: u64 = 1 << 4;
     pub const PAT: u64 = 1 << 7;
     pub const SPECIAL: u64 = 1 << 9;
-    pub const DEVMAP: u64 = 1 << 58;
     pub const CACHE_MASK: u64 = PWT | PCD | PAT;
     /// Physical frame bits 12..51 of a 4 KiB PTE.
     pub const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;

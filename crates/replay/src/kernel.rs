@@ -55,8 +55,11 @@ pub struct Features {
     pub fork_track: bool,
     /// The VM_PAT vma flag exists (x86 VM_ARCH_1, up to 6.15).
     pub vm_pat_flag: bool,
-    /// PTE bit 58 marks devmap PTEs (gone in 6.16+).
-    pub devmap_bit: bool,
+    /// The PTE bit that marks devmap PTEs (`_PAGE_DEVMAP` = `_PAGE_BIT_SOFTW4`), 0 where there
+    /// is none. Bit 58 until x86 shadow stacks took it for `_PAGE_SAVED_DIRTY` in 6.6 and moved
+    /// SOFTW4 to 57 (arch/x86/include/asm/pgtable_types.h); the real 6.12 dax traces show 57.
+    /// devmap is gone by 6.17, where device-dax maps refcounted folios.
+    pub devmap_pte_bit: u64,
 }
 
 const FAULT_FLAGS_6_1: u32 = 0x0fff;
@@ -78,7 +81,7 @@ pub const TABLE: [Features; 3] = [
         untrack_before_zap: true,
         fork_track: true,
         vm_pat_flag: true,
-        devmap_bit: true,
+        devmap_pte_bit: 1 << 58,
     },
     Features {
         series: Series::V6_12,
@@ -91,7 +94,7 @@ pub const TABLE: [Features; 3] = [
         untrack_before_zap: true,
         fork_track: true,
         vm_pat_flag: true,
-        devmap_bit: true,
+        devmap_pte_bit: 1 << 57,
     },
     Features {
         series: Series::V6_16,
@@ -104,7 +107,7 @@ pub const TABLE: [Features; 3] = [
         untrack_before_zap: false,
         fork_track: false,
         vm_pat_flag: false,
-        devmap_bit: false,
+        devmap_pte_bit: 0,
     },
 ];
 

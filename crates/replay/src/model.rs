@@ -78,6 +78,12 @@ fn cache_of(name: &Option<Sym>, prot: Option<u64>, pat: &PatTable) -> Option<Cac
         .or_else(|| prot.map(|p| pat.of_prot(p)))
 }
 
+/// dax's vm_ops (device-dax `dax_vm_ops`, fs-dax's per filesystem), whose pfns carry pfn_t
+/// flags the trace does not keep.
+fn is_dax(driver: &str) -> bool {
+    driver.contains("dax")
+}
+
 fn pages(size: Option<u64>) -> u64 {
     size.unwrap_or(PAGE_SIZE).div_ceil(PAGE_SIZE).max(1)
 }
@@ -475,6 +481,15 @@ impl<S: Sink> Model<S> {
         {
             return true;
         }
+        // Outside every "System RAM" range of the metadata: pat_pagerange_is_ram's own test.
+        if !self.ram.is_empty()
+            && !self
+                .ram
+                .iter()
+                .any(|r| r[0] < start.saturating_add(n) && start < r[1])
+        {
+            return true;
+        }
         // A reservation that made it into the memtype tree is non-RAM by construction.
         self.memtypes
             .covering(start, start.saturating_add(n))
@@ -590,9 +605,11 @@ impl<S: Sink> Model<S> {
         }
 
         let vma_lock = flags.is_some_and(|fl| fl & ff::VMA_LOCK != 0);
+        // device-dax maps pfns into a vma with neither flag, through the same ->fault path.
         let pfn_vma = r
             .vma_flags
-            .is_some_and(|vm| self.bits.pfn_or_mixed(vm) != 0);
+            .is_some_and(|vm| self.bits.pfn_or_mixed(vm) != 0)
+            || r.driver.as_deref().is_some_and(is_dax);
         if self.f.vma_lock_faults
             && pfn_vma
             && let (Some(drv), Some(pg)) = (r.driver.as_deref(), page)
@@ -650,8 +667,23 @@ impl<S: Sink> Model<S> {
         // previous fault at this page left it.
         if let (Some(v), Some(vma), Some(start), Some(pg)) = (ret, r.vma_id, r.vma_start, page) {
             let key = (vma, start, pg);
+            // A failed insert of the faulting page maps nothing either, whatever the fault
+            // returns (TTM turns a failed first insert into NOPAGE; the next touch refaults).
+            let at_page = |k: &usize| {
+                let kr = &t.nodes[*k].rec;
+                kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg)
+            };
+            let insert_ret = |k: usize| t.nodes[k].rec.ret.map(|x| x as u32);
+            let failed_insert = inserts()
+                .filter(at_page)
+                .all(|k| insert_ret(k).is_some_and(|x| x & vf::ERROR != 0))
+                .then(|| inserts().rfind(at_page))
+                .flatten()
+                .and_then(|k| Some((t.nodes[k].rec.seq, insert_ret(k)?)));
             if v & vf::ERROR != 0 {
                 self.failed_faults.insert(key, (r.seq, v));
+            } else if let Some(f) = failed_insert {
+                self.failed_faults.insert(key, f);
             } else {
                 self.failed_faults.remove(&key);
             }
@@ -757,10 +789,16 @@ impl<S: Sink> Model<S> {
                 if mixed {
                     if vm & b.mixedmap == 0 {
                         refused = true;
-                        let dax = r.driver.as_deref().is_some_and(|d| d.contains("dax"));
+                        let dax = r.driver.as_deref().is_some_and(is_dax);
                         if dax {
-                            // fs-dax passes devmap pfn_t flags the trace masks off: vm_mixed_ok may allow it.
-                            self.nc(Rule::InsertMixed);
+                            // dax passes devmap pfn_t flags the trace masks off: vm_mixed_ok may
+                            // allow it, and a mapped page says it did.
+                            if ret == Some(vf::NOPAGE) {
+                                refused = false;
+                                self.sink.tally(Rule::InsertMixed, Outcome::Held);
+                            } else {
+                                self.nc(Rule::InsertMixed);
+                            }
                         } else if self.f.mixed_refusal_sigbus {
                             self.check(Rule::InsertMixed, ret == Some(vf::SIGBUS), &[r], || {
                                 (
@@ -1147,6 +1185,8 @@ impl<S: Sink> Model<S> {
         let whole = match n.hook {
             Hook::TrackRemap => match (r.address, r.vma_start, r.vma_end) {
                 (Some(a), Some(s), Some(e)) => Some(a == s && e.checked_sub(s) == Some(size)),
+                // No vma at all (memremap_pages, address 0): `!vma` reserves the whole range.
+                (Some(0), None, None) if vma_id.is_none() => Some(true),
                 _ => None,
             },
             Hook::PfnmapTrack => Some(true),
@@ -1429,12 +1469,50 @@ impl<S: Sink> Model<S> {
         self.forget_lookups(start, n);
     }
 
+    /// `untrack_pfn(NULL, pfn, size)`, memunmap_pages undoing memremap_pages: free_pfn_range
+    /// frees exactly that range, unless it is RAM (which keeps its type in page flags).
+    fn untrack_range(&mut self, t: &Tree, i: usize, pfn: u64, size: u64, free: Option<usize>) {
+        let r = &t.nodes[i].rec;
+        match free {
+            Some(k) => {
+                let fr = &t.nodes[k].rec;
+                self.check(
+                    Rule::PatUntrack,
+                    fr.pfn == Some(pfn) && fr.size == Some(size),
+                    &[r, fr],
+                    || {
+                        (
+                            format!("memtype_free of pfn {pfn:#x}, {size} bytes"),
+                            format!("pfn {:#x?}, size {:?}", fr.pfn, fr.size),
+                        )
+                    },
+                );
+            }
+            None if self.attached(Hook::MemFree) && self.known_nonram(pfn, pages(Some(size))) => {
+                self.diverge(
+                    Rule::PatUntrack,
+                    &[r],
+                    format!("memtype_free of non-RAM pfn {pfn:#x}, {size} bytes"),
+                    "nothing freed".into(),
+                );
+            }
+            None => self.nc(Rule::PatUntrack),
+        }
+        self.visit_kids(t, i, None, |_| true);
+    }
+
     fn untrack(&mut self, t: &Tree, i: usize) {
         let n = &t.nodes[i];
         let r = &n.rec;
         let free = t.kid(i, |h| h == Hook::MemFree);
         self.vma_due(r);
         if n.hook == Hook::Untrack {
+            if let (None, None, Some(pfn), Some(size)) = (r.vma_id, r.vma_start, r.pfn, r.size)
+                && size > 0
+            {
+                self.untrack_range(t, i, pfn, size, free);
+                return;
+            }
             let (Some(vm), Some(vid)) = (r.vma_flags, r.vma_id) else {
                 self.nc(Rule::PatUntrack);
                 self.visit_kids(t, i, None, |_| true);
@@ -1862,7 +1940,7 @@ impl<S: Sink> Model<S> {
         let b = self.bits;
         let pfn = (v & pte::PFN_MASK) >> PAGE_SHIFT;
         let special = v & pte::SPECIAL != 0;
-        let devmap = self.f.devmap_bit && v & pte::DEVMAP != 0;
+        let devmap = v & self.f.devmap_pte_bit != 0;
         let cache = self.pat.of_prot(v);
         if special {
             self.check(Rule::VnpSpecial, !page, &[r], || {

@@ -231,11 +231,17 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
         });
     }
 
-    let inserts: Vec<usize> = (0..records.len())
-        .filter(|&i| hooks[i].is_insert() && records[i].vma_flags.is_some())
-        .collect();
     let vm_bits = crate::bits::VmBits::from_meta(&meta.vm_flag_bits, true);
     let (pfnmap, mixed) = (vm_bits.pfnmap, vm_bits.mixedmap);
+    // A vma that has neither flag already (device-dax) would make an equivalent mutant.
+    let inserts: Vec<usize> = (0..records.len())
+        .filter(|&i| {
+            hooks[i].is_insert()
+                && records[i]
+                    .vma_flags
+                    .is_some_and(|f| f & (pfnmap | mixed) != 0)
+        })
+        .collect();
     for i in spread(inserts) {
         let mut recs = records.to_vec();
         let f = recs[i].vma_flags.expect("filtered");

@@ -174,6 +174,23 @@ fn bar_twice(b: &mut TraceBuilder) {
     b.munmap(&mut w);
 }
 
+/// Device memory with struct pages (device-dax, pmem): memremap_pages reserves it WB with no
+/// vma, a driver fault maps one of its pfns, then the mapping and the range go away.
+fn memremap(b: &mut TraceBuilder) {
+    let mixed = b.bits.mixedmap;
+    b.memremap_pages(0x30000, 512);
+    let mut v = b.vma(
+        0x7f00_5000_0000,
+        4,
+        true,
+        mixed,
+        Some("dax_vm_ops [device_dax]"),
+    );
+    b.fault_insert(&v, v.start, 0x30100, Cache::WB, false);
+    b.munmap(&mut v);
+    b.memunmap_pages(0x30000, 512);
+}
+
 fn isa(b: &mut TraceBuilder) {
     let mut v = b.vma(0x7f00_0000_0000, 4, true, 0, Some("mmap_mem_ops"));
     b.remap(&mut v, 0xa0, Cache::UcMinus);
@@ -815,6 +832,31 @@ fn rule_pat_remap() {
             expect: Expect::Div(Rule::PatRemap),
         },
         Row {
+            name: "memremap_pages: no vma reserves the whole range",
+            series: Series::V6_12,
+            scenario: memremap,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatRemap),
+        },
+        Row {
+            name: "memremap_pages' reservation decides the lookups in its range",
+            series: Series::V6_12,
+            scenario: memremap,
+            tweak: |r| {
+                let i = nth(r, "track_pfn_insert", 0);
+                r[i].cache_out = Some("UC-".into());
+                r[i].prot_out = Some(r[i].prot_out.unwrap() | pte::PCD);
+            },
+            expect: Expect::Div(Rule::PatLookup),
+        },
+        Row {
+            name: "6.16 memremap_pages through pfnmap_track",
+            series: Series::V6_16,
+            scenario: memremap,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatRemap),
+        },
+        Row {
             name: "whole remap of the ISA hole without a reservation",
             series: Series::V6_12,
             scenario: |b| {
@@ -869,6 +911,23 @@ fn rule_pat_untrack() {
                 r.remove(i);
             },
             expect: Expect::NotCheckable(Rule::PatUntrack),
+        },
+        Row {
+            name: "memunmap_pages frees its range",
+            series: Series::V6_1,
+            scenario: memremap,
+            tweak: none,
+            expect: Expect::Clean(Rule::PatUntrack),
+        },
+        Row {
+            name: "memunmap_pages frees another size",
+            series: Series::V6_12,
+            scenario: memremap,
+            tweak: |r| {
+                let i = last(r, "memtype_free");
+                r[i].size = Some(PAGE_SIZE);
+            },
+            expect: Expect::Div(Rule::PatUntrack),
         },
         Row {
             name: "wrong size freed",
@@ -1468,14 +1527,40 @@ fn finding_tables() {
             name: "special PTE in a plain driver vma",
             series: Series::V6_12,
             scenario: bar,
-            tweak: |r| {
-                let i = nth(r, "vm_normal_page", 0);
-                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x400);
-                r[i].vma_id = Some(77);
-            },
+            tweak: |r| special_in_plain_vma(r, 0),
             expect: Expect::Find(Rule::FindBadSpecial),
         },
+        Row {
+            name: "6.12 devmap PTE (bit 57) in a plain vma: device-dax",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| special_in_plain_vma(r, 1 << 57),
+            expect: Expect::Quiet(Rule::FindBadSpecial),
+        },
+        Row {
+            name: "6.12 bit 58 is not devmap",
+            series: Series::V6_12,
+            scenario: bar,
+            tweak: |r| special_in_plain_vma(r, 1 << 58),
+            expect: Expect::Find(Rule::FindBadSpecial),
+        },
+        Row {
+            name: "6.1 devmap is bit 58",
+            series: Series::V6_1,
+            scenario: bar,
+            tweak: |r| special_in_plain_vma(r, 1 << 58),
+            expect: Expect::Quiet(Rule::FindBadSpecial),
+        },
     ]);
+}
+
+/// The first vm_normal_page of the trace moved into a driver vma that is neither VM_PFNMAP nor
+/// VM_MIXEDMAP, its PTE given `bits` more.
+fn special_in_plain_vma(r: &mut [Record], bits: u64) {
+    let i = nth(r, "vm_normal_page", 0);
+    r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x400);
+    r[i].vma_id = Some(77);
+    r[i].pte = Some(r[i].pte.unwrap() | bits);
 }
 
 #[test]

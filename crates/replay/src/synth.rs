@@ -351,6 +351,49 @@ impl TraceBuilder {
         });
     }
 
+    /// `memremap_pages` (device-dax, pmem, PCI P2P): PAT tracking with no vma, which reserves
+    /// the whole range (mm/memremap.c:pagemap_range; arch/x86/mm/pat/memtype.c:track_pfn_remap's
+    /// `!vma` case, pfnmap_track on 6.16+).
+    pub fn memremap_pages(&mut self, pfn: u64, pages: u64) {
+        let hook = if self.series == Series::V6_16 {
+            "pfnmap_track"
+        } else {
+            "track_pfn_remap"
+        };
+        let prot = self.prot_with(BASE_PROT, Cache::WB);
+        self.open(hook, |r| {
+            if hook == "track_pfn_remap" {
+                r.address = Some(0);
+            }
+            r.pfn = Some(pfn);
+            r.size = Some(pages * PAGE_SIZE);
+            r.prot = Some(prot);
+            r.cache_req = Some(Cache::WB.name().into());
+        });
+        let (ret, got) = self.memtype_reserve(pfn, pages, Cache::WB);
+        let prot_out = self.prot_with(prot, got);
+        self.close(|r| {
+            r.prot_out = Some(prot_out);
+            r.cache_out = Some(got.name().into());
+            r.ret = Some(ret);
+        });
+    }
+
+    /// `memunmap_pages`: the untrack with no vma frees exactly the range.
+    pub fn memunmap_pages(&mut self, pfn: u64, pages: u64) {
+        let hook = if self.series == Series::V6_16 {
+            "pfnmap_untrack"
+        } else {
+            "untrack_pfn"
+        };
+        self.open(hook, |r| {
+            r.pfn = Some(pfn);
+            r.size = Some(pages * PAGE_SIZE);
+        });
+        self.memtype_free(pfn, pages);
+        self.close(|_| {});
+    }
+
     /// `set_pages_array_wc` and friends on RAM pages: a reservation outside any vma.
     pub fn set_ram_type(&mut self, pfn: u64, pages: u64, c: Cache) {
         for p in pfn..pfn + pages {

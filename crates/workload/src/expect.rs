@@ -34,6 +34,7 @@ pub enum Check {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expect {
+    /// The hook's name, or `a|b`: rows of either count (a function renamed between releases).
     pub hook: &'static str,
     pub check: Check,
 }
@@ -115,6 +116,12 @@ pub const WORKLOADS: &[Workload] = &[
         about: "vgem dumb buffer: vmf_insert_pfn of RAM pages in a VM_PFNMAP vma",
         host: false,
         modules: &["vgem"],
+    },
+    Workload {
+        name: "dax",
+        about: "device DAX on legacy pmem: 2 MiB PMD faults, 4 KiB vmf_insert_mixed faults, fork",
+        host: false,
+        modules: &["nd_e820", "nd_pmem", "dax_pmem", "device_dax"],
     },
 ];
 
@@ -198,6 +205,14 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
             any("vmf_insert_pfn"),
             insert_cachemode,
         ],
+        "dax" if old => vec![
+            any("handle_mm_fault"),
+            // 6.1's vmf_insert_pfn_pmd is an inline wrapper of the _prot variant (gone in 6.3).
+            any("vmf_insert_pfn_pmd_prot|vmf_insert_pfn_pmd"),
+            any("vmf_insert_mixed"),
+            insert_cachemode,
+        ],
+        "dax" => vec![any("handle_mm_fault")],
         _ => return None,
     };
     let devmem = matches!(workload, "devmem-shared" | "devmem-cow");

@@ -2,6 +2,8 @@
 //! the table of hooks each one must reach ([`expect`]).
 
 #[cfg(target_os = "linux")]
+pub mod dax;
+#[cfg(target_os = "linux")]
 pub mod drm;
 pub mod expect;
 #[cfg(target_os = "linux")]

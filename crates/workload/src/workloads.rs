@@ -5,8 +5,8 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::drm;
 use crate::sys::{self, Map, PAGE, in_child};
+use crate::{dax, drm};
 
 const RW: libc::c_int = libc::PROT_READ | libc::PROT_WRITE;
 
@@ -22,6 +22,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "fbdev" => fbdev(),
         "drm-bochs" => drm_bochs(),
         "drm-vgem" => drm_vgem(),
+        "dax" => dax(),
         _ => bail!("unknown workload {name}"),
     }
 }
@@ -341,6 +342,65 @@ fn drm_vgem() -> Result<()> {
     println!(
         "drm-vgem: {card} dumb buffer of {} bytes mapped and touched",
         bo.size
+    );
+    Ok(())
+}
+
+/// Device DAX (see [`crate::dax`]): one instance aligned to 2 MiB, whose faults map whole PMDs
+/// (`vmf_insert_pfn_pmd` while the kernel has devmap pfns), and one aligned to 4 KiB, whose
+/// faults map PTEs through `vmf_insert_mixed` into a vma with neither VM_PFNMAP nor VM_MIXEDMAP.
+fn dax() -> Result<()> {
+    const PMD: usize = 2 << 20;
+    let regions = dax::regions()?;
+    ensure!(
+        regions.len() >= 2,
+        "{} pmem region(s), the workload needs 2 (two memmap=SIZE!START ranges)",
+        regions.len()
+    );
+    let huge = dax::devdax(&regions[0], PMD)?;
+    let small = dax::devdax(&regions[1], PAGE)?;
+
+    let fd = sys::open(&huge.to_string_lossy(), libc::O_RDWR)?;
+    let m = Map::new(2 * PMD, RW, libc::MAP_SHARED, Some(&fd), 0)?;
+    ensure!(
+        (m.ptr as usize).is_multiple_of(PMD),
+        "{} mapped at {:p}, not 2 MiB aligned",
+        huge.display(),
+        m.ptr
+    );
+    // A read fault maps the first PMD read-only; the write to it then faults on a present PMD.
+    m.read_page(0);
+    m.write_page(1, 0xdada_0001);
+    m.write_page(PMD / PAGE, 0xdada_0200);
+    ensure!(
+        m.read_page(1) == 0xdada_0001,
+        "write through the first PMD lost"
+    );
+    ensure!(
+        m.read_page(PMD / PAGE) == 0xdada_0200,
+        "write through the second PMD lost"
+    );
+    drop(m);
+
+    let fd = sys::open(&small.to_string_lossy(), libc::O_RDWR)?;
+    let m = Map::new(64 * PAGE, RW, libc::MAP_SHARED, Some(&fd), 0)?;
+    m.read_all();
+    m.write_all(0xd5d5_0000);
+    // A shared vma without an anon_vma is not copied at fork: the child faults its own PTEs.
+    in_child("dax fork", || {
+        ensure!(m.read_page(3) == 0xd5d5_0003, "child reads another value");
+        m.write_page(4, 0x4444);
+        Ok(())
+    })?;
+    ensure!(
+        m.read_page(4) == 0x4444,
+        "child's write to the shared mapping not seen"
+    );
+    drop(m);
+    println!(
+        "dax: {} (2 MiB) 2 PMDs read and written, {} (4 KiB) 64 pages written, forked",
+        huge.display(),
+        small.display()
     );
     Ok(())
 }

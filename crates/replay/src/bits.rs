@@ -20,6 +20,19 @@ pub mod pte {
     pub const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 }
 
+/// PFN_* flags of a `pfn_t` (include/linux/pfn_t.h, up to 6.16), as the trace's `pfn_flags`.
+pub mod pfn_t {
+    pub const DEV: u64 = 1 << 61;
+    pub const MAP: u64 = 1 << 60;
+    pub const SPECIAL: u64 = 1 << 59;
+    /// `pfn_t_devmap`: both.
+    pub const DEVMAP: u64 = DEV | MAP;
+
+    pub fn is_devmap(flags: u64) -> bool {
+        flags & DEVMAP == DEVMAP
+    }
+}
+
 pub const PAGE_SHIFT: u64 = 12;
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 

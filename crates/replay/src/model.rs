@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use pfnscope_trace::{Record, Sym, TraceMeta};
 
 use crate::bits::{
-    Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pte,
-    vm_fault as vf,
+    Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pfn_t,
+    pte, vm_fault as vf,
 };
 use crate::engine::{IdMap, MAX_DEPTH, Orphan, Tree};
 use crate::hook::{HOOK_COUNT, Hook};
@@ -786,10 +786,18 @@ impl<S: Sink> Model<S> {
                 let pm = b.pfn_or_mixed(vm);
                 let both = b.pfnmap | b.mixedmap;
                 let pfnmap_cow = vm & b.pfnmap != 0 && b.is_cow(vm);
+                // vm_mixed_ok and the PMD/PUD BUG_ONs let devmap (and, for mixed, special)
+                // pfn_t's into a vma with neither flag; traces before `pfn_flags` cannot say.
+                let devmap = r.pfn_flags.map(pfn_t::is_devmap);
                 if mixed {
-                    if vm & b.mixedmap == 0 {
+                    let flags_allow = r
+                        .pfn_flags
+                        .map(|f| pfn_t::is_devmap(f) || f & pfn_t::SPECIAL != 0);
+                    if vm & b.mixedmap == 0 && flags_allow == Some(true) {
+                        self.sink.tally(Rule::InsertMixed, Outcome::Held);
+                    } else if vm & b.mixedmap == 0 {
                         refused = true;
-                        let dax = r.driver.as_deref().is_some_and(is_dax);
+                        let dax = flags_allow.is_none() && r.driver.as_deref().is_some_and(is_dax);
                         if dax {
                             // dax passes devmap pfn_t flags the trace masks off: vm_mixed_ok may
                             // allow it, and a mapped page says it did.
@@ -818,12 +826,12 @@ impl<S: Sink> Model<S> {
                         self.sink.tally(Rule::InsertMixed, Outcome::Held);
                     }
                 } else {
-                    // At PMD/PUD level neither flag is allowed for devmap pfns, which the trace
-                    // cannot tell apart: only the always-BUG cases are checked there.
+                    // At PMD/PUD level neither flag is allowed for devmap pfns: without
+                    // `pfn_flags` only the always-BUG cases are checked there.
                     let bug = if level_pages == 1 {
                         pm == 0 || pm == both || pfnmap_cow
                     } else {
-                        pm == both || pfnmap_cow
+                        (pm == 0 && devmap == Some(false)) || pm == both || pfnmap_cow
                     };
                     refused = bug;
                     self.check(Rule::InsertVmaFlags, !bug, &[r], || {

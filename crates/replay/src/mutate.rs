@@ -233,23 +233,36 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
 
     let vm_bits = crate::bits::VmBits::from_meta(&meta.vm_flag_bits, true);
     let (pfnmap, mixed) = (vm_bits.pfnmap, vm_bits.mixedmap);
-    // A vma that has neither flag already (device-dax) would make an equivalent mutant.
+    // A vma that has neither flag already (device-dax) is mapped into through its pfn_t's
+    // devmap or special flags: those are what the mutant takes away. Without them (older
+    // traces) the mutant would be equivalent, and is not made.
+    let lets_in = |r: &Record| {
+        r.pfn_flags.is_some_and(|f| {
+            crate::bits::pfn_t::is_devmap(f) || f & crate::bits::pfn_t::SPECIAL != 0
+        })
+    };
     let inserts: Vec<usize> = (0..records.len())
         .filter(|&i| {
             hooks[i].is_insert()
                 && records[i]
                     .vma_flags
-                    .is_some_and(|f| f & (pfnmap | mixed) != 0)
+                    .is_some_and(|f| f & (pfnmap | mixed) != 0 || lets_in(&records[i]))
         })
         .collect();
     for i in spread(inserts) {
         let mut recs = records.to_vec();
         let f = recs[i].vma_flags.expect("filtered");
-        recs[i].vma_flags = Some(f & !(pfnmap | mixed));
+        let how = if f & (pfnmap | mixed) != 0 {
+            recs[i].vma_flags = Some(f & !(pfnmap | mixed));
+            ""
+        } else {
+            recs[i].pfn_flags = Some(0);
+            ", its pfn_t neither devmap nor special"
+        };
         out.push(Mutant {
             kind: MutationKind::InsertIntoPlainVma,
             what: format!(
-                "seq {} {} on a vma without VM_PFNMAP/VM_MIXEDMAP",
+                "seq {} {} on a vma without VM_PFNMAP/VM_MIXEDMAP{how}",
                 recs[i].seq, recs[i].hook
             ),
             records: recs,

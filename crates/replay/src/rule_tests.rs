@@ -3,7 +3,7 @@
 
 use pfnscope_trace::Record;
 
-use crate::bits::{Cache, PAGE_SIZE, errno, fault_flag as ff, pte, vm_fault as vf};
+use crate::bits::{Cache, PAGE_SIZE, errno, fault_flag as ff, pfn_t, pte, vm_fault as vf};
 use crate::kernel::{KernelRules, Series};
 use crate::report::Report;
 use crate::rules::Rule;
@@ -536,6 +536,18 @@ fn rule_insert_vma_flags() {
             expect: Expect::Div(Rule::InsertVmaFlags),
         },
         Row {
+            name: "a PMD insert into a vma with neither flag needs a devmap pfn_t",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| {
+                let i = nth(r, "vmf_insert_pfn_prot", 0);
+                r[i].hook = "vmf_insert_pfn_pmd".into();
+                r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x400);
+                r[i].pfn_flags = Some(pfn_t::DEV);
+            },
+            expect: Expect::Div(Rule::InsertVmaFlags),
+        },
+        Row {
             name: "both flags",
             series: Series::V6_1,
             scenario: ttm,
@@ -569,6 +581,14 @@ fn as_mixed(r: &mut [Record]) {
             x.vma_flags = Some((f & !0x400) | 0x1000_0000);
         }
     }
+}
+
+/// vmf_insert_mixed of the first fault's pfn, with `flags`, into a vma with neither flag.
+fn mixed_into_plain_vma(r: &mut [Record], flags: Option<u64>) {
+    as_mixed(r);
+    let i = nth(r, "vmf_insert_mixed", 0);
+    r[i].vma_flags = Some(r[i].vma_flags.unwrap() & !0x1000_0000);
+    r[i].pfn_flags = flags;
 }
 
 #[test]
@@ -614,6 +634,27 @@ fn rule_insert_mixed() {
                 r[f].ret = Some(vf::SIGBUS as i64);
             },
             expect: Expect::Clean(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.12: a devmap pfn_t needs no VM_MIXEDMAP (device-dax)",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| mixed_into_plain_vma(r, Some(pfn_t::DEVMAP)),
+            expect: Expect::Clean(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.1: nor does a PFN_SPECIAL one",
+            series: Series::V6_1,
+            scenario: ttm,
+            tweak: |r| mixed_into_plain_vma(r, Some(pfn_t::SPECIAL)),
+            expect: Expect::Clean(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.12: PFN_DEV without PFN_MAP is no devmap: SIGBUS expected",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| mixed_into_plain_vma(r, Some(pfn_t::DEV)),
+            expect: Expect::Div(Rule::InsertMixed),
         },
         Row {
             name: "6.1: not VM_MIXEDMAP is a BUG",

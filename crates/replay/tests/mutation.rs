@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use replay::bits::pfn_t;
 use replay::kernel::{KernelRules, Series};
 use replay::mutate::{MutationScore, score};
 use replay::run::rules_for;
@@ -148,6 +149,28 @@ fn real_traces_from_the_test_box() {
             path.display(),
             base.to_human()
         );
+        if workload == "dax" && rules.series() != Series::V6_16 {
+            // device-dax inserts devmap pfn_t's: the flags must survive BTF typing and decoding,
+            // or the model falls back to guessing from the driver's name.
+            let inserts: Vec<_> = t
+                .records
+                .iter()
+                .filter(|r| {
+                    r.hook == "vmf_insert_mixed" || r.hook.starts_with("vmf_insert_pfn_pmd")
+                })
+                .collect();
+            assert!(!inserts.is_empty(), "{}: no dax inserts", path.display());
+            for r in inserts {
+                assert!(
+                    r.pfn_flags.is_some_and(pfn_t::is_devmap),
+                    "{}: seq {} {} has pfn_flags {:#x?}",
+                    path.display(),
+                    r.seq,
+                    r.hook,
+                    r.pfn_flags
+                );
+            }
+        }
         assert_score(
             &path.display().to_string(),
             &score(&t.records, &t.meta, &rules),

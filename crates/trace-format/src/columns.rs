@@ -553,6 +553,7 @@ columns! {
     dropped: OptU64,
     unpaired: OptU64,
     read_failed: OptU64,
+    pfn_flags: OptU64,
 }
 
 #[cfg(test)]
@@ -673,6 +674,7 @@ mod tests {
             dropped: Some(30),
             unpaired: Some(31),
             read_failed: Some(32),
+            pfn_flags: Some(33),
         }
     }
 

@@ -53,6 +53,10 @@ pub struct Record {
     pub page: Option<bool>,
 
     pub pfn: Option<u64>,
+    /// The PFN_* flags of a `pfn_t` argument as the kernel keeps them, in bits 52-63 (PFN_DEV
+    /// 1 << 61, PFN_MAP 1 << 60, PFN_SPECIAL 1 << 59); None where the argument is a plain pfn
+    /// (6.17+, vmf_insert_pfn_prot) or the trace predates the column.
+    pub pfn_flags: Option<u64>,
     /// Bytes (remap, PAT range, memtype range).
     pub size: Option<u64>,
     /// Protection the caller asked for, and its cache mode.

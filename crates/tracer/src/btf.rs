@@ -27,6 +27,9 @@ pub struct KernelBtf {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FuncSig {
     pub params: Vec<String>,
+    /// Each parameter's type as written (a typedef's name such as `pfn_t`, else the type's own
+    /// name; empty for pointers and anonymous types).
+    pub param_types: Vec<String>,
     pub returns_void: bool,
 }
 
@@ -113,8 +116,17 @@ impl KernelBtf {
                     continue;
                 };
                 let params = proto.parameters.iter().map(|p| self.name_of(p)).collect();
+                let param_types = proto
+                    .parameters
+                    .iter()
+                    .map(|p| match self.btf.resolve_chained_type(p) {
+                        Ok(t) => t.as_btf_type().map(|t| self.name_of(t)).unwrap_or_default(),
+                        Err(_) => String::new(),
+                    })
+                    .collect();
                 return Some(FuncSig {
                     params,
+                    param_types,
                     returns_void: proto.return_type_id() == 0,
                 });
             }

@@ -161,6 +161,10 @@ impl Decoder {
                 Role::Vmf | Role::Addr => r.address = Some(v),
                 Role::AddrEnd => r.size = r.address.map(|a| v.saturating_sub(a)),
                 Role::Pfn => r.pfn = Some(v & PFN_MASK),
+                Role::PfnT => {
+                    r.pfn = Some(v & PFN_MASK);
+                    r.pfn_flags = Some(v & !PFN_MASK);
+                }
                 Role::Prot => {
                     r.prot = Some(v);
                     r.cache_req = Some(self.names.get(cache_of_prot(v)));
@@ -297,6 +301,23 @@ mod tests {
             Some("drm_gem_ttm_vm_ops [drm_ttm_helper]")
         );
         assert_eq!(r.vma_id, Some(1));
+    }
+
+    #[test]
+    fn a_pfn_t_keeps_its_flags() {
+        let mut d = decoder(vec![resolved(
+            hook::VMF_INSERT_MIXED,
+            &[(0, Role::Vma), (1, Role::Addr), (2, Role::PfnT)],
+            Ret::VmFault,
+        )]);
+        // PFN_DEV | PFN_MAP: a devmap pfn (device-dax).
+        let ev = event(
+            hook::VMF_INSERT_MIXED,
+            [0, 0x7f00_0000_1000, (3 << 60) | 0x34203, 0, 0, 0],
+        );
+        let r = d.decode(&ev);
+        assert_eq!(r.pfn, Some(0x34203));
+        assert_eq!(r.pfn_flags, Some(3 << 60));
     }
 
     #[test]

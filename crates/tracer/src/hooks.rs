@@ -21,6 +21,9 @@ pub enum Role {
     AddrEnd,
     /// A pfn, or a `pfn_t` (flags in the top bits are masked off when decoding).
     Pfn,
+    /// Not in the table: what [`Role::Pfn`] resolves to where BTF types the parameter `pfn_t`
+    /// (up to 6.16). Its PFN_* flags are kept, the model needs them (devmap, special).
+    PfnT,
     /// `pgprot_t` passed by value.
     Prot,
     /// `pgprot_t *`: read at entry (requested) and at return (what PAT made of it).

@@ -74,7 +74,15 @@ pub fn resolve(
                     .iter()
                     .find_map(|n| sig.params.iter().position(|p| p == n));
                 match slot {
-                    Some(i) if i < pfnscope_abi::MAX_ARGS => slots.push((i as u8, arg.role)),
+                    Some(i) if i < pfnscope_abi::MAX_ARGS => {
+                        let role = match arg.role {
+                            Role::Pfn if sig.param_types.get(i).is_some_and(|t| t == "pfn_t") => {
+                                Role::PfnT
+                            }
+                            r => r,
+                        };
+                        slots.push((i as u8, role))
+                    }
                     Some(i) => {
                         return Err(format!(
                             "`{name}`: parameter `{}` is slot {i}, beyond what the programs record",

@@ -90,3 +90,23 @@ fn vm_flag_bits_are_the_known_ones() {
     assert_eq!(bits["VM_IO"], 0x4000);
     assert_eq!(bits["VM_SHARED"], 0x8);
 }
+
+#[test]
+fn pfn_t_flags_are_kept_only_where_btf_types_the_argument_pfn_t() {
+    let Some(b) = btf() else { return };
+    let k = Kallsyms::load();
+    for h in HOOKS.iter().filter(|h| h.is_function()) {
+        let Ok(r) = plan::resolve(h, &b, &k, None) else {
+            continue;
+        };
+        let sig = b.func(h.name()).expect("resolved hooks have BTF");
+        for &(slot, role) in &r.slots {
+            let ty = &sig.param_types[slot as usize];
+            match role {
+                Role::PfnT => assert_eq!(ty, "pfn_t", "{}", h.name()),
+                Role::Pfn => assert_ne!(ty, "pfn_t", "{}", h.name()),
+                _ => {}
+            }
+        }
+    }
+}

@@ -39,10 +39,11 @@ impl Drop for Reaper {
 }
 
 /// Kernel command line: serial console, reboot (and so exit qemu, which runs with -no-reboot)
-/// at once on a panic, a VESA mode so vesafb provides /dev/fb0, and two 32 MiB ranges of the
-/// guest's RAM taken as legacy persistent memory (e820 type 12) for the `dax` workload: one
-/// device-dax region per range, 2 MiB aligned.
-pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1 vga=0x318 memmap=32M!768M memmap=32M!832M";
+/// at once on a panic, a VESA mode so vesafb provides /dev/fb0, and three 32 MiB ranges of the
+/// guest's RAM taken as legacy persistent memory (e820 type 12), one pmem region each, 2 MiB
+/// aligned: two become device-dax instances (`dax`), the third holds a dax filesystem (`fsdax`).
+pub const CMDLINE: &str =
+    "console=ttyS0 quiet panic=-1 vga=0x318 memmap=32M!768M memmap=32M!832M memmap=32M!896M";
 
 pub fn args(b: &Boot) -> Vec<String> {
     let mut a: Vec<String> = [

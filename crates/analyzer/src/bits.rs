@@ -27,6 +27,7 @@ pub const VM_FAULT_HOOKS: &[&str] = &[
     "vmf_insert_pfn",
     "vmf_insert_pfn_prot",
     "vmf_insert_mixed",
+    "vmf_insert_mixed_mkwrite",
     "vmf_insert_pfn_pmd",
     "vmf_insert_pfn_pmd_prot",
     "vmf_insert_pfn_pud",

@@ -24,12 +24,13 @@ pub const MEMTYPE_RESERVE: u16 = 17;
 pub const MEMTYPE_FREE: u16 = 18;
 pub const COPY_PAGE_RANGE: u16 = 19;
 pub const UNMAP_PAGE_RANGE: u16 = 20;
-pub const PAGE_FAULT_USER: u16 = 21;
-pub const PAGE_FAULT_KERNEL: u16 = 22;
-pub const FILEMAP_DELETE: u16 = 23;
-pub const SCHED_PROCESS_FORK: u16 = 24;
+pub const VMF_INSERT_MIXED_MKWRITE: u16 = 21;
+pub const PAGE_FAULT_USER: u16 = 22;
+pub const PAGE_FAULT_KERNEL: u16 = 23;
+pub const FILEMAP_DELETE: u16 = 24;
+pub const SCHED_PROCESS_FORK: u16 = 25;
 
-pub const COUNT: usize = 25;
+pub const COUNT: usize = 26;
 
 /// The probe point's name as it appears in the kernel (symbol, or `group:event` for tracepoints)
 /// and in traces.
@@ -55,6 +56,7 @@ pub const NAMES: [&str; COUNT] = [
     "memtype_free",
     "copy_page_range",
     "unmap_page_range",
+    "vmf_insert_mixed_mkwrite",
     "exceptions:page_fault_user",
     "exceptions:page_fault_kernel",
     "filemap:mm_filemap_delete_from_page_cache",

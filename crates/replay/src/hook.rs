@@ -40,7 +40,9 @@ impl Hook {
             "vm_normal_page" => Hook::Vnp,
             "vmf_insert_pfn_prot" => Hook::InsertPfnProt,
             "vmf_insert_pfn" => Hook::InsertPfn,
-            "vmf_insert_mixed" => Hook::InsertMixed,
+            // The mkwrite variant makes a present PTE of the same pfn writable instead of
+            // leaving it: nothing the model's PTE state tells apart.
+            "vmf_insert_mixed" | "vmf_insert_mixed_mkwrite" => Hook::InsertMixed,
             "vmf_insert_pfn_pmd" => Hook::InsertPmd,
             "vmf_insert_pfn_pmd_prot" => Hook::InsertPmdProt,
             "vmf_insert_pfn_pud" => Hook::InsertPud,

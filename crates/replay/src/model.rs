@@ -117,6 +117,9 @@ pub struct Model<S: Sink> {
     nonram: BTreeMap<u64, u64>,
     /// "System RAM" pfn ranges from the trace metadata (empty for older traces).
     ram: Vec<[u64; 2]>,
+    /// The shared zero page: from the metadata, else from the first special PTE of an
+    /// anonymous vma (vm_normal_page's only silent special PTE there).
+    zero_pfn: Option<u64>,
     /// A pfnmap_untrack with a visible memtype_free was seen: the call is not inlined here.
     untrack_frees_seen: bool,
     max_page_pfn: Option<u64>,
@@ -161,6 +164,7 @@ impl<S: Sink> Model<S> {
             lookups: IdMap::default(),
             nonram: BTreeMap::new(),
             ram: meta.system_ram.clone(),
+            zero_pfn: meta.zero_pfn,
             untrack_frees_seen: false,
             max_page_pfn: None,
             deleted: IdMap::default(),
@@ -793,8 +797,20 @@ impl<S: Sink> Model<S> {
                     let flags_allow = r
                         .pfn_flags
                         .map(|f| pfn_t::is_devmap(f) || f & pfn_t::SPECIAL != 0);
+                    // The zero pfn is let in too (fs-dax maps holes with it, flags 0), and the
+                    // trace does not name it: only a pfn outside System RAM is surely not it.
+                    let maybe_zero = r.pfn.is_none_or(|p| match self.zero_pfn {
+                        Some(z) => p == z,
+                        None => {
+                            self.ram.is_empty()
+                                || self.ram.iter().any(|x| (x[0]..x[1]).contains(&p))
+                        }
+                    });
                     if vm & b.mixedmap == 0 && flags_allow == Some(true) {
                         self.sink.tally(Rule::InsertMixed, Outcome::Held);
+                    } else if vm & b.mixedmap == 0 && flags_allow == Some(false) && maybe_zero {
+                        self.nc(Rule::InsertMixed);
+                        refused = ret != Some(vf::NOPAGE);
                     } else if vm & b.mixedmap == 0 {
                         refused = true;
                         let dax = flags_allow.is_none() && r.driver.as_deref().is_some_and(is_dax);
@@ -1950,6 +1966,11 @@ impl<S: Sink> Model<S> {
         let special = v & pte::SPECIAL != 0;
         let devmap = v & self.f.devmap_pte_bit != 0;
         let cache = self.pat.of_prot(v);
+        let plain_vma = r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
+        if special && !devmap && plain_vma && r.driver.is_none() && r.file_id.is_none() {
+            self.zero_pfn.get_or_insert(pfn);
+        }
+        let zero = self.zero_pfn == Some(pfn);
         if special {
             self.check(Rule::VnpSpecial, !page, &[r], || {
                 (
@@ -1957,11 +1978,7 @@ impl<S: Sink> Model<S> {
                     format!("a page for PTE {v:#x}"),
                 )
             });
-            if !page
-                && r.driver.is_some()
-                && r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0)
-                && !devmap
-            {
+            if !page && r.driver.is_some() && plain_vma && !devmap && !zero {
                 self.find(Rule::FindBadSpecial, &[r], r.driver.as_ref(), || {
                     format!(
                         "special PTE in a vma without VM_PFNMAP/VM_MIXEDMAP: PTE {v:#x} at {:#x?}",
@@ -2072,13 +2089,20 @@ impl<S: Sink> Model<S> {
             // mm and vma reuse the old ones' memory (and so their ids) after an untraced
             // teardown (7.2 cannot probe unmap_page_range). Only PFN and mixed maps hold
             // their special PTEs until a traced zap or COW.
-            let ordinary_vma = r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
+            // Where teardowns are not traced at all (7.2), a later mapping's read fault of a
+            // hole or of anonymous memory also maps the zero page over a page the model still
+            // remembers.
+            let ordinary_vma = plain_vma;
             match known {
                 Some(m) => {
                     let mism = m.pfn.is_some_and(|p| special && p != pfn)
                         || m.special.is_some_and(|s| s != special)
                         || m.cache.is_some_and(|c| c != cache);
-                    let zero_page_replaced = ordinary_vma && m.special == Some(true) && !special;
+                    let zero_page_replaced = ordinary_vma
+                        && ((m.special == Some(true) && !special)
+                            || (zero
+                                && m.special == Some(false)
+                                && !self.attached(Hook::UnmapPageRange)));
                     if m.known && !zero_page_replaced {
                         self.check(Rule::PteState, !mism, &[r], || {
                             (

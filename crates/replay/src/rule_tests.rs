@@ -652,9 +652,30 @@ fn rule_insert_mixed() {
         Row {
             name: "6.12: PFN_DEV without PFN_MAP is no devmap: SIGBUS expected",
             series: Series::V6_12,
-            scenario: ttm,
+            scenario: |b| {
+                // VRAM outside System RAM: surely not the zero pfn.
+                b.system_ram = vec![[0x100, 0x8_0000]];
+                ttm(b);
+            },
             tweak: |r| mixed_into_plain_vma(r, Some(pfn_t::DEV)),
             expect: Expect::Div(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.12: no flags and not the zero pfn: SIGBUS expected",
+            series: Series::V6_12,
+            scenario: |b| {
+                b.zero_pfn = Some(0x7c4b);
+                ttm(b);
+            },
+            tweak: |r| mixed_into_plain_vma(r, Some(0)),
+            expect: Expect::Div(Rule::InsertMixed),
+        },
+        Row {
+            name: "6.12: no flags, System RAM unknown: may be the zero pfn (an fs-dax hole)",
+            series: Series::V6_12,
+            scenario: ttm,
+            tweak: |r| mixed_into_plain_vma(r, Some(0)),
+            expect: Expect::NotCheckable(Rule::InsertMixed),
         },
         Row {
             name: "6.1: not VM_MIXEDMAP is a BUG",
@@ -1584,6 +1605,16 @@ fn finding_tables() {
             scenario: bar,
             tweak: |r| special_in_plain_vma(r, 1 << 58),
             expect: Expect::Find(Rule::FindBadSpecial),
+        },
+        Row {
+            name: "the zero pfn in a plain driver vma: an fs-dax hole",
+            series: Series::V6_12,
+            scenario: |b| {
+                b.zero_pfn = Some(0xfe000);
+                bar(b);
+            },
+            tweak: |r| special_in_plain_vma(r, 0),
+            expect: Expect::Quiet(Rule::FindBadSpecial),
         },
         Row {
             name: "6.1 devmap is bit 58",

@@ -61,6 +61,9 @@ pub struct TraceBuilder {
     ptes: HashMap<(u32, u64), KPte>,
     reservations: Vec<(u64, u64, Cache)>,
     ram_types: HashMap<u64, Cache>,
+    /// The metadata's "System RAM" pfn ranges and zero pfn (none unless a scenario sets them).
+    pub system_ram: Vec<[u64; 2]>,
+    pub zero_pfn: Option<u64>,
 }
 
 impl TraceBuilder {
@@ -87,6 +90,8 @@ impl TraceBuilder {
             ptes: HashMap::new(),
             reservations: Vec::new(),
             ram_types: HashMap::new(),
+            system_ram: Vec::new(),
+            zero_pfn: None,
         }
     }
 
@@ -157,6 +162,8 @@ impl TraceBuilder {
                 .collect(),
             vm_flag_bits,
             pat_table: self.pat.0.iter().map(|c| c.name().to_string()).collect(),
+            system_ram: self.system_ram.clone(),
+            zero_pfn: self.zero_pfn,
             ..Default::default()
         }
     }

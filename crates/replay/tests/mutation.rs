@@ -56,8 +56,12 @@ fn hand_built_traces() {
 }
 
 /// Where `cargo xtask testbox` leaves its traces: under cargo's target directory, which CI
-/// moves out of the clone with CARGO_TARGET_DIR.
+/// moves out of the clone with CARGO_TARGET_DIR; `PFNSCOPE_TESTBOX` points elsewhere (a
+/// directory of `<kernel>/<workload>.arrows`, e.g. kept from several runs).
 fn testbox() -> PathBuf {
+    if let Some(d) = std::env::var_os("PFNSCOPE_TESTBOX") {
+        return PathBuf::from(d);
+    }
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(t) => PathBuf::from(t).join("testbox"),
         None => PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))

@@ -42,6 +42,10 @@ pub struct TraceMeta {
     /// readable (addresses read as zero without root).
     #[serde(default)]
     pub system_ram: Vec<[u64; 2]>,
+    /// The shared zero page's pfn (`empty_zero_page`): special PTEs of it sit in ordinary vmas
+    /// (anonymous read faults, fs-dax holes). None when kallsyms has no data symbols.
+    #[serde(default)]
+    pub zero_pfn: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

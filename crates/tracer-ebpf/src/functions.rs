@@ -88,6 +88,13 @@ function_hook!(
     vmf_insert_mixed_kretprobe
 );
 function_hook!(
+    hook::VMF_INSERT_MIXED_MKWRITE,
+    vmf_insert_mixed_mkwrite_fentry,
+    vmf_insert_mixed_mkwrite_fexit,
+    vmf_insert_mixed_mkwrite_kprobe,
+    vmf_insert_mixed_mkwrite_kretprobe
+);
+function_hook!(
     hook::VMF_INSERT_PFN_PMD,
     vmf_insert_pfn_pmd_fentry,
     vmf_insert_pfn_pmd_fexit,

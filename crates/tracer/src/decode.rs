@@ -204,8 +204,12 @@ impl Decoder {
                 }
             }
         }
-        // vmf_insert_pfn / vmf_insert_mixed use the vma's own protection.
-        if matches!(id, hook::VMF_INSERT_PFN | hook::VMF_INSERT_MIXED) && r.prot.is_none() {
+        // vmf_insert_pfn / vmf_insert_mixed[_mkwrite] use the vma's own protection.
+        if matches!(
+            id,
+            hook::VMF_INSERT_PFN | hook::VMF_INSERT_MIXED | hook::VMF_INSERT_MIXED_MKWRITE
+        ) && r.prot.is_none()
+        {
             r.prot = r.vma_prot;
             r.cache_req = r.vma_cache.clone();
         }

@@ -197,6 +197,17 @@ pub static HOOKS: &[HookDef] = &[
         note: "mm/memory.c; failure BUGs in 6.1, returns SIGBUS in 6.12+",
     },
     HookDef {
+        id: hook::VMF_INSERT_MIXED_MKWRITE,
+        kind: Kind::Function {
+            args: &[VMA, ADDR, PFN],
+            ret: Ret::VmFault,
+        },
+        kernels: Kernels::All,
+        what: "the same, mapped writable at once: fs-dax write faults",
+        fallback: &[],
+        note: "mm/memory.c; fs/dax.c dax_fault_iter and dax_insert_pfn_mkwrite",
+    },
+    HookDef {
         id: hook::VMF_INSERT_PFN_PMD,
         kind: Kind::Function {
             args: HUGE_INSERT,

@@ -103,6 +103,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         filters: describe_filters(&args, &target),
         ring_buffer_bytes: (args.buffer_mb as u64) << 20,
         system_ram: crate::system::system_ram(),
+        zero_pfn: crate::system::zero_pfn(&s.kallsyms),
         ..Default::default()
     };
     let writer = TraceWriter::create(&args.output, &meta)?;

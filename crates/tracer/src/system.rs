@@ -159,12 +159,47 @@ fn parse_iomem(text: &str) -> Vec<[u64; 2]> {
     out
 }
 
+/// The shared zero page's pfn: `empty_zero_page` sits in the kernel image, which /proc/iomem
+/// places at "Kernel code" (`__pa_symbol(_text)`). Checked against /proc/kpageflags' ZERO_PAGE
+/// bit where that file reads; None without kallsyms data symbols (CONFIG_KALLSYMS_ALL) or root.
+pub fn zero_pfn(k: &Kallsyms) -> Option<u64> {
+    let iomem = fs::read_to_string("/proc/iomem").ok()?;
+    let pfn = zero_pfn_from(k, &iomem)?;
+    const KPF_ZERO_PAGE: u64 = 24;
+    match kpageflags(pfn) {
+        Some(f) if f & (1 << KPF_ZERO_PAGE) == 0 => None,
+        _ => Some(pfn),
+    }
+}
+
+fn zero_pfn_from(k: &Kallsyms, iomem: &str) -> Option<u64> {
+    let text = k.text?;
+    let zero = k.data.iter().find(|(_, n)| n == "empty_zero_page")?.0;
+    let code = iomem.lines().find_map(|l| {
+        let (range, name) = l.trim_start().split_once(" : ")?;
+        (name.trim() == "Kernel code")
+            .then(|| u64::from_str_radix(range.split_once('-')?.0, 16).ok())?
+    })?;
+    Some((code + zero.checked_sub(text)?) >> 12)
+}
+
+fn kpageflags(pfn: u64) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open("/proc/kpageflags").ok()?;
+    f.seek(SeekFrom::Start(pfn.checked_mul(8)?)).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact(&mut b).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
 /// `/proc/kallsyms`: function names for kprobe checks, data symbols to name `vm_ops` tables.
 #[derive(Default)]
 pub struct Kallsyms {
     /// Data symbols sorted by address: `name` or `name [module]`.
     data: Vec<(u64, String)>,
     funcs: std::collections::HashSet<String>,
+    /// `_text`, the start of the kernel image.
+    text: Option<u64>,
     /// False when addresses read as zero (kptr_restrict, or not root).
     pub addresses_visible: bool,
 }
@@ -188,6 +223,9 @@ impl Kallsyms {
             let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
             match ty {
                 "t" | "T" if module.is_none() => {
+                    if name == "_text" && addr != 0 {
+                        k.text = Some(addr);
+                    }
                     k.funcs.insert(name.to_string());
                 }
                 "d" | "D" | "r" | "R" | "b" | "B" if addr != 0 => {
@@ -262,6 +300,20 @@ mod tests {
         assert!(k.addresses_visible);
         let hidden = Kallsyms::parse("0000000000000000 D generic_file_vm_ops\n");
         assert!(!hidden.addresses_visible);
+    }
+
+    #[test]
+    fn zero_pfn_from_kallsyms_and_iomem() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 T _text\nffffffff83a4b000 B empty_zero_page\nffffffff81001000 T foo\n",
+        );
+        let iomem = "00100000-3ffdffff : System RAM\n  05200000-064fffff : Kernel code\n";
+        // 0x5200000 + (0x83a4b000 - 0x81000000) = 0x7c4b000.
+        assert_eq!(zero_pfn_from(&k, iomem), Some(0x7c4b));
+        assert_eq!(
+            zero_pfn_from(&Kallsyms::parse("ffffffff81000000 T _text\n"), iomem),
+            None
+        );
     }
 
     #[test]

@@ -96,3 +96,18 @@ pub fn devdax(region: &str, align: usize) -> Result<PathBuf> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The block device nd_pmem made of `region`'s namespace (`/dev/pmemN`).
+pub fn pmem_block(region: &str) -> Result<PathBuf> {
+    let devs = Path::new(ND).join("devices");
+    let ns = entries(&devs.join(region), "namespace")?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{region} has no namespace"))?;
+    let block = devs.join(&ns).join("block");
+    let name = entries(&block, "pmem")?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{ns} has no block device (nd_pmem not bound?)"))?;
+    Ok(Path::new("/dev").join(name))
+}

@@ -123,6 +123,13 @@ pub const WORKLOADS: &[Workload] = &[
         host: false,
         modules: &["nd_e820", "nd_pmem", "dax_pmem", "device_dax"],
     },
+    Workload {
+        name: "fsdax",
+        about: "ext2 -o dax on legacy pmem: file faults map pmem pfns, holes the zero pfn, truncate",
+        host: false,
+        // ext4 up to 6.x asks the crypto API for crc32c at mount (a softdep, not in depends=).
+        modules: &["nd_e820", "nd_pmem", "crc32c_generic", "ext4"],
+    },
 ];
 
 pub fn workload(name: &str) -> Option<&'static Workload> {
@@ -213,6 +220,14 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
             insert_cachemode,
         ],
         "dax" => vec![any("handle_mm_fault")],
+        "fsdax" if old => vec![
+            any("handle_mm_fault"),
+            any("vmf_insert_mixed"),
+            any("vmf_insert_mixed_mkwrite"),
+            insert_cachemode,
+            no_page,
+        ],
+        "fsdax" => vec![any("handle_mm_fault")],
         _ => return None,
     };
     let devmem = matches!(workload, "devmem-shared" | "devmem-cow");

@@ -158,3 +158,28 @@ pub unsafe fn ioctl<T>(fd: &OwnedFd, req: libc::c_ulong, arg: &mut T, what: &str
     }
     Ok(())
 }
+
+/// mount(2) of a block device.
+pub fn mount(dev: &str, target: &str, fstype: &str, data: &str) -> Result<()> {
+    let (d, t, f, o) = (
+        CString::new(dev)?,
+        CString::new(target)?,
+        CString::new(fstype)?,
+        CString::new(data)?,
+    );
+    // SAFETY: valid NUL-terminated strings for the call's duration.
+    let r = unsafe { libc::mount(d.as_ptr(), t.as_ptr(), f.as_ptr(), 0, o.as_ptr().cast()) };
+    if r != 0 {
+        bail!("mount -t {fstype} -o {data} {dev} {target}: {}", errno());
+    }
+    Ok(())
+}
+
+pub fn umount(target: &str) -> Result<()> {
+    let t = CString::new(target)?;
+    // SAFETY: a valid NUL-terminated string.
+    if unsafe { libc::umount(t.as_ptr()) } != 0 {
+        bail!("umount {target}: {}", errno());
+    }
+    Ok(())
+}

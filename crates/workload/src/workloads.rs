@@ -23,6 +23,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "drm-bochs" => drm_bochs(),
         "drm-vgem" => drm_vgem(),
         "dax" => dax(),
+        "fsdax" => fsdax(),
         _ => bail!("unknown workload {name}"),
     }
 }
@@ -402,5 +403,72 @@ fn dax() -> Result<()> {
         huge.display(),
         small.display()
     );
+    Ok(())
+}
+
+/// fs-dax: the third pmem region stays a block device (nd_pmem gives legacy pmem struct pages),
+/// formatted ext2 by busybox mke2fs and mounted `-o dax` by the ext4 driver. File faults then map
+/// the pmem's pfns straight into the vma (vmf_insert_mixed of devmap pfns up to 6.x), holes map
+/// the zero pfn, private writes COW, and truncate unmaps what the file lost.
+fn fsdax() -> Result<()> {
+    let regions = dax::regions()?;
+    ensure!(
+        regions.len() >= 3,
+        "{} pmem region(s), the workload needs 3 (three memmap=SIZE!START ranges)",
+        regions.len()
+    );
+    let dev = dax::pmem_block(&regions[2])?;
+    let dev = dev.to_string_lossy();
+    let out = std::process::Command::new("mke2fs")
+        .args(["-F", "-b", "4096", &dev])
+        .output()
+        .context("running mke2fs (busybox)")?;
+    ensure!(
+        out.status.success(),
+        "mke2fs {dev}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    const MNT: &str = "/tmp/fsdax";
+    std::fs::create_dir_all(MNT)?;
+    sys::mount(&dev, MNT, "ext4", "dax")?;
+    let result = fsdax_files(MNT);
+    let unmounted = sys::umount(MNT);
+    result?;
+    unmounted?;
+    println!(
+        "fsdax: ext2 on {dev} mounted -o dax: file mapped shared and private, truncated; sparse file's holes read, then written"
+    );
+    Ok(())
+}
+
+fn fsdax_files(dir: &str) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    ensure!(
+        mounts.lines().any(|l| l.contains(dir) && l.contains("dax")),
+        "{dir} is not mounted with dax: {mounts}"
+    );
+    let path = format!("{dir}/data");
+    const PAGES: usize = 64;
+    std::fs::write(&path, vec![0x5au8; PAGES * PAGE]).with_context(|| format!("writing {path}"))?;
+    file_in(&path, PAGES)?;
+
+    // A sparse file: reads of holes map the zero pfn, writes allocate blocks and remap.
+    let sparse = format!("{dir}/sparse");
+    let fd = sys::open(&sparse, libc::O_RDWR | libc::O_CREAT)?;
+    // SAFETY: plain syscall on our own fd.
+    if unsafe {
+        libc::ftruncate(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            (16 * PAGE) as libc::off_t,
+        )
+    } != 0
+    {
+        bail!("ftruncate {sparse}: {}", sys::errno());
+    }
+    let m = Map::new(16 * PAGE, RW, libc::MAP_SHARED, Some(&fd), 0)?;
+    m.no_huge_pages()?;
+    ensure!(m.read_all() == 0, "holes do not read as zero");
+    m.write_all(0x0dad_0000);
+    ensure!(m.read_page(3) == 0x0dad_0003, "write to a former hole lost");
     Ok(())
 }

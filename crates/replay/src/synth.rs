@@ -288,6 +288,15 @@ impl TraceBuilder {
         }
     }
 
+    /// A PAT hook's name in this series: `track_pfn_*` up to 6.15, `pfnmap_*` after.
+    fn pat_hook(&self, track: &'static str, pfnmap: &'static str) -> &'static str {
+        if self.series == Series::V6_16 {
+            pfnmap
+        } else {
+            track
+        }
+    }
+
     fn prot_with(&self, prot: u64, c: Cache) -> u64 {
         (prot & !pte::CACHE_MASK) | self.pat.prot_of(c).expect("every mode has an index")
     }
@@ -362,11 +371,7 @@ impl TraceBuilder {
     /// the whole range (mm/memremap.c:pagemap_range; arch/x86/mm/pat/memtype.c:track_pfn_remap's
     /// `!vma` case, pfnmap_track on 6.16+).
     pub fn memremap_pages(&mut self, pfn: u64, pages: u64) {
-        let hook = if self.series == Series::V6_16 {
-            "pfnmap_track"
-        } else {
-            "track_pfn_remap"
-        };
+        let hook = self.pat_hook("track_pfn_remap", "pfnmap_track");
         let prot = self.prot_with(BASE_PROT, Cache::WB);
         self.open(hook, |r| {
             if hook == "track_pfn_remap" {
@@ -388,11 +393,7 @@ impl TraceBuilder {
 
     /// `memunmap_pages`: the untrack with no vma frees exactly the range.
     pub fn memunmap_pages(&mut self, pfn: u64, pages: u64) {
-        let hook = if self.series == Series::V6_16 {
-            "pfnmap_untrack"
-        } else {
-            "untrack_pfn"
-        };
+        let hook = self.pat_hook("untrack_pfn", "pfnmap_untrack");
         self.open(hook, |r| {
             r.pfn = Some(pfn);
             r.size = Some(pages * PAGE_SIZE);
@@ -427,11 +428,7 @@ impl TraceBuilder {
             r.prot = Some(prot);
             r.cache_req = Some(want.name().into());
         });
-        let track_hook = if self.series == Series::V6_16 {
-            "pfnmap_track"
-        } else {
-            "track_pfn_remap"
-        };
+        let track_hook = self.pat_hook("track_pfn_remap", "pfnmap_track");
         self.open(track_hook, |r| {
             if track_hook == "track_pfn_remap" {
                 Self::set_vma(r, &snapshot);

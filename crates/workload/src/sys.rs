@@ -183,3 +183,12 @@ pub fn umount(target: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// ftruncate(2) to `len` bytes.
+pub fn truncate(fd: &OwnedFd, len: usize) -> Result<()> {
+    // SAFETY: a plain syscall on an fd we own.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+        bail!("ftruncate to {len} bytes: {}", errno());
+    }
+    Ok(())
+}

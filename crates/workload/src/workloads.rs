@@ -91,16 +91,7 @@ fn file_in(path: &str, pages: usize) -> Result<()> {
         // Truncate while both mappings hold the tail: the kernel unmaps it from every vma and
         // drops it from the page cache.
         let half = pages / 2;
-        // SAFETY: plain syscall on our own fd.
-        if unsafe {
-            libc::ftruncate(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                (half * PAGE) as libc::off_t,
-            )
-        } != 0
-        {
-            bail!("ftruncate: {}", sys::errno());
-        }
+        sys::truncate(&fd, half * PAGE)?;
         for p in 0..half {
             shared.read_page(p);
             private.read_page(p);
@@ -455,16 +446,7 @@ fn fsdax_files(dir: &str) -> Result<()> {
     // A sparse file: reads of holes map the zero pfn, writes allocate blocks and remap.
     let sparse = format!("{dir}/sparse");
     let fd = sys::open(&sparse, libc::O_RDWR | libc::O_CREAT)?;
-    // SAFETY: plain syscall on our own fd.
-    if unsafe {
-        libc::ftruncate(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            (16 * PAGE) as libc::off_t,
-        )
-    } != 0
-    {
-        bail!("ftruncate {sparse}: {}", sys::errno());
-    }
+    sys::truncate(&fd, 16 * PAGE)?;
     let m = Map::new(16 * PAGE, RW, libc::MAP_SHARED, Some(&fd), 0)?;
     m.no_huge_pages()?;
     ensure!(m.read_all() == 0, "holes do not read as zero");

@@ -580,6 +580,14 @@ impl<S: Sink> Model<S> {
                 .filter(|&k| t.nodes[k].hook.is_insert())
         };
         let called_driver = inserts().next().is_some();
+        // huge_fault is called under the VMA lock whatever ->map_pages says (create_huge_pmd
+        // has no vmf_can_call_fault): only PTE-level driver calls tell whether it is missing.
+        let called_pte_driver = inserts().any(|k| {
+            !matches!(
+                t.nodes[k].hook,
+                Hook::InsertPmd | Hook::InsertPmdProt | Hook::InsertPud | Hook::InsertPudProt
+            )
+        });
 
         if self.f.sanitize_write
             && let (Some(fl), Some(vm)) = (flags, r.vma_flags)
@@ -619,7 +627,7 @@ impl<S: Sink> Model<S> {
             && let (Some(drv), Some(pg)) = (r.driver.as_deref(), page)
         {
             let tid = r.tid;
-            if vma_lock && called_driver {
+            if vma_lock && called_pte_driver {
                 match self.lacks_map_pages.get(drv) {
                     Some(true) => self.diverge(
                         Rule::FaultVmaLock,
@@ -642,7 +650,7 @@ impl<S: Sink> Model<S> {
             {
                 if last.retry {
                     self.sink.tally(Rule::FaultVmaLock, Outcome::Held);
-                    if called_driver
+                    if called_pte_driver
                         && !last.called_driver
                         && !self.lacks_map_pages.contains_key(drv)
                     {
@@ -730,7 +738,7 @@ impl<S: Sink> Model<S> {
                     page: pg,
                     vma_lock,
                     retry: v & vf::RETRY != 0,
-                    called_driver,
+                    called_driver: called_pte_driver,
                     seq: r.seq,
                     id: r.id,
                 },

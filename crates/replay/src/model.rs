@@ -476,6 +476,12 @@ impl<S: Sink> Model<S> {
         self.nonram.insert(start, end);
     }
 
+    /// Whether `n` pages from `start` touch a "System RAM" range of the metadata.
+    fn is_ram(&self, start: u64, n: u64) -> bool {
+        let end = start.saturating_add(n);
+        self.ram.iter().any(|r| r[0] < end && start < r[1])
+    }
+
     fn known_nonram(&self, start: u64, n: u64) -> bool {
         if is_isa_range(start, n) {
             return true;
@@ -486,12 +492,7 @@ impl<S: Sink> Model<S> {
             return true;
         }
         // Outside every "System RAM" range of the metadata: pat_pagerange_is_ram's own test.
-        if !self.ram.is_empty()
-            && !self
-                .ram
-                .iter()
-                .any(|r| r[0] < start.saturating_add(n) && start < r[1])
-        {
+        if !self.ram.is_empty() && !self.is_ram(start, n) {
             return true;
         }
         // A reservation that made it into the memtype tree is non-RAM by construction.
@@ -681,17 +682,18 @@ impl<S: Sink> Model<S> {
             let key = (vma, start, pg);
             // A failed insert of the faulting page maps nothing either, whatever the fault
             // returns (TTM turns a failed first insert into NOPAGE; the next touch refaults).
-            let at_page = |k: &usize| {
-                let kr = &t.nodes[*k].rec;
-                kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg)
+            let at_page = |k: &usize| t.nodes[*k].rec.address.map(|a| a >> PAGE_SHIFT) == Some(pg);
+            let failed = |k: usize| {
+                t.nodes[k]
+                    .rec
+                    .ret
+                    .map(|x| x as u32)
+                    .filter(|x| x & vf::ERROR != 0)
             };
-            let insert_ret = |k: usize| t.nodes[k].rec.ret.map(|x| x as u32);
             let failed_insert = inserts()
-                .filter(at_page)
-                .all(|k| insert_ret(k).is_some_and(|x| x & vf::ERROR != 0))
-                .then(|| inserts().rfind(at_page))
-                .flatten()
-                .and_then(|k| Some((t.nodes[k].rec.seq, insert_ret(k)?)));
+                .rfind(at_page)
+                .filter(|_| inserts().filter(at_page).all(|k| failed(k).is_some()))
+                .and_then(|k| Some((t.nodes[k].rec.seq, failed(k)?)));
             if v & vf::ERROR != 0 {
                 self.failed_faults.insert(key, (r.seq, v));
             } else if let Some(f) = failed_insert {
@@ -805,21 +807,20 @@ impl<S: Sink> Model<S> {
                     let flags_allow = r
                         .pfn_flags
                         .map(|f| pfn_t::is_devmap(f) || f & pfn_t::SPECIAL != 0);
-                    // The zero pfn is let in too (fs-dax maps holes with it, flags 0), and the
-                    // trace does not name it: only a pfn outside System RAM is surely not it.
-                    let maybe_zero = r.pfn.is_none_or(|p| match self.zero_pfn {
-                        Some(z) => p == z,
-                        None => {
-                            self.ram.is_empty()
-                                || self.ram.iter().any(|x| (x[0]..x[1]).contains(&p))
-                        }
-                    });
-                    if vm & b.mixedmap == 0 && flags_allow == Some(true) {
+                    // The zero pfn is let in too (fs-dax maps holes with it, flags 0): without
+                    // its pfn in the metadata, only a pfn outside System RAM is surely not it.
+                    let maybe_zero = || {
+                        r.pfn.is_none_or(|p| match self.zero_pfn {
+                            Some(z) => p == z,
+                            None => self.ram.is_empty() || self.is_ram(p, 1),
+                        })
+                    };
+                    if vm & b.mixedmap != 0 || flags_allow == Some(true) {
                         self.sink.tally(Rule::InsertMixed, Outcome::Held);
-                    } else if vm & b.mixedmap == 0 && flags_allow == Some(false) && maybe_zero {
+                    } else if flags_allow == Some(false) && maybe_zero() {
                         self.nc(Rule::InsertMixed);
                         refused = ret != Some(vf::NOPAGE);
-                    } else if vm & b.mixedmap == 0 {
+                    } else {
                         refused = true;
                         let dax = flags_allow.is_none() && r.driver.as_deref().is_some_and(is_dax);
                         if dax {
@@ -846,8 +847,6 @@ impl<S: Sink> Model<S> {
                                 format!("returned {} on vm_flags {vm:#x}", show_ret(r.ret)),
                             );
                         }
-                    } else {
-                        self.sink.tally(Rule::InsertMixed, Outcome::Held);
                     }
                 } else {
                     // At PMD/PUD level neither flag is allowed for devmap pfns: without
@@ -1016,7 +1015,7 @@ impl<S: Sink> Model<S> {
             1
         };
         let reserved = self.memtypes.lookup(pfn);
-        let is_ram = self.ram.iter().any(|r| (r[0]..r[1]).contains(&pfn));
+        let is_ram = self.is_ram(pfn, 1);
         let expected = if is_isa_range(pfn, 1) {
             self.pat_on.then_some(Cache::WB)
         } else if reserved.is_some() {
@@ -2100,13 +2099,12 @@ impl<S: Sink> Model<S> {
             // Where teardowns are not traced at all (7.2), a later mapping's read fault of a
             // hole or of anonymous memory also maps the zero page over a page the model still
             // remembers.
-            let ordinary_vma = plain_vma;
             match known {
                 Some(m) => {
                     let mism = m.pfn.is_some_and(|p| special && p != pfn)
                         || m.special.is_some_and(|s| s != special)
                         || m.cache.is_some_and(|c| c != cache);
-                    let zero_page_replaced = ordinary_vma
+                    let zero_page_replaced = plain_vma
                         && ((m.special == Some(true) && !special)
                             || (zero
                                 && m.special == Some(false)

@@ -1284,31 +1284,30 @@ fn rule_pte_writable() {
             name: "a call outside fault and fork (mprotect's batching) is not judged on VM_WRITE",
             series: Series::V6_16,
             scenario: bar,
-            tweak: |r| {
-                let i = nth(r, "vm_normal_page", 0);
-                let mut x = r[i].clone();
-                x.id = 9_999;
-                x.parent = 0;
-                x.ts_ns = r.last().unwrap().ts_ns + 10;
-                x.vma_flags = x.vma_flags.map(|f| f & !0x2);
-                r.push(x);
-            },
+            tweak: |r| later_vnp(r, |x| x.vma_flags = x.vma_flags.map(|f| f & !0x2)),
             expect: Expect::Quiet(Rule::PteWritable),
         },
     ]);
 }
 
-fn extra_vnp(r: &mut Vec<Record>, pfn: u64) {
+/// The first vm_normal_page asked again after everything else, as a root call, `edit`ed.
+fn later_vnp(r: &mut Vec<Record>, edit: impl FnOnce(&mut Record)) {
     let i = nth(r, "vm_normal_page", 0);
     let mut x = r[i].clone();
     x.id = 9_999;
     x.parent = 0;
     x.ts_ns = r.last().unwrap().ts_ns + 10;
-    x.pte = Some((pfn << 12) | pte::PRESENT);
-    x.pfn = Some(pfn);
-    x.page = Some(false);
-    x.file_id = None;
+    edit(&mut x);
     r.push(x);
+}
+
+fn extra_vnp(r: &mut Vec<Record>, pfn: u64) {
+    later_vnp(r, |x| {
+        x.pte = Some((pfn << 12) | pte::PRESENT);
+        x.pfn = Some(pfn);
+        x.page = Some(false);
+        x.file_id = None;
+    });
 }
 
 #[test]
@@ -1458,14 +1457,7 @@ fn rule_truncate_mapped() {
             name: "PTE after the page left the cache",
             series: Series::V6_12,
             scenario: truncate,
-            tweak: |r| {
-                let i = nth(r, "vm_normal_page", 0);
-                let mut x = r[i].clone();
-                x.id = 9_999;
-                x.parent = 0;
-                x.ts_ns = r.last().unwrap().ts_ns + 10;
-                r.push(x);
-            },
+            tweak: |r| later_vnp(r, |_| {}),
             expect: Expect::Div(Rule::TruncateMapped),
         },
     ]);

@@ -84,6 +84,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     }
 
     let u = &s.uname;
+    let iomem = crate::system::iomem();
     let meta = TraceMeta {
         tool: format!("pfnscope tracer {}", env!("CARGO_PKG_VERSION")),
         kernel_release: u.release.clone(),
@@ -102,8 +103,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         pat_table: LINUX_PAT_TABLE.iter().map(|s| s.to_string()).collect(),
         filters: describe_filters(&args, &target),
         ring_buffer_bytes: (args.buffer_mb as u64) << 20,
-        system_ram: crate::system::system_ram(),
-        zero_pfn: crate::system::zero_pfn(&s.kallsyms),
+        system_ram: crate::system::system_ram(&iomem),
+        zero_pfn: crate::system::zero_pfn(&s.kallsyms, &iomem),
         ..Default::default()
     };
     let writer = TraceWriter::create(&args.output, &meta)?;

@@ -123,14 +123,14 @@ fn parse_format(text: &str) -> Vec<(String, u32)> {
     out
 }
 
-/// Top-level "System RAM" ranges of /proc/iomem as [first pfn, end pfn).
-pub fn system_ram() -> Vec<[u64; 2]> {
-    fs::read_to_string("/proc/iomem")
-        .map(|t| parse_iomem(&t))
-        .unwrap_or_default()
+/// /proc/iomem, read once for both [`system_ram`] and [`zero_pfn`]; empty when unreadable
+/// (its addresses read as zero without root anyway).
+pub fn iomem() -> String {
+    fs::read_to_string("/proc/iomem").unwrap_or_default()
 }
 
-fn parse_iomem(text: &str) -> Vec<[u64; 2]> {
+/// Top-level "System RAM" ranges of /proc/iomem as [first pfn, end pfn).
+pub fn system_ram(text: &str) -> Vec<[u64; 2]> {
     let mut out = vec![];
     for line in text.lines() {
         // Nested resources are indented; RAM is a top-level entry.
@@ -162,9 +162,8 @@ fn parse_iomem(text: &str) -> Vec<[u64; 2]> {
 /// The shared zero page's pfn: `empty_zero_page` sits in the kernel image, which /proc/iomem
 /// places at "Kernel code" (`__pa_symbol(_text)`). Checked against /proc/kpageflags' ZERO_PAGE
 /// bit where that file reads; None without kallsyms data symbols (CONFIG_KALLSYMS_ALL) or root.
-pub fn zero_pfn(k: &Kallsyms) -> Option<u64> {
-    let iomem = fs::read_to_string("/proc/iomem").ok()?;
-    let pfn = zero_pfn_from(k, &iomem)?;
+pub fn zero_pfn(k: &Kallsyms, iomem: &str) -> Option<u64> {
+    let pfn = zero_pfn_from(k, iomem)?;
     const KPF_ZERO_PAGE: u64 = 24;
     match kpageflags(pfn) {
         Some(f) if f & (1 << KPF_ZERO_PAGE) == 0 => None,
@@ -320,9 +319,9 @@ mod tests {
     fn iomem_ram_ranges() {
         let t = "00000000-00000fff : Reserved\n00001000-0009fbff : System RAM\n000a0000-000bffff : PCI Bus 0000:00\n\
                  00100000-3ffdffff : System RAM\n  01000000-01ffffff : Kernel code\nfd000000-fdffffff : 0000:00:02.0\n";
-        assert_eq!(parse_iomem(t), vec![[0x1, 0x9f], [0x100, 0x3ffe0]]);
+        assert_eq!(system_ram(t), vec![[0x1, 0x9f], [0x100, 0x3ffe0]]);
         // Without root every address reads as zero: no ranges rather than a wrong one.
-        assert!(parse_iomem("00000000-00000000 : System RAM\n").is_empty());
+        assert!(system_ram("00000000-00000000 : System RAM\n").is_empty());
     }
 
     #[test]

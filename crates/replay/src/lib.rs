@@ -47,6 +47,7 @@
 //!
 //! Exit status of `replay check`: 0 no divergence, 1 divergences, 2 unusable input.
 
+pub mod allocator;
 pub mod bits;
 pub mod engine;
 pub mod hook;

@@ -78,6 +78,7 @@ fn advance(pb: &Option<ProgressBar>, rows: u64, bytes: u64) {
 }
 
 fn main() -> ExitCode {
+    replay::allocator::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -156,11 +156,14 @@ impl Trace {
                     // leaves): everything was read. The end-of-stream marker ends the channel.
                     Ok(StreamState::Waiting) => break,
                     Ok(StreamState::Some(rb)) => {
+                        let first_seq = rows;
                         rows += rb.height() as u64;
                         let b = Batch::new(&batch_names, &rb);
                         let part = match opts.columns {
                             Columns::Compact => compactor.compact(&b),
-                            Columns::Full => full(&mut compactor, &b, DataFrame::from(rb.clone())),
+                            Columns::Full => {
+                                full(&mut compactor, &b, DataFrame::from(rb.clone()), first_seq)
+                            }
                         };
                         parts.push(part.map_err(pl("narrowing a batch"))?);
                     }
@@ -181,7 +184,7 @@ impl Trace {
         let (events, pat, counters) = if parts.is_empty() {
             let p = match opts.columns {
                 Columns::Compact => compactor.compact(&Batch::empty()),
-                Columns::Full => full(&mut compactor, &Batch::empty(), empty_input),
+                Columns::Full => full(&mut compactor, &Batch::empty(), empty_input, 0),
             }
             .map_err(pl("narrowing"))?;
             (p.events, p.pat, p.counters)
@@ -288,7 +291,19 @@ fn no_pat() -> DataFrame {
 
 /// Every column of the batch (`df`, the same rows as `b`) plus `vma_kind` and `fault_type`;
 /// the counters apart as well.
-fn full(compactor: &mut Compactor, b: &Batch, mut df: DataFrame) -> PolarsResult<Parts> {
+/// Every column of a batch whose first row is row `first_seq` of the file, plus the labels.
+fn full(
+    compactor: &mut Compactor,
+    b: &Batch,
+    mut df: DataFrame,
+    first_seq: u64,
+) -> PolarsResult<Parts> {
+    // Schema 3 stores no `seq`: it is the row's position in the file, which is what replay
+    // reports cite, so an export carries it as schema 1 and 2 traces did.
+    if df.column("seq").is_err() {
+        let seq: Vec<u64> = (first_seq..first_seq + df.height() as u64).collect();
+        df.insert_column(0, Column::new("seq".into(), seq))?;
+    }
     let (kind, ftype) = compactor.labels(b);
     let is_counter = compactor.counter_mask(b)?;
     df.hstack_mut(&[kind, ftype])?;

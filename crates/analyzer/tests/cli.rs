@@ -369,6 +369,15 @@ fn export_formats_round_trip() {
             }
         };
         assert_eq!(df.height(), rows, "{fmt}");
+        // Not stored since schema 3: the row's position in the file, across batches.
+        let seq: Vec<u64> = df
+            .column("seq")
+            .unwrap()
+            .u64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        assert_eq!(seq, (0..rows as u64).collect::<Vec<_>>(), "{fmt}");
         for c in [
             "seq",
             "latency_ns",

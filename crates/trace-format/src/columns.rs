@@ -445,9 +445,11 @@ macro_rules! columns {
         /// of at most `piece` (`f` returns false to stop); returns whether `f` took them all.
         /// The whole batch is checked before the first piece, so a corrupt batch hands nothing
         /// over. Columns are found by name so a reader keeps working when a later writer of the
-        /// same schema version appends columns; a missing column reads as default.
+        /// same schema version appends columns; a missing column reads as default. `seq` is
+        /// the row's position, counted from `first_seq` (see [`SEQ`]).
         pub fn decode(
             batch: &RecordBatch,
+            first_seq: u64,
             piece: usize,
             mut spare: impl FnMut() -> Option<Vec<Record>>,
             mut f: impl FnMut(Vec<Record>) -> bool,
@@ -475,6 +477,16 @@ macro_rules! columns {
                     None => None,
                 },)*
             };
+            let seq = match batch.column_by_name(SEQ) {
+                Some(a) => {
+                    if a.null_count() > 0 {
+                        return Err(format!("column `{SEQ}` has nulls"));
+                    }
+                    Some(<U64 as Column>::view(a.as_ref())
+                        .map_err(|e| format!("column `{SEQ}` {e}"))?)
+                }
+                None => None,
+            };
             let mut st = States::default();
             let n = batch.num_rows();
             let piece = piece.clamp(1, n.max(1));
@@ -489,6 +501,14 @@ macro_rules! columns {
                 out.resize_with(end - start, Default::default);
                 for (block, rows) in out.chunks_mut(BLOCK).enumerate() {
                     let first = start + block * BLOCK;
+                    match seq {
+                        Some(a) => for (k, r) in rows.iter_mut().enumerate() {
+                            r.seq = <U64 as Column>::get(a, first + k, &mut ());
+                        },
+                        None => for (k, r) in rows.iter_mut().enumerate() {
+                            r.seq = first_seq + (first + k) as u64;
+                        },
+                    }
                     $(match arrays.$field {
                         Some(a) => for (k, r) in rows.iter_mut().enumerate() {
                             r.$field = <$kind as Column>::get(a, first + k, &mut st.$field);
@@ -511,8 +531,12 @@ macro_rules! columns {
     };
 }
 
+/// Each row's position in the file. Since schema 3 it is not written: it is the row number,
+/// and an incrementing u64 was a fifth of a compressed trace and of what its reader
+/// decompressed. Schema 1 and 2 traces carry it as a column, which is read as it is.
+const SEQ: &str = "seq";
+
 columns! {
-    seq: U64,
     id: U64,
     parent: U64,
     ts_ns: U64,
@@ -598,6 +622,7 @@ mod tests {
             let mut got = vec![];
             decode(
                 &batch.slice(start, 40 - start),
+                start as u64,
                 7,
                 || None,
                 |p| {
@@ -620,6 +645,7 @@ mod tests {
         let mut got = vec![];
         decode(
             batch,
+            0,
             7,
             || None,
             |p| {
@@ -688,6 +714,7 @@ mod tests {
             let mut got = vec![];
             decode(
                 &batch,
+                0,
                 7,
                 || Some(vec![stale(); len]),
                 |p| {
@@ -730,6 +757,42 @@ mod tests {
             &DataType::Utf8
         );
         assert_eq!(decode_all(&plain).unwrap(), rows);
+    }
+
+    /// Schema 3 leaves `seq` out (each row's position, counted from `first_seq`); schema 1
+    /// and 2 wrote it as a column, whose values are taken as they are.
+    #[test]
+    fn seq_is_the_row_position_unless_a_column_says_otherwise() {
+        let rows: Vec<Record> = (0..40).map(row).collect();
+        let batch = batch_of(&rows);
+        assert!(
+            batch.column_by_name(SEQ).is_none(),
+            "schema 3 writes no seq"
+        );
+        let seqs = |batch: &RecordBatch, first: u64| {
+            let mut got = vec![];
+            decode(
+                batch,
+                first,
+                7,
+                || None,
+                |p| {
+                    got.extend(p.into_iter().map(|r| r.seq));
+                    true
+                },
+            )
+            .unwrap();
+            got
+        };
+        assert_eq!(seqs(&batch, 1000), (1000..1040).collect::<Vec<u64>>());
+
+        let old: Vec<u64> = (0..40).map(|i| 7 * i + 3).collect();
+        let mut fields = vec![Field::new(SEQ, DataType::UInt64, false)];
+        fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(old.clone()))];
+        cols.extend(batch.columns().iter().cloned());
+        let v2 = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        assert_eq!(seqs(&v2, 1000), old);
     }
 
     /// A key past the end of its dictionary is a corrupt batch, not a panic.

@@ -9,7 +9,7 @@ pub const META_KEY: &str = "pfnscope.meta";
 /// Schema-metadata key holding the schema version as a decimal string, readable without JSON.
 pub const SCHEMA_VERSION_KEY: &str = "pfnscope.schema_version";
 /// Bump on any change a reader of the previous version would misread.
-pub const CURRENT_SCHEMA_VERSION: u32 = 2;
+pub const CURRENT_SCHEMA_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraceMeta {

@@ -290,7 +290,7 @@ fn decode_batch(
     spare: impl FnMut() -> Option<Vec<Record>>,
     f: impl FnMut(Vec<Record>) -> bool,
 ) -> Result<bool, String> {
-    decode(batch, piece, spare, f).map_err(|e| {
+    decode(batch, rows, piece, spare, f).map_err(|e| {
         damage(
             path,
             &format!("batch {} is corrupt: {e}", batches + 1),

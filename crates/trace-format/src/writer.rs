@@ -58,7 +58,6 @@ pub struct TraceWriter {
     schema: SchemaRef,
     stream: StreamWriter<BufWriter<File>>,
     pending: Builders,
-    next_seq: u64,
     rows_on_disk: u64,
     batches_on_disk: u64,
 }
@@ -104,7 +103,6 @@ impl TraceWriter {
             schema,
             stream,
             pending: Builders::default(),
-            next_seq: 0,
             rows_on_disk: 0,
             batches_on_disk: 0,
         })
@@ -114,16 +112,9 @@ impl TraceWriter {
         &self.path
     }
 
-    /// Queues one record; `seq` is assigned here.
+    /// Queues one record. Its `seq` is not written: readers take the row's position.
     pub fn push(&mut self, r: &Record) {
-        if r.seq == self.next_seq {
-            self.pending.push(r);
-        } else {
-            let mut r = r.clone();
-            r.seq = self.next_seq;
-            self.pending.push(&r);
-        }
-        self.next_seq += 1;
+        self.pending.push(r);
     }
 
     pub fn pending(&self) -> usize {

@@ -105,25 +105,37 @@ impl Hook {
 }
 
 /// Hooks of the names met last. Names arrive interned, so a name's storage identifies it: one
-/// pointer compare instead of matching the string against every hook name on every record. The
-/// cache holds its names, so their storage cannot be reused for another while it does.
-#[derive(Default)]
+/// pointer compare instead of matching the string against every hook name on every record. A
+/// direct-mapped table by that address: a trace has a dozen hooks, and scanning a list of the
+/// recent ones was 50 instructions a record. The table holds its names, so their storage
+/// cannot be reused for another while it does.
 pub struct HookCache {
-    recent: Vec<(pfnscope_trace::Sym, Hook)>,
+    slots: Box<[Option<(pfnscope_trace::Sym, Hook)>]>,
+}
+
+impl Default for HookCache {
+    fn default() -> HookCache {
+        HookCache {
+            slots: vec![None; Self::SLOTS].into_boxed_slice(),
+        }
+    }
 }
 
 impl HookCache {
-    const CAP: usize = 16;
+    const SLOTS: usize = 64;
 
+    #[inline]
     pub fn get(&mut self, name: &pfnscope_trace::Sym) -> Hook {
-        if let Some(&(_, h)) = self.recent.iter().find(|(n, _)| n.same(name)) {
-            return h;
+        // Fibonacci hashing of the address (cells are word-aligned: the low bits carry nothing).
+        let i = (((name.addr() as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize;
+        let slot = &mut self.slots[i % Self::SLOTS];
+        if let Some((n, h)) = slot
+            && n.same(name)
+        {
+            return *h;
         }
         let h = Hook::from_name(name);
-        if self.recent.len() == Self::CAP {
-            self.recent.remove(0);
-        }
-        self.recent.push((name.clone(), h));
+        *slot = Some((name.clone(), h));
         h
     }
 }
@@ -152,7 +164,8 @@ mod tests {
         // from interned ones, nor mistaken for each other.
         names.push("handle_mm_fault".to_string().into());
         names.push("do_something_else".into());
-        // More names than the cache holds, twice over, so hits and evictions both happen.
+        // More names than the cache has slots, twice over, so hits and evictions both happen.
+        names.extend((0..2 * HookCache::SLOTS).map(|i| format!("other_{i}").into()));
         for _ in 0..2 {
             for n in &names {
                 assert_eq!(c.get(n), Hook::from_name(n), "{n}");

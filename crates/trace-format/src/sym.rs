@@ -76,7 +76,7 @@ impl Sym {
         Sym(NonNull::new(p.cast_mut().map_addr(|a| a | SHARED).cast()).expect("Arc is not null"))
     }
 
-    #[inline]
+    #[inline(always)]
     fn counted(&self) -> Option<*const Box<str>> {
         let p = self.0.as_ptr();
         (p.addr() & SHARED != 0).then(|| p.map_addr(|a| a & !SHARED).cast_const().cast())
@@ -90,6 +90,13 @@ impl Sym {
             // SAFETY: an untagged Sym points at a leaked, never freed `&'static str`.
             None => unsafe { *self.0.cast::<&'static str>().as_ptr() },
         }
+    }
+
+    /// The storage's address: equal for Syms that are [`Sym::same`], to hash them by. Only
+    /// while a Sym holds it: a counted copy's address can be reused once every holder is gone.
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self.0.as_ptr().addr()
     }
 
     /// Whether `self` and `o` share storage (interning worked).
@@ -112,7 +119,7 @@ impl Clone for Sym {
 }
 
 impl Drop for Sym {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(p) = self.counted() {
             // SAFETY: the strong count this Sym held.

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 
-use pfnscope_trace::{Record, RecordBatch, TraceError, TraceMeta, TraceReader};
+use pfnscope_trace::{RawBatch, Record, TraceError, TraceMeta, TraceReader};
 
 use crate::engine::Engine;
 use crate::kernel::{BadRelease, KernelRules};
@@ -133,7 +133,7 @@ pub fn each_batch<R: Read + Send>(
     // replay stalled whenever decoding a piece took longer than replaying the last. On the 10M
     // bench trace, alternating binaries: 2.65 s wall with one, 2.45 with four, no better with
     // eight or with two raw batches; the same CPU time and peak RSS (~130 MiB) throughout.
-    let (raw_tx, raw_rx) = sync_channel::<(RecordBatch, u64)>(1);
+    let (raw_tx, raw_rx) = sync_channel::<(RawBatch, u64)>(1);
     let (tx, rx) = sync_channel::<(Vec<Record>, u64)>(4);
     // Pieces coming back, as many as can be out at once, so none is freed and allocated
     // again. On the 10M bench trace, alternating binaries: `replay check` 3.19 -> 3.04 CPU-s
@@ -189,7 +189,7 @@ mod tests {
 
     use arrow_array::{Int64Array, UInt64Array};
     use arrow_schema::{DataType, Field, Schema};
-    use pfnscope_trace::{SCHEMA_VERSION_KEY, TraceWriter};
+    use pfnscope_trace::{RecordBatch, SCHEMA_VERSION_KEY, TraceWriter};
 
     use super::*;
 

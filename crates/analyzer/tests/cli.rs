@@ -544,7 +544,7 @@ fn faults_without_latency_next_to_timed_inserts() {
             hook: "vmf_insert_pfn".into(),
             mode: "fentry".into(),
             ret: Some(0x100),
-            ..fault.clone()
+            ..fault
         });
     }
     w.finish().unwrap();
@@ -590,7 +590,7 @@ fn faults_are_not_counted_twice_when_tracepoints_are_also_recorded() {
             fault_flags: Some(0x255),
             vma_flags: Some(0x73),
             ret: Some(0),
-            ..tp.clone()
+            ..tp
         });
     }
     w.finish().unwrap();

@@ -504,18 +504,9 @@ mod tests {
         let want = vec![(1, vec![2]), (2, vec![3]), (3, vec![])];
         // (name, arrival order)
         let rows: Vec<(&str, Vec<Record>)> = vec![
-            (
-                "exit order (the tracer's)",
-                vec![look.clone(), ins.clone(), fault.clone(), later.clone()],
-            ),
-            (
-                "entry order",
-                vec![fault.clone(), ins.clone(), look.clone(), later.clone()],
-            ),
-            (
-                "mixed",
-                vec![ins.clone(), fault.clone(), look.clone(), later.clone()],
-            ),
+            ("exit order (the tracer's)", vec![look, ins, fault, later]),
+            ("entry order", vec![fault, ins, look, later]),
+            ("mixed", vec![ins, fault, look, later]),
         ];
         for (name, order) in rows {
             let mut a = Assembler::default();

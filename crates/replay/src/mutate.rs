@@ -183,9 +183,9 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
         .collect();
     for (a, b) in spread(pairs) {
         let mut recs = records.to_vec();
-        let (x, y) = (recs[a].clone(), recs[b].clone());
+        let (x, y) = (recs[a], recs[b]);
         let keep = |dst: &mut Record, src: &Record, place: &Record| {
-            *dst = src.clone();
+            *dst = *src;
             dst.seq = place.seq;
             dst.id = place.id;
             dst.parent = place.parent;
@@ -218,7 +218,7 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
             continue;
         };
         let mut recs = records.to_vec();
-        let mut extra = seen.clone();
+        let mut extra = *seen;
         extra.id = records.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         extra.parent = 0;
         extra.ts_ns = records[i].ts_ns + 1;

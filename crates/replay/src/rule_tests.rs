@@ -1293,7 +1293,7 @@ fn rule_pte_writable() {
 /// The first vm_normal_page asked again after everything else, as a root call, `edit`ed.
 fn later_vnp(r: &mut Vec<Record>, edit: impl FnOnce(&mut Record)) {
     let i = nth(r, "vm_normal_page", 0);
-    let mut x = r[i].clone();
+    let mut x = r[i];
     x.id = 9_999;
     x.parent = 0;
     x.ts_ns = r.last().unwrap().ts_ns + 10;

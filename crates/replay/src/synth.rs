@@ -255,7 +255,7 @@ impl TraceBuilder {
         r.vma_pgoff = Some(v.pgoff);
         r.vma_flags = Some(v.flags);
         r.vma_prot = Some(v.prot);
-        r.driver = v.driver.clone();
+        r.driver = v.driver;
         r.file_id = v.file;
         r.mm_id = Some(v.mm);
     }

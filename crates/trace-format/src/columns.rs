@@ -386,7 +386,7 @@ impl<'a> Names<'a> {
             Names::Dict { keys, values, .. } => {
                 let k = keys[i] as usize;
                 if let Some(Some(s)) = st.dict.get(k) {
-                    return Some(s.clone());
+                    return Some(*s);
                 }
                 let s = st.interner.get_bytes(StringArray::item(values, k));
                 // A crafted dictionary can be 2^28 entries long: past a batch's worth of rows
@@ -395,7 +395,7 @@ impl<'a> Names<'a> {
                     if st.dict.len() <= k {
                         st.dict.resize(k + 1, None);
                     }
-                    st.dict[k] = Some(s.clone());
+                    st.dict[k] = Some(s);
                 }
                 Some(s)
             }

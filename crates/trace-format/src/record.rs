@@ -8,7 +8,8 @@ pub const COUNTERS_HOOK: &str = "pfnscope:counters";
 
 /// A probed call or tracepoint hit, decoded. No field holds a kernel pointer: vmas, files and
 /// mms are per-trace ids, `vm_ops` is a symbol name.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// `Copy`, as every field is: decoding a row over a stale record drops nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Record {
     /// Position in the file.
     pub seq: u64,

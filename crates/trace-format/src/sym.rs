@@ -1,11 +1,13 @@
 //! Interned strings for the few distinct names a trace repeats on every row (hook, mode, comm,
 //! driver, cache modes). A trace of millions of rows holds a handful of distinct values: each
-//! is stored once for the life of the process and rows carry a `&'static str` to it. No
-//! reference count in the common case: records are decoded on one thread and dropped on
-//! another, and a shared count would bounce between the two CPUs on every row.
+//! is stored once for the life of the process and rows carry a reference to it. No reference
+//! count: records are decoded on one thread and dropped on another, and a shared count would
+//! bounce between the two CPUs on every row. A `Sym` is `Copy`, a plain reference: a record
+//! holds seven, and decoding a row over a stale one runs no drop code.
 //!
 //! The process-wide set is bounded ([`STATIC_BYTES`]): a corrupt or hostile file full of
-//! distinct strings gets reference-counted copies beyond it, freed with their records.
+//! distinct strings gets [`OVERFLOW`] for every new name past it. The tracer's traces hold a
+//! few hundred distinct names.
 
 use std::{
     borrow::Borrow,
@@ -14,24 +16,20 @@ use std::{
     fmt,
     hash::{Hash, Hasher},
     ops::Deref,
-    ptr::NonNull,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Mutex, OnceLock},
 };
 
 /// How many bytes of distinct names are kept for the life of the process.
 pub const STATIC_BYTES: usize = 16 << 20;
 
+/// The name every new name becomes once [`STATIC_BYTES`] are taken.
+pub const OVERFLOW: &str = "<name past pfnscope's 16 MiB of distinct names>";
+
 /// One pointer wide (a `Record` carries seven; as two-word `&str`s behind an enum tag they were
-/// 168 of its bytes, copied on every decode and every move). The pointer's low bit tells the
-/// two kinds apart: clear, it points at a kept `&'static str`; set, it is an `Arc<Box<str>>`'s,
-/// a counted copy made past [`STATIC_BYTES`].
-pub struct Sym(NonNull<()>);
-
-// Both kinds are immutable and shared: a `&'static str` and an `Arc`.
-unsafe impl Send for Sym {}
-unsafe impl Sync for Sym {}
-
-const SHARED: usize = 1;
+/// 168 of its bytes, copied on every decode and every move): the kept name's cell, one per
+/// distinct name, so that equal storage means an equal name.
+#[derive(Clone, Copy)]
+pub struct Sym(&'static &'static str);
 
 #[derive(Default)]
 struct Names {
@@ -55,76 +53,39 @@ impl Names {
         self.cells.insert(v, cell);
         Some(cell)
     }
+
+    /// `s` as a Sym: its kept cell, or [`OVERFLOW`]'s past `cap` bytes.
+    fn sym(&mut self, s: &str, cap: usize) -> Sym {
+        static FULL: &str = OVERFLOW;
+        Sym(self.get(s, cap).unwrap_or(&FULL))
+    }
 }
 
-fn global(s: &str) -> Option<&'static &'static str> {
+fn global(s: &str) -> Sym {
     static ALL: OnceLock<Mutex<Names>> = OnceLock::new();
     ALL.get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(s, STATIC_BYTES)
+        .sym(s, STATIC_BYTES)
 }
 
 impl Sym {
-    fn kept(cell: &'static &'static str) -> Sym {
-        Sym(NonNull::from(cell).cast())
-    }
-
-    fn shared(s: &str) -> Sym {
-        let p = Arc::into_raw(Arc::new(Box::<str>::from(s)));
-        // An Arc's allocation is word-aligned: the low bit is free for the tag.
-        Sym(NonNull::new(p.cast_mut().map_addr(|a| a | SHARED).cast()).expect("Arc is not null"))
-    }
-
-    #[inline(always)]
-    fn counted(&self) -> Option<*const Box<str>> {
-        let p = self.0.as_ptr();
-        (p.addr() & SHARED != 0).then(|| p.map_addr(|a| a & !SHARED).cast_const().cast())
-    }
-
     #[inline]
-    pub fn as_str(&self) -> &str {
-        match self.counted() {
-            // SAFETY: a counted Sym holds one strong count of this Arc.
-            Some(p) => unsafe { &*p },
-            // SAFETY: an untagged Sym points at a leaked, never freed `&'static str`.
-            None => unsafe { *self.0.cast::<&'static str>().as_ptr() },
-        }
+    pub fn as_str(&self) -> &'static str {
+        self.0
     }
 
-    /// The storage's address: equal for Syms that are [`Sym::same`], to hash them by. Only
-    /// while a Sym holds it: a counted copy's address can be reused once every holder is gone.
+    /// The storage's address: equal for Syms that are [`Sym::same`], to hash them by.
     #[inline]
     pub fn addr(&self) -> usize {
-        self.0.as_ptr().addr()
+        std::ptr::from_ref(self.0).addr()
     }
 
     /// Whether `self` and `o` share storage (interning worked).
     #[inline]
     pub fn same(&self, o: &Sym) -> bool {
-        // Each kept name has one cell, and each counted copy its own Arc.
-        self.0 == o.0
-    }
-}
-
-impl Clone for Sym {
-    #[inline]
-    fn clone(&self) -> Sym {
-        if let Some(p) = self.counted() {
-            // SAFETY: `p` came from `Arc::into_raw` and `self` keeps it alive.
-            unsafe { Arc::increment_strong_count(p) };
-        }
-        Sym(self.0)
-    }
-}
-
-impl Drop for Sym {
-    #[inline(always)]
-    fn drop(&mut self) {
-        if let Some(p) = self.counted() {
-            // SAFETY: the strong count this Sym held.
-            unsafe { Arc::decrement_strong_count(p) };
-        }
+        // Each kept name has one cell.
+        std::ptr::eq(self.0, o.0)
     }
 }
 
@@ -132,7 +93,7 @@ impl Default for Sym {
     #[inline]
     fn default() -> Sym {
         static EMPTY: &str = "";
-        Sym::kept(&EMPTY)
+        Sym(&EMPTY)
     }
 }
 
@@ -199,10 +160,7 @@ impl fmt::Display for Sym {
 
 impl From<&str> for Sym {
     fn from(s: &str) -> Sym {
-        match global(s) {
-            Some(cell) => Sym::kept(cell),
-            None => Sym::shared(s),
-        }
+        global(s)
     }
 }
 
@@ -311,11 +269,11 @@ impl Interner {
             // Swapped to the front, not rotated: a rotation was a memmove per row whenever
             // hooks alternate, and the hit still costs one compare next time.
             self.seen.swap(0, i);
-            return self.seen[0].clone();
+            return self.seen[0];
         }
         let v = Sym::from(String::from_utf8_lossy(s).as_ref());
         if self.seen.len() < Self::CAP {
-            self.seen.insert(0, v.clone());
+            self.seen.insert(0, v);
         }
         v
     }
@@ -400,23 +358,10 @@ mod tests {
         assert!(names.get("pfnmap_setup_cachemode", 30).is_none());
         assert_eq!(names.get("WC", 30).copied(), Some("WC"));
         assert_eq!(names.bytes, 18);
-        // Past the bound a Sym is a counted copy, equal to the text, freed with its last clone.
-        let late = Sym::shared("pfnmap_setup_cachemode");
-        assert_eq!(late, "pfnmap_setup_cachemode");
-        assert_eq!(late, Sym::from("pfnmap_setup_cachemode"));
-        let again = late.clone();
-        assert!(late.same(&again));
-        let p = late.counted().unwrap();
-        // SAFETY: `late` and `again` keep the Arc alive here.
-        assert_eq!(
-            unsafe { Arc::strong_count(&std::mem::ManuallyDrop::new(Arc::from_raw(p))) },
-            2
-        );
-        drop(again);
-        assert_eq!(
-            unsafe { Arc::strong_count(&std::mem::ManuallyDrop::new(Arc::from_raw(p))) },
-            1
-        );
-        assert_eq!(late.as_str(), "pfnmap_setup_cachemode");
+        // Past the bound every new name is OVERFLOW; kept names still come back.
+        assert_eq!(names.sym("pfnmap_setup_cachemode", 30), OVERFLOW);
+        assert!(names.sym("WC", 30).same(&names.sym("WC", 30)));
+        assert_eq!(names.sym("WC", 30), "WC");
+        assert_eq!(names.bytes, 18);
     }
 }

@@ -79,7 +79,7 @@ impl Decoder {
             return None;
         }
         if let Some(d) = self.drivers.get(&ops) {
-            return Some(d.clone());
+            return Some(*d);
         }
         let name = match self.kallsyms.data_symbol(ops) {
             Some(n) => n.to_string(),
@@ -87,7 +87,7 @@ impl Decoder {
             None => format!("vm_ops#{}", self.unknown_ops.get(ops).unwrap_or(0)),
         };
         let name = Sym::from(name);
-        self.drivers.insert(ops, name.clone());
+        self.drivers.insert(ops, name);
         Some(name)
     }
 
@@ -211,7 +211,7 @@ impl Decoder {
         ) && r.prot.is_none()
         {
             r.prot = r.vma_prot;
-            r.cache_req = r.vma_cache.clone();
+            r.cache_req = r.vma_cache;
         }
         if ev.flags & flags::HAS_RET != 0 {
             match res.ret {

@@ -170,7 +170,7 @@ pub fn fault_trace(path: &Path, shape: &Shape) -> u64 {
                 hook: "handle_mm_fault".into(),
                 fault_flags: Some(0x1255),
                 ret: Some(0x400),
-                ..base.clone()
+                ..base
             });
             rows += 1;
             ts += 3_000;
@@ -185,7 +185,7 @@ pub fn fault_trace(path: &Path, shape: &Shape) -> u64 {
             hook: "handle_mm_fault".into(),
             fault_flags: Some(if kind <= 5 { 0x255 } else { 0x254 }),
             ret: Some(if kind <= 5 { 0x100 } else { 0 }),
-            ..base.clone()
+            ..base
         });
         rows += 1;
         if kind <= 5 {
@@ -205,7 +205,7 @@ pub fn fault_trace(path: &Path, shape: &Shape) -> u64 {
                 prot: Some(0x8000_0000_0000_002f),
                 cache_req: Some("WC".into()),
                 ret: Some(0x100),
-                ..base.clone()
+                ..base
             });
             id += 1;
             w.push(&Record {
@@ -223,7 +223,7 @@ pub fn fault_trace(path: &Path, shape: &Shape) -> u64 {
                     0x8000_0000_0000_002f
                 }),
                 cache_out: Some(if kind <= 3 { "UC-" } else { "WC" }.into()),
-                ..base.clone()
+                ..base
             });
             rows += 2;
         }

@@ -289,9 +289,8 @@ fn no_pat() -> DataFrame {
     )]))
 }
 
-/// Every column of the batch (`df`, the same rows as `b`) plus `vma_kind` and `fault_type`;
-/// the counters apart as well.
-/// Every column of a batch whose first row is row `first_seq` of the file, plus the labels.
+/// Every column of the batch (`df`, the same rows as `b`, the first of them row `first_seq` of
+/// the file) plus `vma_kind` and `fault_type`; the counters apart as well.
 fn full(
     compactor: &mut Compactor,
     b: &Batch,

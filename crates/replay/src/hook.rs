@@ -122,11 +122,14 @@ impl Default for HookCache {
 
 impl HookCache {
     const SLOTS: usize = 64;
+    /// A 64-bit hash shifted right by this leaves an index below [`Self::SLOTS`].
+    const SHIFT: u32 = u64::BITS - Self::SLOTS.trailing_zeros();
 
     #[inline]
     pub fn get(&mut self, name: &pfnscope_trace::Sym) -> Hook {
         // Fibonacci hashing of the address (cells are word-aligned: the low bits carry nothing).
-        let i = (((name.addr() as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize;
+        let i = (((name.addr() as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> Self::SHIFT)
+            as usize;
         let slot = &mut self.slots[i % Self::SLOTS];
         if let Some((n, h)) = slot
             && n.same(name)

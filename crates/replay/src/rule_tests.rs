@@ -488,14 +488,7 @@ fn rule_fault_vma_lock() {
             name: "the driver is called under the VMA lock after it was seen lacking ->map_pages",
             series: Series::V6_16,
             scenario: ttm,
-            tweak: |r| {
-                // Page 2's VMA-lock attempt turns into the driver call: drop the attempt, mark
-                // the mmap_lock fault as a VMA-lock one.
-                let a = nth(r, "handle_mm_fault", 2);
-                let m = nth(r, "handle_mm_fault", 3);
-                r[m].fault_flags = Some(r[m].fault_flags.unwrap() | ff::VMA_LOCK);
-                r.remove(a);
-            },
+            tweak: |r| driver_call_under_vma_lock(r, |_, _| {}),
             expect: Expect::Div(Rule::FaultVmaLock),
         },
         Row {
@@ -504,15 +497,13 @@ fn rule_fault_vma_lock() {
             scenario: ttm,
             tweak: |r| {
                 // As above, but page 2's insert is a PMD insert (device-dax's huge_fault).
-                let a = nth(r, "handle_mm_fault", 2);
-                let m = nth(r, "handle_mm_fault", 3);
-                r[m].fault_flags = Some(r[m].fault_flags.unwrap() | ff::VMA_LOCK);
-                let k = (0..m)
-                    .rev()
-                    .find(|&k| r[k].hook == "vmf_insert_pfn_prot")
-                    .unwrap();
-                r[k].hook = "vmf_insert_pfn_pmd".into();
-                r.remove(a);
+                driver_call_under_vma_lock(r, |r, m| {
+                    let k = (0..m)
+                        .rev()
+                        .find(|&k| r[k].hook == "vmf_insert_pfn_prot")
+                        .unwrap();
+                    r[k].hook = "vmf_insert_pfn_pmd".into();
+                })
             },
             expect: Expect::NotDiv(Rule::FaultVmaLock),
         },
@@ -1288,6 +1279,17 @@ fn rule_pte_writable() {
             expect: Expect::Quiet(Rule::PteWritable),
         },
     ]);
+}
+
+/// Page 2's VMA-lock attempt turns into the driver call: the attempt is dropped and the
+/// mmap_lock fault marked as a VMA-lock one. `edit` gets the records first, with that fault's
+/// index.
+fn driver_call_under_vma_lock(r: &mut Vec<Record>, edit: impl FnOnce(&mut [Record], usize)) {
+    let a = nth(r, "handle_mm_fault", 2);
+    let m = nth(r, "handle_mm_fault", 3);
+    r[m].fault_flags = Some(r[m].fault_flags.unwrap() | ff::VMA_LOCK);
+    edit(r, m);
+    r.remove(a);
 }
 
 /// The first vm_normal_page asked again after everything else, as a root call, `edit`ed.

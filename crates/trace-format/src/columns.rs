@@ -522,42 +522,11 @@ macro_rules! columns {
             struct Arrays<'a> {
                 $($field: Option<<$kind as Column>::View<'a>>,)*
             }
-            let n = batch.num_rows();
-            // Arrow's reader does not validate (see `TraceReader::from_reader`): every row
-            // index below must be in bounds of every column.
-            let rows = |a: &dyn Array, name: &str| {
-                if a.len() == n {
-                    Ok(())
-                } else {
-                    Err(format!("column `{name}` has {} rows, the batch {n}", a.len()))
-                }
-            };
             let arrays = Arrays {
-                $($field: match batch.column_by_name(stringify!($field)) {
-                    Some(a) => {
-                        rows(a.as_ref(), stringify!($field))?;
-                        if !<$kind as Column>::NULLABLE && a.null_count() > 0 {
-                            return Err(format!("column `{}` has nulls", stringify!($field)));
-                        }
-                        let v = <$kind as Column>::view(a.as_ref())
-                            .map_err(|e| format!("column `{}` {e}", stringify!($field)))?;
-                        // Most columns belong to a few hooks and are null in whole batches.
-                        if a.null_count() == a.len() { None } else { Some(v) }
-                    }
-                    None => None,
-                },)*
+                $($field: column::<$kind>(batch, stringify!($field))?,)*
             };
-            let seq = match batch.column_by_name(SEQ) {
-                Some(a) => {
-                    rows(a.as_ref(), SEQ)?;
-                    if a.null_count() > 0 {
-                        return Err(format!("column `{SEQ}` has nulls"));
-                    }
-                    Some(<U64 as Column>::view(a.as_ref())
-                        .map_err(|e| format!("column `{SEQ}` {e}"))?)
-                }
-                None => None,
-            };
+            let seq = column::<U64>(batch, SEQ)?;
+            let n = batch.num_rows();
             let mut st = States::default();
             let piece = piece.clamp(1, n.max(1));
             let mut start = 0;
@@ -608,6 +577,31 @@ macro_rules! columns {
             }
         }
     };
+}
+
+/// Column `name` of `batch`, checked; None where the batch has no such column or it is null
+/// throughout (most columns belong to a few hooks and are null in whole batches).
+fn column<'a, K: Column>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<Option<K::View<'a>>, String> {
+    let Some(a) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    // Arrow's reader does not validate (see `TraceReader::from_reader`): every row index the
+    // decoder uses must be in bounds of every column.
+    if a.len() != batch.num_rows() {
+        return Err(format!(
+            "column `{name}` has {} rows, the batch {}",
+            a.len(),
+            batch.num_rows()
+        ));
+    }
+    if !K::NULLABLE && a.null_count() > 0 {
+        return Err(format!("column `{name}` has nulls"));
+    }
+    let v = K::view(a.as_ref()).map_err(|e| format!("column `{name}` {e}"))?;
+    Ok((a.null_count() < a.len()).then_some(v))
 }
 
 /// Each row's position in the file. Since schema 3 it is not written: it is the row number,

@@ -3,12 +3,40 @@
 //! box leaves them under `$CARGO_TARGET_DIR/testbox/`); small ones (a few batches) fuzz fastest.
 #![no_main]
 
+use std::path::Path;
+
 use libfuzzer_sys::fuzz_target;
+use pfnscope_trace::{TraceReader, read_trace_bytes};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(t) = pfnscope_trace::read_trace_bytes(data) {
-        // Touch what readers use, so decoding bugs behind lazy paths surface too.
-        let _ = t.counters();
-        let _ = t.events().filter_map(|r| r.latency_ns).max();
+    let Ok(t) = read_trace_bytes(data) else {
+        return;
+    };
+    // Touch what readers use, so decoding bugs behind lazy paths surface too.
+    let _ = t.counters();
+    let _ = t.events().filter_map(|r| r.latency_ns).max();
+    // The replay reads batches a row at a time instead: it must accept exactly what decoding
+    // accepts, and read the same records.
+    let mut r = TraceReader::from_bytes(data, Path::new("fuzz")).expect("read once already");
+    let mut decoder = r.batch_decoder();
+    let mut rows = vec![];
+    let mut damage = None;
+    loop {
+        match r.next_raw() {
+            Ok(Some(raw)) => match decoder.rows(raw) {
+                Ok(b) => rows.extend((0..b.len()).map(|i| b.record(i))),
+                Err(d) => {
+                    damage = Some(d);
+                    break;
+                }
+            },
+            Ok(None) => break,
+            Err(d) => {
+                damage = Some(d);
+                break;
+            }
+        }
     }
+    assert_eq!(rows, t.records);
+    assert_eq!(damage, t.damage);
 });

@@ -1,10 +1,12 @@
 //! `cargo bench -p replay`: replay throughput on a generated 10M-event trace.
 //!
-//! - engine: records already decoded, pushed through reassembly and the model, one core;
-//! - decode: a trace file read and decoded into records, nothing replayed, one core;
-//! - file: the same file read, decoded and replayed (what `replay check` does): wall time, with
-//!   reading and decoding on two more threads, and the CPU time of all three. The file holds as
-//!   many events as the engine run (~17 MiB per million) and is deleted afterwards;
+//! - engine: records built in memory (the path of tests and mutants), pushed through
+//!   reassembly and the model, one core;
+//! - read: a trace file read into checked batches, nothing replayed (what the file phase's
+//!   reader thread does), one core;
+//! - file: the same file read and replayed, rows read in place (what `replay check` does):
+//!   wall time, with reading on a second thread, and the CPU time of both. The file holds as
+//!   many events as the engine run (~4 MiB per million) and is deleted afterwards;
 //! - overhead: the same file through `replay overhead`'s per-page tally.
 //!
 //! `REPLAY_BENCH_EVENTS` overrides the 10M default; `REPLAY_BENCH_KEEP=PATH` keeps the file
@@ -127,7 +129,7 @@ fn main() {
     );
     let eng_rate = events as f64 / in_engine.as_secs_f64();
     println!(
-        "replay/engine: {events} events ({chunk_rounds} workload rounds) in {:.2} s: {:.2} M events/s on one core",
+        "replay/engine: {events} events ({chunk_rounds} workload rounds) as records in memory (the path of tests and mutants) in {:.2} s: {:.2} M events/s on one core",
         in_engine.as_secs_f64(),
         eng_rate / 1e6
     );
@@ -155,22 +157,23 @@ fn main() {
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let t = Instant::now();
     let mut reader = pfnscope_trace::TraceReader::open(&path).unwrap();
-    let mut decoded = 0usize;
-    while let Some(batch) = reader.next_batch().unwrap() {
-        decoded += batch.len();
+    let mut decoder = reader.batch_decoder();
+    let mut read = 0usize;
+    while let Some(batch) = reader.next_raw().unwrap() {
+        read += decoder.rows(batch).unwrap().len();
     }
     let el = t.elapsed();
     println!(
-        "replay/decode: {decoded} events read + decoded (no replay) in {:.2} s: {:.2} M events/s on one core",
+        "replay/read: {read} events read into checked batches (no replay: the reader thread's part of the file phase) in {:.2} s: {:.2} M events/s on one core",
         el.as_secs_f64(),
-        decoded as f64 / el.as_secs_f64() / 1e6
+        read as f64 / el.as_secs_f64() / 1e6
     );
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let rep = check_file(&path, &CheckOptions::default(), |_, _| {}).unwrap();
     let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
     assert_eq!(rep.summary.divergences, 0);
     println!(
-        "replay/file: {} events ({:.0} MiB) read + decoded + replayed in {:.2} s: {:.2} M events/s wall (reading and decoding on two more threads); {}",
+        "replay/file: {} events ({:.0} MiB) read + replayed in {:.2} s: {:.2} M events/s wall (reading on a second thread); {}",
         rep.events,
         bytes as f64 / (1 << 20) as f64,
         el.as_secs_f64(),
@@ -182,7 +185,7 @@ fn main() {
     let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
     assert!(damage.is_none() && rep.faults > 0);
     println!(
-        "replay/overhead: {} events ({} faults, {} pages) read + decoded + tallied in {:.2} s: {:.2} M events/s wall; {}",
+        "replay/overhead: {} events ({} faults, {} pages) read + tallied in {:.2} s: {:.2} M events/s wall; {}",
         rep.events,
         rep.faults,
         rep.pages,

@@ -7,10 +7,11 @@
 //! attach to its parent whichever arrives first.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, hash_map::Entry};
+use std::collections::{BinaryHeap, HashMap, VecDeque, hash_map::Entry};
 use std::ops::Range;
+use std::rc::Rc;
 
-use pfnscope_trace::{Record, TraceMeta};
+use pfnscope_trace::{Rec, Record, Rows, TraceMeta};
 
 use crate::hook::{Hook, HookCache};
 use crate::kernel::KernelRules;
@@ -21,15 +22,42 @@ use crate::report::{Losses, Sink};
 /// sees the hash: rustc's Fx hash is several times cheaper than SipHash here.
 pub type IdMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
+/// Where a call's fields are.
+#[derive(Debug)]
+enum Src {
+    /// A row of a batch read from a file, read in place: building a ~0.5 KB record of every
+    /// row and moving it into its tree was half of `replay check`'s time.
+    Row(Rc<Rows>, u32),
+    /// A record built in memory (tests, mutants), or a row moved out of a batch that had to
+    /// be let go (see [`Feed::retire`]).
+    Record(Box<Record>),
+}
+
+impl Src {
+    #[inline]
+    fn rec(&self) -> Rec<'_> {
+        match self {
+            Src::Row(rows, i) => Rec::Row(rows, *i as usize),
+            Src::Record(r) => Rec::Record(r),
+        }
+    }
+}
+
 /// One call of a reassembled tree.
 #[derive(Debug)]
 pub struct Node {
-    /// Boxed: a record is ~0.5 KB, and moving it through the slab into its tree cost more than
-    /// the model itself.
-    pub rec: Box<Record>,
+    src: Src,
     pub hook: Hook,
     /// Where this node's children are in [`Tree::kid_list`]; see [`Tree::kids`].
     kids: Range<usize>,
+}
+
+impl Node {
+    /// The call's fields.
+    #[inline]
+    pub fn rec(&self) -> Rec<'_> {
+        self.src.rec()
+    }
 }
 
 /// A root call with everything that ran inside it; `nodes[0]` is the root.
@@ -42,6 +70,11 @@ pub struct Tree {
 }
 
 impl Tree {
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.kid_list.clear();
+    }
+
     /// Indices into [`Tree::nodes`] of node `i`'s children, in entry order.
     pub fn kids(&self, i: usize) -> &[usize] {
         &self.kid_list[self.nodes[i].kids.clone()]
@@ -76,8 +109,12 @@ pub enum Orphan {
 }
 
 struct Slot {
-    rec: Box<Record>,
+    src: Src,
     hook: Hook,
+    /// What reassembly reads of the call, kept here rather than read from its row again.
+    id: u64,
+    ts: u64,
+    seq: u64,
     /// Children are a list linked through their `next`, latest first: no vector per parent.
     first_kid: u32,
     next: u32,
@@ -106,15 +143,9 @@ pub struct Assembler {
     scratch: Vec<u32>,
     /// Calls cut off a tree at [`MAX_DEPTH`], taken as trees of their own at the end.
     cut: Vec<u32>,
-    /// Boxes of processed records, reused rather than freed and allocated again (the boxes,
-    /// not the records, are the point).
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<Record>>,
 }
 
 impl Assembler {
-    const SPARE: usize = 1024;
-
     fn alloc(&mut self, s: Slot) -> u32 {
         match self.free.pop() {
             Some(i) => {
@@ -128,25 +159,26 @@ impl Assembler {
         }
     }
 
-    pub fn push(&mut self, mut rec: Record, hook: Hook) {
-        self.push_from(&mut rec, hook);
+    pub fn push(&mut self, rec: Record, hook: Hook) {
+        self.push_src(Src::Record(Box::new(rec)), hook);
     }
 
-    /// Takes `rec` out of its place (leaving stale contents there): swapped into a spare box,
-    /// it is read and written once, where moving it by value copied it twice.
-    pub fn push_from(&mut self, rec: &mut Record, hook: Hook) {
-        let (id, parent, ts, seq) = (rec.id, rec.parent, rec.ts_ns, rec.seq);
-        let exit = ts.saturating_add(rec.latency_ns.unwrap_or(0));
-        let rec = match self.spare.pop() {
-            Some(mut b) => {
-                std::mem::swap(&mut *b, rec);
-                b
-            }
-            None => Box::new(std::mem::take(rec)),
-        };
+    /// Row `i` of `rows`, read where it is.
+    #[inline]
+    pub fn push_row(&mut self, rows: &Rc<Rows>, i: usize, hook: Hook) {
+        self.push_src(Src::Row(rows.clone(), i as u32), hook);
+    }
+
+    fn push_src(&mut self, src: Src, hook: Hook) {
+        let r = src.rec();
+        let (id, parent, ts, seq) = (r.id(), r.parent(), r.ts_ns(), r.seq());
+        let exit = ts.saturating_add(r.latency_ns().unwrap_or(0));
         let slot = self.alloc(Slot {
-            rec,
+            src,
             hook,
+            id,
+            ts,
+            seq,
             first_kid: NONE,
             next: NONE,
         });
@@ -190,8 +222,7 @@ impl Assembler {
     }
 
     /// The next tree whose root returned before anything read so far entered, into a tree the
-    /// caller reuses: its node list is not allocated again, and the boxes of the records it
-    /// held go back to the spare list.
+    /// caller reuses: its node list is not allocated again.
     pub fn pop_ready_into(&mut self, tree: &mut Tree) -> bool {
         let Some(&Reverse((exit, _, slot))) = self.roots.peek() else {
             return false;
@@ -200,12 +231,7 @@ impl Assembler {
             return false;
         }
         self.roots.pop();
-        for n in tree.nodes.drain(..) {
-            if self.spare.len() < Self::SPARE {
-                self.spare.push(n.rec);
-            }
-        }
-        tree.kid_list.clear();
+        tree.clear();
         self.take_into(slot, tree, 1);
         true
     }
@@ -279,12 +305,23 @@ impl Assembler {
 
     fn sort_by_entry(&self, slots: &mut [u32]) {
         slots.sort_by_key(|&k| {
-            let r = &self.slots[k as usize]
+            let s = self.slots[k as usize]
                 .as_ref()
-                .expect("child slots are live")
-                .rec;
-            (r.ts_ns, r.seq)
+                .expect("child slots are live");
+            (s.ts, s.seq)
         });
+    }
+
+    /// Every call still waiting that is a row of `rows` becomes a record of its own, so that
+    /// the batch can be let go.
+    fn evacuate(&mut self, rows: &Rc<Rows>) {
+        for s in self.slots.iter_mut().flatten() {
+            if let Src::Row(r, i) = &s.src
+                && Rc::ptr_eq(r, rows)
+            {
+                s.src = Src::Record(Box::new(r.record(*i as usize)));
+            }
+        }
     }
 
     /// Moves `slot` and, down to [`MAX_DEPTH`], everything inside it into `tree`; `depth` is
@@ -294,8 +331,8 @@ impl Assembler {
             .take()
             .expect("a slot is taken once");
         self.free.push(slot);
-        if s.rec.id != 0
-            && let Entry::Occupied(l) = self.links.entry(s.rec.id)
+        if s.id != 0
+            && let Entry::Occupied(l) = self.links.entry(s.id)
             && l.get().slot == slot
         {
             // Nothing waits on a call that has been read: its children went to its slot.
@@ -319,7 +356,7 @@ impl Assembler {
         tree.kid_list.resize(at + n, 0);
         let idx = tree.nodes.len();
         tree.nodes.push(Node {
-            rec: s.rec,
+            src: s.src,
             hook: s.hook,
             kids: at..at + n,
         });
@@ -332,35 +369,95 @@ impl Assembler {
     }
 }
 
+/// What a consumer of a trace does with what [`Feed`] hands it.
+pub trait Consumer {
+    /// A counter row (not a call; not counted as an event).
+    fn counters(&mut self, r: Rec<'_>);
+    /// A call of `hook` was taken, before any tree it completes.
+    fn call(&mut self, hook: Hook);
+    /// A complete tree.
+    fn tree(&mut self, t: &Tree);
+}
+
+/// Rows past which a batch with calls still waiting on their parent is let go: those calls
+/// are moved out into records of their own (see [`Feed::retire`]). Without a bound, a trace
+/// with a straggler in every batch (a call whose parent was lost) would keep every batch.
+pub(crate) const HELD_ROWS: usize = 1 << 17;
+
 /// What every consumer of a trace does with its records: tells hooks apart, counts calls,
-/// reassembles trees and hands each finished one over, in one reused tree (whose records'
-/// boxes the assembler gets back for the next ones).
+/// reassembles trees and hands each finished one over, in one reused tree.
 #[derive(Default)]
 pub struct Feed {
     asm: Assembler,
     hooks: HookCache,
     tree: Tree,
     events: u64,
+    /// Batches some of whose calls may still be waiting in the assembler, oldest first, and
+    /// their rows in all.
+    held: VecDeque<Rc<Rows>>,
+    held_rows: usize,
+    /// Every batch taken, to count those still alive.
+    #[cfg(test)]
+    seen: Vec<std::rc::Weak<Rows>>,
 }
 
 impl Feed {
-    /// The hook of `rec`. Unless it is a counter row, `rec` is taken (what is left in its
-    /// place is stale, see [`Assembler::push_from`]) and counted; trees it completes wait for
-    /// [`Feed::ready`]. A counter row stays where it is.
-    #[inline]
-    pub fn take(&mut self, rec: &mut Record) -> Hook {
+    /// Takes a record built in memory.
+    pub fn push(&mut self, rec: Record, c: &mut impl Consumer) {
         let hook = self.hooks.get(&rec.hook);
-        if hook != Hook::Counters {
-            self.events += 1;
-            self.asm.push_from(rec, hook);
+        if hook == Hook::Counters {
+            c.counters(Rec::Record(&rec));
+            return;
         }
-        hook
+        self.events += 1;
+        self.asm.push(rec, hook);
+        c.call(hook);
+        self.ready(c);
     }
 
-    /// Hands every tree that is complete to `f`.
-    pub fn ready(&mut self, mut f: impl FnMut(&Tree)) {
+    /// Takes every row of a batch read from a file, in place.
+    pub fn push_rows(&mut self, rows: Rows, c: &mut impl Consumer) {
+        let rows = Rc::new(rows);
+        #[cfg(test)]
+        self.seen.push(Rc::downgrade(&rows));
+        for i in 0..rows.len() {
+            let hook = self.hooks.get(&rows.hook(i));
+            if hook == Hook::Counters {
+                c.counters(Rec::Row(&rows, i));
+                continue;
+            }
+            self.events += 1;
+            self.asm.push_row(&rows, i, hook);
+            c.call(hook);
+            self.ready(c);
+        }
+        self.retire(rows);
+    }
+
+    fn ready(&mut self, c: &mut impl Consumer) {
         while self.asm.pop_ready_into(&mut self.tree) {
-            f(&self.tree);
+            c.tree(&self.tree);
+        }
+    }
+
+    /// Lets go of the batches no waiting call is a row of, oldest first; past [`HELD_ROWS`],
+    /// the oldest one's waiting calls are moved out of it first.
+    fn retire(&mut self, rows: Rc<Rows>) {
+        // Its calls have been processed; it only holds their batches.
+        self.tree.clear();
+        self.held_rows += rows.len();
+        self.held.push_back(rows);
+        while let Some(front) = self.held.front() {
+            if Rc::strong_count(front) > 1 {
+                if self.held_rows <= HELD_ROWS || self.held.len() == 1 {
+                    break;
+                }
+                self.asm.evacuate(front);
+                debug_assert_eq!(Rc::strong_count(front), 1);
+            }
+            if let Some(f) = self.held.pop_front() {
+                self.held_rows -= f.len();
+            }
         }
     }
 
@@ -378,55 +475,68 @@ impl Feed {
     pub fn events(&self) -> u64 {
         self.events
     }
+
+    /// Batches still in memory.
+    #[cfg(test)]
+    pub(crate) fn alive(&self) -> usize {
+        self.seen.iter().filter(|w| w.strong_count() > 0).count()
+    }
+}
+
+/// The model and the loss counters, fed by [`Feed`].
+struct Run<S: Sink> {
+    model: Model<S>,
+    losses: HashMap<u32, (u64, u64, u64)>,
+}
+
+impl<S: Sink> Consumer for Run<S> {
+    fn counters(&mut self, r: Rec<'_>) {
+        // Cumulative per CPU: the last row wins.
+        self.losses.insert(
+            r.cpu(),
+            (
+                r.dropped().unwrap_or(0),
+                r.unpaired().unwrap_or(0),
+                r.read_failed().unwrap_or(0),
+            ),
+        );
+    }
+
+    #[inline]
+    fn call(&mut self, hook: Hook) {
+        self.model.saw(hook);
+    }
+
+    #[inline]
+    fn tree(&mut self, t: &Tree) {
+        self.model.process(t);
+    }
 }
 
 /// Feeds records in, sends results to the sink.
 pub struct Engine<S: Sink> {
     feed: Feed,
-    model: Model<S>,
-    losses: HashMap<u32, (u64, u64, u64)>,
+    run: Run<S>,
 }
 
 impl<S: Sink> Engine<S> {
     pub fn new(meta: &TraceMeta, rules: KernelRules, sink: S) -> Engine<S> {
         Engine {
             feed: Feed::default(),
-            model: Model::new(meta, rules, sink),
-            losses: HashMap::new(),
+            run: Run {
+                model: Model::new(meta, rules, sink),
+                losses: HashMap::new(),
+            },
         }
     }
 
-    pub fn push(&mut self, mut rec: Record) {
-        self.push_from(&mut rec);
+    pub fn push(&mut self, rec: Record) {
+        self.feed.push(rec, &mut self.run);
     }
 
-    /// Takes every record of `recs`, leaving stale ones in their place: a piece is handed back
-    /// to the decoder, which overwrites them (see [`crate::each_batch`]).
-    pub fn take_all(&mut self, recs: &mut [Record]) {
-        for r in recs {
-            self.push_from(r);
-        }
-    }
-
-    fn push_from(&mut self, rec: &mut Record) {
-        match self.feed.take(rec) {
-            Hook::Counters => {
-                // Cumulative per CPU: the last row wins.
-                self.losses.insert(
-                    rec.cpu,
-                    (
-                        rec.dropped.unwrap_or(0),
-                        rec.unpaired.unwrap_or(0),
-                        rec.read_failed.unwrap_or(0),
-                    ),
-                );
-            }
-            hook => {
-                self.model.saw(hook);
-                let model = &mut self.model;
-                self.feed.ready(|t| model.process(t));
-            }
-        }
+    /// Every row of a batch read from a file.
+    pub fn push_rows(&mut self, rows: Rows) {
+        self.feed.push_rows(rows, &mut self.run);
     }
 
     pub fn push_all(&mut self, recs: impl IntoIterator<Item = Record>) {
@@ -441,7 +551,7 @@ impl<S: Sink> Engine<S> {
 
     pub fn losses(&self) -> Losses {
         let mut l = Losses::default();
-        for (d, u, f) in self.losses.values() {
+        for (d, u, f) in self.run.losses.values() {
             l.dropped += d;
             l.unpaired += u;
             l.read_failed += f;
@@ -454,14 +564,14 @@ impl<S: Sink> Engine<S> {
         let losses = self.losses();
         let lossless = losses.dropped + losses.unpaired == 0;
         let events = self.feed.events();
-        let model = &mut self.model;
+        let model = &mut self.run.model;
         self.feed.finish(|t, orphan| {
             if let Some(why) = orphan {
                 model.orphan(t, why, lossless);
             }
             model.process(t);
         });
-        (self.model.finish(), losses, events)
+        (self.run.model.finish(), losses, events)
     }
 }
 
@@ -487,8 +597,8 @@ mod tests {
             .enumerate()
             .map(|(i, n)| {
                 (
-                    n.rec.id,
-                    t.kids(i).iter().map(|&k| t.nodes[k].rec.id).collect(),
+                    n.rec().id(),
+                    t.kids(i).iter().map(|&k| t.nodes[k].rec().id()).collect(),
                 )
             })
             .collect()
@@ -534,7 +644,7 @@ mod tests {
         assert!(a.pop_any().is_none());
         let o = a.orphans();
         assert_eq!(o.len(), 1);
-        assert_eq!(o[0].0.nodes[0].rec.id, 5);
+        assert_eq!(o[0].0.nodes[0].rec().id(), 5);
         assert_eq!(o[0].1, Orphan::NoParent);
     }
 
@@ -566,9 +676,9 @@ mod tests {
         let root = a
             .pop_ready()
             .expect("the chain's root returned before the last entry");
-        assert_eq!(root.nodes[0].rec.id, n);
+        assert_eq!(root.nodes[0].rec().id(), n);
         assert_eq!(root.nodes.len(), MAX_DEPTH);
-        assert_eq!(a.pop_any().map(|t| t.nodes[0].rec.id), Some(n + 1));
+        assert_eq!(a.pop_any().map(|t| t.nodes[0].rec().id()), Some(n + 1));
         let o = a.orphans();
         assert!(
             o.iter()
@@ -590,7 +700,7 @@ mod tests {
         let o = a.orphans();
         let ids: Vec<_> = o
             .iter()
-            .map(|(t, why)| (t.nodes.len(), t.nodes[0].rec.id, *why))
+            .map(|(t, why)| (t.nodes.len(), t.nodes[0].rec().id(), *why))
             .collect();
         assert_eq!(
             ids,

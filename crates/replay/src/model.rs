@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use pfnscope_trace::{Record, Sym, TraceMeta};
+use pfnscope_trace::{Rec, Record, Sym, TraceMeta};
 
 use crate::bits::{
     Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pfn_t,
@@ -65,10 +65,10 @@ struct ForkCopy {
 }
 
 /// Key of an address space: the trace's mm id, or the process when the mm was not read.
-fn space(r: &Record) -> u64 {
-    match r.mm_id {
+fn space(r: Rec<'_>) -> u64 {
+    match r.mm_id() {
         Some(m) => m as u64,
-        None => (1 << 32) | r.pid as u64,
+        None => (1 << 32) | r.pid() as u64,
     }
 }
 
@@ -192,14 +192,14 @@ impl<S: Sink> Model<S> {
 
     // ---- result plumbing -------------------------------------------------------------------
 
-    fn diverge(&mut self, rule: Rule, recs: &[&Record], expected: String, observed: String) {
+    fn diverge(&mut self, rule: Rule, recs: &[Rec<'_>], expected: String, observed: String) {
         self.sink.tally(rule, Outcome::Failed);
         self.sink.divergence(Divergence {
             rule,
             expected,
             observed,
-            seqs: recs.iter().map(|r| r.seq).collect(),
-            ids: recs.iter().map(|r| r.id).collect(),
+            seqs: recs.iter().map(|r| r.seq()).collect(),
+            ids: recs.iter().map(|r| r.id()).collect(),
             source: rule.source(),
         });
     }
@@ -208,7 +208,7 @@ impl<S: Sink> Model<S> {
         &mut self,
         rule: Rule,
         ok: bool,
-        recs: &[&Record],
+        recs: &[Rec<'_>],
         what: impl FnOnce() -> (String, String),
     ) {
         if ok {
@@ -227,12 +227,15 @@ impl<S: Sink> Model<S> {
     fn find(
         &mut self,
         rule: Rule,
-        recs: &[&Record],
-        driver: Option<&Sym>,
+        recs: &[Rec<'_>],
+        driver: Option<Sym>,
         message: impl FnOnce() -> String,
     ) {
         self.sink.tally(rule, Outcome::Held);
-        if self.sink.repeat_finding(rule, driver.map(Sym::as_str)) {
+        if self
+            .sink
+            .repeat_finding(rule, driver.as_ref().map(Sym::as_str))
+        {
             return;
         }
         let message = message();
@@ -240,8 +243,8 @@ impl<S: Sink> Model<S> {
             rule,
             message,
             driver: driver.map(|d| d.to_string()),
-            seqs: recs.iter().map(|r| r.seq).collect(),
-            ids: recs.iter().map(|r| r.id).collect(),
+            seqs: recs.iter().map(|r| r.seq()).collect(),
+            ids: recs.iter().map(|r| r.id()).collect(),
             source: rule.source(),
         });
     }
@@ -249,10 +252,10 @@ impl<S: Sink> Model<S> {
     // ---- driving ---------------------------------------------------------------------------
 
     pub fn process(&mut self, t: &Tree) {
-        let root = &t.nodes[0].rec;
+        let root = t.nodes[0].rec();
         if !self.child_pending.is_empty()
-            && root.mm_id.is_some()
-            && let Some(copies) = self.child_pending.remove(&root.pid)
+            && root.mm_id().is_some()
+            && let Some(copies) = self.child_pending.remove(&root.pid())
         {
             let sp = space(root);
             for c in copies {
@@ -267,8 +270,8 @@ impl<S: Sink> Model<S> {
     /// A page-fault tracepoint carries the vma the eBPF side found for its address; a fault
     /// outside every vma (a SIGSEGV to be) has none.
     fn tp_fault(&mut self, t: &Tree, i: usize) {
-        let r = &t.nodes[i].rec;
-        match (r.address, r.vma_start, r.vma_end) {
+        let r = t.nodes[i].rec();
+        match (r.address(), r.vma_start(), r.vma_end()) {
             (Some(a), Some(s), Some(e)) => {
                 self.check(Rule::TraceFaultVma, s <= a && a < e, &[r], || {
                     (
@@ -283,21 +286,21 @@ impl<S: Sink> Model<S> {
 
     /// A call whose parent never reached the trace.
     pub fn orphan(&mut self, t: &Tree, why: Orphan, lossless: bool) {
-        let r = &t.nodes[0].rec;
+        let r = t.nodes[0].rec();
         let (expected, observed) = match why {
             // No loss makes a parent chain this long, or one that loops: the links are broken.
             Orphan::TooDeep => (
                 format!("probed calls nested a few deep (at most {MAX_DEPTH} are kept)"),
-                format!("call {} is {MAX_DEPTH} parent links deep", r.id),
+                format!("call {} is {MAX_DEPTH} parent links deep", r.id()),
             ),
             Orphan::Loop => (
                 "a chain of parent links that ends at a root call".into(),
-                format!("call {}'s chain loops (parent {})", r.id, r.parent),
+                format!("call {}'s chain loops (parent {})", r.id(), r.parent()),
             ),
             Orphan::NoParent if lossless => (
                 format!(
                     "parent call {} in the trace (the tracer counted no loss)",
-                    r.parent
+                    r.parent()
                 ),
                 "no such call".into(),
             ),
@@ -325,7 +328,7 @@ impl<S: Sink> Model<S> {
             };
             self.find(
                 Rule::FindLeak,
-                &[&r],
+                &[Rec::Record(&r)],
                 None,
                 || format!(
                     "PAT reservation never freed: pfn {:#x}..{:#x} {} made at seq {}, its owner is gone ({:?})",
@@ -350,7 +353,7 @@ impl<S: Sink> Model<S> {
                 self.lookup(t, i);
             }
             Hook::TrackRemap | Hook::PfnmapTrack => {
-                let vma = t.nodes[i].rec.vma_id;
+                let vma = t.nodes[i].rec().vma_id();
                 self.track_remap(t, i, vma);
             }
             Hook::TrackCopy => {
@@ -365,14 +368,15 @@ impl<S: Sink> Model<S> {
             Hook::UnmapPageRange => self.unmap(t, i),
             Hook::PageFaultUser | Hook::PageFaultKernel => self.tp_fault(t, i),
             Hook::FilemapDelete => {
-                let r = &t.nodes[i].rec;
-                if let (Some(pfn), Some(ix)) = (r.pfn, r.index) {
-                    self.deleted.insert(pfn, (ix, r.seq));
+                let r = t.nodes[i].rec();
+                if let (Some(pfn), Some(ix)) = (r.pfn(), r.index()) {
+                    self.deleted.insert(pfn, (ix, r.seq()));
                 }
             }
             Hook::ProcessFork => {
-                let r = &t.nodes[i].rec;
-                if let (Some(child), Some(copies)) = (r.child_pid, self.fork_pending.remove(&r.pid))
+                let r = t.nodes[i].rec();
+                if let (Some(child), Some(copies)) =
+                    (r.child_pid(), self.fork_pending.remove(&r.pid()))
                 {
                     self.child_pending.entry(child).or_default().extend(copies);
                 }
@@ -397,7 +401,7 @@ impl<S: Sink> Model<S> {
 
     // ---- PTE state -------------------------------------------------------------------------
 
-    fn alias_add(&mut self, pfn: u64, c: Cache, r: &Record) {
+    fn alias_add(&mut self, pfn: u64, c: Cache, r: Rec<'_>) {
         let v = self.aliases.entry(pfn).or_default();
         let other = v
             .iter()
@@ -411,7 +415,7 @@ impl<S: Sink> Model<S> {
             self.find(
                 Rule::FindAlias,
                 &[r],
-                r.driver.as_ref(),
+                r.driver(),
                 || format!("one pfn mapped with two cache modes: pfn {pfn:#x} mapped {} here and {} elsewhere", c.name(), oc.name()),
             );
         }
@@ -428,7 +432,7 @@ impl<S: Sink> Model<S> {
         }
     }
 
-    fn install(&mut self, sp: u64, page: u64, p: Pte, r: &Record) {
+    fn install(&mut self, sp: u64, page: u64, p: Pte, r: Rec<'_>) {
         if let Some(old) = self.ptes.insert((sp, page), p)
             && let (Some(pfn), Some(c), Some(true)) = (old.pfn, old.cache, old.special)
         {
@@ -515,11 +519,11 @@ impl<S: Sink> Model<S> {
     // ---- handle_mm_fault -------------------------------------------------------------------
 
     fn fault(&mut self, t: &Tree, i: usize) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         self.vma_due(r);
-        let page = r.address.map(|a| a >> PAGE_SHIFT);
-        let flags = r.fault_flags;
-        let ret = r.ret.map(|v| v as u32);
+        let page = r.address().map(|a| a >> PAGE_SHIFT);
+        let flags = r.fault_flags();
+        let ret = r.ret().map(|v| v as u32);
 
         if let Some(fl) = flags {
             let (mask, series) = (self.f.fault_flags_mask, self.f.series);
@@ -559,9 +563,9 @@ impl<S: Sink> Model<S> {
         if let Some(v) = ret {
             // Anonymous memory (no vm_ops, no file) is served by do_anonymous_page and
             // do_wp_page, which never return NOPAGE: only a driver's ->fault does.
-            if let Some(vm) = r.vma_flags
-                && r.driver.is_none()
-                && r.file_id.is_none()
+            if let Some(vm) = r.vma_flags()
+                && r.driver().is_none()
+                && r.file_id().is_none()
                 && self.bits.pfn_or_mixed(vm) == 0
             {
                 self.check(Rule::FaultOutcome, v & vf::NOPAGE == 0, &[r], || {
@@ -591,7 +595,7 @@ impl<S: Sink> Model<S> {
         });
 
         if self.f.sanitize_write
-            && let (Some(fl), Some(vm)) = (flags, r.vma_flags)
+            && let (Some(fl), Some(vm)) = (flags, r.vma_flags())
         {
             let b = self.bits;
             let bad = fl & ff::WRITE != 0
@@ -608,7 +612,7 @@ impl<S: Sink> Model<S> {
                             "SIGSEGV from sanitize_fault_flags, no driver call".into(),
                             format!(
                                 "ret {}, {} PFN inserts (flags {fl:#x}, vm_flags {vm:#x})",
-                                show_ret(r.ret),
+                                show_ret(r.ret()),
                                 inserts().count()
                             ),
                         )
@@ -620,14 +624,14 @@ impl<S: Sink> Model<S> {
         let vma_lock = flags.is_some_and(|fl| fl & ff::VMA_LOCK != 0);
         // device-dax maps pfns into a vma with neither flag, through the same ->fault path.
         let pfn_vma = r
-            .vma_flags
+            .vma_flags()
             .is_some_and(|vm| self.bits.pfn_or_mixed(vm) != 0)
-            || r.driver.as_deref().is_some_and(is_dax);
+            || r.driver().as_deref().is_some_and(is_dax);
         if self.f.vma_lock_faults
             && pfn_vma
-            && let (Some(drv), Some(pg)) = (r.driver.as_deref(), page)
+            && let (Some(drv), Some(pg)) = (r.driver().as_deref(), page)
         {
-            let tid = r.tid;
+            let tid = r.tid();
             if vma_lock && called_pte_driver {
                 match self.lacks_map_pages.get(drv) {
                     Some(true) => self.diverge(
@@ -665,7 +669,7 @@ impl<S: Sink> Model<S> {
                     };
                     self.diverge(
                         Rule::FaultVmaLock,
-                        &[r, &lr],
+                        &[r, Rec::Record(&lr)],
                         "the mmap_lock fault of a page only after its VMA-lock attempt returned RETRY".into(),
                         "a mmap_lock fault right after a VMA-lock attempt on the same page that did not return RETRY".into(),
                     );
@@ -678,24 +682,26 @@ impl<S: Sink> Model<S> {
         }
         // After the kids: a vm_normal_page inside this fault (do_wp_page) sees the PTE as the
         // previous fault at this page left it.
-        if let (Some(v), Some(vma), Some(start), Some(pg)) = (ret, r.vma_id, r.vma_start, page) {
+        if let (Some(v), Some(vma), Some(start), Some(pg)) = (ret, r.vma_id(), r.vma_start(), page)
+        {
             let key = (vma, start, pg);
             // A failed insert of the faulting page maps nothing either, whatever the fault
             // returns (TTM turns a failed first insert into NOPAGE; the next touch refaults).
-            let at_page = |k: &usize| t.nodes[*k].rec.address.map(|a| a >> PAGE_SHIFT) == Some(pg);
+            let at_page =
+                |k: &usize| t.nodes[*k].rec().address().map(|a| a >> PAGE_SHIFT) == Some(pg);
             let failed = |k: usize| {
                 t.nodes[k]
-                    .rec
-                    .ret
+                    .rec()
+                    .ret()
                     .map(|x| x as u32)
                     .filter(|x| x & vf::ERROR != 0)
             };
             let failed_insert = inserts()
                 .rfind(at_page)
                 .filter(|_| inserts().filter(at_page).all(|k| failed(k).is_some()))
-                .and_then(|k| Some((t.nodes[k].rec.seq, failed(k)?)));
+                .and_then(|k| Some((t.nodes[k].rec().seq(), failed(k)?)));
             if v & vf::ERROR != 0 {
-                self.failed_faults.insert(key, (r.seq, v));
+                self.failed_faults.insert(key, (r.seq(), v));
             } else if let Some(f) = failed_insert {
                 self.failed_faults.insert(key, f);
             } else {
@@ -705,8 +711,9 @@ impl<S: Sink> Model<S> {
 
         if let (Some(pg), Some(v)) = (page, ret) {
             let ok_insert = inserts().any(|k| {
-                let kr = &t.nodes[k].rec;
-                kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg) && kr.ret == Some(vf::NOPAGE as i64)
+                let kr = t.nodes[k].rec();
+                kr.address().map(|a| a >> PAGE_SHIFT) == Some(pg)
+                    && kr.ret() == Some(vf::NOPAGE as i64)
             });
             if ok_insert {
                 self.check(
@@ -718,10 +725,10 @@ impl<S: Sink> Model<S> {
             }
             // COW of a PFN (or any) mapping: the write replaced the PTE with a private page.
             let write = flags.is_some_and(|fl| fl & ff::WRITE != 0);
-            let cow = r.vma_flags.is_some_and(|vm| self.bits.is_cow(vm));
+            let cow = r.vma_flags().is_some_and(|vm| self.bits.is_cow(vm));
             let vnp_here = t.kids(i).iter().any(|&k| {
-                let kr = &t.nodes[k].rec;
-                t.nodes[k].hook == Hook::Vnp && kr.address.map(|a| a >> PAGE_SHIFT) == Some(pg)
+                let kr = t.nodes[k].rec();
+                t.nodes[k].hook == Hook::Vnp && kr.address().map(|a| a >> PAGE_SHIFT) == Some(pg)
             });
             if write && cow && vnp_here && v & (vf::ERROR | vf::RETRY) == 0 {
                 let p = Pte {
@@ -730,19 +737,19 @@ impl<S: Sink> Model<S> {
                     cache: Some(Cache::WB),
                     known: true,
                     anon: true,
-                    since: r.seq,
+                    since: r.seq(),
                 };
                 self.install(space(r), pg, p, r);
             }
             self.last_fault.insert(
-                r.tid,
+                r.tid(),
                 LastFault {
                     page: pg,
                     vma_lock,
                     retry: v & vf::RETRY != 0,
                     called_driver: called_pte_driver,
-                    seq: r.seq,
-                    id: r.id,
+                    seq: r.seq(),
+                    id: r.id(),
                 },
             );
         }
@@ -752,26 +759,26 @@ impl<S: Sink> Model<S> {
 
     fn insert(&mut self, t: &Tree, i: usize, fault_page: Option<u64>) {
         let n = &t.nodes[i];
-        let r = &n.rec;
+        let r = n.rec();
         // vmf_insert_pfn is vmf_insert_pfn_prot with the vma's prot: the inner call is checked.
         if let Some(k) = t.kid(i, |h| h.is_insert()) {
-            let inner = &t.nodes[k].rec;
+            let inner = t.nodes[k].rec();
             // The wrapper passes its vma on: the inner call's BUG_ONs see the same flags.
-            if let Some(vm) = r.vma_flags {
+            if let Some(vm) = r.vma_flags() {
                 let b = self.bits;
                 let pm = b.pfn_or_mixed(vm);
                 let bug = n.hook != Hook::InsertMixed
                     && (pm == 0
                         || pm == b.pfnmap | b.mixedmap
                         || (vm & b.pfnmap != 0 && b.is_cow(vm)));
-                self.check(Rule::InsertVmaFlags, !bug && inner.vma_flags.is_none_or(|f| f == vm), &[r, inner], || {
+                self.check(Rule::InsertVmaFlags, !bug && inner.vma_flags().is_none_or(|f| f == vm), &[r, inner], || {
                     (
                         "BUG_ON: exactly one of VM_PFNMAP/VM_MIXEDMAP, no COW VM_PFNMAP, same vma as the inner call".into(),
-                        format!("returned {} on vm_flags {vm:#x} (inner {:#x?})", show_ret(r.ret), inner.vma_flags),
+                        format!("returned {} on vm_flags {vm:#x} (inner {:#x?})", show_ret(r.ret()), inner.vma_flags()),
                     )
                 });
             }
-            if let (Some(a), Some(b)) = (r.ret, inner.ret) {
+            if let (Some(a), Some(b)) = (r.ret(), inner.ret()) {
                 self.check(Rule::InsertRet, a == b, &[r, inner], || {
                     (
                         format!("the inner call's result {}", show_ret(Some(b))),
@@ -789,10 +796,10 @@ impl<S: Sink> Model<S> {
             Hook::InsertPud | Hook::InsertPudProt => 512 * 512,
             _ => 1,
         };
-        let ret = r.ret.map(|v| v as u32);
+        let ret = r.ret().map(|v| v as u32);
         let mut refused = false;
 
-        match r.vma_flags {
+        match r.vma_flags() {
             None => {
                 self.nc(Rule::InsertVmaFlags);
             }
@@ -802,15 +809,15 @@ impl<S: Sink> Model<S> {
                 let pfnmap_cow = vm & b.pfnmap != 0 && b.is_cow(vm);
                 // vm_mixed_ok and the PMD/PUD BUG_ONs let devmap (and, for mixed, special)
                 // pfn_t's into a vma with neither flag; traces before `pfn_flags` cannot say.
-                let devmap = r.pfn_flags.map(pfn_t::is_devmap);
+                let devmap = r.pfn_flags().map(pfn_t::is_devmap);
                 if mixed {
                     let flags_allow = r
-                        .pfn_flags
+                        .pfn_flags()
                         .map(|f| pfn_t::is_devmap(f) || f & pfn_t::SPECIAL != 0);
                     // The zero pfn is let in too (fs-dax maps holes with it, flags 0): without
                     // its pfn in the metadata, only a pfn outside System RAM is surely not it.
                     let maybe_zero = || {
-                        r.pfn.is_none_or(|p| match self.zero_pfn {
+                        r.pfn().is_none_or(|p| match self.zero_pfn {
                             Some(z) => p == z,
                             None => self.ram.is_empty() || self.is_ram(p, 1),
                         })
@@ -822,7 +829,8 @@ impl<S: Sink> Model<S> {
                         refused = ret != Some(vf::NOPAGE);
                     } else {
                         refused = true;
-                        let dax = flags_allow.is_none() && r.driver.as_deref().is_some_and(is_dax);
+                        let dax =
+                            flags_allow.is_none() && r.driver().as_deref().is_some_and(is_dax);
                         if dax {
                             // dax passes devmap pfn_t flags the trace masks off: vm_mixed_ok may
                             // allow it, and a mapped page says it did.
@@ -836,7 +844,7 @@ impl<S: Sink> Model<S> {
                             self.check(Rule::InsertMixed, ret == Some(vf::SIGBUS), &[r], || {
                                 (
                                     "SIGBUS (vma is not VM_MIXEDMAP)".into(),
-                                    format!("ret {} on vm_flags {vm:#x}", show_ret(r.ret)),
+                                    format!("ret {} on vm_flags {vm:#x}", show_ret(r.ret())),
                                 )
                             });
                         } else {
@@ -844,7 +852,7 @@ impl<S: Sink> Model<S> {
                                 Rule::InsertMixed,
                                 &[r],
                                 "BUG in vm_mixed_ok (vma is not VM_MIXEDMAP): the call never returns".into(),
-                                format!("returned {} on vm_flags {vm:#x}", show_ret(r.ret)),
+                                format!("returned {} on vm_flags {vm:#x}", show_ret(r.ret())),
                             );
                         }
                     }
@@ -860,14 +868,14 @@ impl<S: Sink> Model<S> {
                     self.check(Rule::InsertVmaFlags, !bug, &[r], || {
                         (
                             "BUG_ON: exactly one of VM_PFNMAP/VM_MIXEDMAP, and no COW VM_PFNMAP; the call never returns".into(),
-                            format!("returned {} on vm_flags {vm:#x}", show_ret(r.ret)),
+                            format!("returned {} on vm_flags {vm:#x}", show_ret(r.ret())),
                         )
                     });
                 }
             }
         }
 
-        let inside = match (r.address, r.vma_start, r.vma_end) {
+        let inside = match (r.address(), r.vma_start(), r.vma_end()) {
             (Some(a), Some(s), Some(e)) => Some(a >= s && a < e),
             _ => None,
         };
@@ -877,7 +885,7 @@ impl<S: Sink> Model<S> {
                     ("SIGBUS (address outside the vma)".into(), format!("{v:#x}"))
                 }),
                 Some(true) => {
-                    let present = r.prot.is_none_or(|p| p & pte::PRESENT != 0);
+                    let present = r.prot().is_none_or(|p| p & pte::PRESENT != 0);
                     let mut allowed = vec![vf::NOPAGE, vf::OOM];
                     if !present || mixed {
                         allowed.push(vf::SIGBUS);
@@ -921,17 +929,17 @@ impl<S: Sink> Model<S> {
                 self.nc(Rule::InsertPatLookup);
             }
         }
-        if let (Some(k), Some(pfn)) = (lookup, r.pfn) {
-            let lr = &t.nodes[k].rec;
+        if let (Some(k), Some(pfn)) = (lookup, r.pfn()) {
+            let lr = t.nodes[k].rec();
             // track_pfn_insert(vma, &pgprot, pfn) / pfnmap_setup_cachemode_pfn(pfn, ...).
             self.check(
                 Rule::InsertPatLookup,
-                lr.pfn.is_none_or(|p| p == pfn),
+                lr.pfn().is_none_or(|p| p == pfn),
                 &[r, lr],
                 || {
                     (
                         format!("the lookup for pfn {pfn:#x}"),
-                        format!("a lookup for pfn {:#x?}", lr.pfn),
+                        format!("a lookup for pfn {:#x?}", lr.pfn()),
                     )
                 },
             );
@@ -941,7 +949,7 @@ impl<S: Sink> Model<S> {
             None => None,
         };
 
-        if let (Some(true), Some(v), Some(a), Some(pfn)) = (inside, ret, r.address, r.pfn)
+        if let (Some(true), Some(v), Some(a), Some(pfn)) = (inside, ret, r.address(), r.pfn())
             && v & vf::NOPAGE != 0
             && !refused
             && level_pages <= 512
@@ -966,7 +974,7 @@ impl<S: Sink> Model<S> {
                         f >> (level_pages.trailing_zeros()) == pg >> level_pages.trailing_zeros()
                     }),
                     anon: false,
-                    since: r.seq,
+                    since: r.seq(),
                 };
                 self.install(sp, pg, p, r);
             }
@@ -976,11 +984,11 @@ impl<S: Sink> Model<S> {
 
     /// `track_pfn_insert` / `pfnmap_setup_cachemode`: returns the cache mode PAT answered.
     fn lookup(&mut self, t: &Tree, i: usize) -> Option<Cache> {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         let pat = self.pat.clone();
-        let c_in = cache_of(&r.cache_req, r.prot, &pat);
-        let c_out = cache_of(&r.cache_out, r.prot_out, &pat);
-        if let (Some(p), Some(po)) = (r.prot, r.prot_out) {
+        let c_in = cache_of(&r.cache_req(), r.prot(), &pat);
+        let c_out = cache_of(&r.cache_out(), r.prot_out(), &pat);
+        if let (Some(p), Some(po)) = (r.prot(), r.prot_out()) {
             self.check(
                 Rule::PatLookup,
                 p & !pte::CACHE_MASK == po & !pte::CACHE_MASK,
@@ -993,8 +1001,10 @@ impl<S: Sink> Model<S> {
                 },
             );
         }
-        if let (Some(po), Some(name)) = (r.prot_out, r.cache_out.as_deref().and_then(Cache::parse))
-        {
+        if let (Some(po), Some(name)) = (
+            r.prot_out(),
+            r.cache_out().as_deref().and_then(Cache::parse),
+        ) {
             self.check(Rule::PatLookup, pat.of_prot(po) == name, &[r], || {
                 (
                     format!("prot {po:#x} selects {}", pat.of_prot(po).name()),
@@ -1005,12 +1015,12 @@ impl<S: Sink> Model<S> {
         if c_in.is_some() && c_out.is_some() && c_in != c_out {
             self.pat_on = true;
         }
-        let (Some(pfn), Some(out)) = (r.pfn, c_out) else {
+        let (Some(pfn), Some(out)) = (r.pfn(), c_out) else {
             self.nc(Rule::PatLookup);
             return c_out;
         };
         let n = if t.nodes[i].hook == Hook::SetupCachemode {
-            pages(r.size)
+            pages(r.size())
         } else {
             1
         };
@@ -1043,9 +1053,9 @@ impl<S: Sink> Model<S> {
             }),
             None => self.nc(Rule::PatLookup),
         }
-        if t.nodes[i].hook == Hook::SetupCachemode && n == 1 && r.ret.is_some() {
-            self.check(Rule::PatLookup, r.ret == Some(0), &[r], || {
-                ("0 for a single page".into(), show_ret(r.ret))
+        if t.nodes[i].hook == Hook::SetupCachemode && n == 1 && r.ret().is_some() {
+            self.check(Rule::PatLookup, r.ret() == Some(0), &[r], || {
+                ("0 for a single page".into(), show_ret(r.ret()))
             });
         }
         // A non-default type from a reservation made outside any mapping (set_pages_array_wc /
@@ -1061,7 +1071,7 @@ impl<S: Sink> Model<S> {
             self.find(
                 Rule::FindRamMemtype,
                 &[r],
-                r.driver.as_ref().or(t.nodes[0].rec.driver.as_ref()),
+                r.driver().or(t.nodes[0].rec().driver()),
                 || format!("{} from a reservation made outside any mapping (set_pages_*/set_memory_* or ioremap, seq [{seq}]): pfn {pfn:#x} mapped {} through a PFN mapping", out.name(), out.name()),
             );
         }
@@ -1074,7 +1084,7 @@ impl<S: Sink> Model<S> {
                 self.find(
                     Rule::FindRamMemtype,
                     &[r],
-                    r.driver.as_ref().or(t.nodes[0].rec.driver.as_ref()),
+                    r.driver().or(t.nodes[0].rec().driver()),
                     || format!("{} with no reservation in the trace: pfn {pfn:#x} (RAM with a set_memory_*/set_pages_* type, or an older reservation)", out.name()),
                 );
             }
@@ -1083,7 +1093,7 @@ impl<S: Sink> Model<S> {
             && matches!(req, Cache::WC | Cache::WT)
             && matches!(out, Cache::UcMinus | Cache::UC)
         {
-            let drv = r.driver.as_ref().or(t.nodes[0].rec.driver.as_ref());
+            let drv = r.driver().or(t.nodes[0].rec().driver());
             self.find(Rule::FindWcDowngrade, &[r], drv, || {
                 format!(
                     "{} requested, {} mapped: pfn {pfn:#x} has no {} reservation",
@@ -1099,17 +1109,17 @@ impl<S: Sink> Model<S> {
     // ---- remap_pfn_range and its PAT tracking ----------------------------------------------
 
     fn remap(&mut self, t: &Tree, i: usize) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         let b = self.bits;
         let (Some(addr), Some(pfn), Some(size), Some(vs), Some(ve)) =
-            (r.address, r.pfn, r.size, r.vma_start, r.vma_end)
+            (r.address(), r.pfn(), r.size(), r.vma_start(), r.vma_end())
         else {
             self.nc(Rule::RemapRet);
             self.visit_kids(t, i, None, |_| true);
             return;
         };
         let whole = addr == vs && addr.checked_add(size) == Some(ve);
-        let cow = r.vma_flags.is_some_and(|v| b.is_cow(v));
+        let cow = r.vma_flags().is_some_and(|v| b.is_cow(v));
         let track = t.kid(i, |h| {
             matches!(
                 h,
@@ -1124,10 +1134,10 @@ impl<S: Sink> Model<S> {
             Hook::SetupCachemode
         };
         let (tr, cache) = match track {
-            Some(k) => self.track_remap(t, k, r.vma_id),
+            Some(k) => self.track_remap(t, k, r.vma_id()),
             None => (None, None),
         };
-        if track.is_none() && self.attached(track_hook) && r.ret == Some(0) {
+        if track.is_none() && self.attached(track_hook) && r.ret() == Some(0) {
             self.diverge(
                 Rule::RemapRet,
                 &[r],
@@ -1146,7 +1156,7 @@ impl<S: Sink> Model<S> {
         };
         if track.is_some() && tr.is_none() {
             self.nc(Rule::RemapRet);
-        } else if let Some(v) = r.ret {
+        } else if let Some(v) = r.ret() {
             self.check(Rule::RemapRet, expected.contains(&v), &[r], || {
                 let why = if cow && !whole {
                     " (partial remap of a COW vma)"
@@ -1156,11 +1166,11 @@ impl<S: Sink> Model<S> {
                 (format!("one of {expected:?}{why}"), format!("{v}"))
             });
         }
-        if r.ret == Some(0) {
+        if r.ret() == Some(0) {
             let sp = space(r);
             let c = cache.or_else(|| {
                 (!self.pat_on)
-                    .then(|| r.prot.map(|p| self.pat.of_prot(p)))
+                    .then(|| r.prot().map(|p| self.pat.of_prot(p)))
                     .flatten()
             });
             let n = pages(Some(size));
@@ -1172,19 +1182,19 @@ impl<S: Sink> Model<S> {
                         cache: c,
                         known: true,
                         anon: false,
-                        since: r.seq,
+                        since: r.seq(),
                     };
                     self.install(sp, (addr >> PAGE_SHIFT) + j, p, r);
                 }
             }
-            if let Some(id) = r.vma_id {
+            if let Some(id) = r.vma_id() {
                 let st = self.vmas.entry(id).or_default();
                 st.must_flags = b.remap_flags();
                 if whole && tr == Some(0) && self.f.vm_pat_flag && self.f.track_pfn_hooks {
                     st.must_flags |= b.pat;
                 }
                 st.must_pgoff = cow.then_some(pfn);
-                st.due_seq = r.seq;
+                st.due_seq = r.seq();
             }
         }
         self.visit_kids(t, i, None, |h| {
@@ -1204,17 +1214,17 @@ impl<S: Sink> Model<S> {
         vma_id: Option<u32>,
     ) -> (Option<i64>, Option<Cache>) {
         let n = &t.nodes[i];
-        let r = &n.rec;
+        let r = n.rec();
         let pat = self.pat.clone();
-        let want = cache_of(&r.cache_req, r.prot, &pat);
-        let got = cache_of(&r.cache_out, r.prot_out, &pat);
-        let (Some(pfn), Some(size)) = (r.pfn, r.size) else {
+        let want = cache_of(&r.cache_req(), r.prot(), &pat);
+        let got = cache_of(&r.cache_out(), r.prot_out(), &pat);
+        let (Some(pfn), Some(size)) = (r.pfn(), r.size()) else {
             self.nc(Rule::PatRemap);
-            return (r.ret, got);
+            return (r.ret(), got);
         };
         let np = pages(Some(size));
         let whole = match n.hook {
-            Hook::TrackRemap => match (r.address, r.vma_start, r.vma_end) {
+            Hook::TrackRemap => match (r.address(), r.vma_start(), r.vma_end()) {
                 (Some(a), Some(s), Some(e)) => Some(a == s && e.checked_sub(s) == Some(size)),
                 // No vma at all (memremap_pages, address 0): `!vma` reserves the whole range.
                 (Some(0), None, None) if vma_id.is_none() => Some(true),
@@ -1230,12 +1240,12 @@ impl<S: Sink> Model<S> {
             Some(true) => {
                 if let Some(k) = reserve {
                     self.pat_on = true;
-                    let rr = &t.nodes[k].rec;
-                    let req = cache_of(&rr.cache_req, rr.prot, &pat);
+                    let rr = t.nodes[k].rec();
+                    let req = cache_of(&rr.cache_req(), rr.prot(), &pat);
                     self.check(
                         Rule::PatRemap,
-                        rr.pfn == Some(pfn)
-                            && rr.size == Some(np.saturating_mul(PAGE_SIZE))
+                        rr.pfn() == Some(pfn)
+                            && rr.size() == Some(np.saturating_mul(PAGE_SIZE))
                             && (want.is_none() || req == want),
                         &[r, rr],
                         || {
@@ -1245,7 +1255,7 @@ impl<S: Sink> Model<S> {
                                     np.saturating_mul(PAGE_SIZE),
                                     want
                                 ),
-                                format!("pfn {:?}, size {:?}, {:?}", rr.pfn, rr.size, req),
+                                format!("pfn {:?}, size {:?}, {:?}", rr.pfn(), rr.size(), req),
                             )
                         },
                     );
@@ -1254,16 +1264,16 @@ impl<S: Sink> Model<S> {
                         None => Owner::Other,
                     };
                     let newt = self.reserve(t, k, owner);
-                    let rret = rr.ret;
+                    let rret = rr.ret();
                     match (rret, newt, want) {
                         (Some(e), _, _) if e != 0 => self.check(
                             Rule::PatRemap,
-                            r.ret == Some(e) && free.is_none(),
+                            r.ret() == Some(e) && free.is_none(),
                             &[r, rr],
                             || {
                                 (
                                     format!("the reservation's error {e}, nothing freed"),
-                                    format!("{} (free: {})", show_ret(r.ret), free.is_some()),
+                                    format!("{} (free: {})", show_ret(r.ret()), free.is_some()),
                                 )
                             },
                         ),
@@ -1272,7 +1282,7 @@ impl<S: Sink> Model<S> {
                             if nt != w && !is_isa_range(pfn, np) && !w.may_become(nt) {
                                 self.check(
                                     Rule::PatRemap,
-                                    r.ret == Some(errno::EINVAL) && free.is_some(),
+                                    r.ret() == Some(errno::EINVAL) && free.is_some(),
                                     &[r, rr],
                                     || {
                                         (
@@ -1283,26 +1293,31 @@ impl<S: Sink> Model<S> {
                                             ),
                                             format!(
                                                 "{} (free: {})",
-                                                show_ret(r.ret),
+                                                show_ret(r.ret()),
                                                 free.is_some()
                                             ),
                                         )
                                     },
                                 );
-                            } else if r.ret == Some(0) {
+                            } else if r.ret() == Some(0) {
                                 self.check(Rule::PatRemap, got == Some(nt) && free.is_none(), &[r, rr], || {
                                     (format!("prot cache mode {} (the reservation's), nothing freed", nt.name()), format!("{:?} (free: {})", got, free.is_some()))
                                 });
-                            } else if r.ret == Some(errno::EINVAL) && free.is_some() {
+                            } else if r.ret() == Some(errno::EINVAL) && free.is_some() {
                                 // memtype_kernel_map_sync failed: the trace cannot show why.
                                 self.nc(Rule::PatRemap);
                             } else {
-                                self.diverge(Rule::PatRemap, &[r, rr], "0".into(), show_ret(r.ret));
+                                self.diverge(
+                                    Rule::PatRemap,
+                                    &[r, rr],
+                                    "0".into(),
+                                    show_ret(r.ret()),
+                                );
                             }
                         }
                         _ => self.nc(Rule::PatRemap),
                     }
-                    if r.ret == Some(0)
+                    if r.ret() == Some(0)
                         && let Some(v) = vma_id
                     {
                         let st = self.vmas.entry(v).or_default();
@@ -1322,17 +1337,17 @@ impl<S: Sink> Model<S> {
                     } else {
                         self.check(
                             Rule::PatRemap,
-                            r.ret == Some(0) && free.is_none(),
+                            r.ret() == Some(0) && free.is_none(),
                             &[r],
                             || {
                                 (
                                     "0 (RAM: no reservation, nothing to free)".into(),
-                                    show_ret(r.ret),
+                                    show_ret(r.ret()),
                                 )
                             },
                         );
                     }
-                    if r.ret == Some(0)
+                    if r.ret() == Some(0)
                         && let Some(v) = vma_id
                     {
                         self.vmas.entry(v).or_default().tracked_in_trace = true;
@@ -1365,20 +1380,20 @@ impl<S: Sink> Model<S> {
                     if uniform {
                         self.check(
                             Rule::PatRemap,
-                            r.ret == Some(0) && got == Some(known[0]),
+                            r.ret() == Some(0) && got == Some(known[0]),
                             &[r],
                             || {
                                 (
                                     format!("0 with cache mode {}", known[0].name()),
-                                    format!("{} with {:?}", show_ret(r.ret), got),
+                                    format!("{} with {:?}", show_ret(r.ret()), got),
                                 )
                             },
                         );
                     } else {
-                        self.check(Rule::PatRemap, r.ret == Some(errno::EINVAL), &[r], || {
+                        self.check(Rule::PatRemap, r.ret() == Some(errno::EINVAL), &[r], || {
                             (
                                 "-EINVAL (the pages' memtypes differ)".into(),
-                                show_ret(r.ret),
+                                show_ret(r.ret()),
                             )
                         });
                     }
@@ -1388,21 +1403,21 @@ impl<S: Sink> Model<S> {
             }
         }
         self.visit_kids(t, i, None, |h| h != Hook::MemReserve);
-        (r.ret, got)
+        (r.ret(), got)
     }
 
     /// `memtype_reserve`; returns `*new_type` as the trace shows it.
     fn reserve(&mut self, t: &Tree, i: usize, owner: Owner) -> Option<Cache> {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         self.pat_on = true;
         let pat = self.pat.clone();
-        let req = cache_of(&r.cache_req, None, &pat);
-        let newt = cache_of(&r.cache_out, None, &pat);
-        let (Some(start), Some(req), Some(ret)) = (r.pfn, req, r.ret) else {
+        let req = cache_of(&r.cache_req(), None, &pat);
+        let newt = cache_of(&r.cache_out(), None, &pat);
+        let (Some(start), Some(req), Some(ret)) = (r.pfn(), req, r.ret()) else {
             self.nc(Rule::PatReserve);
             return newt;
         };
-        let n = pages(r.size);
+        let n = pages(r.size());
         let end = start.saturating_add(n);
         if is_isa_range(start, n) {
             self.check(
@@ -1458,7 +1473,7 @@ impl<S: Sink> Model<S> {
                     end,
                     cache,
                     owner,
-                    seq: r.seq,
+                    seq: r.seq(),
                 });
             }
         }
@@ -1468,13 +1483,13 @@ impl<S: Sink> Model<S> {
     }
 
     fn free(&mut self, t: &Tree, i: usize, owner: Option<Owner>) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         self.pat_on = true;
-        let (Some(start), Some(ret)) = (r.pfn, r.ret) else {
+        let (Some(start), Some(ret)) = (r.pfn(), r.ret()) else {
             self.nc(Rule::PatFree);
             return;
         };
-        let n = pages(r.size);
+        let n = pages(r.size());
         if is_isa_range(start, n) {
             self.check(Rule::PatFree, ret == 0, &[r], || {
                 ("0 (the ISA hole is not tracked)".into(), format!("{ret}"))
@@ -1503,18 +1518,18 @@ impl<S: Sink> Model<S> {
     /// `untrack_pfn(NULL, pfn, size)`, memunmap_pages undoing memremap_pages: free_pfn_range
     /// frees exactly that range, unless it is RAM (which keeps its type in page flags).
     fn untrack_range(&mut self, t: &Tree, i: usize, pfn: u64, size: u64, free: Option<usize>) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         match free {
             Some(k) => {
-                let fr = &t.nodes[k].rec;
+                let fr = t.nodes[k].rec();
                 self.check(
                     Rule::PatUntrack,
-                    fr.pfn == Some(pfn) && fr.size == Some(size),
+                    fr.pfn() == Some(pfn) && fr.size() == Some(size),
                     &[r, fr],
                     || {
                         (
                             format!("memtype_free of pfn {pfn:#x}, {size} bytes"),
-                            format!("pfn {:#x?}, size {:?}", fr.pfn, fr.size),
+                            format!("pfn {:#x?}, size {:?}", fr.pfn(), fr.size()),
                         )
                     },
                 );
@@ -1534,17 +1549,18 @@ impl<S: Sink> Model<S> {
 
     fn untrack(&mut self, t: &Tree, i: usize) {
         let n = &t.nodes[i];
-        let r = &n.rec;
+        let r = n.rec();
         let free = t.kid(i, |h| h == Hook::MemFree);
         self.vma_due(r);
         if n.hook == Hook::Untrack {
-            if let (None, None, Some(pfn), Some(size)) = (r.vma_id, r.vma_start, r.pfn, r.size)
+            if let (None, None, Some(pfn), Some(size)) =
+                (r.vma_id(), r.vma_start(), r.pfn(), r.size())
                 && size > 0
             {
                 self.untrack_range(t, i, pfn, size, free);
                 return;
             }
-            let (Some(vm), Some(vid)) = (r.vma_flags, r.vma_id) else {
+            let (Some(vm), Some(vid)) = (r.vma_flags(), r.vma_id()) else {
                 self.nc(Rule::PatUntrack);
                 self.visit_kids(t, i, None, |_| true);
                 return;
@@ -1555,11 +1571,11 @@ impl<S: Sink> Model<S> {
                     ("nothing freed (no VM_PAT)".into(), "memtype_free".into())
                 });
             } else {
-                let (Some(vs), Some(ve)) = (r.vma_start, r.vma_end) else {
+                let (Some(vs), Some(ve)) = (r.vma_start(), r.vma_end()) else {
                     self.nc(Rule::PatUntrack);
                     return;
                 };
-                let (exp_pfn, exp_size) = match (r.pfn.unwrap_or(0), r.size.unwrap_or(0)) {
+                let (exp_pfn, exp_size) = match (r.pfn().unwrap_or(0), r.size().unwrap_or(0)) {
                     (0, 0) => {
                         let first = self.ptes.get(&(space(r), vs >> PAGE_SHIFT)).copied();
                         (
@@ -1575,15 +1591,16 @@ impl<S: Sink> Model<S> {
                 let st = self.vmas.get(&vid).cloned().unwrap_or_default();
                 match free {
                     Some(k) => {
-                        let fr = &t.nodes[k].rec;
+                        let fr = t.nodes[k].rec();
                         self.check(
                             Rule::PatUntrack,
-                            fr.size == Some(exp_size) && exp_pfn.is_none_or(|p| fr.pfn == Some(p)),
+                            fr.size() == Some(exp_size)
+                                && exp_pfn.is_none_or(|p| fr.pfn() == Some(p)),
                             &[r, fr],
                             || {
                                 (
                                     format!("memtype_free of pfn {exp_pfn:#x?}, {exp_size} bytes"),
-                                    format!("pfn {:#x?}, size {:?}", fr.pfn, fr.size),
+                                    format!("pfn {:#x?}, size {:?}", fr.pfn(), fr.size()),
                                 )
                             },
                         );
@@ -1619,11 +1636,11 @@ impl<S: Sink> Model<S> {
             }
             let st = self.vmas.entry(vid).or_default();
             st.untracked = true;
-            self.last_untrack.insert(r.tid, vid);
+            self.last_untrack.insert(r.tid(), vid);
             self.visit_kids(t, i, None, |h| h != Hook::MemFree);
             return;
         } else {
-            let (Some(pfn), Some(size)) = (r.pfn, r.size) else {
+            let (Some(pfn), Some(size)) = (r.pfn(), r.size()) else {
                 self.nc(Rule::PatUntrack);
                 self.visit_kids(t, i, None, |_| true);
                 return;
@@ -1631,15 +1648,15 @@ impl<S: Sink> Model<S> {
             let np = pages(Some(size));
             match free {
                 Some(k) => {
-                    let fr = &t.nodes[k].rec;
+                    let fr = t.nodes[k].rec();
                     self.check(
                         Rule::PatUntrack,
-                        fr.pfn == Some(pfn) && fr.size == Some(np.saturating_mul(PAGE_SIZE)),
+                        fr.pfn() == Some(pfn) && fr.size() == Some(np.saturating_mul(PAGE_SIZE)),
                         &[r, fr],
                         || {
                             (
                                 format!("memtype_free of pfn {pfn:#x}, {size} bytes"),
-                                format!("pfn {:#x?}, size {:?}", fr.pfn, fr.size),
+                                format!("pfn {:#x?}, size {:?}", fr.pfn(), fr.size()),
                             )
                         },
                     );
@@ -1681,28 +1698,28 @@ impl<S: Sink> Model<S> {
 
     /// `track_pfn_copy`; returns its return value.
     fn track_copy(&mut self, t: &Tree, i: usize) -> Option<i64> {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         let reserve = t.kid(i, |h| h == Hook::MemReserve);
         let free = t.kid(i, |h| h == Hook::MemFree);
-        let (Some(vm), Some(vs), Some(ve)) = (r.vma_flags, r.vma_start, r.vma_end) else {
+        let (Some(vm), Some(vs), Some(ve)) = (r.vma_flags(), r.vma_start(), r.vma_end()) else {
             self.nc(Rule::ForkCopy);
             self.visit_kids(t, i, None, |_| true);
-            return r.ret;
+            return r.ret();
         };
         let has_pat = self.bits.pat != 0 && vm & self.bits.pat != 0;
         let owner = Owner::Fork {
-            parent_pid: r.pid,
+            parent_pid: r.pid(),
             failed: false,
         };
         if !has_pat {
             self.check(
                 Rule::ForkCopy,
-                reserve.is_none() && r.ret == Some(0),
+                reserve.is_none() && r.ret() == Some(0),
                 &[r],
                 || {
                     (
                         "0 and no reservation (no VM_PAT)".into(),
-                        format!("{} (reserve: {})", show_ret(r.ret), reserve.is_some()),
+                        format!("{} (reserve: {})", show_ret(r.ret()), reserve.is_some()),
                     )
                 },
             );
@@ -1714,12 +1731,12 @@ impl<S: Sink> Model<S> {
                 .filter(|p| p.known);
             match first {
                 Some(p) if p.anon => {
-                    if r.ret.is_some_and(|v| v != 0) {
+                    if r.ret().is_some_and(|v| v != 0) {
                         self.find(
                             Rule::FindForkCow,
                             &[r],
-                            r.driver.as_ref(),
-                            || format!("fork failed ({}) because the first page was COWed: vma {vs:#x}..{ve:#x}", show_ret(r.ret)),
+                            r.driver(),
+                            || format!("fork failed ({}) because the first page was COWed: vma {vs:#x}..{ve:#x}", show_ret(r.ret())),
                         );
                     } else {
                         self.nc(Rule::ForkCopy);
@@ -1742,12 +1759,12 @@ impl<S: Sink> Model<S> {
                         "none".into(),
                     ),
                     Some(k) => {
-                        let rr = &t.nodes[k].rec;
-                        let req = rr.cache_req.as_deref().and_then(Cache::parse);
+                        let rr = t.nodes[k].rec();
+                        let req = rr.cache_req().as_deref().and_then(Cache::parse);
                         self.check(
                             Rule::ForkCopy,
-                            rr.pfn == Some(pfn)
-                                && rr.size == Some(ve.saturating_sub(vs))
+                            rr.pfn() == Some(pfn)
+                                && rr.size() == Some(ve.saturating_sub(vs))
                                 && req == Some(c),
                             &[r, rr],
                             || {
@@ -1757,12 +1774,17 @@ impl<S: Sink> Model<S> {
                                         ve.saturating_sub(vs),
                                         c.name()
                                     ),
-                                    format!("pfn {:#x?}, size {:?}, {:?}", rr.pfn, rr.size, req),
+                                    format!(
+                                        "pfn {:#x?}, size {:?}, {:?}",
+                                        rr.pfn(),
+                                        rr.size(),
+                                        req
+                                    ),
                                 )
                             },
                         );
                         let newt = self.reserve(t, k, owner);
-                        let expected = match rr.ret {
+                        let expected = match rr.ret() {
                             Some(e) if e != 0 => Some(e),
                             Some(0) if newt.is_some_and(|n| n != c) => Some(errno::EINVAL),
                             Some(0) => Some(0),
@@ -1770,21 +1792,21 @@ impl<S: Sink> Model<S> {
                         };
                         match expected {
                             Some(e) => {
-                                let free_ok = if e == errno::EINVAL && rr.ret == Some(0) {
+                                let free_ok = if e == errno::EINVAL && rr.ret() == Some(0) {
                                     free.is_some()
                                 } else {
                                     free.is_none()
                                 };
                                 self.check(
                                     Rule::ForkCopy,
-                                    r.ret == Some(e) && free_ok,
+                                    r.ret() == Some(e) && free_ok,
                                     &[r, rr],
                                     || {
                                         (
                                             format!("{e} (strict reservation)"),
                                             format!(
                                                 "{} (free: {})",
-                                                show_ret(r.ret),
+                                                show_ret(r.ret()),
                                                 free.is_some()
                                             ),
                                         )
@@ -1797,12 +1819,12 @@ impl<S: Sink> Model<S> {
                 },
                 _ => {
                     if let Some(k) = reserve {
-                        let rr = &t.nodes[k].rec;
-                        let rret = rr.ret;
+                        let rr = t.nodes[k].rec();
+                        let rret = rr.ret();
                         self.reserve(t, k, owner);
                         if let Some(e) = rret.filter(|e| *e != 0) {
-                            self.check(Rule::ForkCopy, r.ret == Some(e), &[r, rr], || {
-                                (format!("{e}"), show_ret(r.ret))
+                            self.check(Rule::ForkCopy, r.ret() == Some(e), &[r, rr], || {
+                                (format!("{e}"), show_ret(r.ret()))
                             });
                         } else {
                             self.nc(Rule::ForkCopy);
@@ -1814,14 +1836,14 @@ impl<S: Sink> Model<S> {
             }
         }
         self.visit_kids(t, i, None, |h| h != Hook::MemReserve);
-        r.ret
+        r.ret()
     }
 
     fn fork_copy(&mut self, t: &Tree, i: usize) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         let b = self.bits;
         self.vma_due(r);
-        let pfnmap = r.vma_flags.is_some_and(|vm| vm & b.pfnmap != 0);
+        let pfnmap = r.vma_flags().is_some_and(|vm| vm & b.pfnmap != 0);
         let track = t.kid(i, |h| h == Hook::TrackCopy);
         if self.f.fork_track && pfnmap && self.attached(Hook::TrackCopy) {
             self.check(Rule::ForkCopy, track.is_some(), &[r], || {
@@ -1832,7 +1854,7 @@ impl<S: Sink> Model<S> {
             Some(k) => self.track_copy(t, k),
             None => None,
         };
-        if let Some(v) = r.ret {
+        if let Some(v) = r.ret() {
             match tr {
                 Some(e) if e != 0 => self.check(Rule::ForkCopy, v == e, &[r], || {
                     (format!("track_pfn_copy's error {e}"), format!("{v}"))
@@ -1847,8 +1869,8 @@ impl<S: Sink> Model<S> {
         }
         self.visit_kids(t, i, None, |h| h != Hook::TrackCopy);
         let sp = space(r);
-        if r.ret == Some(0) {
-            if let (Some(vs), Some(ve)) = (r.vma_start, r.vma_end) {
+        if r.ret() == Some(0) {
+            if let (Some(vs), Some(ve)) = (r.vma_start(), r.vma_end()) {
                 let (first, n) = (vs >> PAGE_SHIFT, ve.saturating_sub(vs) >> PAGE_SHIFT);
                 let mut copy = ForkCopy { ptes: Vec::new() };
                 if n <= MAX_WALK {
@@ -1859,19 +1881,19 @@ impl<S: Sink> Model<S> {
                     }
                 }
                 if !copy.ptes.is_empty() {
-                    self.fork_pending.entry(r.pid).or_default().push(copy);
+                    self.fork_pending.entry(r.pid()).or_default().push(copy);
                 }
             }
         } else if tr == Some(0) {
             for o in self.memtypes.owners_mut() {
                 if *o
                     == (Owner::Fork {
-                        parent_pid: r.pid,
+                        parent_pid: r.pid(),
                         failed: false,
                     })
                 {
                     *o = Owner::Fork {
-                        parent_pid: r.pid,
+                        parent_pid: r.pid(),
                         failed: true,
                     };
                 }
@@ -1882,10 +1904,10 @@ impl<S: Sink> Model<S> {
     // ---- zap -------------------------------------------------------------------------------
 
     fn unmap(&mut self, t: &Tree, i: usize) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         let b = self.bits;
         if self.f.untrack_before_zap
-            && let (Some(vm), Some(vid)) = (r.vma_flags, r.vma_id)
+            && let (Some(vm), Some(vid)) = (r.vma_flags(), r.vma_id())
             && vm & b.pfnmap != 0
         {
             if b.pat != 0 {
@@ -1897,7 +1919,7 @@ impl<S: Sink> Model<S> {
                 });
             }
             if self.attached(Hook::Untrack) {
-                let last = self.last_untrack.remove(&r.tid);
+                let last = self.last_untrack.remove(&r.tid());
                 self.check(Rule::UnmapUntrack, last == Some(vid), &[r], || {
                     (
                         format!("untrack_pfn on vma {vid} just before"),
@@ -1910,14 +1932,14 @@ impl<S: Sink> Model<S> {
         }
         self.vma_due(r);
         self.visit_kids(t, i, None, |_| true);
-        if let (Some(a), Some(s)) = (r.address, r.size) {
+        if let (Some(a), Some(s)) = (r.address(), r.size()) {
             self.zap(space(r), a >> PAGE_SHIFT, pages(Some(s)));
         }
     }
 
     /// Flags a vma must show after a remap, checked once at its next snapshot.
-    fn vma_due(&mut self, r: &Record) {
-        let Some(vid) = r.vma_id else { return };
+    fn vma_due(&mut self, r: Rec<'_>) {
+        let Some(vid) = r.vma_id() else { return };
         let Some(st) = self.vmas.get_mut(&vid) else {
             return;
         };
@@ -1927,10 +1949,10 @@ impl<S: Sink> Model<S> {
         let (must, pg, due) = (st.must_flags, st.must_pgoff, st.due_seq);
         st.must_flags = 0;
         st.must_pgoff = None;
-        if r.seq <= due {
+        if r.seq() <= due {
             return;
         }
-        if let Some(vm) = r.vma_flags {
+        if let Some(vm) = r.vma_flags() {
             self.check(Rule::RemapVma, vm & must == must, &[r], || {
                 (
                     format!("vm_flags with {must:#x} set by remap_pfn_range (seq {due})"),
@@ -1938,7 +1960,7 @@ impl<S: Sink> Model<S> {
                 )
             });
         }
-        if let (Some(p), Some(obs)) = (pg, r.vma_pgoff) {
+        if let (Some(p), Some(obs)) = (pg, r.vma_pgoff()) {
             self.check(Rule::RemapVma, obs == p, &[r], || {
                 (format!("vm_pgoff {p:#x} (COW remap)"), format!("{obs:#x}"))
             });
@@ -1948,14 +1970,14 @@ impl<S: Sink> Model<S> {
     // ---- vm_normal_page --------------------------------------------------------------------
 
     fn vnp(&mut self, t: &Tree, i: usize) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         self.vma_due(r);
-        let (Some(v), Some(page)) = (r.pte, r.page) else {
+        let (Some(v), Some(page)) = (r.pte(), r.page()) else {
             self.nc(Rule::VnpSpecial);
             return;
         };
         // vm_normal_page is only asked about present PTEs (zap, fork copy, wp fault).
-        if let (Some(vma), Some(start), Some(a)) = (r.vma_id, r.vma_start, r.address) {
+        if let (Some(vma), Some(start), Some(a)) = (r.vma_id(), r.vma_start(), r.address()) {
             match self.failed_faults.remove(&(vma, start, a >> PAGE_SHIFT)) {
                 Some((seq, ret)) => self.diverge(
                     Rule::FaultOutcome,
@@ -1973,8 +1995,8 @@ impl<S: Sink> Model<S> {
         let special = v & pte::SPECIAL != 0;
         let devmap = v & self.f.devmap_pte_bit != 0;
         let cache = self.pat.of_prot(v);
-        let plain_vma = r.vma_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
-        if special && !devmap && plain_vma && r.driver.is_none() && r.file_id.is_none() {
+        let plain_vma = r.vma_flags().is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
+        if special && !devmap && plain_vma && r.driver().is_none() && r.file_id().is_none() {
             self.zero_pfn.get_or_insert(pfn);
         }
         let zero = self.zero_pfn == Some(pfn);
@@ -1985,11 +2007,11 @@ impl<S: Sink> Model<S> {
                     format!("a page for PTE {v:#x}"),
                 )
             });
-            if !page && r.driver.is_some() && plain_vma && !devmap && !zero {
-                self.find(Rule::FindBadSpecial, &[r], r.driver.as_ref(), || {
+            if !page && r.driver().is_some() && plain_vma && !devmap && !zero {
+                self.find(Rule::FindBadSpecial, &[r], r.driver(), || {
                     format!(
                         "special PTE in a vma without VM_PFNMAP/VM_MIXEDMAP: PTE {v:#x} at {:#x?}",
-                        r.address
+                        r.address()
                     )
                 });
             }
@@ -2008,10 +2030,10 @@ impl<S: Sink> Model<S> {
             );
         } else {
             self.nc(Rule::VnpNormal);
-            self.find(Rule::FindBadNonSpecial, &[r], r.driver.as_ref(), || {
+            self.find(Rule::FindBadNonSpecial, &[r], r.driver(), || {
                 format!(
                     "no page for a non-special PTE: PTE {v:#x} at {:#x?}",
-                    r.address
+                    r.address()
                 )
             });
         }
@@ -2022,8 +2044,8 @@ impl<S: Sink> Model<S> {
         // only the file's i_mmap lock; since 6.17 mprotect's PTE batching itself asks about
         // the old, still writable PTE (mm/mprotect.c:change_pte_range, cac1db8c3aad).
         let locked = i > 0 && matches!(t.nodes[0].hook, Hook::Fault | Hook::CopyPageRange);
-        let cow_raw = special && r.vma_flags.is_some_and(|vm| b.is_cow(vm));
-        match r.vma_flags {
+        let cow_raw = special && r.vma_flags().is_some_and(|vm| b.is_cow(vm));
+        match r.vma_flags() {
             Some(vm) if locked || cow_raw => {
                 let ok = v & pte::RW == 0 || (vm & b.write != 0 && !cow_raw);
                 self.check(Rule::PteWritable, ok, &[r], || {
@@ -2042,7 +2064,7 @@ impl<S: Sink> Model<S> {
         }
 
         if let (Some(vm), Some(a), Some(s), Some(pg)) =
-            (r.vma_flags, r.address, r.vma_start, r.vma_pgoff)
+            (r.vma_flags(), r.address(), r.vma_start(), r.vma_pgoff())
             && vm & b.pfnmap != 0
             && b.is_cow(vm)
             && a >= s
@@ -2060,7 +2082,7 @@ impl<S: Sink> Model<S> {
             });
         }
 
-        if let Some(a) = r.address {
+        if let Some(a) = r.address() {
             let key = (space(r), a >> PAGE_SHIFT);
             let known = self.ptes.get(&key).copied();
             let observed = Pte {
@@ -2070,9 +2092,9 @@ impl<S: Sink> Model<S> {
                 known: true,
                 anon: !special
                     && page
-                    && r.vma_flags.is_some_and(|vm| b.is_cow(vm))
+                    && r.vma_flags().is_some_and(|vm| b.is_cow(vm))
                     && known.is_some_and(|p| p.anon),
-                since: r.seq,
+                since: r.seq(),
             };
             // Special PTEs have no rmap: truncating or purging the page cannot unmap them, so
             // a driver that frees pages it still maps leaves user space a freed page.
@@ -2084,7 +2106,7 @@ impl<S: Sink> Model<S> {
                     seq: dseq,
                     ..Default::default()
                 };
-                self.find(Rule::FindPfnAfterTruncate, &[r, &d], r.driver.as_ref(), || {
+                self.find(Rule::FindPfnAfterTruncate, &[r, Rec::Record(&d)], r.driver(), || {
                     format!(
                         "pfn {pfn:#x} left the page cache (index {ix}) at seq {dseq} while this special PTE at {a:#x} still mapped it"
                     )
@@ -2147,8 +2169,8 @@ impl<S: Sink> Model<S> {
         if !special
             && page
             && let Some(&(ix, dseq)) = self.deleted.get(&pfn)
-            && r.file_id.is_some()
-            && let (Some(a), Some(s), Some(pg)) = (r.address, r.vma_start, r.vma_pgoff)
+            && r.file_id().is_some()
+            && let (Some(a), Some(s), Some(pg)) = (r.address(), r.vma_start(), r.vma_pgoff())
             && a >= s
             && pg.checked_add((a - s) >> PAGE_SHIFT) == Some(ix)
         {
@@ -2158,7 +2180,7 @@ impl<S: Sink> Model<S> {
             };
             self.diverge(
                 Rule::TruncateMapped,
-                &[r, &d],
+                &[r, Rec::Record(&d)],
                 format!(
                     "no PTE for pfn {pfn:#x} (file index {ix} left the page cache at seq {dseq})"
                 ),

@@ -16,11 +16,11 @@
 
 use std::collections::HashMap;
 
-use pfnscope_trace::Record;
+use pfnscope_trace::{Rec, Record, Rows};
 use serde::Serialize;
 
 use crate::bits::PAGE_SHIFT;
-use crate::engine::{Feed, IdMap, Tree};
+use crate::engine::{Consumer, Feed, IdMap, Tree};
 use crate::hook::Hook;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -110,22 +110,13 @@ fn descendants(t: &Tree, i: usize) -> u64 {
 }
 
 impl Overhead {
-    pub fn push(&mut self, mut r: Record) {
-        self.push_from(&mut r);
+    pub fn push(&mut self, r: Record) {
+        self.feed.push(r, &mut self.tally);
     }
 
-    /// Takes every record of `recs`, leaving stale ones; see [`crate::Engine::take_all`].
-    pub fn take_all(&mut self, recs: &mut [Record]) {
-        for r in recs {
-            self.push_from(r);
-        }
-    }
-
-    fn push_from(&mut self, r: &mut Record) {
-        if self.feed.take(r) != Hook::Counters {
-            let tally = &mut self.tally;
-            self.feed.ready(|t| tally.tree(t));
-        }
+    /// Every row of a batch read from a file.
+    pub fn push_rows(&mut self, rows: Rows) {
+        self.feed.push_rows(rows, &mut self.tally);
     }
 
     pub fn finish(self, trace: &str, top: usize) -> OverheadReport {
@@ -136,25 +127,40 @@ impl Overhead {
     }
 }
 
+impl Consumer for Tally {
+    /// Loss counters do not change what the recorded latencies add up to.
+    fn counters(&mut self, _: Rec<'_>) {}
+
+    fn call(&mut self, _: Hook) {}
+
+    fn tree(&mut self, t: &Tree) {
+        Tally::tree(self, t)
+    }
+}
+
 impl Tally {
     fn tree(&mut self, t: &Tree) {
         for (i, n) in t.nodes.iter().enumerate() {
-            let Some(lat) = n.rec.latency_ns else {
+            let Some(lat) = n.rec().latency_ns() else {
                 continue;
             };
             let kids = t.kids(i);
             if kids.is_empty() {
                 if self.min_leaf.as_ref().is_none_or(|(m, _)| lat < *m) {
-                    self.min_leaf = Some((lat, n.rec.hook.to_string()));
+                    self.min_leaf = Some((lat, n.rec().hook().to_string()));
                 }
             } else if kids.len() == 1
-                && let Some(cl) = t.nodes[kids[0]].rec.latency_ns
+                && let Some(cl) = t.nodes[kids[0]].rec().latency_ns()
             {
                 let gap = lat.saturating_sub(cl);
                 if self.min_wrapper_gap.as_ref().is_none_or(|(m, _)| gap < *m) {
                     self.min_wrapper_gap = Some((
                         gap,
-                        format!("{} around {}", n.rec.hook, t.nodes[kids[0]].rec.hook),
+                        format!(
+                            "{} around {}",
+                            n.rec().hook(),
+                            t.nodes[kids[0]].rec().hook()
+                        ),
                     ));
                 }
             }
@@ -165,9 +171,9 @@ impl Tally {
     }
 
     fn fault(&mut self, t: &Tree, i: usize) {
-        let r = &t.nodes[i].rec;
+        let r = t.nodes[i].rec();
         self.faults += 1;
-        let Some(lat) = r.latency_ns else {
+        let Some(lat) = r.latency_ns() else {
             self.no_latency += 1;
             return;
         };
@@ -175,14 +181,15 @@ impl Tally {
         let mut stack: Vec<(usize, bool)> = t.kids(i).iter().map(|&k| (k, false)).collect();
         while let Some((k, in_insert)) = stack.pop() {
             let n = &t.nodes[k];
-            let l = n.rec.latency_ns.unwrap_or(0);
+            let l = n.rec().latency_ns().unwrap_or(0);
             let is_ins = n.hook.is_insert();
             if is_ins && !in_insert {
                 insert = insert.saturating_add(l);
                 if pfn.is_none()
-                    && n.rec.address.map(|a| a >> PAGE_SHIFT) == r.address.map(|a| a >> PAGE_SHIFT)
+                    && n.rec().address().map(|a| a >> PAGE_SHIFT)
+                        == r.address().map(|a| a >> PAGE_SHIFT)
                 {
-                    pfn = n.rec.pfn;
+                    pfn = n.rec().pfn();
                 }
             }
             if n.hook.is_insert_lookup() {
@@ -194,14 +201,14 @@ impl Tally {
             Some(p) => (0u8, 0u32, p),
             None => (
                 1u8,
-                r.mm_id.unwrap_or(r.pid),
-                r.address.unwrap_or(0) >> PAGE_SHIFT,
+                r.mm_id().unwrap_or(r.pid()),
+                r.address().unwrap_or(0) >> PAGE_SHIFT,
             ),
         };
         let a = self.pages.entry(key).or_insert_with(|| Acc {
             kind: if pfn.is_some() { "pfn" } else { "vpage" },
             mm: if pfn.is_some() { None } else { Some(key.1) },
-            driver: r.driver.as_deref().map(String::from),
+            driver: r.driver().as_deref().map(String::from),
             ..Default::default()
         });
         a.faults += 1;

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 
-use pfnscope_trace::{RawBatch, Record, TraceError, TraceMeta, TraceReader};
+use pfnscope_trace::{Record, Rows, TraceError, TraceMeta, TraceReader};
 
 use crate::engine::Engine;
 use crate::kernel::{BadRelease, KernelRules};
@@ -74,9 +74,9 @@ pub fn check_file(
     let head_rules = rules.clone();
     let mut e = Engine::new(&meta, rules, Collector::new());
     let mut rows = 0u64;
-    let truncated = each_batch(&mut reader, |piece, bytes| {
-        rows += piece.len() as u64;
-        e.take_all(piece);
+    let truncated = each_batch(&mut reader, |batch, bytes| {
+        rows += batch.len() as u64;
+        e.push_rows(batch);
         progress(rows, bytes);
     });
     let (c, losses, events) = e.finish();
@@ -105,80 +105,47 @@ pub fn overhead_file(
     let mut reader = TraceReader::open(path)?;
     let mut o = Overhead::default();
     let mut rows = 0u64;
-    let damage = each_batch(&mut reader, |piece, bytes| {
-        rows += piece.len() as u64;
-        o.take_all(piece);
+    let damage = each_batch(&mut reader, |batch, bytes| {
+        rows += batch.len() as u64;
+        o.push_rows(batch);
         progress(rows, bytes);
     });
     Ok((o.finish(&path.display().to_string(), top), damage))
 }
 
-/// Records per piece handed from the decoding thread to the replay: 2 MiB.
-pub const CHUNK_ROWS: usize = 4096;
-
-/// Hands every record of `reader` to `f`, in order and in pieces of at most [`CHUNK_ROWS`],
-/// while one thread reads and decompresses batches and another turns them into records: each
-/// stage costs about as much as replaying, so the three overlap. `f` also gets the bytes of
-/// the file read up to the end of the piece's batch. Returns the damage that ended a truncated
-/// trace.
-///
-/// `f` may take the records out of the piece (leaving stale ones or none): the piece then goes
-/// back to the decoder, which writes the next records over what is left.
+/// Hands every batch of `reader` to `f`, in order, checked and ready to be read a row at a
+/// time ([`Rows`]), while another thread reads and decompresses the next ones. `f` also gets
+/// the bytes of the file read up to the end of the batch. Returns the damage that ended a
+/// truncated trace.
 pub fn each_batch<R: Read + Send>(
     reader: &mut TraceReader<R>,
-    mut f: impl FnMut(&mut Vec<Record>, u64),
+    mut f: impl FnMut(Rows, u64),
 ) -> Option<String> {
-    // One raw batch (~15 MB decompressed) waits between reading and decoding. Records
-    // (~0.5 KB each) travel in pieces of CHUNK_ROWS, up to four waiting (9 MiB): with one, the
-    // replay stalled whenever decoding a piece took longer than replaying the last. On the 10M
-    // bench trace, alternating binaries: 2.65 s wall with one, 2.45 with four, no better with
-    // eight or with two raw batches; the same CPU time and peak RSS (~130 MiB) throughout.
-    let (raw_tx, raw_rx) = sync_channel::<(RawBatch, u64)>(1);
-    let (tx, rx) = sync_channel::<(Vec<Record>, u64)>(4);
-    // Pieces coming back, as many as can be out at once, so none is freed and allocated
-    // again. On the 10M bench trace, alternating binaries: `replay check` 3.19 -> 3.04 CPU-s
-    // (1.86 -> 1.80 s wall), `replay overhead` 2.60 -> 2.48.
-    let (back_tx, back_rx) = sync_channel::<Vec<Record>>(6);
+    // Two batches wait between reading and replaying, so that neither thread waits for the
+    // other while one batch takes longer than usual.
+    let (tx, rx) = sync_channel::<(Rows, u64)>(2);
     let mut decoder = reader.batch_decoder();
     std::thread::scope(|s| {
         let read = s.spawn(move || {
             loop {
                 match reader.next_raw() {
-                    Ok(Some(batch)) => {
-                        if raw_tx.send((batch, reader.bytes_read())).is_err() {
-                            return None;
+                    Ok(Some(batch)) => match decoder.rows(batch) {
+                        Ok(rows) => {
+                            if tx.send((rows, reader.bytes_read())).is_err() {
+                                return None;
+                            }
                         }
-                    }
+                        Err(d) => return Some(d),
+                    },
                     Ok(None) => return None,
                     Err(d) => return Some(d),
                 }
             }
         });
-        let decode = s.spawn(move || {
-            for (batch, bytes) in raw_rx {
-                match decoder.decode_chunks(
-                    &batch,
-                    CHUNK_ROWS,
-                    || back_rx.try_recv().ok(),
-                    |records| tx.send((records, bytes)).is_ok(),
-                ) {
-                    Ok(true) => {}
-                    Ok(false) => return None,
-                    // Dropping the channel stops the reader at its next batch.
-                    Err(d) => return Some(d),
-                }
-            }
-            None
-        });
-        for (mut piece, bytes) in rx {
-            f(&mut piece, bytes);
-            // Full or gone (the decoder is done): the piece is freed here instead.
-            let _ = back_tx.try_send(piece);
+        for (rows, bytes) in rx {
+            f(rows, bytes);
         }
-        // A corrupt batch comes before anything the reader met after it.
-        let corrupt = decode.join().expect("the trace decoder thread panicked");
-        let unreadable = read.join().expect("the trace reader thread panicked");
-        corrupt.or(unreadable)
+        read.join().expect("the trace reader thread panicked")
     })
 }
 
@@ -216,15 +183,12 @@ mod tests {
         let mut r = TraceReader::open(p).unwrap();
         let mut records = vec![];
         let d = each_batch(&mut r, |b, _| {
-            assert!(b.len() <= CHUNK_ROWS);
-            // Cloned, not taken: the piece goes back full, and the decoder must overwrite it.
-            records.extend(b.iter().cloned())
+            records.extend((0..b.len()).map(|i| b.record(i)))
         });
         (records, d)
     }
 
-    /// Batches larger than a piece, so pieces are cut from them.
-    const PER_BATCH: u64 = CHUNK_ROWS as u64 * 2 + 100;
+    const PER_BATCH: u64 = 8292;
 
     fn records(p: &Path, batches: u64) {
         let mut w = TraceWriter::create(p, &TraceMeta::default()).unwrap();
@@ -240,6 +204,83 @@ mod tests {
             w.flush_batch().unwrap();
         }
         w.finish().unwrap();
+    }
+
+    /// Every batch here has a call whose parent never comes, which waits to the end: the
+    /// batches are still let go (their waiting calls moved out), those calls come out as
+    /// they were written, and the report is the one replaying the records gives.
+    #[test]
+    fn batches_with_waiting_calls_are_let_go_and_replay_the_same() {
+        use crate::engine::{Consumer, Feed, HELD_ROWS, Tree};
+        use crate::hook::Hook;
+        use pfnscope_trace::Rec;
+
+        let p = tmp("stragglers");
+        let (batches, per) = (120u64, 2000u64);
+        let mut w = TraceWriter::create(&p, &TraceMeta::default()).unwrap();
+        let mut waiting = vec![];
+        for b in 0..batches {
+            for i in 0..per {
+                let n = b * per + i;
+                let r = Record {
+                    seq: n,
+                    id: n + 1,
+                    parent: if i == 0 { (1 << 40) | n } else { 0 },
+                    ts_ns: 10 * n,
+                    latency_ns: Some(5),
+                    hook: "handle_mm_fault".into(),
+                    address: Some(0x7f00_0000_0000 + 0x1000 * i),
+                    fault_flags: Some(0x255),
+                    ret: Some(0),
+                    ..Default::default()
+                };
+                w.push(&r);
+                if i == 0 {
+                    waiting.push(r);
+                }
+            }
+            w.flush_batch().unwrap();
+        }
+        w.finish().unwrap();
+
+        struct Nothing;
+        impl Consumer for Nothing {
+            fn counters(&mut self, _: Rec<'_>) {}
+            fn call(&mut self, _: Hook) {}
+            fn tree(&mut self, _: &Tree) {}
+        }
+        let mut feed = Feed::default();
+        let mut most = 0;
+        let mut r = TraceReader::open(&p).unwrap();
+        assert!(
+            each_batch(&mut r, |rows, _| {
+                feed.push_rows(rows, &mut Nothing);
+                most = most.max(feed.alive());
+            })
+            .is_none()
+        );
+        let bound = HELD_ROWS / per as usize + 2;
+        assert!(
+            most <= bound,
+            "{most} batches held, at most {bound} expected"
+        );
+        let mut out = vec![];
+        feed.finish(|t, why| {
+            if why.is_some() {
+                out.push(t.nodes[0].rec().to_record());
+            }
+        });
+        assert_eq!(out, waiting);
+
+        let from_file = check_file(&p, &CheckOptions::default(), |_, _| {}).unwrap();
+        let meta = TraceMeta::default();
+        let rules = rules_for(&meta, None).unwrap();
+        let from_records = check_records(&meta, rules, sequential(&p).0, &p.display().to_string());
+        assert_eq!(
+            serde_json::to_string(&from_file).unwrap(),
+            serde_json::to_string(&from_records).unwrap()
+        );
+        std::fs::remove_dir_all(p.parent().unwrap()).ok();
     }
 
     /// The bytes handed with each piece (what the progress bars show) only grow, and reach

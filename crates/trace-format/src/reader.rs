@@ -11,7 +11,7 @@ use arrow_ipc::reader::StreamReader;
 
 use crate::{
     checked::CheckedStream,
-    columns::decode,
+    columns::{Rows, decode},
     guard::guard_panics,
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
     record::Record,
@@ -304,6 +304,27 @@ impl BatchDecoder {
             self.rows += batch.num_rows() as u64;
         }
         Ok(all)
+    }
+}
+
+impl BatchDecoder {
+    /// `batch` checked and kept for reading row by row (see [`Rows`]); a corrupt batch is
+    /// the damage that ends the file there, as for [`BatchDecoder::decode_chunks`].
+    pub fn rows(&mut self, batch: RawBatch) -> Result<Rows, String> {
+        let (rows, batches) = (self.rows, self.batches);
+        let out = guard_panics(|| Rows::new(&batch.0, rows))
+            .and_then(|r| r)
+            .map_err(|e| {
+                damage(
+                    &self.path,
+                    &format!("batch {} is corrupt: {e}", batches + 1),
+                    rows,
+                    batches,
+                )
+            })?;
+        self.batches += 1;
+        self.rows += out.len() as u64;
+        Ok(out)
     }
 }
 

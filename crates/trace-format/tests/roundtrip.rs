@@ -3,7 +3,41 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use pfnscope_trace::{PlanEntry, Record, TraceError, TraceMeta, TraceWriter, read_trace};
+use pfnscope_trace::{PlanEntry, Record, Trace, TraceError, TraceMeta, TraceReader, TraceWriter};
+
+/// The trace at `path` as [`pfnscope_trace::read_trace`] reads it, checked against reading it
+/// a row at a time through [`pfnscope_trace::Rows`] (what the replay does): the same records,
+/// and the same damage at the same place.
+fn read_trace(path: &Path) -> Result<Trace, TraceError> {
+    let t = pfnscope_trace::read_trace(path)?;
+    let mut r = TraceReader::open(path)?;
+    let mut decoder = r.batch_decoder();
+    let (mut records, mut damage) = (vec![], None);
+    loop {
+        match r.next_raw() {
+            Ok(Some(raw)) => match decoder.rows(raw) {
+                Ok(rows) => records.extend((0..rows.len()).map(|i| rows.record(i))),
+                Err(d) => {
+                    damage = Some(d);
+                    break;
+                }
+            },
+            Ok(None) => break,
+            Err(d) => {
+                damage = Some(d);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        records,
+        t.records,
+        "{}: rows and records differ",
+        path.display()
+    );
+    assert_eq!(damage, t.damage, "{}", path.display());
+    Ok(t)
+}
 
 fn tmp(name: &str) -> PathBuf {
     let dir =

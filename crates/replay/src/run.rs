@@ -61,7 +61,7 @@ pub fn check_records(
 }
 
 /// Streams a trace file through the engine batch by batch. `progress(rows, bytes)` is called
-/// after every piece with the rows replayed and the bytes of the file read so far. A damaged
+/// after every batch with the rows replayed and the bytes of the file read so far. A damaged
 /// tail is replayed up to the damage and reported in `truncated`.
 pub fn check_file(
     path: &Path,
@@ -95,7 +95,7 @@ pub fn check_file(
 }
 
 /// `replay overhead`: streams a trace file through the per-page tally. `progress(rows, bytes)`
-/// is called after every piece, as for [`check_file`]. Returns the report and the damage that
+/// is called after every batch, as for [`check_file`]. Returns the report and the damage that
 /// ended a truncated trace.
 pub fn overhead_file(
     path: &Path,
@@ -283,10 +283,10 @@ mod tests {
         std::fs::remove_dir_all(p.parent().unwrap()).ok();
     }
 
-    /// The bytes handed with each piece (what the progress bars show) only grow, and reach
+    /// The bytes handed with each batch (what the progress bars show) only grow, and reach
     /// the last batch's end, a few bytes short of the file's (the end-of-stream marker).
     #[test]
-    fn pieces_come_with_the_bytes_read_so_far() {
+    fn batches_come_with_the_bytes_read_so_far() {
         let p = tmp("bytes");
         records(&p, 4);
         let len = std::fs::metadata(&p).unwrap().len();

@@ -622,7 +622,7 @@ impl Column for OptStr {
 
 /// Rows decoded one column at a time: a block of records (~290 KB) stays in cache while each
 /// column streams through it. Row by row, the 41 column streams defeated the prefetcher;
-/// column by column over a whole 4096-row piece, the records fell out of cache. On the 10M
+/// column by column over a whole 4096-row batch, the records fell out of cache. On the 10M
 /// bench trace, alternating binaries: 4.8 CPU-s row by row, 4.4 with blocks of 512 or 1024,
 /// 4.45 with 4096, 5.1 with 16.
 const BLOCK: usize = 512;
@@ -771,19 +771,11 @@ macro_rules! columns {
             }
         }
 
-        /// Decodes a batch, a block of rows at a time, and hands the records to `f` in pieces
-        /// of at most `piece` (`f` returns false to stop); returns whether `f` took them all.
-        /// The whole batch is checked before the first piece, so a corrupt batch hands nothing
-        /// over. Columns are found by name so a reader keeps working when a later writer of the
-        /// same schema version appends columns; a missing column reads as default. `seq` is
-        /// the row's position, counted from `first_seq` (see [`SEQ`]).
-        pub fn decode(
-            batch: &RecordBatch,
-            first_seq: u64,
-            piece: usize,
-            mut spare: impl FnMut() -> Option<Vec<Record>>,
-            mut f: impl FnMut(Vec<Record>) -> bool,
-        ) -> Result<bool, String> {
+        /// Decodes a batch into records, a block of rows at a time. The whole batch is
+        /// checked first. Columns are found by name so a reader keeps working when a later
+        /// writer of the same schema version appends columns; a missing column reads as
+        /// default. `seq` is the row's position, counted from `first_seq` (see [`SEQ`]).
+        pub fn decode(batch: &RecordBatch, first_seq: u64) -> Result<Vec<Record>, String> {
             #[allow(non_snake_case)]
             struct Arrays<'a> {
                 $($field: Option<<$kind as Column>::View<'a>>,)*
@@ -794,53 +786,31 @@ macro_rules! columns {
             let seq = column::<U64>(batch, SEQ)?;
             let n = batch.num_rows();
             let mut st = States::default();
-            let piece = piece.clamp(1, n.max(1));
-            let mut start = 0;
-            loop {
-                let end = n.min(start + piece);
-                // A piece handed back holds stale records: every field of those is written
-                // below, so its rows are neither allocated, zeroed nor dropped again.
-                let mut out = spare().unwrap_or_default();
-                let reused = out.len().min(end - start);
-                out.truncate(end - start);
-                out.resize_with(end - start, Default::default);
-                for (block, rows) in out.chunks_mut(BLOCK).enumerate() {
-                    let first = start + block * BLOCK;
-                    match seq {
-                        Some(a) => for (k, r) in rows.iter_mut().enumerate() {
-                            r.seq = <U64 as Column>::get(a, first + k, true, &mut ());
-                        },
-                        None => for (k, r) in rows.iter_mut().enumerate() {
-                            r.seq = first_seq + (first + k) as u64;
-                        },
-                    }
-                    $(match arrays.$field {
-                        Some(a) => {
-                            let ok = <$kind as Column>::valid(a).words(first);
-                            for (c, (rows, &word)) in rows.chunks_mut(64).zip(&ok).enumerate() {
-                                let mut w = word;
-                                for (k, r) in rows.iter_mut().enumerate() {
-                                    r.$field = <$kind as Column>::get(
-                                        a, first + c * 64 + k, w & 1 != 0, &mut st.$field,
-                                    );
-                                    w >>= 1;
-                                }
-                            }
+            let mut out = vec![Record::default(); n];
+            for (block, rows) in out.chunks_mut(BLOCK).enumerate() {
+                let first = block * BLOCK;
+                match seq {
+                    Some(a) => for (k, r) in rows.iter_mut().enumerate() {
+                        r.seq = <U64 as Column>::get(a, first + k, true, &mut ());
+                    },
+                    None => for (k, r) in rows.iter_mut().enumerate() {
+                        r.seq = first_seq + (first + k) as u64;
+                    },
+                }
+                $(if let Some(a) = arrays.$field {
+                    let ok = <$kind as Column>::valid(a).words(first);
+                    for (c, (rows, &word)) in rows.chunks_mut(64).zip(&ok).enumerate() {
+                        let mut w = word;
+                        for (k, r) in rows.iter_mut().enumerate() {
+                            r.$field = <$kind as Column>::get(
+                                a, first + c * 64 + k, w & 1 != 0, &mut st.$field,
+                            );
+                            w >>= 1;
                         }
-                        None if block * BLOCK < reused => for r in rows.iter_mut() {
-                            r.$field = Default::default();
-                        },
-                        None => {}
-                    })*
-                }
-                if !f(out) {
-                    return Ok(false);
-                }
-                start = end;
-                if start >= n {
-                    return Ok(true);
-                }
+                    }
+                })*
             }
+            Ok(out)
         }
     };
 }
@@ -1003,101 +973,20 @@ mod tests {
     }
 
     fn decode_from(batch: &RecordBatch, first_seq: u64) -> Result<Vec<Record>, String> {
-        let mut got = vec![];
-        let decoded = decode(
-            batch,
-            first_seq,
-            7,
-            || None,
-            |p| {
-                got.extend(p);
-                true
-            },
-        );
+        let decoded = decode(batch, first_seq);
         match (Rows::new(batch, first_seq), &decoded) {
-            (Ok(rows), Ok(_)) => {
+            (Ok(rows), Ok(got)) => {
                 let by_row: Vec<Record> = (0..rows.len()).map(|i| rows.record(i)).collect();
-                assert_eq!(by_row, got, "rows and records differ");
+                assert_eq!(&by_row, got, "rows and records differ");
                 let recs: Vec<Record> = (0..rows.len())
                     .map(|i| Rec::Row(&rows, i).to_record())
                     .collect();
-                assert_eq!(recs, got, "Rec::Row and records differ");
+                assert_eq!(&recs, got, "Rec::Row and records differ");
             }
             (Err(_), Err(_)) => {}
             (r, d) => panic!("rows {:?}, decode {:?}", r.map(|r| r.len()), d),
         }
-        decoded.map(|_| got)
-    }
-
-    /// A record with every field set, none as in [`row`].
-    fn stale() -> Record {
-        Record {
-            seq: 1 << 40,
-            id: 2,
-            parent: 3,
-            ts_ns: 4,
-            latency_ns: Some(5),
-            cpu: 6,
-            pid: 7,
-            tid: 8,
-            comm: "stale".into(),
-            hook: "vm_normal_page".into(),
-            mode: "kprobe".into(),
-            address: Some(9),
-            fault_flags: Some(10),
-            error_code: Some(11),
-            vma_id: Some(12),
-            vma_start: Some(13),
-            vma_end: Some(14),
-            vma_pgoff: Some(15),
-            vma_flags: Some(16),
-            vma_prot: Some(17),
-            vma_cache: Some("WB".into()),
-            driver: Some("stale_vm_ops".into()),
-            file_id: Some(18),
-            mm_id: Some(19),
-            pte: Some(20),
-            page: Some(true),
-            pfn: Some(21),
-            size: Some(22),
-            prot: Some(23),
-            cache_req: Some("WC".into()),
-            prot_out: Some(24),
-            cache_out: Some("UC-".into()),
-            write: Some(true),
-            ret: Some(25),
-            ino: Some(26),
-            index: Some(27),
-            dev: Some(28),
-            child_pid: Some(29),
-            dropped: Some(30),
-            unpaired: Some(31),
-            read_failed: Some(32),
-            pfn_flags: Some(33),
-        }
-    }
-
-    /// Pieces handed back hold an earlier piece's records: whatever their length, every field
-    /// is overwritten, including those of columns null in the whole batch.
-    #[test]
-    fn reused_pieces_decode_like_fresh_ones() {
-        let rows: Vec<Record> = (0..40).map(row).collect();
-        let batch = batch_of(&rows);
-        for len in [0, 3, 7, 20] {
-            let mut got = vec![];
-            decode(
-                &batch,
-                0,
-                7,
-                || Some(vec![stale(); len]),
-                |p| {
-                    got.extend(p);
-                    true
-                },
-            )
-            .unwrap();
-            assert_eq!(got, rows, "stale pieces of {len}");
-        }
+        decoded
     }
 
     /// Schema 1 wrote names as plain strings: those traces must still read.

@@ -194,20 +194,8 @@ impl<R: Read> TraceReader<R> {
         let Some(raw) = self.next_raw()? else {
             return Ok(None);
         };
-        let mut out = Vec::new();
-        decode_batch(
-            &self.path,
-            rows,
-            batches,
-            &raw.0,
-            usize::MAX,
-            || None,
-            |r| {
-                out = r;
-                true
-            },
-        )
-        .inspect_err(|_| self.done = true)?;
+        let out =
+            decode_batch(&self.path, rows, batches, &raw.0).inspect_err(|_| self.done = true)?;
         Ok(Some(out))
     }
 
@@ -268,7 +256,7 @@ impl RawBatch {
     }
 }
 
-/// Turns raw batches into records, counting them for the damage message of a corrupt one.
+/// Turns raw batches into [`Rows`], counting them for the damage message of a corrupt one.
 pub struct BatchDecoder {
     path: PathBuf,
     rows: u64,
@@ -276,40 +264,8 @@ pub struct BatchDecoder {
 }
 
 impl BatchDecoder {
-    /// Decodes `batch` in pieces of at most `rows` records, handing each to `f` in order; `f`
-    /// returns false to stop. A writer's batch can hold 64 Ki rows, 32 MiB as records: a
-    /// consumer that keeps a few batches in flight holds far less in pieces. Returns whether
-    /// `f` took every piece. A corrupt batch fails before any piece is handed over.
-    ///
-    /// Pieces come from `spare` where it has one: their old records are overwritten field by
-    /// field, which saves allocating, zeroing and dropping a piece of ~0.5 KB records.
-    pub fn decode_chunks(
-        &mut self,
-        batch: &RawBatch,
-        rows: usize,
-        spare: impl FnMut() -> Option<Vec<Record>>,
-        f: impl FnMut(Vec<Record>) -> bool,
-    ) -> Result<bool, String> {
-        let all = decode_batch(
-            &self.path,
-            self.rows,
-            self.batches,
-            &batch.0,
-            rows,
-            spare,
-            f,
-        )?;
-        if all {
-            self.batches += 1;
-            self.rows += batch.num_rows() as u64;
-        }
-        Ok(all)
-    }
-}
-
-impl BatchDecoder {
     /// `batch` checked and kept for reading row by row (see [`Rows`]); a corrupt batch is
-    /// the damage that ends the file there, as for [`BatchDecoder::decode_chunks`].
+    /// the damage that ends the file there, as for [`TraceReader::next_batch`].
     pub fn rows(&mut self, batch: RawBatch) -> Result<Rows, String> {
         let (rows, batches) = (self.rows, self.batches);
         let out = guard_panics(|| Rows::new(&batch.0, rows))
@@ -335,13 +291,10 @@ fn decode_batch(
     rows: u64,
     batches: u64,
     batch: &RecordBatch,
-    piece: usize,
-    spare: impl FnMut() -> Option<Vec<Record>>,
-    f: impl FnMut(Vec<Record>) -> bool,
-) -> Result<bool, String> {
+) -> Result<Vec<Record>, String> {
     // Decoding checks what it reads and cannot panic on a batch arrow accepted; a panic on a
     // crafted one is still only a corrupt batch.
-    guard_panics(|| decode(batch, rows, piece, spare, f))
+    guard_panics(|| decode(batch, rows))
         .and_then(|r| r)
         .map_err(|e| {
             damage(

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = t.events().filter_map(|r| r.latency_ns).max();
     // The replay reads batches a row at a time instead: it must accept exactly what decoding
     // accepts, and read the same records.
-    let mut r = TraceReader::from_bytes(data, Path::new("fuzz")).expect("read once already");
+    let mut r = TraceReader::from_bytes(data, Path::new("<memory>")).expect("read once already");
     let mut decoder = r.batch_decoder();
     let mut rows = vec![];
     let mut damage = None;

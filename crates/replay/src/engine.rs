@@ -122,9 +122,10 @@ struct Slot {
 
 #[derive(Clone, Copy)]
 struct Link {
-    /// The call's slot, NONE until it is read.
+    /// The call's slot once it is read, if children were waiting for it then; NONE before.
     slot: u32,
-    /// Head of the list of children read before it.
+    /// Head of the list of children read before it, or (when the call was read first and has
+    /// no entry) after it.
     waiting: u32,
 }
 
@@ -133,8 +134,10 @@ struct Link {
 pub struct Assembler {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
-    /// By call id: its slot once read, and until then the children waiting for it. One map
-    /// for both: a record costs one lookup for its own id and one for its parent's.
+    /// By call id, only for calls that have children: the children read before their parent,
+    /// then the parent's slot. Most calls are leaves, and inserting and removing each one's
+    /// id for nothing was a tenth of reassembly. A child read after its parent (a trace in
+    /// entry order) waits here too, and joins the parent when the parent is taken.
     links: IdMap<u64, Link>,
     roots: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Latest entry time read so far.
@@ -182,11 +185,9 @@ impl Assembler {
             first_kid: NONE,
             next: NONE,
         });
-        if id != 0 {
-            let l = self.links.entry(id).or_insert(Link {
-                slot: NONE,
-                waiting: NONE,
-            });
+        if id != 0
+            && let Some(l) = self.links.get_mut(&id)
+        {
             l.slot = slot;
             let kids = std::mem::replace(&mut l.waiting, NONE);
             self.slot(slot).first_kid = kids;
@@ -246,6 +247,17 @@ impl Assembler {
     /// no root reaches, each as a tree of its own, in entry order. Call it once, at the end,
     /// after [`Assembler::pop_any`] has taken every root.
     pub fn orphans(&mut self) -> Vec<(Tree, Orphan)> {
+        // Children read after a parent that is still here are its own, not orphans.
+        let read_first: Vec<(u64, u32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (s.id, i as u32)))
+            .filter(|&(id, _)| id != 0)
+            .collect();
+        for (id, slot) in read_first {
+            self.adopt_late(id, slot);
+        }
         let heads: Vec<u32> = self
             .links
             .drain()
@@ -292,6 +304,36 @@ impl Assembler {
             .expect("linked slots are live")
     }
 
+    /// The children of call `id` (in `slot`) read after it, moved to its own list.
+    fn adopt_late(&mut self, id: u64, slot: u32) {
+        if let Entry::Occupied(l) = self.links.entry(id)
+            && l.get().slot == NONE
+        {
+            let late = l.remove().waiting;
+            let s = self.slot(slot);
+            let kids = s.first_kid;
+            let joined = self.join(late, kids);
+            self.slot(slot).first_kid = joined;
+        }
+    }
+
+    /// List `a` followed by list `b`.
+    fn join(&mut self, a: u32, b: u32) -> u32 {
+        if a == NONE {
+            return b;
+        }
+        let mut tail = a;
+        loop {
+            let next = self.slot(tail).next;
+            if next == NONE {
+                break;
+            }
+            tail = next;
+        }
+        self.slot(tail).next = b;
+        a
+    }
+
     /// Appends the slots of the list starting at `head` to `out`.
     fn list(&self, mut head: u32, out: &mut Vec<u32>) {
         while head != NONE {
@@ -333,10 +375,20 @@ impl Assembler {
         self.free.push(slot);
         if s.id != 0
             && let Entry::Occupied(l) = self.links.entry(s.id)
-            && l.get().slot == slot
         {
-            // Nothing waits on a call that has been read: its children went to its slot.
-            l.remove();
+            match l.get().slot {
+                // Nothing waits on a call that has been read: its children went to its slot.
+                x if x == slot => {
+                    l.remove();
+                }
+                // Children read after it.
+                NONE => {
+                    let late = l.remove().waiting;
+                    s.first_kid = self.join(late, s.first_kid);
+                }
+                // Another call with the same id (a damaged trace) has them.
+                _ => {}
+            }
         }
         if depth >= MAX_DEPTH {
             let kids = std::mem::replace(&mut s.first_kid, NONE);
@@ -645,6 +697,26 @@ mod tests {
         let o = a.orphans();
         assert_eq!(o.len(), 1);
         assert_eq!(o[0].0.nodes[0].rec().id(), 5);
+        assert_eq!(o[0].1, Orphan::NoParent);
+    }
+
+    /// In entry order a call is read before its children; when the call is itself an
+    /// orphan, those children still come out in its tree, not as orphans of their own.
+    #[test]
+    fn an_orphan_read_before_its_children_keeps_them() {
+        let mut a = Assembler::default();
+        a.push(rec(0, 5, 99, 10, 50, "handle_mm_fault"), Hook::Fault);
+        a.push(rec(1, 6, 5, 20, 5, "vmf_insert_pfn"), Hook::InsertPfn);
+        a.push(rec(2, 7, 5, 30, 5, "vmf_insert_pfn"), Hook::InsertPfn);
+        assert!(a.pop_any().is_none());
+        let o = a.orphans();
+        assert_eq!(
+            o.len(),
+            1,
+            "{:?}",
+            o.iter().map(|(t, _)| shape(t)).collect::<Vec<_>>()
+        );
+        assert_eq!(shape(&o[0].0), [(5, vec![6, 7]), (6, vec![]), (7, vec![])]);
         assert_eq!(o[0].1, Orphan::NoParent);
     }
 

@@ -383,7 +383,9 @@ fn a_column_shorter_than_its_batch_is_damage() {
     use std::sync::Arc;
     let ids: ArrayRef = Arc::new(UInt64Array::from(vec![1u64, 2, 3, 4]));
     let ts: ArrayRef = Arc::new(UInt64Array::from(vec![10u64, 20]));
-    let p = crafted("short", vec![("id", ids), ("ts_ns", ts)], 4);
+    // A short `seq` too (schema 1 and 2 wrote it): both readers name the same column first.
+    let seq: ArrayRef = Arc::new(UInt64Array::from(vec![0u64]));
+    let p = crafted("short", vec![("seq", seq), ("id", ids), ("ts_ns", ts)], 4);
     let t = read_trace(&p).unwrap();
     let d = t.damage.expect("reported as damage");
     assert!(

@@ -108,8 +108,11 @@ pub enum Orphan {
     Loop,
 }
 
+/// A call read and not yet taken into a tree. Its fields are read where they are: moving a
+/// whole slot out to read its id stalled on store forwarding (a tenth of the replay's cycles).
 struct Slot {
-    src: Src,
+    /// None: a free slot.
+    src: Option<Src>,
     hook: Hook,
     /// What reassembly reads of the call, kept here rather than read from its row again.
     id: u64,
@@ -132,7 +135,7 @@ struct Link {
 /// Streaming tree reassembly.
 #[derive(Default)]
 pub struct Assembler {
-    slots: Vec<Option<Slot>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
     /// By call id, only for calls that have children: the children read before their parent,
     /// then the parent's slot. Most calls are leaves, and inserting and removing each one's
@@ -152,11 +155,11 @@ impl Assembler {
     fn alloc(&mut self, s: Slot) -> u32 {
         match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Some(s);
+                self.slots[i as usize] = s;
                 i
             }
             None => {
-                self.slots.push(Some(s));
+                self.slots.push(s);
                 (self.slots.len() - 1) as u32
             }
         }
@@ -177,7 +180,7 @@ impl Assembler {
         let (id, parent, ts, seq) = (r.id(), r.parent(), r.ts_ns(), r.seq());
         let exit = ts.saturating_add(r.latency_ns().unwrap_or(0));
         let slot = self.alloc(Slot {
-            src,
+            src: Some(src),
             hook,
             id,
             ts,
@@ -199,12 +202,7 @@ impl Assembler {
             });
             let head = match l.slot {
                 NONE => &mut l.waiting,
-                p => {
-                    &mut self.slots[p as usize]
-                        .as_mut()
-                        .expect("linked slots are live")
-                        .first_kid
-                }
+                p => &mut self.slots[p as usize].first_kid,
             };
             let next = std::mem::replace(head, slot);
             self.slot(slot).next = next;
@@ -252,7 +250,8 @@ impl Assembler {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (s.id, i as u32)))
+            .filter(|(_, s)| s.src.is_some())
+            .map(|(i, s)| (s.id, i as u32))
             .filter(|&(id, _)| id != 0)
             .collect();
         for (id, slot) in read_first {
@@ -281,7 +280,7 @@ impl Assembler {
         }
         // What is left is neither a root nor below one: parent links that loop.
         let mut left: Vec<u32> = (0..self.slots.len() as u32)
-            .filter(|&s| self.slots[s as usize].is_some())
+            .filter(|&s| self.slots[s as usize].src.is_some())
             .collect();
         self.sort_by_entry(&mut left);
         for &s in &left {
@@ -299,9 +298,9 @@ impl Assembler {
     }
 
     fn slot(&mut self, s: u32) -> &mut Slot {
-        self.slots[s as usize]
-            .as_mut()
-            .expect("linked slots are live")
+        let x = &mut self.slots[s as usize];
+        assert!(x.src.is_some(), "linked slots are live");
+        x
     }
 
     /// The children of call `id` (in `slot`) read after it, moved to its own list.
@@ -338,18 +337,13 @@ impl Assembler {
     fn list(&self, mut head: u32, out: &mut Vec<u32>) {
         while head != NONE {
             out.push(head);
-            head = self.slots[head as usize]
-                .as_ref()
-                .expect("linked slots are live")
-                .next;
+            head = self.slots[head as usize].next;
         }
     }
 
     fn sort_by_entry(&self, slots: &mut [u32]) {
         slots.sort_by_key(|&k| {
-            let s = self.slots[k as usize]
-                .as_ref()
-                .expect("child slots are live");
+            let s = &self.slots[k as usize];
             (s.ts, s.seq)
         });
     }
@@ -357,11 +351,11 @@ impl Assembler {
     /// Every call still waiting that is a row of `rows` becomes a record of its own, so that
     /// the batch can be let go.
     fn evacuate(&mut self, rows: &Rc<Rows>) {
-        for s in self.slots.iter_mut().flatten() {
-            if let Src::Row(r, i) = &s.src
+        for s in &mut self.slots {
+            if let Some(Src::Row(r, i)) = &s.src
                 && Rc::ptr_eq(r, rows)
             {
-                s.src = Src::Record(Box::new(r.record(*i as usize)));
+                s.src = Some(Src::Record(Box::new(r.record(*i as usize))));
             }
         }
     }
@@ -369,12 +363,12 @@ impl Assembler {
     /// Moves `slot` and, down to [`MAX_DEPTH`], everything inside it into `tree`; `depth` is
     /// the slot's own (the root's is 1).
     fn take_into(&mut self, slot: u32, tree: &mut Tree, depth: usize) -> usize {
-        let mut s = self.slots[slot as usize]
-            .take()
-            .expect("a slot is taken once");
+        let s = &mut self.slots[slot as usize];
+        let src = s.src.take().expect("a slot is taken once");
+        let (id, hook, mut first_kid) = (s.id, s.hook, s.first_kid);
         self.free.push(slot);
-        if s.id != 0
-            && let Entry::Occupied(l) = self.links.entry(s.id)
+        if id != 0
+            && let Entry::Occupied(l) = self.links.entry(id)
         {
             match l.get().slot {
                 // Nothing waits on a call that has been read: its children went to its slot.
@@ -384,14 +378,14 @@ impl Assembler {
                 // Children read after it.
                 NONE => {
                     let late = l.remove().waiting;
-                    s.first_kid = self.join(late, s.first_kid);
+                    first_kid = self.join(late, first_kid);
                 }
                 // Another call with the same id (a damaged trace) has them.
                 _ => {}
             }
         }
         if depth >= MAX_DEPTH {
-            let kids = std::mem::replace(&mut s.first_kid, NONE);
+            let kids = std::mem::replace(&mut first_kid, NONE);
             let mut cut = std::mem::take(&mut self.cut);
             self.list(kids, &mut cut);
             self.cut = cut;
@@ -400,7 +394,7 @@ impl Assembler {
         // this node's run of `kid_list` is reserved before any child adds its own.
         let base = self.scratch.len();
         let mut kids = std::mem::take(&mut self.scratch);
-        self.list(s.first_kid, &mut kids);
+        self.list(first_kid, &mut kids);
         self.sort_by_entry(&mut kids[base..]);
         self.scratch = kids;
         let n = self.scratch.len() - base;
@@ -408,8 +402,8 @@ impl Assembler {
         tree.kid_list.resize(at + n, 0);
         let idx = tree.nodes.len();
         tree.nodes.push(Node {
-            src: s.src,
-            hook: s.hook,
+            src,
+            hook,
             kids: at..at + n,
         });
         for j in 0..n {

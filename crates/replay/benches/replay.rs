@@ -98,7 +98,7 @@ fn main() {
         return;
     }
     // As the `replay` binary does.
-    replay::allocator::keep_freed_memory();
+    replay::allocator::tune();
     let target: u64 = std::env::var("REPLAY_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -78,7 +78,7 @@ fn advance(pb: &Option<ProgressBar>, rows: u64, bytes: u64) {
 }
 
 fn main() -> ExitCode {
-    replay::allocator::keep_freed_memory();
+    replay::allocator::tune();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -123,6 +123,18 @@ struct Slot {
     next: u32,
 }
 
+impl Slot {
+    const FREE: Slot = Slot {
+        src: None,
+        hook: Hook::Other,
+        id: 0,
+        ts: 0,
+        seq: 0,
+        first_kid: NONE,
+        next: NONE,
+    };
+}
+
 #[derive(Clone, Copy)]
 struct Link {
     /// The call's slot once it is read, if children were waiting for it then; NONE before.
@@ -152,14 +164,14 @@ pub struct Assembler {
 }
 
 impl Assembler {
-    fn alloc(&mut self, s: Slot) -> u32 {
+    /// A free slot. The caller fills it field by field: a whole `Slot` handed over was read
+    /// back in 16-byte pieces from the 8-byte stores that built it, which the CPU cannot
+    /// forward, and stalled on every call.
+    fn alloc(&mut self) -> u32 {
         match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = s;
-                i
-            }
+            Some(i) => i,
             None => {
-                self.slots.push(s);
+                self.slots.push(Slot::FREE);
                 (self.slots.len() - 1) as u32
             }
         }
@@ -175,19 +187,16 @@ impl Assembler {
         self.push_src(Src::Row(rows.clone(), i as u32), hook);
     }
 
+    #[inline(always)]
     fn push_src(&mut self, src: Src, hook: Hook) {
         let r = src.rec();
         let (id, parent, ts, seq) = (r.id(), r.parent(), r.ts_ns(), r.seq());
         let exit = ts.saturating_add(r.latency_ns().unwrap_or(0));
-        let slot = self.alloc(Slot {
-            src: Some(src),
-            hook,
-            id,
-            ts,
-            seq,
-            first_kid: NONE,
-            next: NONE,
-        });
+        let slot = self.alloc();
+        let x = &mut self.slots[slot as usize];
+        x.src = Some(src);
+        (x.hook, x.id, x.ts, x.seq) = (hook, id, ts, seq);
+        (x.first_kid, x.next) = (NONE, NONE);
         if id != 0
             && let Some(l) = self.links.get_mut(&id)
         {

@@ -10,7 +10,7 @@ use arrow_array::{
     },
     types::Int32Type,
 };
-use arrow_buffer::{BooleanBuffer, Buffer, ScalarBuffer};
+use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef};
 
 use crate::{
@@ -39,11 +39,13 @@ trait Column {
     /// Row `i`; `ok` is its validity bit, taken from [`Valid::words`].
     fn get(v: Self::View<'_>, i: usize, ok: bool, st: &mut Self::State) -> Self::Value;
     /// The column as [`Rows`] keeps it: the batch's buffers shared, not copied, and names
-    /// interned once per dictionary entry.
-    type Owned: Send + Sync;
+    /// interned once per dictionary entry. Empty (the default) for a column the batch lacks
+    /// or has only nulls in, which then reads as default: one bounds check on a row's value
+    /// tells both whether the column is there and whether the row is in it.
+    type Owned: Send + Sync + Default;
     /// `a` checked as [`Column::view`] checks it, kept for reading row by row.
     fn own(a: &dyn Array, st: &mut Self::State) -> Result<Self::Owned, String>;
-    /// Row `i` (in bounds: [`Rows::new`] checked every column's length).
+    /// Row `i`, or default past the column's end.
     fn at(o: &Self::Owned, i: usize) -> Self::Value;
 }
 
@@ -151,11 +153,12 @@ impl Raw for BooleanArray {
 
 /// Arrays whose buffers [`Rows`] keeps as they are (shared, not copied).
 trait RawOwned: Array + Sized + 'static {
-    type Owned: Send + Sync;
+    type Owned: Send + Sync + Default;
     type Item;
     /// The values, checked to cover every row: arrow's reader does not validate them.
     fn owned(&self) -> Result<Self::Owned, String>;
-    fn owned_item(o: &Self::Owned, i: usize) -> Self::Item;
+    /// Row `i`, None past the end.
+    fn owned_item(o: &Self::Owned, i: usize) -> Option<Self::Item>;
 }
 
 impl<T: arrow_array::types::ArrowPrimitiveType> RawOwned for arrow_array::PrimitiveArray<T> {
@@ -166,22 +169,34 @@ impl<T: arrow_array::types::ArrowPrimitiveType> RawOwned for arrow_array::Primit
         Ok(self.values().clone())
     }
     #[inline(always)]
-    fn owned_item(o: &Self::Owned, i: usize) -> T::Native {
-        o[i]
+    fn owned_item(o: &Self::Owned, i: usize) -> Option<T::Native> {
+        o.get(i).copied()
     }
 }
 
 impl RawOwned for BooleanArray {
-    type Owned = BooleanBuffer;
+    type Owned = BoolValues;
     type Item = bool;
     fn owned(&self) -> Result<Self::Owned, String> {
         covers(self.values().len(), self.len(), "values")?;
-        Ok(self.values().clone())
+        let bits = self.values().sliced();
+        covers(bits.len() * 8, self.len(), "value bits")?;
+        Ok(BoolValues {
+            bits,
+            len: self.len(),
+        })
     }
     #[inline(always)]
-    fn owned_item(o: &Self::Owned, i: usize) -> bool {
-        o.value(i)
+    fn owned_item(o: &Self::Owned, i: usize) -> Option<bool> {
+        (i < o.len).then(|| o.bits.as_slice()[i >> 3] >> (i & 7) & 1 != 0)
     }
+}
+
+/// A boolean column's values, starting at bit 0.
+#[derive(Default)]
+struct BoolValues {
+    bits: Buffer,
+    len: usize,
 }
 
 fn covers(have: usize, rows: usize, what: &str) -> Result<(), String> {
@@ -194,23 +209,30 @@ fn covers(have: usize, rows: usize, what: &str) -> Result<(), String> {
 /// A validity bitmap as [`Rows`] keeps it, starting at bit 0: a row's bit is one bounds-checked
 /// byte load, where `NullBuffer::is_valid` asserted, added its offset and shifted through two
 /// more calls (a tenth of `replay check`'s instructions went to reading fields).
+/// Empty where the column has no nulls.
+#[derive(Default)]
 struct Bits(Buffer);
 
 impl Bits {
     #[inline(always)]
     fn get(&self, i: usize) -> bool {
-        self.0.as_slice()[i >> 3] >> (i & 7) & 1 != 0
+        self.0
+            .as_slice()
+            .get(i >> 3)
+            .is_none_or(|b| b >> (i & 7) & 1 != 0)
     }
 }
 
-/// `a`'s validity bitmap, checked to cover every row.
-fn checked_nulls(a: &dyn Array) -> Result<Option<Bits>, String> {
+/// `a`'s validity bitmap, checked to cover every row: a short one would read as valid past
+/// its end.
+fn checked_nulls(a: &dyn Array) -> Result<Bits, String> {
     let Some(n) = a.nulls() else {
-        return Ok(None);
+        return Ok(Bits::default());
     };
-    covers(n.len(), a.len(), "validity bits")?;
     // Shared where the bitmap starts on a byte, copied where it does not (a sliced batch).
-    Ok(Some(Bits(n.inner().sliced())))
+    let bits = n.inner().sliced();
+    covers(n.len().min(bits.len() * 8), a.len(), "validity bits")?;
+    Ok(Bits(bits))
 }
 
 macro_rules! column_kind {
@@ -252,21 +274,15 @@ macro_rules! column_kind {
                     None
                 }
             }
-            type Owned = (<$array as RawOwned>::Owned, Option<Bits>);
+            type Owned = (<$array as RawOwned>::Owned, Bits);
             fn own(a: &dyn Array, _: &mut Self::State) -> Result<Self::Owned, String> {
                 let a = downcast::<$array>(a, $dt)?;
                 Ok((a.owned()?, checked_nulls(a)?))
             }
             #[inline(always)]
             fn at((v, nulls): &Self::Owned, i: usize) -> Self::Value {
-                if nulls.as_ref().is_none_or(|n| n.get(i)) {
-                    Some($conv(
-                        <$array as RawOwned>::owned_item(v, i),
-                        &mut Default::default(),
-                    ))
-                } else {
-                    None
-                }
+                let x = <$array as RawOwned>::owned_item(v, i)?;
+                nulls.get(i).then(|| $conv(x, &mut Default::default()))
             }
         }
     };
@@ -305,7 +321,7 @@ macro_rules! column_kind {
             #[inline(always)]
             fn at(v: &Self::Owned, i: usize) -> Self::Value {
                 $conv(
-                    <$array as RawOwned>::owned_item(v, i),
+                    <$array as RawOwned>::owned_item(v, i).unwrap_or_default(),
                     &mut Default::default(),
                 )
             }
@@ -508,12 +524,18 @@ enum OwnedNames {
     /// Each dictionary entry interned once.
     Dict {
         keys: ScalarBuffer<i32>,
-        nulls: Option<Bits>,
+        nulls: Bits,
         syms: Vec<Sym>,
     },
     /// Plain strings (schema 1), or a dictionary longer than a batch has rows (only a crafted
     /// file has one): each row interned.
     PerRow(Vec<Option<Sym>>),
+}
+
+impl Default for OwnedNames {
+    fn default() -> Self {
+        OwnedNames::PerRow(Vec::new())
+    }
 }
 
 impl OwnedNames {
@@ -547,14 +569,11 @@ impl OwnedNames {
     fn at(&self, i: usize) -> Option<Sym> {
         match self {
             OwnedNames::Dict { keys, nulls, syms } => {
-                if nulls.as_ref().is_none_or(|n| n.get(i)) {
-                    // In bounds: `names_view` checked every valid row's key.
-                    Some(syms[keys[i] as usize])
-                } else {
-                    None
-                }
+                let k = *keys.get(i)?;
+                // In bounds: `names_view` checked every valid row's key.
+                nulls.get(i).then(|| syms[k as usize])
             }
-            OwnedNames::PerRow(v) => v[i],
+            OwnedNames::PerRow(v) => v.get(i).copied().flatten(),
         }
     }
 }
@@ -686,8 +705,9 @@ macro_rules! columns {
         pub struct Rows {
             len: usize,
             first_seq: u64,
-            seq: Option<ScalarBuffer<u64>>,
-            $($field: Option<<$kind as Column>::Owned>,)*
+            /// Empty since schema 3.
+            seq: ScalarBuffer<u64>,
+            $($field: <$kind as Column>::Owned,)*
         }
 
         impl Rows {
@@ -716,20 +736,17 @@ macro_rules! columns {
             /// Row `i`'s position in the file.
             #[inline]
             pub fn seq(&self, i: usize) -> u64 {
-                match &self.seq {
-                    Some(s) => s[i],
+                match self.seq.get(i) {
+                    Some(&s) => s,
                     None => self.first_seq + i as u64,
                 }
             }
 
             $(
-                #[doc = concat!("Row `i`'s `", stringify!($field), "` (a column the batch lacks reads as default). Panics unless `i < len()`.")]
+                #[doc = concat!("Row `i`'s `", stringify!($field), "`: default in a column the batch lacks, and past the last row.")]
                 #[inline]
                 pub fn $field(&self, i: usize) -> value_of!($kind) {
-                    match &self.$field {
-                        Some(o) => <$kind as Column>::at(o, i),
-                        None => Default::default(),
-                    }
+                    <$kind as Column>::at(&self.$field, i)
                 }
             )*
 
@@ -861,14 +878,12 @@ fn owned_column<K: Column>(
     batch: &RecordBatch,
     name: &str,
     st: &mut K::State,
-) -> Result<Option<K::Owned>, String> {
+) -> Result<K::Owned, String> {
     if column::<K>(batch, name)?.is_none() {
-        return Ok(None);
+        return Ok(K::Owned::default());
     }
     let a = batch.column_by_name(name).expect("column() found it");
-    K::own(a.as_ref(), st)
-        .map(Some)
-        .map_err(|e| format!("column `{name}` {e}"))
+    K::own(a.as_ref(), st).map_err(|e| format!("column `{name}` {e}"))
 }
 
 /// The Rust type of a column kind's values.

@@ -26,7 +26,7 @@ pub type IdMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 #[derive(Debug)]
 enum Src {
     /// A row of a batch read from a file, read in place: building a ~0.5 KB record of every
-    /// row and moving it into its tree was half of `replay check`'s time.
+    /// row and moving it into its tree was over 40% of `replay check`'s time.
     Row(Rc<Rows>, u32),
     /// A record built in memory (tests, mutants), or a row moved out of a batch that had to
     /// be let go (see [`Feed::retire`]).

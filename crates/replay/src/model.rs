@@ -49,6 +49,13 @@ struct VmaState {
     untracked: bool,
 }
 
+impl VmaState {
+    /// Whether a later snapshot of the vma has something to show.
+    fn due(&self) -> bool {
+        self.must_flags != 0 || self.must_pgoff.is_some()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct LastFault {
     page: u64,
@@ -109,6 +116,8 @@ pub struct Model<S: Sink> {
     seen: [bool; HOOK_COUNT],
     pat_on: bool,
     vmas: IdMap<u32, VmaState>,
+    /// Vmas with something [`Model::vma_due`] must check.
+    due_vmas: usize,
     ptes: IdMap<(u64, u64), Pte>,
     aliases: IdMap<u64, Vec<(Cache, u32)>>,
     memtypes: MemtypeMap,
@@ -158,6 +167,7 @@ impl<S: Sink> Model<S> {
             seen: [false; HOOK_COUNT],
             pat_on: false,
             vmas: IdMap::default(),
+            due_vmas: 0,
             ptes: IdMap::default(),
             aliases: IdMap::default(),
             memtypes: MemtypeMap::default(),
@@ -704,7 +714,7 @@ impl<S: Sink> Model<S> {
                 self.failed_faults.insert(key, (r.seq(), v));
             } else if let Some(f) = failed_insert {
                 self.failed_faults.insert(key, f);
-            } else {
+            } else if !self.failed_faults.is_empty() {
                 self.failed_faults.remove(&key);
             }
         }
@@ -1024,7 +1034,12 @@ impl<S: Sink> Model<S> {
         } else {
             1
         };
-        let reserved = self.memtypes.lookup(pfn);
+        // One walk of the reservations for both uses below (nothing changes them between).
+        let entry = self
+            .memtypes
+            .lookup_entry(pfn)
+            .map(|e| (e.cache, e.owner, e.seq));
+        let reserved = entry.map(|(c, _, _)| c);
         let is_ram = self.is_ram(pfn, 1);
         let expected = if is_isa_range(pfn, 1) {
             self.pat_on.then_some(Cache::WB)
@@ -1062,12 +1077,11 @@ impl<S: Sink> Model<S> {
         // set_memory_wc on RAM, as drm_gem_shmem does for WC buffers, or ioremap_*): correct, but
         // every other mapping of the page must now agree with it, and nothing refcounts RAM
         // types (memtype.c `memtype_reserve_io`/`set_memory_*`: the 2009 PAT thread).
-        if let Some(e) = self.memtypes.lookup_entry(pfn)
-            && e.owner == Owner::Other
+        if let Some((_, owner, seq)) = entry
+            && owner == Owner::Other
             && !matches!(out, Cache::UcMinus | Cache::WB)
             && !is_isa_range(pfn, 1)
         {
-            let seq = e.seq;
             self.find(
                 Rule::FindRamMemtype,
                 &[r],
@@ -1188,13 +1202,21 @@ impl<S: Sink> Model<S> {
                 }
             }
             if let Some(id) = r.vma_id() {
+                let pat = whole && tr == Some(0) && self.f.vm_pat_flag && self.f.track_pfn_hooks;
                 let st = self.vmas.entry(id).or_default();
+                let was_due = st.due();
                 st.must_flags = b.remap_flags();
-                if whole && tr == Some(0) && self.f.vm_pat_flag && self.f.track_pfn_hooks {
+                if pat {
                     st.must_flags |= b.pat;
                 }
                 st.must_pgoff = cow.then_some(pfn);
                 st.due_seq = r.seq();
+                let due = st.due();
+                match (was_due, due) {
+                    (false, true) => self.due_vmas += 1,
+                    (true, false) => self.due_vmas -= 1,
+                    _ => {}
+                }
             }
         }
         self.visit_kids(t, i, None, |h| {
@@ -1939,16 +1961,21 @@ impl<S: Sink> Model<S> {
 
     /// Flags a vma must show after a remap, checked once at its next snapshot.
     fn vma_due(&mut self, r: Rec<'_>) {
+        // Nearly every call comes here, and nearly always no vma has anything due.
+        if self.due_vmas == 0 {
+            return;
+        }
         let Some(vid) = r.vma_id() else { return };
         let Some(st) = self.vmas.get_mut(&vid) else {
             return;
         };
-        if st.must_flags == 0 && st.must_pgoff.is_none() {
+        if !st.due() {
             return;
         }
         let (must, pg, due) = (st.must_flags, st.must_pgoff, st.due_seq);
         st.must_flags = 0;
         st.must_pgoff = None;
+        self.due_vmas -= 1;
         if r.seq() <= due {
             return;
         }
@@ -1978,7 +2005,13 @@ impl<S: Sink> Model<S> {
         };
         // vm_normal_page is only asked about present PTEs (zap, fork copy, wp fault).
         if let (Some(vma), Some(start), Some(a)) = (r.vma_id(), r.vma_start(), r.address()) {
-            match self.failed_faults.remove(&(vma, start, a >> PAGE_SHIFT)) {
+            // Checked first: hashing the key for an empty map was most of the lookup.
+            let failed = if self.failed_faults.is_empty() {
+                None
+            } else {
+                self.failed_faults.remove(&(vma, start, a >> PAGE_SHIFT))
+            };
+            match failed {
                 Some((seq, ret)) => self.diverge(
                     Rule::FaultOutcome,
                     &[r],

@@ -157,10 +157,9 @@ fn main() {
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let t = Instant::now();
     let mut reader = pfnscope_trace::TraceReader::open(&path).unwrap();
-    let mut decoder = reader.batch_decoder();
     let mut read = 0usize;
-    while let Some(batch) = reader.next_raw().unwrap() {
-        read += decoder.rows(batch).unwrap().len();
+    while let Some(rows) = reader.next_rows().unwrap() {
+        read += rows.len();
     }
     let el = t.elapsed();
     println!(

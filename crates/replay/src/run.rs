@@ -124,19 +124,15 @@ pub fn each_batch<R: Read + Send>(
     // Two batches wait between reading and replaying, so that neither thread waits for the
     // other while one batch takes longer than usual.
     let (tx, rx) = sync_channel::<(Rows, u64)>(2);
-    let mut decoder = reader.batch_decoder();
     std::thread::scope(|s| {
         let read = s.spawn(move || {
             loop {
-                match reader.next_raw() {
-                    Ok(Some(batch)) => match decoder.rows(batch) {
-                        Ok(rows) => {
-                            if tx.send((rows, reader.bytes_read())).is_err() {
-                                return None;
-                            }
+                match reader.next_rows() {
+                    Ok(Some(rows)) => {
+                        if tx.send((rows, reader.bytes_read())).is_err() {
+                            return None;
                         }
-                        Err(d) => return Some(d),
-                    },
+                    }
                     Ok(None) => return None,
                     Err(d) => return Some(d),
                 }

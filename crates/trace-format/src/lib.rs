@@ -37,9 +37,7 @@ pub use guard::guard_panics;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
 };
-pub use reader::{
-    BatchDecoder, RawBatch, Trace, TraceError, TraceReader, read_trace, read_trace_bytes,
-};
+pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
 pub use stdout::print_stdout;
 pub use sym::{Interner, Sym};

@@ -136,9 +136,9 @@ impl<R: Read> TraceReader<R> {
             StreamReader::try_new(CheckedStream::new(src), None).map(|r| {
                 // SAFETY: arrow's own validation of every array (3.4% of a `replay check`,
                 // mostly its pass over every dictionary key) is left out. Its batches reach
-                // nothing but [`decode`], through the opaque [`RawBatch`]: decoding reads
-                // them only through safe, bounds-checked accessors, and checks itself what
-                // it relies on (column lengths, dictionary keys and values, plain strings).
+                // nothing but [`decode`] and [`Rows::new`] (see `next_checked`): both read
+                // them only through safe, bounds-checked accessors, and check themselves what
+                // they rely on (column lengths, dictionary keys and values, plain strings).
                 unsafe { r.with_skip_validation(true) }
             })
         })
@@ -190,13 +190,13 @@ impl<R: Read> TraceReader<R> {
     /// The next batch of records: `Ok(None)` at a clean end, `Err(damage)` when the rest of the
     /// file cannot be read (the message says where and how much came before).
     pub fn next_batch(&mut self) -> Result<Option<Vec<Record>>, String> {
-        let (rows, batches) = (self.rows, self.batches);
-        let Some(raw) = self.next_raw()? else {
-            return Ok(None);
-        };
-        let out =
-            decode_batch(&self.path, rows, batches, &raw.0).inspect_err(|_| self.done = true)?;
-        Ok(Some(out))
+        self.next_checked(decode)
+    }
+
+    /// The next batch checked and kept for reading row by row (see [`Rows`]), where
+    /// [`Self::next_batch`] builds a record of every row; damage as for `next_batch`.
+    pub fn next_rows(&mut self) -> Result<Option<Rows>, String> {
+        self.next_checked(Rows::new)
     }
 
     /// Bytes of the file read so far: what a progress bar can show before the number of rows
@@ -205,105 +205,40 @@ impl<R: Read> TraceReader<R> {
         self.inner.get_ref().offset()
     }
 
-    /// The next batch as Arrow decoded it, not yet turned into records (see
-    /// [`BatchDecoder`]): reading and decoding can then run on two threads.
-    pub fn next_raw(&mut self) -> Result<Option<RawBatch>, String> {
+    /// The next batch as arrow decoded it, turned by `check` into what the caller reads. Arrow
+    /// has not validated it (see [`TraceReader::from_reader`]): `check` must check what it
+    /// uses, and a panic in it on a crafted batch is only a corrupt batch.
+    fn next_checked<T>(
+        &mut self,
+        check: impl FnOnce(&RecordBatch, u64) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
         if self.done {
             return Ok(None);
         }
+        let (rows, batches) = (self.rows, self.batches);
+        let fail = |this: &mut Self, what: String| {
+            this.done = true;
+            Err(damage(&this.path, &what, rows, batches))
+        };
         let next = guard_panics(|| self.inner.next())
             .unwrap_or_else(|e| Some(Err(arrow_schema::ArrowError::IpcError(e))));
-        match next {
+        let batch = match next {
             None => {
                 self.done = true;
-                Ok(None)
+                return Ok(None);
             }
-            Some(Ok(batch)) => {
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => return fail(self, format!("cannot read batch {}: {e}", batches + 1)),
+        };
+        match guard_panics(|| check(&batch, rows)).and_then(|r| r) {
+            Ok(out) => {
                 self.batches += 1;
                 self.rows += batch.num_rows() as u64;
-                Ok(Some(RawBatch(batch)))
+                Ok(Some(out))
             }
-            Some(Err(e)) => {
-                self.done = true;
-                Err(damage(
-                    &self.path,
-                    &format!("cannot read batch {}: {e}", self.batches + 1),
-                    self.rows,
-                    self.batches,
-                ))
-            }
+            Err(e) => fail(self, format!("batch {} is corrupt: {e}", batches + 1)),
         }
     }
-
-    /// Decodes the batches [`Self::next_raw`] returns from here on, in the same order.
-    pub fn batch_decoder(&self) -> BatchDecoder {
-        BatchDecoder {
-            path: self.path.clone(),
-            rows: self.rows,
-            batches: self.batches,
-        }
-    }
-}
-
-/// A batch as the IPC reader returned it, not validated by arrow: only [`BatchDecoder`] reads
-/// it, which checks what it uses. Opaque, so that no arrow accessor trusting a validated array
-/// (`StringArray::value`, ...) can be called on one.
-pub struct RawBatch(RecordBatch);
-
-impl RawBatch {
-    pub fn num_rows(&self) -> usize {
-        self.0.num_rows()
-    }
-}
-
-/// Turns raw batches into [`Rows`], counting them for the damage message of a corrupt one.
-pub struct BatchDecoder {
-    path: PathBuf,
-    rows: u64,
-    batches: u64,
-}
-
-impl BatchDecoder {
-    /// `batch` checked and kept for reading row by row (see [`Rows`]); a corrupt batch is
-    /// the damage that ends the file there, as for [`TraceReader::next_batch`].
-    pub fn rows(&mut self, batch: RawBatch) -> Result<Rows, String> {
-        let (rows, batches) = (self.rows, self.batches);
-        let out = guard_panics(|| Rows::new(&batch.0, rows))
-            .and_then(|r| r)
-            .map_err(|e| {
-                damage(
-                    &self.path,
-                    &format!("batch {} is corrupt: {e}", batches + 1),
-                    rows,
-                    batches,
-                )
-            })?;
-        self.batches += 1;
-        self.rows += out.len() as u64;
-        Ok(out)
-    }
-}
-
-/// Decodes one batch of a file that had `rows` records in `batches` batches before it; a
-/// corrupt batch is reported as the damage that ends the file there.
-fn decode_batch(
-    path: &Path,
-    rows: u64,
-    batches: u64,
-    batch: &RecordBatch,
-) -> Result<Vec<Record>, String> {
-    // Decoding checks what it reads and cannot panic on a batch arrow accepted; a panic on a
-    // crafted one is still only a corrupt batch.
-    guard_panics(|| decode(batch, rows))
-        .and_then(|r| r)
-        .map_err(|e| {
-            damage(
-                path,
-                &format!("batch {} is corrupt: {e}", batches + 1),
-                rows,
-                batches,
-            )
-        })
 }
 
 fn damage(path: &Path, what: &str, rows: u64, batches: u64) -> String {

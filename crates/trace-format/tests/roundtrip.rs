@@ -11,17 +11,10 @@ use pfnscope_trace::{PlanEntry, Record, Trace, TraceError, TraceMeta, TraceReade
 fn read_trace(path: &Path) -> Result<Trace, TraceError> {
     let t = pfnscope_trace::read_trace(path)?;
     let mut r = TraceReader::open(path)?;
-    let mut decoder = r.batch_decoder();
     let (mut records, mut damage) = (vec![], None);
     loop {
-        match r.next_raw() {
-            Ok(Some(raw)) => match decoder.rows(raw) {
-                Ok(rows) => records.extend((0..rows.len()).map(|i| rows.record(i))),
-                Err(d) => {
-                    damage = Some(d);
-                    break;
-                }
-            },
+        match r.next_rows() {
+            Ok(Some(rows)) => records.extend((0..rows.len()).map(|i| rows.record(i))),
             Ok(None) => break,
             Err(d) => {
                 damage = Some(d);

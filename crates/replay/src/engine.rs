@@ -261,10 +261,12 @@ impl Assembler {
             .enumerate()
             .filter(|(_, s)| s.src.is_some())
             .map(|(i, s)| (s.id, i as u32))
-            .filter(|&(id, _)| id != 0)
             .collect();
         for (id, slot) in read_first {
-            self.adopt_late(id, slot);
+            let late = self.unlink(id, slot);
+            let kids = self.slot(slot).first_kid;
+            let joined = self.join(late, kids);
+            self.slot(slot).first_kid = joined;
         }
         let heads: Vec<u32> = self
             .links
@@ -312,16 +314,24 @@ impl Assembler {
         x
     }
 
-    /// The children of call `id` (in `slot`) read after it, moved to its own list.
-    fn adopt_late(&mut self, id: u64, slot: u32) {
-        if let Entry::Occupied(l) = self.links.entry(id)
-            && l.get().slot == NONE
-        {
-            let late = l.remove().waiting;
-            let s = self.slot(slot);
-            let kids = s.first_kid;
-            let joined = self.join(late, kids);
-            self.slot(slot).first_kid = joined;
+    /// Drops the link of call `id`, read into `slot`, and returns the children read after it
+    /// (NONE if none). An entry of another call with the same id (a damaged trace) stays.
+    fn unlink(&mut self, id: u64, slot: u32) -> u32 {
+        if id == 0 {
+            return NONE;
+        }
+        let Entry::Occupied(l) = self.links.entry(id) else {
+            return NONE;
+        };
+        match l.get().slot {
+            // Nothing waits on a call that has been read: its children went to its slot.
+            x if x == slot => {
+                l.remove();
+                NONE
+            }
+            // Children read after it.
+            NONE => l.remove().waiting,
+            _ => NONE,
         }
     }
 
@@ -376,23 +386,8 @@ impl Assembler {
         let src = s.src.take().expect("a slot is taken once");
         let (id, hook, mut first_kid) = (s.id, s.hook, s.first_kid);
         self.free.push(slot);
-        if id != 0
-            && let Entry::Occupied(l) = self.links.entry(id)
-        {
-            match l.get().slot {
-                // Nothing waits on a call that has been read: its children went to its slot.
-                x if x == slot => {
-                    l.remove();
-                }
-                // Children read after it.
-                NONE => {
-                    let late = l.remove().waiting;
-                    first_kid = self.join(late, first_kid);
-                }
-                // Another call with the same id (a damaged trace) has them.
-                _ => {}
-            }
-        }
+        let late = self.unlink(id, slot);
+        first_kid = self.join(late, first_kid);
         if depth >= MAX_DEPTH {
             let kids = std::mem::replace(&mut first_kid, NONE);
             let mut cut = std::mem::take(&mut self.cut);

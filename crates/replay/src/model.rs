@@ -714,8 +714,8 @@ impl<S: Sink> Model<S> {
                 self.failed_faults.insert(key, (r.seq(), v));
             } else if let Some(f) = failed_insert {
                 self.failed_faults.insert(key, f);
-            } else if !self.failed_faults.is_empty() {
-                self.failed_faults.remove(&key);
+            } else {
+                self.take_failed_fault(key);
             }
         }
 
@@ -1959,6 +1959,17 @@ impl<S: Sink> Model<S> {
         }
     }
 
+    /// The failed fault recorded at (vma id, vma start, page), forgotten. Every fault and
+    /// every vm_normal_page asks, and the map is nearly always empty: checked first, since
+    /// hashing the key was most of the lookup.
+    fn take_failed_fault(&mut self, key: (u32, u64, u64)) -> Option<(u64, u32)> {
+        if self.failed_faults.is_empty() {
+            None
+        } else {
+            self.failed_faults.remove(&key)
+        }
+    }
+
     /// Flags a vma must show after a remap, checked once at its next snapshot.
     fn vma_due(&mut self, r: Rec<'_>) {
         // Nearly every call comes here, and nearly always no vma has anything due.
@@ -2005,13 +2016,7 @@ impl<S: Sink> Model<S> {
         };
         // vm_normal_page is only asked about present PTEs (zap, fork copy, wp fault).
         if let (Some(vma), Some(start), Some(a)) = (r.vma_id(), r.vma_start(), r.address()) {
-            // Checked first: hashing the key for an empty map was most of the lookup.
-            let failed = if self.failed_faults.is_empty() {
-                None
-            } else {
-                self.failed_faults.remove(&(vma, start, a >> PAGE_SHIFT))
-            };
-            match failed {
+            match self.take_failed_fault((vma, start, a >> PAGE_SHIFT)) {
                 Some((seq, ret)) => self.diverge(
                     Rule::FaultOutcome,
                     &[r],

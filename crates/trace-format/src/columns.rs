@@ -43,8 +43,8 @@ trait Column {
     /// or has only nulls in, which then reads as default: one bounds check on a row's value
     /// tells both whether the column is there and whether the row is in it.
     type Owned: Send + Sync + Default;
-    /// `a` checked as [`Column::view`] checks it, kept for reading row by row.
-    fn own(a: &dyn Array, st: &mut Self::State) -> Result<Self::Owned, String>;
+    /// `a`, whose [`Column::view`] (and its checks) is `v`, kept for reading row by row.
+    fn own(a: &dyn Array, v: Self::View<'_>, st: &mut Self::State) -> Result<Self::Owned, String>;
     /// Row `i`, or default past the column's end.
     fn at(o: &Self::Owned, i: usize) -> Self::Value;
 }
@@ -275,7 +275,11 @@ macro_rules! column_kind {
                 }
             }
             type Owned = (<$array as RawOwned>::Owned, Bits);
-            fn own(a: &dyn Array, _: &mut Self::State) -> Result<Self::Owned, String> {
+            fn own(
+                a: &dyn Array,
+                _: Self::View<'_>,
+                _: &mut Self::State,
+            ) -> Result<Self::Owned, String> {
                 let a = downcast::<$array>(a, $dt)?;
                 Ok((a.owned()?, checked_nulls(a)?))
             }
@@ -315,7 +319,11 @@ macro_rules! column_kind {
                 $conv(<$array as Raw>::item(v, i), st)
             }
             type Owned = <$array as RawOwned>::Owned;
-            fn own(a: &dyn Array, _: &mut Self::State) -> Result<Self::Owned, String> {
+            fn own(
+                a: &dyn Array,
+                _: Self::View<'_>,
+                _: &mut Self::State,
+            ) -> Result<Self::Owned, String> {
                 downcast::<$array>(a, $dt)?.owned()
             }
             #[inline(always)]
@@ -544,8 +552,8 @@ impl Default for OwnedNames {
 }
 
 impl OwnedNames {
-    fn new(a: &dyn Array, st: &mut NameState) -> Result<OwnedNames, String> {
-        let view = names_view(a)?;
+    /// `view`: `a`'s [`names_view`], which checked its keys and strings.
+    fn new(a: &dyn Array, view: Names<'_>, st: &mut NameState) -> Result<OwnedNames, String> {
         let valid = view.valid();
         if let Some(d) = a.as_any().downcast_ref::<DictionaryArray<Int32Type>>()
             && d.values().len() <= NameState::CACHED
@@ -612,8 +620,8 @@ impl Column for Str {
         v.get(i, ok, st).unwrap_or_default()
     }
     type Owned = OwnedNames;
-    fn own(a: &dyn Array, st: &mut NameState) -> Result<OwnedNames, String> {
-        OwnedNames::new(a, st)
+    fn own(a: &dyn Array, v: Names<'_>, st: &mut NameState) -> Result<OwnedNames, String> {
+        OwnedNames::new(a, v, st)
     }
     #[inline(always)]
     fn at(o: &OwnedNames, i: usize) -> Sym {
@@ -649,8 +657,8 @@ impl Column for OptStr {
         v.get(i, ok, st)
     }
     type Owned = OwnedNames;
-    fn own(a: &dyn Array, st: &mut NameState) -> Result<OwnedNames, String> {
-        OwnedNames::new(a, st)
+    fn own(a: &dyn Array, v: Names<'_>, st: &mut NameState) -> Result<OwnedNames, String> {
+        OwnedNames::new(a, v, st)
     }
     #[inline(always)]
     fn at(o: &OwnedNames, i: usize) -> Option<Sym> {
@@ -878,17 +886,17 @@ fn column<'a, K: Column>(
     Ok((a.null_count() < a.len()).then_some(v))
 }
 
-/// Column `name` of `batch` kept for [`Rows`], checked as [`column`] checks it.
+/// Column `name` of `batch` kept for [`Rows`], checked by [`column`].
 fn owned_column<K: Column>(
     batch: &RecordBatch,
     name: &str,
     st: &mut K::State,
 ) -> Result<K::Owned, String> {
-    if column::<K>(batch, name)?.is_none() {
+    let Some(v) = column::<K>(batch, name)? else {
         return Ok(K::Owned::default());
-    }
+    };
     let a = batch.column_by_name(name).expect("column() found it");
-    K::own(a.as_ref(), st).map_err(|e| format!("column `{name}` {e}"))
+    K::own(a.as_ref(), v, st).map_err(|e| format!("column `{name}` {e}"))
 }
 
 /// The Rust type of a column kind's values.

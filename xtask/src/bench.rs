@@ -62,18 +62,29 @@ pub fn run(a: &Args) -> Result<()> {
             mib,
             no_write,
         } => overhead(rounds, mib, no_write),
-        What::Replay { events } => cargo_bench("replay", "replay", "REPLAY_BENCH_EVENTS", events),
-        What::Analyzer { events } => {
-            cargo_bench("analyzer", "report", "ANALYZER_BENCH_EVENTS", events)
-        }
+        // The profile `replay` is meant to be built with for large traces (see Cargo.toml).
+        What::Replay { events } => cargo_bench(
+            "replay",
+            "replay",
+            "release-lto",
+            "REPLAY_BENCH_EVENTS",
+            events,
+        ),
+        What::Analyzer { events } => cargo_bench(
+            "analyzer",
+            "report",
+            "bench",
+            "ANALYZER_BENCH_EVENTS",
+            events,
+        ),
     }
 }
 
-fn cargo_bench(krate: &str, bench: &str, size_var: &str, events: u64) -> Result<()> {
+fn cargo_bench(krate: &str, bench: &str, profile: &str, size_var: &str, events: u64) -> Result<()> {
     util::run(
         Command::new("cargo")
             .current_dir(util::workspace_root())
-            .args(["bench", "-p", krate, "--bench", bench])
+            .args(["bench", "-p", krate, "--bench", bench, "--profile", profile])
             .env(size_var, events.to_string()),
     )
 }

@@ -139,6 +139,9 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("replay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bench.arrows");
+    // Batches as large as the collector's (tracer's `MAX_BATCH`): the reader thread's work per
+    // batch and the rows a batch keeps alive are those of a real recording.
+    let batch_rows = 64 * 1024;
     let mut b = TraceBuilder::new(series);
     let mut w = pfnscope_trace::TraceWriter::create(&path, &meta).unwrap();
     let (mut written, mut rounds) = (0u64, 0u64);
@@ -150,8 +153,10 @@ fn main() {
         for r in b.drain(written) {
             w.push(&r);
             written += 1;
+            if w.pending() >= batch_rows {
+                w.flush_batch().unwrap();
+            }
         }
-        w.flush_batch().unwrap();
     }
     w.finish().unwrap();
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

@@ -57,7 +57,20 @@ pub enum Cache {
     WP,
 }
 
+/// How many [`Cache`] modes there are.
+pub const CACHE_MODES: usize = 6;
+
 impl Cache {
+    /// Every mode, in `Cache as usize` order.
+    pub const ALL: [Cache; CACHE_MODES] = [
+        Cache::WB,
+        Cache::WC,
+        Cache::UcMinus,
+        Cache::UC,
+        Cache::WT,
+        Cache::WP,
+    ];
+
     pub fn parse(s: &str) -> Option<Cache> {
         Some(match s {
             "WB" => Cache::WB,
@@ -136,6 +149,19 @@ impl PatTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The alias counts index by `Cache as usize`: `ALL` must list every mode at its index.
+    #[test]
+    fn all_cache_modes_in_discriminant_order() {
+        for (i, c) in Cache::ALL.into_iter().enumerate() {
+            assert_eq!(c as usize, i);
+            // Exhaustive: a new mode fails to compile here until it is counted.
+            match c {
+                Cache::WB | Cache::WC | Cache::UcMinus | Cache::UC | Cache::WT | Cache::WP => {}
+            }
+            assert_eq!(Cache::parse(c.name()), Some(c));
+        }
+    }
 
     #[test]
     fn pat_decoding_table() {

@@ -6,13 +6,13 @@
 //! trace, RAM-ness of a pfn, a hook that was not attached) the rule counts as not checkable and
 //! never fires.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, hash_map::Entry as MapEntry};
 
 use pfnscope_trace::{Rec, Record, Sym, TraceMeta};
 
 use crate::bits::{
-    Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pfn_t,
-    pte, vm_fault as vf,
+    CACHE_MODES, Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff,
+    is_isa_range, pfn_t, pte, vm_fault as vf,
 };
 use crate::engine::{IdMap, MAX_DEPTH, Orphan, Tree};
 use crate::hook::{HOOK_COUNT, Hook};
@@ -119,7 +119,9 @@ pub struct Model<S: Sink> {
     /// Vmas with something [`Model::vma_due`] must check.
     due_vmas: usize,
     ptes: IdMap<(u64, u64), Pte>,
-    aliases: IdMap<u64, Vec<(Cache, u32)>>,
+    /// Special PTEs mapping each pfn, per cache mode (`Cache as usize`): counts in place, since
+    /// a vector per pfn was an allocation and a free per page mapped and zapped.
+    aliases: IdMap<u64, [u32; CACHE_MODES]>,
     memtypes: MemtypeMap,
     lookups: IdMap<u64, Cache>,
     /// Pfn ranges known not to be RAM (start -> end, exclusive).
@@ -136,7 +138,9 @@ pub struct Model<S: Sink> {
     /// (vma id, vma start, page) of faults that failed, with their seq and result: no PTE may
     /// appear there before the next fault at that page.
     failed_faults: IdMap<(u32, u64, u64), (u64, u32)>,
-    lacks_map_pages: IdMap<String, bool>,
+    /// Per driver, whether its vm_ops lack ->map_pages. A handful of drivers: a scan by name
+    /// beats hashing the name on every fault.
+    lacks_map_pages: Vec<(Sym, bool)>,
     last_fault: IdMap<u32, LastFault>,
     last_untrack: IdMap<u32, u32>,
     fork_pending: IdMap<u32, Vec<ForkCopy>>,
@@ -179,7 +183,7 @@ impl<S: Sink> Model<S> {
             max_page_pfn: None,
             deleted: IdMap::default(),
             failed_faults: IdMap::default(),
-            lacks_map_pages: IdMap::default(),
+            lacks_map_pages: Vec::new(),
             last_fault: IdMap::default(),
             last_untrack: IdMap::default(),
             fork_pending: IdMap::default(),
@@ -413,14 +417,10 @@ impl<S: Sink> Model<S> {
 
     fn alias_add(&mut self, pfn: u64, c: Cache, r: Rec<'_>) {
         let v = self.aliases.entry(pfn).or_default();
-        let other = v
-            .iter()
-            .find(|(oc, n)| *oc != c && *n > 0)
-            .map(|(oc, _)| *oc);
-        match v.iter_mut().find(|(oc, _)| *oc == c) {
-            Some(e) => e.1 += 1,
-            None => v.push((c, 1)),
-        }
+        let other = Cache::ALL
+            .into_iter()
+            .find(|&oc| oc != c && v[oc as usize] > 0);
+        v[c as usize] += 1;
         if let Some(oc) = other {
             self.find(
                 Rule::FindAlias,
@@ -432,14 +432,22 @@ impl<S: Sink> Model<S> {
     }
 
     fn alias_remove(&mut self, pfn: u64, c: Cache) {
-        if let Some(v) = self.aliases.get_mut(&pfn) {
-            if let Some(e) = v.iter_mut().find(|(oc, _)| *oc == c) {
-                e.1 = e.1.saturating_sub(1);
-            }
-            if v.iter().all(|(_, n)| *n == 0) {
-                self.aliases.remove(&pfn);
+        if let MapEntry::Occupied(mut e) = self.aliases.entry(pfn) {
+            let v = e.get_mut();
+            v[c as usize] = v[c as usize].saturating_sub(1);
+            if v.iter().all(|&n| n == 0) {
+                e.remove();
             }
         }
+    }
+
+    /// Whether `drv` is known to lack ->map_pages (None: not known yet).
+    fn lacks_map_pages(&self, drv: Sym) -> Option<bool> {
+        let l = &self.lacks_map_pages;
+        l.iter()
+            .find(|(d, _)| d.same(&drv))
+            .or_else(|| l.iter().find(|(d, _)| *d == drv))
+            .map(|&(_, v)| v)
     }
 
     fn install(&mut self, sp: u64, page: u64, p: Pte, r: Rec<'_>) {
@@ -639,11 +647,11 @@ impl<S: Sink> Model<S> {
             || r.driver().as_deref().is_some_and(is_dax);
         if self.f.vma_lock_faults
             && pfn_vma
-            && let (Some(drv), Some(pg)) = (r.driver().as_deref(), page)
+            && let (Some(drv), Some(pg)) = (r.driver(), page)
         {
             let tid = r.tid();
             if vma_lock && called_pte_driver {
-                match self.lacks_map_pages.get(drv) {
+                match self.lacks_map_pages(drv) {
                     Some(true) => self.diverge(
                         Rule::FaultVmaLock,
                         &[r],
@@ -652,7 +660,7 @@ impl<S: Sink> Model<S> {
                     ),
                     Some(false) => self.sink.tally(Rule::FaultVmaLock, Outcome::Held),
                     None => {
-                        self.lacks_map_pages.insert(drv.to_string(), false);
+                        self.lacks_map_pages.push((drv, false));
                         self.nc(Rule::FaultVmaLock);
                     }
                 }
@@ -667,9 +675,9 @@ impl<S: Sink> Model<S> {
                     self.sink.tally(Rule::FaultVmaLock, Outcome::Held);
                     if called_pte_driver
                         && !last.called_driver
-                        && !self.lacks_map_pages.contains_key(drv)
+                        && self.lacks_map_pages(drv).is_none()
                     {
-                        self.lacks_map_pages.insert(drv.to_string(), true);
+                        self.lacks_map_pages.push((drv, true));
                     }
                 } else {
                     let lr = Record {

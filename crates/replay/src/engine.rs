@@ -388,6 +388,16 @@ impl Assembler {
         self.free.push(slot);
         let late = self.unlink(id, slot);
         first_kid = self.join(late, first_kid);
+        let idx = tree.nodes.len();
+        // Most calls are leaves: no child list to sort, no run of `kid_list`.
+        if first_kid == NONE {
+            tree.nodes.push(Node {
+                src,
+                hook,
+                kids: 0..0,
+            });
+            return idx;
+        }
         if depth >= MAX_DEPTH {
             let kids = std::mem::replace(&mut first_kid, NONE);
             let mut cut = std::mem::take(&mut self.cut);
@@ -404,7 +414,6 @@ impl Assembler {
         let n = self.scratch.len() - base;
         let at = tree.kid_list.len();
         tree.kid_list.resize(at + n, 0);
-        let idx = tree.nodes.len();
         tree.nodes.push(Node {
             src,
             hook,

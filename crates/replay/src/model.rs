@@ -145,6 +145,9 @@ pub struct Model<S: Sink> {
     last_untrack: IdMap<u32, u32>,
     fork_pending: IdMap<u32, Vec<ForkCopy>>,
     child_pending: IdMap<u32, Vec<ForkCopy>>,
+    /// A pid last looked up in `child_pending` and not there: trees come in runs from one
+    /// process, and a forked child that never runs kept every tree asking for nothing.
+    not_child: Option<u32>,
 }
 
 impl<S: Sink> Model<S> {
@@ -188,6 +191,7 @@ impl<S: Sink> Model<S> {
             last_untrack: IdMap::default(),
             fork_pending: IdMap::default(),
             child_pending: IdMap::default(),
+            not_child: None,
         }
     }
 
@@ -269,7 +273,8 @@ impl<S: Sink> Model<S> {
         let root = t.nodes[0].rec();
         if !self.child_pending.is_empty()
             && root.mm_id().is_some()
-            && let Some(copies) = self.child_pending.remove(&root.pid())
+            && self.not_child != Some(root.pid())
+            && let Some(copies) = self.take_child_pending(root.pid())
         {
             let sp = space(root);
             for c in copies {
@@ -393,6 +398,9 @@ impl<S: Sink> Model<S> {
                     (r.child_pid(), self.fork_pending.remove(&r.pid()))
                 {
                     self.child_pending.entry(child).or_default().extend(copies);
+                    if self.not_child == Some(child) {
+                        self.not_child = None;
+                    }
                 }
             }
             _ => self.visit_kids(t, i, fault_page, |_| true),
@@ -1965,6 +1973,15 @@ impl<S: Sink> Model<S> {
         if let (Some(a), Some(s)) = (r.address(), r.size()) {
             self.zap(space(r), a >> PAGE_SHIFT, pages(Some(s)));
         }
+    }
+
+    /// The PTEs a fork copied into child `pid`, if it has not run since.
+    fn take_child_pending(&mut self, pid: u32) -> Option<Vec<ForkCopy>> {
+        let copies = self.child_pending.remove(&pid);
+        if copies.is_none() {
+            self.not_child = Some(pid);
+        }
+        copies
     }
 
     /// The failed fault recorded at (vma id, vma start, page), forgotten. Every fault and

@@ -106,6 +106,69 @@ fn show_ret(r: Option<i64>) -> String {
 /// Larger ranges are not walked page by page (a PUD is 262144 pages).
 const MAX_WALK: u64 = 1 << 18;
 
+/// What a fault's children did, gathered in one pass: the rules ask several questions of the
+/// same few calls.
+#[derive(Default)]
+struct FaultKids {
+    /// PFN inserts of any level.
+    inserts: usize,
+    /// Whether one was at PTE level: huge_fault is called under the VMA lock whatever
+    /// ->map_pages says (create_huge_pmd has no vmf_can_call_fault), so only PTE-level driver
+    /// calls tell whether it is missing.
+    pte_inserts: bool,
+    /// Inserts at the faulting page, and how many of them failed.
+    at_page: usize,
+    failed_at_page: usize,
+    /// The last insert at the faulting page: its seq, and its result if that is an error.
+    last_at_page: Option<(u64, Option<u32>)>,
+    /// An insert at the faulting page returned NOPAGE (mapped it).
+    ok_insert: bool,
+    /// A vm_normal_page at the faulting page (do_wp_page).
+    vnp_here: bool,
+}
+
+impl FaultKids {
+    fn of(t: &Tree, i: usize, page: Option<u64>) -> FaultKids {
+        let mut k = FaultKids::default();
+        for &c in t.kids(i) {
+            let n = &t.nodes[c];
+            let (insert, vnp) = (n.hook.is_insert(), n.hook == Hook::Vnp);
+            if !insert && !vnp {
+                continue;
+            }
+            let r = n.rec();
+            let here = page.is_some() && r.address().map(|a| a >> PAGE_SHIFT) == page;
+            if vnp {
+                k.vnp_here |= here;
+                continue;
+            }
+            k.inserts += 1;
+            k.pte_inserts |= !matches!(
+                n.hook,
+                Hook::InsertPmd | Hook::InsertPmdProt | Hook::InsertPud | Hook::InsertPudProt
+            );
+            if here {
+                let ret = r.ret();
+                let failed = ret.map(|x| x as u32).filter(|x| x & vf::ERROR != 0);
+                k.at_page += 1;
+                k.failed_at_page += failed.is_some() as usize;
+                k.last_at_page = Some((r.seq(), failed));
+                k.ok_insert |= ret == Some(vf::NOPAGE as i64);
+            }
+        }
+        k
+    }
+
+    /// The failed insert of the faulting page, when every insert there failed: (seq, result).
+    fn failed_insert(&self) -> Option<(u64, u32)> {
+        if self.at_page == 0 || self.failed_at_page != self.at_page {
+            return None;
+        }
+        let (seq, failed) = self.last_at_page?;
+        Some((seq, failed?))
+    }
+}
+
 pub struct Model<S: Sink> {
     sink: S,
     f: Features,
@@ -547,9 +610,14 @@ impl<S: Sink> Model<S> {
     fn fault(&mut self, t: &Tree, i: usize) {
         let r = t.nodes[i].rec();
         self.vma_due(r);
+        // Each field once: a read is a few bounds-checked loads, and the rules below ask often.
         let page = r.address().map(|a| a >> PAGE_SHIFT);
         let flags = r.fault_flags();
         let ret = r.ret().map(|v| v as u32);
+        let (vm_flags, driver) = (r.vma_flags(), r.driver());
+        // Everything the driver did beneath this fault, in one pass over the children.
+        let kids = FaultKids::of(t, i, page);
+        let (called_driver, called_pte_driver) = (kids.inserts > 0, kids.pte_inserts);
 
         if let Some(fl) = flags {
             let (mask, series) = (self.f.fault_flags_mask, self.f.series);
@@ -589,10 +657,10 @@ impl<S: Sink> Model<S> {
         if let Some(v) = ret {
             // Anonymous memory (no vm_ops, no file) is served by do_anonymous_page and
             // do_wp_page, which never return NOPAGE: only a driver's ->fault does.
-            if let Some(vm) = r.vma_flags()
-                && r.driver().is_none()
-                && r.file_id().is_none()
+            if let Some(vm) = vm_flags
+                && driver.is_none()
                 && self.bits.pfn_or_mixed(vm) == 0
+                && r.file_id().is_none()
             {
                 self.check(Rule::FaultOutcome, v & vf::NOPAGE == 0, &[r], || {
                     (
@@ -603,25 +671,8 @@ impl<S: Sink> Model<S> {
             }
         }
 
-        // Everything the driver did beneath this fault.
-        let inserts = || {
-            t.kids(i)
-                .iter()
-                .copied()
-                .filter(|&k| t.nodes[k].hook.is_insert())
-        };
-        let called_driver = inserts().next().is_some();
-        // huge_fault is called under the VMA lock whatever ->map_pages says (create_huge_pmd
-        // has no vmf_can_call_fault): only PTE-level driver calls tell whether it is missing.
-        let called_pte_driver = inserts().any(|k| {
-            !matches!(
-                t.nodes[k].hook,
-                Hook::InsertPmd | Hook::InsertPmdProt | Hook::InsertPud | Hook::InsertPudProt
-            )
-        });
-
         if self.f.sanitize_write
-            && let (Some(fl), Some(vm)) = (flags, r.vma_flags())
+            && let (Some(fl), Some(vm)) = (flags, vm_flags)
         {
             let b = self.bits;
             let bad = fl & ff::WRITE != 0
@@ -639,7 +690,7 @@ impl<S: Sink> Model<S> {
                             format!(
                                 "ret {}, {} PFN inserts (flags {fl:#x}, vm_flags {vm:#x})",
                                 show_ret(r.ret()),
-                                inserts().count()
+                                kids.inserts
                             ),
                         )
                     },
@@ -649,13 +700,11 @@ impl<S: Sink> Model<S> {
 
         let vma_lock = flags.is_some_and(|fl| fl & ff::VMA_LOCK != 0);
         // device-dax maps pfns into a vma with neither flag, through the same ->fault path.
-        let pfn_vma = r
-            .vma_flags()
-            .is_some_and(|vm| self.bits.pfn_or_mixed(vm) != 0)
-            || r.driver().as_deref().is_some_and(is_dax);
+        let pfn_vma = vm_flags.is_some_and(|vm| self.bits.pfn_or_mixed(vm) != 0)
+            || driver.as_deref().is_some_and(is_dax);
         if self.f.vma_lock_faults
             && pfn_vma
-            && let (Some(drv), Some(pg)) = (r.driver(), page)
+            && let (Some(drv), Some(pg)) = (driver, page)
         {
             let tid = r.tid();
             if vma_lock && called_pte_driver {
@@ -664,7 +713,7 @@ impl<S: Sink> Model<S> {
                         Rule::FaultVmaLock,
                         &[r],
                         format!("RETRY before calling {drv} (it has no ->map_pages: its faults were redone under mmap_lock)"),
-                        format!("the driver inserted {} PFNs under the VMA lock", inserts().count()),
+                        format!("the driver inserted {} PFNs under the VMA lock", kids.inserts),
                     ),
                     Some(false) => self.sink.tally(Rule::FaultVmaLock, Outcome::Held),
                     None => {
@@ -713,22 +762,9 @@ impl<S: Sink> Model<S> {
             let key = (vma, start, pg);
             // A failed insert of the faulting page maps nothing either, whatever the fault
             // returns (TTM turns a failed first insert into NOPAGE; the next touch refaults).
-            let at_page =
-                |k: &usize| t.nodes[*k].rec().address().map(|a| a >> PAGE_SHIFT) == Some(pg);
-            let failed = |k: usize| {
-                t.nodes[k]
-                    .rec()
-                    .ret()
-                    .map(|x| x as u32)
-                    .filter(|x| x & vf::ERROR != 0)
-            };
-            let failed_insert = inserts()
-                .rfind(at_page)
-                .filter(|_| inserts().filter(at_page).all(|k| failed(k).is_some()))
-                .and_then(|k| Some((t.nodes[k].rec().seq(), failed(k)?)));
             if v & vf::ERROR != 0 {
                 self.failed_faults.insert(key, (r.seq(), v));
-            } else if let Some(f) = failed_insert {
+            } else if let Some(f) = kids.failed_insert() {
                 self.failed_faults.insert(key, f);
             } else {
                 self.take_failed_fault(key);
@@ -736,12 +772,7 @@ impl<S: Sink> Model<S> {
         }
 
         if let (Some(pg), Some(v)) = (page, ret) {
-            let ok_insert = inserts().any(|k| {
-                let kr = t.nodes[k].rec();
-                kr.address().map(|a| a >> PAGE_SHIFT) == Some(pg)
-                    && kr.ret() == Some(vf::NOPAGE as i64)
-            });
-            if ok_insert {
+            if kids.ok_insert {
                 self.check(
                     Rule::FaultInsertResult,
                     v & (vf::ERROR | vf::RETRY) == 0,
@@ -751,12 +782,8 @@ impl<S: Sink> Model<S> {
             }
             // COW of a PFN (or any) mapping: the write replaced the PTE with a private page.
             let write = flags.is_some_and(|fl| fl & ff::WRITE != 0);
-            let cow = r.vma_flags().is_some_and(|vm| self.bits.is_cow(vm));
-            let vnp_here = t.kids(i).iter().any(|&k| {
-                let kr = t.nodes[k].rec();
-                t.nodes[k].hook == Hook::Vnp && kr.address().map(|a| a >> PAGE_SHIFT) == Some(pg)
-            });
-            if write && cow && vnp_here && v & (vf::ERROR | vf::RETRY) == 0 {
+            let cow = vm_flags.is_some_and(|vm| self.bits.is_cow(vm));
+            if write && cow && kids.vnp_here && v & (vf::ERROR | vf::RETRY) == 0 {
                 let p = Pte {
                     pfn: None,
                     special: Some(false),
@@ -901,7 +928,8 @@ impl<S: Sink> Model<S> {
             }
         }
 
-        let inside = match (r.address(), r.vma_start(), r.vma_end()) {
+        let (address, pfn) = (r.address(), r.pfn());
+        let inside = match (address, r.vma_start(), r.vma_end()) {
             (Some(a), Some(s), Some(e)) => Some(a >= s && a < e),
             _ => None,
         };
@@ -912,10 +940,11 @@ impl<S: Sink> Model<S> {
                 }),
                 Some(true) => {
                     let present = r.prot().is_none_or(|p| p & pte::PRESENT != 0);
-                    let mut allowed = vec![vf::NOPAGE, vf::OOM];
-                    if !present || mixed {
-                        allowed.push(vf::SIGBUS);
-                    }
+                    let allowed: &[u32] = if !present || mixed {
+                        &[vf::NOPAGE, vf::OOM, vf::SIGBUS]
+                    } else {
+                        &[vf::NOPAGE, vf::OOM]
+                    };
                     self.check(Rule::InsertRet, allowed.contains(&v), &[r], || {
                         (format!("one of {allowed:#x?}"), format!("{v:#x}"))
                     });
@@ -955,7 +984,7 @@ impl<S: Sink> Model<S> {
                 self.nc(Rule::InsertPatLookup);
             }
         }
-        if let (Some(k), Some(pfn)) = (lookup, r.pfn()) {
+        if let (Some(k), Some(pfn)) = (lookup, pfn) {
             let lr = t.nodes[k].rec();
             // track_pfn_insert(vma, &pgprot, pfn) / pfnmap_setup_cachemode_pfn(pfn, ...).
             self.check(
@@ -975,13 +1004,13 @@ impl<S: Sink> Model<S> {
             None => None,
         };
 
-        if let (Some(true), Some(v), Some(a), Some(pfn)) = (inside, ret, r.address(), r.pfn())
+        if let (Some(true), Some(v), Some(a), Some(pfn)) = (inside, ret, address, pfn)
             && v & vf::NOPAGE != 0
             && !refused
             && level_pages <= 512
         {
             let base = (a >> PAGE_SHIFT) & !(level_pages - 1);
-            let sp = space(r);
+            let (sp, seq) = (space(r), r.seq());
             for j in 0..level_pages {
                 let pg = base + j;
                 // An already present PTE stays as it was (insert_pfn without mkwrite).
@@ -1000,7 +1029,7 @@ impl<S: Sink> Model<S> {
                         f >> (level_pages.trailing_zeros()) == pg >> level_pages.trailing_zeros()
                     }),
                     anon: false,
-                    since: r.seq(),
+                    since: seq,
                 };
                 self.install(sp, pg, p, r);
             }
@@ -1012,9 +1041,10 @@ impl<S: Sink> Model<S> {
     fn lookup(&mut self, t: &Tree, i: usize) -> Option<Cache> {
         let r = t.nodes[i].rec();
         let pat = self.pat.clone();
-        let c_in = cache_of(&r.cache_req(), r.prot(), &pat);
-        let c_out = cache_of(&r.cache_out(), r.prot_out(), &pat);
-        if let (Some(p), Some(po)) = (r.prot(), r.prot_out()) {
+        let (prot, prot_out, cache_out) = (r.prot(), r.prot_out(), r.cache_out());
+        let c_in = cache_of(&r.cache_req(), prot, &pat);
+        let c_out = cache_of(&cache_out, prot_out, &pat);
+        if let (Some(p), Some(po)) = (prot, prot_out) {
             self.check(
                 Rule::PatLookup,
                 p & !pte::CACHE_MASK == po & !pte::CACHE_MASK,
@@ -1027,10 +1057,7 @@ impl<S: Sink> Model<S> {
                 },
             );
         }
-        if let (Some(po), Some(name)) = (
-            r.prot_out(),
-            r.cache_out().as_deref().and_then(Cache::parse),
-        ) {
+        if let (Some(po), Some(name)) = (prot_out, cache_out.as_deref().and_then(Cache::parse)) {
             self.check(Rule::PatLookup, pat.of_prot(po) == name, &[r], || {
                 (
                     format!("prot {po:#x} selects {}", pat.of_prot(po).name()),
@@ -2039,8 +2066,10 @@ impl<S: Sink> Model<S> {
             self.nc(Rule::VnpSpecial);
             return;
         };
+        // Each field once: a read is a few bounds-checked loads, and the rules below ask often.
+        let (vm_flags, address, vma_start) = (r.vma_flags(), r.address(), r.vma_start());
         // vm_normal_page is only asked about present PTEs (zap, fork copy, wp fault).
-        if let (Some(vma), Some(start), Some(a)) = (r.vma_id(), r.vma_start(), r.address()) {
+        if let (Some(vma), Some(start), Some(a)) = (r.vma_id(), vma_start, address) {
             match self.take_failed_fault((vma, start, a >> PAGE_SHIFT)) {
                 Some((seq, ret)) => self.diverge(
                     Rule::FaultOutcome,
@@ -2058,7 +2087,7 @@ impl<S: Sink> Model<S> {
         let special = v & pte::SPECIAL != 0;
         let devmap = v & self.f.devmap_pte_bit != 0;
         let cache = self.pat.of_prot(v);
-        let plain_vma = r.vma_flags().is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
+        let plain_vma = vm_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
         if special && !devmap && plain_vma && r.driver().is_none() && r.file_id().is_none() {
             self.zero_pfn.get_or_insert(pfn);
         }
@@ -2107,8 +2136,8 @@ impl<S: Sink> Model<S> {
         // only the file's i_mmap lock; since 6.17 mprotect's PTE batching itself asks about
         // the old, still writable PTE (mm/mprotect.c:change_pte_range, cac1db8c3aad).
         let locked = i > 0 && matches!(t.nodes[0].hook, Hook::Fault | Hook::CopyPageRange);
-        let cow_raw = special && r.vma_flags().is_some_and(|vm| b.is_cow(vm));
-        match r.vma_flags() {
+        let cow_raw = special && vm_flags.is_some_and(|vm| b.is_cow(vm));
+        match vm_flags {
             Some(vm) if locked || cow_raw => {
                 let ok = v & pte::RW == 0 || (vm & b.write != 0 && !cow_raw);
                 self.check(Rule::PteWritable, ok, &[r], || {
@@ -2126,11 +2155,11 @@ impl<S: Sink> Model<S> {
             _ => {}
         }
 
-        if let (Some(vm), Some(a), Some(s), Some(pg)) =
-            (r.vma_flags(), r.address(), r.vma_start(), r.vma_pgoff())
+        if let (Some(vm), Some(a), Some(s)) = (vm_flags, address, vma_start)
             && vm & b.pfnmap != 0
             && b.is_cow(vm)
             && a >= s
+            && let Some(pg) = r.vma_pgoff()
         {
             let linear = pg.checked_add((a - s) >> PAGE_SHIFT) == Some(pfn);
             self.check(Rule::VnpLinear, special == linear, &[r], || {
@@ -2145,7 +2174,7 @@ impl<S: Sink> Model<S> {
             });
         }
 
-        if let Some(a) = r.address() {
+        if let Some(a) = address {
             let key = (space(r), a >> PAGE_SHIFT);
             let known = self.ptes.get(&key).copied();
             let observed = Pte {
@@ -2155,7 +2184,7 @@ impl<S: Sink> Model<S> {
                 known: true,
                 anon: !special
                     && page
-                    && r.vma_flags().is_some_and(|vm| b.is_cow(vm))
+                    && vm_flags.is_some_and(|vm| b.is_cow(vm))
                     && known.is_some_and(|p| p.anon),
                 since: r.seq(),
             };
@@ -2233,7 +2262,7 @@ impl<S: Sink> Model<S> {
             && page
             && let Some(&(ix, dseq)) = self.deleted.get(&pfn)
             && r.file_id().is_some()
-            && let (Some(a), Some(s), Some(pg)) = (r.address(), r.vma_start(), r.vma_pgoff())
+            && let (Some(a), Some(s), Some(pg)) = (address, vma_start, r.vma_pgoff())
             && a >= s
             && pg.checked_add((a - s) >> PAGE_SHIFT) == Some(ix)
         {

@@ -139,6 +139,20 @@ fn real_traces_from_the_test_box() {
             path.display(),
             base.to_human()
         );
+        // The file path (rows read in place, unread columns left compressed) replays as the
+        // records do; in a debug build it also proves no rule reads a column it leaves unread.
+        let from_file = replay::check_file(&path, &replay::CheckOptions::default(), |_, _| {})
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&base).unwrap(),
+            "{}: check_file and check_records differ",
+            path.display()
+        );
+        let (o, damage) = replay::overhead_file(&path, 10, |_, _| {})
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(damage, None, "{}", path.display());
+        assert_eq!(o.events, base.events, "{}", path.display());
         let workload = path.file_stem().unwrap().to_string_lossy();
         // One group per (rule, driver).
         let seen: Vec<(&str, &str)> = base

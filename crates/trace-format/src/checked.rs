@@ -36,6 +36,9 @@ pub struct CheckedStream<R> {
     start: u64,
     messages: u64,
     ended: bool,
+    /// Why the first message could not be read ahead ([`CheckedStream::peek_schema`]): the
+    /// first read reports it.
+    failed: Option<String>,
 }
 
 impl<R> CheckedStream<R> {
@@ -46,6 +49,34 @@ impl<R> CheckedStream<R> {
 }
 
 impl<R: Read> CheckedStream<R> {
+    /// The stream's schema, read ahead of any reader: the first message is kept and still
+    /// handed out whole. None if the stream does not start with a readable schema (the reader
+    /// that reads it says why).
+    pub fn peek_schema(&mut self) -> Option<arrow_schema::Schema> {
+        if self.messages == 0 && self.buf.is_empty() && self.failed.is_none() {
+            match self.load() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    (self.buf, self.pos, self.failed) = (Vec::new(), 0, Some(e));
+                    return None;
+                }
+            }
+        }
+        if self.messages != 1 || self.pos != 0 {
+            return None;
+        }
+        // A continuation marker, then the metadata length (checked by `load`).
+        let at = if self.buf.starts_with(&[0xff; 4]) {
+            8
+        } else {
+            4
+        };
+        let len = i32::from_le_bytes(self.buf.get(at - 4..at)?.try_into().ok()?) as usize;
+        let message = arrow_ipc::root_as_message(self.buf.get(at..at + len)?).ok()?;
+        arrow_ipc::convert::try_fb_to_schema(message.header_as_schema()?).ok()
+    }
+
     pub fn new(src: R) -> CheckedStream<R> {
         CheckedStream {
             src,
@@ -54,6 +85,7 @@ impl<R: Read> CheckedStream<R> {
             start: 0,
             messages: 0,
             ended: false,
+            failed: None,
         }
     }
 
@@ -230,6 +262,9 @@ fn check_prefixes(body: &[u8], buffers: &[(u64, u64)], most: Expansion) -> Resul
 impl<R: Read> Read for CheckedStream<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len() {
+            if let Some(e) = self.failed.take() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
             match self.load() {
                 Ok(true) => {}
                 Ok(false) => return Ok(0),

@@ -681,6 +681,9 @@ macro_rules! columns {
             vec![$(Field::new(stringify!($field), <$kind as Column>::data_type(), <$kind as Column>::NULLABLE)),*]
         }
 
+        /// Every column's name, in schema order.
+        pub const COLUMNS: &[&str] = &[$(stringify!($field)),*];
+
         #[derive(Default)]
         #[allow(non_snake_case)]
         pub struct Builders {
@@ -721,6 +724,10 @@ macro_rules! columns {
             /// Empty since schema 3.
             seq: ScalarBuffer<u64>,
             $($field: <$kind as Column>::Owned,)*
+            /// Columns the reader left undecoded ([`crate::TraceReader::open_without`]): they
+            /// read as absent, and a debug build refuses to read them, so that a consumer that
+            /// starts to need one finds out in its tests.
+            pub(crate) unread: &'static [&'static str],
         }
 
         impl Rows {
@@ -735,6 +742,7 @@ macro_rules! columns {
                     first_seq,
                     seq: owned_column::<U64>(batch, SEQ, &mut ())?,
                     $($field,)*
+                    unread: &[],
                 })
             }
 
@@ -759,15 +767,19 @@ macro_rules! columns {
                 #[doc = concat!("Row `i`'s `", stringify!($field), "`: default in a column the batch lacks, and past the last row.")]
                 #[inline]
                 pub fn $field(&self, i: usize) -> value_of!($kind) {
+                    debug_assert!(
+                        !self.unread.contains(&stringify!($field)),
+                        concat!("column `", stringify!($field), "` was left unread: take it off the reader's skip list"),
+                    );
                     <$kind as Column>::at(&self.$field, i)
                 }
             )*
 
-            /// Row `i` as a record, as [`decode`] makes it.
+            /// Row `i` as a record, as [`decode`] makes it (unread columns as absent).
             pub fn record(&self, i: usize) -> Record {
                 Record {
                     seq: self.seq(i),
-                    $($field: self.$field(i),)*
+                    $($field: <$kind as Column>::at(&self.$field, i),)*
                 }
             }
         }

@@ -95,10 +95,18 @@ pub struct TraceReader<R: Read> {
     batches: u64,
     rows: u64,
     done: bool,
+    unread: &'static [&'static str],
 }
 
 impl TraceReader<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self, TraceError> {
+        Self::open_without(path, &[])
+    }
+
+    /// [`Self::open`], leaving the columns named in `unread` compressed: they read as absent.
+    /// For a consumer that never reads them (Zstandard decompression is a third of a replay),
+    /// and whose tests run debug builds: there, [`Rows`] refuses to read an unread column.
+    pub fn open_without(path: &Path, unread: &'static [&'static str]) -> Result<Self, TraceError> {
         let file = File::open(path).map_err(|err| TraceError::Open {
             path: path.to_owned(),
             err,
@@ -108,7 +116,7 @@ impl TraceReader<BufReader<File>> {
                 path: path.to_owned(),
             });
         }
-        TraceReader::from_reader(BufReader::new(file), path)
+        TraceReader::from_reader_without(BufReader::new(file), path, unread)
     }
 }
 
@@ -128,12 +136,34 @@ impl<R: Read> TraceReader<R> {
     /// Opens a stream from any reader: checks the Arrow stream header, the schema version and
     /// the metadata before any batch is read.
     pub fn from_reader(src: R, label: &Path) -> Result<Self, TraceError> {
+        Self::from_reader_without(src, label, &[])
+    }
+
+    /// [`Self::from_reader`] leaving columns unread, as [`TraceReader::open_without`].
+    pub fn from_reader_without(
+        src: R,
+        label: &Path,
+        unread: &'static [&'static str],
+    ) -> Result<Self, TraceError> {
+        if let Some(c) = unread.iter().find(|c| !crate::COLUMNS.contains(c)) {
+            panic!("no trace column is named `{c}`");
+        }
         let not_a_trace = |why: String| TraceError::NotATrace {
             path: label.to_owned(),
             why,
         };
         let inner = guard_panics(|| {
-            StreamReader::try_new(CheckedStream::new(src), None).map(|r| {
+            let mut stream = CheckedStream::new(src);
+            // Arrow skips the buffers of a column outside the projection, compressed.
+            let projection = match unread {
+                [] => None,
+                _ => stream.peek_schema().map(|s| {
+                    (0..s.fields().len())
+                        .filter(|&i| !unread.contains(&s.field(i).name().as_str()))
+                        .collect()
+                }),
+            };
+            StreamReader::try_new(stream, projection).map(|r| {
                 // SAFETY: arrow's own validation of every array (3.4% of a `replay check`,
                 // mostly its pass over every dictionary key) is left out. Its batches reach
                 // nothing but [`decode`] and [`Rows::new`] (see `next_checked`): both read
@@ -180,6 +210,7 @@ impl<R: Read> TraceReader<R> {
             batches: 0,
             rows: 0,
             done: false,
+            unread,
         })
     }
 
@@ -196,7 +227,13 @@ impl<R: Read> TraceReader<R> {
     /// The next batch checked and kept for reading row by row (see [`Rows`]), where
     /// [`Self::next_batch`] builds a record of every row; damage as for `next_batch`.
     pub fn next_rows(&mut self) -> Result<Option<Rows>, String> {
-        self.next_checked(Rows::new)
+        let unread = self.unread;
+        self.next_checked(|b, first| {
+            Rows::new(b, first).map(|mut r| {
+                r.unread = unread;
+                r
+            })
+        })
     }
 
     /// Bytes of the file read so far: what a progress bar can show before the number of rows

@@ -7,10 +7,41 @@ use pfnscope_trace::{PlanEntry, Record, Trace, TraceError, TraceMeta, TraceReade
 
 /// The trace at `path` as [`pfnscope_trace::read_trace`] reads it, checked against reading it
 /// a row at a time through [`pfnscope_trace::Rows`] (what the replay does): the same records,
-/// and the same damage at the same place.
+/// and the same damage at the same place; and again with columns left unread, which read as
+/// absent and change nothing else.
 fn read_trace(path: &Path) -> Result<Trace, TraceError> {
-    let t = pfnscope_trace::read_trace(path)?;
-    let mut r = TraceReader::open(path)?;
+    let t = pfnscope_trace::read_trace(path);
+    for unread in [&[][..], UNREAD] {
+        let rows = read_rows(path, unread);
+        let t = match (&t, rows) {
+            (Ok(t), Ok(rows)) => (t, rows),
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string(), "{}", path.display());
+                continue;
+            }
+            (a, b) => panic!("{}: {a:?} but rows {b:?}", path.display()),
+        };
+        let want: Vec<Record> = t.0.records.iter().map(|r| without(r, unread)).collect();
+        assert_eq!(
+            t.1.0,
+            want,
+            "{}: rows and records differ (unread {unread:?})",
+            path.display()
+        );
+        assert_eq!(t.1.1, t.0.damage, "{} (unread {unread:?})", path.display());
+    }
+    t
+}
+
+/// Columns of each kind (names, optional names, numbers, optional numbers, flags) that no
+/// test damages.
+const UNREAD: &[&str] = &["comm", "cache_out", "cpu", "vma_prot", "write"];
+
+fn read_rows(
+    path: &Path,
+    unread: &'static [&'static str],
+) -> Result<(Vec<Record>, Option<String>), TraceError> {
+    let mut r = TraceReader::open_without(path, unread)?;
     let (mut records, mut damage) = (vec![], None);
     loop {
         match r.next_rows() {
@@ -22,14 +53,46 @@ fn read_trace(path: &Path) -> Result<Trace, TraceError> {
             }
         }
     }
-    assert_eq!(
-        records,
-        t.records,
-        "{}: rows and records differ",
-        path.display()
-    );
-    assert_eq!(damage, t.damage, "{}", path.display());
-    Ok(t)
+    Ok((records, damage))
+}
+
+/// `r` as a reader that leaves `unread` undecoded sees it.
+fn without(r: &Record, unread: &[&str]) -> Record {
+    let mut r = *r;
+    for c in unread {
+        match *c {
+            "comm" => r.comm = Default::default(),
+            "cache_out" => r.cache_out = None,
+            "cpu" => r.cpu = 0,
+            "vma_prot" => r.vma_prot = None,
+            "write" => r.write = None,
+            _ => unreachable!("{c}"),
+        }
+    }
+    r
+}
+
+#[test]
+#[should_panic(expected = "column `vma_prot` was left unread")]
+#[cfg(debug_assertions)]
+fn an_unread_column_is_refused_in_a_debug_build() {
+    let p = tmp("unread");
+    write(&p, 1, 10);
+    let rows = TraceReader::open_without(&p, &["vma_prot"])
+        .unwrap()
+        .next_rows()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.pfn(0), sample(0).pfn);
+    rows.vma_prot(0);
+}
+
+#[test]
+#[should_panic(expected = "no trace column is named `vma_prots`")]
+fn a_misspelt_unread_column_is_refused() {
+    let p = tmp("misspelt");
+    write(&p, 1, 10);
+    let _ = TraceReader::open_without(&p, &["vma_prots"]);
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -60,6 +123,7 @@ fn sample(i: u64) -> Record {
         fault_flags: Some(0x1255),
         vma_id: Some(3),
         vma_flags: Some(0x0c04_44fb),
+        vma_prot: Some(0x8000_0000_0000_0027),
         vma_cache: Some("UC-".into()),
         driver: Some("drm_gem_ttm_vm_ops [ttm]".into()),
         page: Some(i.is_multiple_of(5)),
@@ -67,6 +131,7 @@ fn sample(i: u64) -> Record {
         cache_req: Some("WC".into()),
         cache_out: Some("UC-".into()),
         ret: Some(-22),
+        write: Some(i.is_multiple_of(4)),
         ..Default::default()
     }
 }

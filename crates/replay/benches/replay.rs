@@ -3,7 +3,8 @@
 //! - engine: records built in memory (the path of tests and mutants), pushed through
 //!   reassembly and the model, one core;
 //! - read: a trace file read into checked batches, nothing replayed (what the file phase's
-//!   reader thread does), one core;
+//!   reader thread does for `replay check`, which leaves the columns no rule reads compressed),
+//!   one core;
 //! - file: the same file read and replayed, rows read in place (what `replay check` does):
 //!   wall time, with reading on a second thread, and the CPU time of both. The file holds as
 //!   many events as the engine run (~4 MiB per million) and is deleted afterwards;
@@ -161,7 +162,8 @@ fn main() {
     w.finish().unwrap();
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let t = Instant::now();
-    let mut reader = pfnscope_trace::TraceReader::open(&path).unwrap();
+    let mut reader =
+        pfnscope_trace::TraceReader::open_without(&path, replay::run::CHECK_UNREAD).unwrap();
     let mut read = 0usize;
     while let Some(rows) = reader.next_rows().unwrap() {
         read += rows.len();

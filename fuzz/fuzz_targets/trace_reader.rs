@@ -32,4 +32,37 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(rows, t.records);
     assert_eq!(damage, t.damage);
+    // Columns left unread read as absent and change nothing else. Projection may hide damage
+    // in an unread column, never add any.
+    const UNREAD: &[&str] = &["comm", "cache_out", "cpu", "vma_prot", "write"];
+    let mut r = TraceReader::from_reader_without(data, Path::new("<memory>"), UNREAD)
+        .expect("read once already");
+    let mut rows = vec![];
+    let mut damage = None;
+    loop {
+        match r.next_rows() {
+            Ok(Some(b)) => rows.extend((0..b.len()).map(|i| b.record(i))),
+            Ok(None) => break,
+            Err(d) => {
+                damage = Some(d);
+                break;
+            }
+        }
+    }
+    if t.damage.is_none() {
+        assert_eq!(damage, None);
+        let want: Vec<_> = t
+            .records
+            .iter()
+            .map(|r| pfnscope_trace::Record {
+                comm: Default::default(),
+                cache_out: None,
+                cpu: 0,
+                vma_prot: None,
+                write: None,
+                ..*r
+            })
+            .collect();
+        assert_eq!(rows, want);
+    }
 });

@@ -76,6 +76,7 @@ impl Tree {
     }
 
     /// Indices into [`Tree::nodes`] of node `i`'s children, in entry order.
+    #[inline]
     pub fn kids(&self, i: usize) -> &[usize] {
         &self.kid_list[self.nodes[i].kids.clone()]
     }
@@ -167,6 +168,7 @@ impl Assembler {
     /// A free slot. The caller fills it field by field: a whole `Slot` handed over was read
     /// back in 16-byte pieces from the 8-byte stores that built it, which the CPU cannot
     /// forward, and stalled on every call.
+    #[inline]
     fn alloc(&mut self) -> u32 {
         match self.free.pop() {
             Some(i) => i,
@@ -231,6 +233,7 @@ impl Assembler {
 
     /// The next tree whose root returned before anything read so far entered, into a tree the
     /// caller reuses: its node list is not allocated again.
+    #[inline]
     pub fn pop_ready_into(&mut self, tree: &mut Tree) -> bool {
         let Some(&Reverse((exit, _, slot))) = self.roots.peek() else {
             return false;
@@ -308,6 +311,7 @@ impl Assembler {
         tree
     }
 
+    #[inline]
     fn slot(&mut self, s: u32) -> &mut Slot {
         let x = &mut self.slots[s as usize];
         assert!(x.src.is_some(), "linked slots are live");
@@ -316,6 +320,7 @@ impl Assembler {
 
     /// Drops the link of call `id`, read into `slot`, and returns the children read after it
     /// (NONE if none). An entry of another call with the same id (a damaged trace) stays.
+    #[inline]
     fn unlink(&mut self, id: u64, slot: u32) -> u32 {
         if id == 0 {
             return NONE;
@@ -336,6 +341,7 @@ impl Assembler {
     }
 
     /// List `a` followed by list `b`.
+    #[inline]
     fn join(&mut self, a: u32, b: u32) -> u32 {
         if a == NONE {
             return b;

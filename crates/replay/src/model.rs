@@ -300,6 +300,7 @@ impl<S: Sink> Model<S> {
         }
     }
 
+    #[inline]
     fn nc(&mut self, rule: Rule) {
         self.sink.tally(rule, Outcome::NotCheckable);
     }
@@ -2014,6 +2015,7 @@ impl<S: Sink> Model<S> {
     /// The failed fault recorded at (vma id, vma start, page), forgotten. Every fault and
     /// every vm_normal_page asks, and the map is nearly always empty: checked first, since
     /// hashing the key was most of the lookup.
+    #[inline]
     fn take_failed_fault(&mut self, key: (u32, u64, u64)) -> Option<(u64, u32)> {
         if self.failed_faults.is_empty() {
             None
@@ -2023,6 +2025,7 @@ impl<S: Sink> Model<S> {
     }
 
     /// Flags a vma must show after a remap, checked once at its next snapshot.
+    #[inline]
     fn vma_due(&mut self, r: Rec<'_>) {
         // Nearly every call comes here, and nearly always no vma has anything due.
         if self.due_vmas == 0 {

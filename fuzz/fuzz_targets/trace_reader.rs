@@ -6,7 +6,19 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use pfnscope_trace::{TraceReader, read_trace_bytes};
+use pfnscope_trace::{Record, TraceReader, read_trace_bytes};
+
+/// Every row `r` reads a row at a time, as the replay does, and the damage that ended it.
+fn rows_of(mut r: TraceReader<&[u8]>) -> (Vec<Record>, Option<String>) {
+    let mut rows = vec![];
+    loop {
+        match r.next_rows() {
+            Ok(Some(b)) => rows.extend((0..b.len()).map(|i| b.record(i))),
+            Ok(None) => return (rows, None),
+            Err(d) => return (rows, Some(d)),
+        }
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(t) = read_trace_bytes(data) else {
@@ -15,46 +27,22 @@ fuzz_target!(|data: &[u8]| {
     // Touch what readers use, so decoding bugs behind lazy paths surface too.
     let _ = t.counters();
     let _ = t.events().filter_map(|r| r.latency_ns).max();
+    let label = Path::new("<memory>");
     // The replay reads batches a row at a time instead: it must accept exactly what decoding
     // accepts, and read the same records.
-    let mut r = TraceReader::from_bytes(data, Path::new("<memory>")).expect("read once already");
-    let mut rows = vec![];
-    let mut damage = None;
-    loop {
-        match r.next_rows() {
-            Ok(Some(b)) => rows.extend((0..b.len()).map(|i| b.record(i))),
-            Ok(None) => break,
-            Err(d) => {
-                damage = Some(d);
-                break;
-            }
-        }
-    }
-    assert_eq!(rows, t.records);
-    assert_eq!(damage, t.damage);
+    let r = TraceReader::from_bytes(data, label).expect("read once already");
+    assert_eq!(rows_of(r), (t.records.clone(), t.damage.clone()));
     // Columns left unread read as absent and change nothing else. Projection may hide damage
     // in an unread column, never add any.
     const UNREAD: &[&str] = &["comm", "cache_out", "cpu", "vma_prot", "write"];
-    let mut r = TraceReader::from_reader_without(data, Path::new("<memory>"), UNREAD)
-        .expect("read once already");
-    let mut rows = vec![];
-    let mut damage = None;
-    loop {
-        match r.next_rows() {
-            Ok(Some(b)) => rows.extend((0..b.len()).map(|i| b.record(i))),
-            Ok(None) => break,
-            Err(d) => {
-                damage = Some(d);
-                break;
-            }
-        }
-    }
+    let r = TraceReader::from_reader_without(data, label, UNREAD).expect("read once already");
+    let (rows, damage) = rows_of(r);
     if t.damage.is_none() {
         assert_eq!(damage, None);
         let want: Vec<_> = t
             .records
             .iter()
-            .map(|r| pfnscope_trace::Record {
+            .map(|r| Record {
                 comm: Default::default(),
                 cache_out: None,
                 cpu: 0,

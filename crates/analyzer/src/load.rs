@@ -303,6 +303,19 @@ fn full(
         let seq: Vec<u64> = (first_seq..first_seq + df.height() as u64).collect();
         df.insert_column(0, Column::new("seq".into(), seq))?;
     }
+    // Schema 4 stores each id as the difference from the row before it in the batch (Int64,
+    // wrapping); an export carries the ids themselves, as schema 1 to 3 stored them.
+    if let Ok(deltas) = df.column("id").and_then(|c| c.i64().cloned()) {
+        let mut at = 0u64;
+        let ids: Vec<u64> = deltas
+            .iter()
+            .map(|d| {
+                at = at.wrapping_add(d.unwrap_or(0) as u64);
+                at
+            })
+            .collect();
+        df.replace("id", Column::new("id".into(), ids))?;
+    }
     let (kind, ftype) = compactor.labels(b);
     let is_counter = compactor.counter_mask(b)?;
     df.hstack_mut(&[kind, ftype])?;

@@ -378,6 +378,21 @@ fn export_formats_round_trip() {
             .into_no_null_iter()
             .collect();
         assert_eq!(seq, (0..rows as u64).collect::<Vec<_>>(), "{fmt}");
+        // Stored as differences since schema 4: exported as the ids themselves.
+        let ids: Vec<u64> = df
+            .column("id")
+            .unwrap()
+            .u64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        let want: Vec<u64> = pfnscope_trace::read_trace(&p)
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, want, "{fmt}");
         for c in [
             "seq",
             "latency_ns",

@@ -73,6 +73,8 @@ fn peak_rss_mib() -> Option<f64> {
 /// The CPU time of all threads and the rate per CPU-second it gives.
 fn per_cpu_second(events: u64, cpu: Option<f64>) -> String {
     match cpu {
+        // /proc counts CPU time in 10 ms ticks.
+        Some(c) if c <= 0.0 => "under 10 ms of CPU time".into(),
         Some(c) => format!(
             "{c:.2} CPU-s: {:.2} M events per CPU-second",
             events as f64 / c / 1e6

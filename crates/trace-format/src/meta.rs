@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const META_KEY: &str = "pfnscope.meta";
 /// Schema-metadata key holding the schema version as a decimal string, readable without JSON.
 pub const SCHEMA_VERSION_KEY: &str = "pfnscope.schema_version";
-/// Bump on any change a reader of the previous version would misread.
-pub const CURRENT_SCHEMA_VERSION: u32 = 3;
+/// Bump on any change a reader of the previous version would misread. 4: `id` is stored as
+/// differences (see `columns::Id`).
+pub const CURRENT_SCHEMA_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraceMeta {

@@ -173,7 +173,7 @@ fn round_trip_keeps_every_field_and_the_metadata() {
     assert_eq!(t.damage, None);
     assert_eq!(t.records, all);
     assert_eq!(t.meta.kernel_release, "6.12.0-test");
-    assert_eq!(t.meta.schema_version, 3);
+    assert_eq!(t.meta.schema_version, 4);
     assert_eq!(t.meta.hook_plan[0].mode.as_deref(), Some("fentry"));
 }
 
@@ -451,6 +451,56 @@ fn a_column_shorter_than_its_batch_is_damage() {
         "{d}"
     );
     assert!(t.records.is_empty());
+}
+
+#[test]
+fn ids_are_stored_as_differences_and_absolute_ids_still_read() {
+    use arrow_array::{Array, ArrayRef, Int64Array, UInt64Array};
+    use std::sync::Arc;
+    // Schema 4 writes each id as the difference from the row before it in the batch.
+    let p = tmp("id-deltas");
+    let mut w = TraceWriter::create(&p, &meta()).unwrap();
+    let ids = [7u64, 9, 8, u64::MAX, 0, 1 << 40 | 3];
+    for (i, &id) in ids.iter().enumerate() {
+        w.push(&Record {
+            id,
+            seq: i as u64,
+            ..sample(i as u64)
+        });
+        if i == 2 {
+            w.flush_batch().unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    let stored = arrow_ipc::reader::StreamReader::try_new(fs::File::open(&p).unwrap(), None)
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            let c = b.column_by_name("id").unwrap();
+            let d = c
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("Int64 deltas");
+            d.values().to_vec()
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(stored, [vec![7, 2, -1], vec![-1, 1, 1 << 40 | 3]]);
+    // Schema 1 to 3: absolute UInt64 ids.
+    let abs: ArrayRef = Arc::new(UInt64Array::from(vec![5u64, 3, 9]));
+    let ts: ArrayRef = Arc::new(UInt64Array::from(vec![10u64, 20, 30]));
+    let p = crafted("id-absolute", vec![("id", abs), ("ts_ns", ts)], 3);
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.damage, None);
+    assert_eq!(
+        t.records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [5, 3, 9]
+    );
+    assert_eq!(
+        t.records.iter().map(|r| r.ts_ns).collect::<Vec<_>>(),
+        [10, 20, 30]
+    );
 }
 
 #[test]

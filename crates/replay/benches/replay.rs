@@ -1,4 +1,5 @@
-//! `cargo bench -p replay`: replay throughput on a generated 10M-event trace.
+//! `cargo xtask bench replay` (`cargo bench -p replay --profile release-lto`): replay throughput
+//! on a generated 10M-event trace.
 //!
 //! - engine: records built in memory (the path of tests and mutants), pushed through
 //!   reassembly and the model, one core;
@@ -7,8 +8,10 @@
 //!   one core;
 //! - file: the same file read and replayed, rows read in place (what `replay check` does):
 //!   wall time, with reading on a second thread, and the CPU time of both. The file holds as
-//!   many events as the engine run (~4 MiB per million) and is deleted afterwards;
+//!   many events as the engine run (~3 MiB per million) and is deleted afterwards;
 //! - overhead: the same file through `replay overhead`'s per-page tally.
+//!
+//! The file and overhead phases run three times each, one line per run.
 //!
 //! `REPLAY_BENCH_EVENTS` overrides the 10M default; `REPLAY_BENCH_KEEP=PATH` keeps the file
 //! there (to profile `replay check` on it).
@@ -81,6 +84,17 @@ fn per_cpu_second(events: u64, cpu: Option<f64>) -> String {
         ),
         None => "CPU time unavailable".into(),
     }
+}
+
+/// Runs of the file and overhead phases.
+const RUNS: usize = 3;
+
+/// `f`'s result, wall time and CPU time (all threads).
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Option<f64>) {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let out = f();
+    let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
+    (out, el, cpu)
 }
 
 fn cpu_seconds() -> Option<f64> {
@@ -176,31 +190,34 @@ fn main() {
         el.as_secs_f64(),
         read as f64 / el.as_secs_f64() / 1e6
     );
-    let (t, cpu) = (Instant::now(), cpu_seconds());
-    let rep = check_file(&path, &CheckOptions::default(), |_, _| {}).unwrap();
-    let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
-    assert_eq!(rep.summary.divergences, 0);
-    println!(
-        "replay/file: {} events ({:.0} MiB) read + replayed in {:.2} s: {:.2} M events/s wall (reading on a second thread); {}",
-        rep.events,
-        bytes as f64 / (1 << 20) as f64,
-        el.as_secs_f64(),
-        rep.events as f64 / el.as_secs_f64() / 1e6,
-        per_cpu_second(rep.events, cpu)
-    );
-    let (t, cpu) = (Instant::now(), cpu_seconds());
-    let (rep, damage) = overhead_file(&path, 10, |_, _| {}).unwrap();
-    let (el, cpu) = (t.elapsed(), cpu_seconds().zip(cpu).map(|(b, a)| b - a));
-    assert!(damage.is_none() && rep.faults > 0);
-    println!(
-        "replay/overhead: {} events ({} faults, {} pages) read + tallied in {:.2} s: {:.2} M events/s wall; {}",
-        rep.events,
-        rep.faults,
-        rep.pages,
-        el.as_secs_f64(),
-        rep.events as f64 / el.as_secs_f64() / 1e6,
-        per_cpu_second(rep.events, cpu)
-    );
+    // Three runs of each: the host's speed drifts, and one run can land in a slow second.
+    for run in 1..=RUNS {
+        let (rep, el, cpu) = timed(|| check_file(&path, &CheckOptions::default(), |_, _| {}));
+        let rep = rep.unwrap();
+        assert_eq!(rep.summary.divergences, 0);
+        println!(
+            "replay/file ({run}/{RUNS}): {} events ({:.0} MiB) read + replayed in {:.2} s: {:.2} M events/s wall (reading on a second thread); {}",
+            rep.events,
+            bytes as f64 / (1 << 20) as f64,
+            el.as_secs_f64(),
+            rep.events as f64 / el.as_secs_f64() / 1e6,
+            per_cpu_second(rep.events, cpu)
+        );
+    }
+    for run in 1..=RUNS {
+        let (out, el, cpu) = timed(|| overhead_file(&path, 10, |_, _| {}));
+        let (rep, damage) = out.unwrap();
+        assert!(damage.is_none() && rep.faults > 0);
+        println!(
+            "replay/overhead ({run}/{RUNS}): {} events ({} faults, {} pages) read + tallied in {:.2} s: {:.2} M events/s wall; {}",
+            rep.events,
+            rep.faults,
+            rep.pages,
+            el.as_secs_f64(),
+            rep.events as f64 / el.as_secs_f64() / 1e6,
+            per_cpu_second(rep.events, cpu)
+        );
+    }
     if let Some(keep) = std::env::var_os("REPLAY_BENCH_KEEP") {
         std::fs::rename(&path, &keep).unwrap();
     }

@@ -116,9 +116,8 @@ struct FaultKids {
     /// ->map_pages says (create_huge_pmd has no vmf_can_call_fault), so only PTE-level driver
     /// calls tell whether it is missing.
     pte_inserts: bool,
-    /// Inserts at the faulting page, and how many of them failed.
-    at_page: usize,
-    failed_at_page: usize,
+    /// An insert at the faulting page that did not fail.
+    unfailed_at_page: bool,
     /// The last insert at the faulting page: its seq, and its result if that is an error.
     last_at_page: Option<(u64, Option<u32>)>,
     /// An insert at the faulting page returned NOPAGE (mapped it).
@@ -150,8 +149,7 @@ impl FaultKids {
             if here {
                 let ret = r.ret();
                 let failed = ret.map(|x| x as u32).filter(|x| x & vf::ERROR != 0);
-                k.at_page += 1;
-                k.failed_at_page += failed.is_some() as usize;
+                k.unfailed_at_page |= failed.is_none();
                 k.last_at_page = Some((r.seq(), failed));
                 k.ok_insert |= ret == Some(vf::NOPAGE as i64);
             }
@@ -161,7 +159,7 @@ impl FaultKids {
 
     /// The failed insert of the faulting page, when every insert there failed: (seq, result).
     fn failed_insert(&self) -> Option<(u64, u32)> {
-        if self.at_page == 0 || self.failed_at_page != self.at_page {
+        if self.unfailed_at_page {
             return None;
         }
         let (seq, failed) = self.last_at_page?;

@@ -306,14 +306,7 @@ fn full(
     // Schema 4 stores each id as the difference from the row before it in the batch (Int64,
     // wrapping); an export carries the ids themselves, as schema 1 to 3 stored them.
     if let Ok(deltas) = df.column("id").and_then(|c| c.i64().cloned()) {
-        let mut at = 0u64;
-        let ids: Vec<u64> = deltas
-            .iter()
-            .map(|d| {
-                at = at.wrapping_add(d.unwrap_or(0) as u64);
-                at
-            })
-            .collect();
+        let ids = pfnscope_trace::ids_from_deltas(deltas.iter().map(|d| d.unwrap_or(0)));
         df.replace("id", Column::new("id".into(), ids))?;
     }
     let (kind, ftype) = compactor.labels(b);

@@ -427,6 +427,26 @@ column_kind!(
 /// almost nothing. Absolute UInt64 ids (schema 1 to 3) still read.
 struct Id;
 
+/// Schema 4's ids from a batch's stored differences: each row's id is the previous row's plus
+/// its difference, wrapping, from 0 before the first row. The one place every reader (the
+/// replay's, `decode`, the analyzer's export) takes the rule from.
+pub fn ids_from_deltas(deltas: impl IntoIterator<Item = i64>) -> Vec<u64> {
+    // `map`, not `scan`: it keeps the length known, so the vector is sized once.
+    let mut at = 0u64;
+    deltas
+        .into_iter()
+        .map(|d| {
+            at = next_id(at, d);
+            at
+        })
+        .collect()
+}
+
+#[inline(always)]
+fn next_id(prev: u64, delta: i64) -> u64 {
+    prev.wrapping_add(delta as u64)
+}
+
 /// The id column of a batch as written.
 #[derive(Clone, Copy)]
 enum IdView<'a> {
@@ -478,7 +498,7 @@ impl Column for Id {
         match v {
             IdView::Absolute(ids) => ids[i],
             IdView::Deltas(d) => {
-                *st = st.wrapping_add(d[i] as u64);
+                *st = next_id(*st, d[i]);
                 *st
             }
         }
@@ -489,15 +509,9 @@ impl Column for Id {
             IdView::Absolute(_) => downcast::<UInt64Array>(a, DataType::UInt64)?.owned(),
             IdView::Deltas(d) => {
                 covers(d.len(), a.len(), "values")?;
-                let mut at = 0u64;
-                let ids: Vec<u64> = d[..a.len()]
-                    .iter()
-                    .map(|&x| {
-                        at = at.wrapping_add(x as u64);
-                        at
-                    })
-                    .collect();
-                Ok(ScalarBuffer::from(ids))
+                Ok(ScalarBuffer::from(ids_from_deltas(
+                    d[..a.len()].iter().copied(),
+                )))
             }
         }
     }

@@ -32,7 +32,7 @@ mod writer;
 
 pub use arrow_array::RecordBatch;
 pub use checked::CheckedStream;
-pub use columns::{COLUMNS, Rec, Rows};
+pub use columns::{COLUMNS, Rec, Rows, ids_from_deltas};
 pub use guard::guard_panics;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use pfnscope_abi::{Hook, Mode};
 use pfnscope_trace::Trace;
 use workload::expect::{self, Check, Target};
 
@@ -29,17 +30,20 @@ pub fn kernel_trouble(log: &str) -> Vec<String> {
 #[derive(Default, Debug)]
 pub struct HookStats {
     pub rows: u64,
-    pub modes: BTreeMap<String, u64>,
+    /// Rows per attach mode; `None` counts a mode name this build does not know.
+    pub modes: BTreeMap<Option<Mode>, u64>,
     pub page: u64,
     pub no_page: u64,
 }
 
-pub fn stats(trace: &Trace) -> BTreeMap<String, HookStats> {
-    let mut m: BTreeMap<String, HookStats> = BTreeMap::new();
+/// Rows per hook; `Err(name)` keys hook names this build does not know.
+pub fn stats(trace: &Trace) -> BTreeMap<Result<Hook, String>, HookStats> {
+    let mut m: BTreeMap<Result<Hook, String>, HookStats> = BTreeMap::new();
     for r in trace.events() {
-        let s = m.entry(r.hook.to_string()).or_default();
+        let hook = Hook::parse(&r.hook).ok_or_else(|| r.hook.to_string());
+        let s = m.entry(hook).or_default();
         s.rows += 1;
-        *s.modes.entry(r.mode.to_string()).or_default() += 1;
+        *s.modes.entry(Mode::parse(&r.mode)).or_default() += 1;
         match r.page {
             Some(true) => s.page += 1,
             Some(false) => s.no_page += 1,
@@ -64,48 +68,44 @@ pub fn verify(workload: &str, target: Target, trace: &Trace) -> Vec<String> {
     }
     let st = stats(trace);
     for e in expected {
-        // `a|b`: the first name with rows (a function renamed between releases).
-        let names = e.hook.split('|');
-        let Some((hook, s)) = names.clone().find_map(|h| Some((h, st.get(h)?))) else {
-            for h in names {
+        // Several hooks: the first with rows (a function renamed between releases).
+        let Some((hook, s)) = e.hooks.iter().find_map(|&h| Some((h, st.get(&Ok(h))?))) else {
+            for &h in e.hooks {
                 problems.push(format!("{h}: no rows ({})", why_no_rows(trace, h)));
             }
             continue;
         };
-        let e = expect::Expect { hook, ..e };
         match e.check {
             Check::Any => {}
             Check::NoPage if s.no_page == 0 => {
-                problems.push(format!("{}: never returned no page", e.hook))
+                problems.push(format!("{hook}: never returned no page"))
             }
-            Check::Page if s.page == 0 => {
-                problems.push(format!("{}: never returned a page", e.hook))
-            }
+            Check::Page if s.page == 0 => problems.push(format!("{hook}: never returned a page")),
             _ => {}
         }
         let fentry_refused = trace
             .meta
             .hook_plan
             .iter()
-            .filter(|p| p.hook == e.hook)
+            .filter(|p| p.hook == hook.name())
             .flat_map(|p| &p.failures)
-            .any(|f| f.mode == "fentry");
-        for mode in s
-            .modes
-            .keys()
-            .filter(|m| !expect::mode_ok(e.hook, m, fentry_refused))
-        {
-            problems.push(format!(
-                "{}: recorded as {mode}, which is not acceptable here",
-                e.hook
-            ));
+            .any(|f| f.mode == Mode::Fentry.name());
+        for mode in s.modes.keys() {
+            match mode {
+                Some(m) if expect::mode_ok(hook, *m, fentry_refused) => {}
+                Some(m) => problems.push(format!(
+                    "{hook}: recorded as {}, which is not acceptable here",
+                    m.name()
+                )),
+                None => problems.push(format!("{hook}: recorded in an unknown mode")),
+            }
         }
     }
     problems
 }
 
-fn why_no_rows(trace: &Trace, hook: &str) -> String {
-    match trace.meta.hook_plan.iter().find(|p| p.hook == hook) {
+fn why_no_rows(trace: &Trace, hook: Hook) -> String {
+    match trace.meta.hook_plan.iter().find(|p| p.hook == hook.name()) {
         None => "not in the hook plan".to_string(),
         Some(p) => match &p.mode {
             Some(m) => format!("attached as {m} but never hit"),
@@ -126,7 +126,15 @@ pub fn summary(trace: &Trace) -> String {
     stats(trace)
         .iter()
         .map(|(h, s)| {
-            let modes: Vec<String> = s.modes.iter().map(|(m, n)| format!("{m}:{n}")).collect();
+            let h = match h {
+                Ok(h) => h.name(),
+                Err(name) => name.as_str(),
+            };
+            let modes: Vec<String> = s
+                .modes
+                .iter()
+                .map(|(m, n)| format!("{}:{n}", m.map_or("?", Mode::name)))
+                .collect();
             let pages = if s.page + s.no_page > 0 {
                 format!(" page={} no_page={}", s.page, s.no_page)
             } else {

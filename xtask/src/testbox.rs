@@ -419,13 +419,18 @@ fn run_guest(
             problems.push(format!("doctor.json is not JSON: {e}"));
         }
     }
-    let family = expect::family_for_release(&k.release)
-        .with_context(|| format!("kernel release {}", k.release))?;
+    let (features, _) = pfnscope_abi::kernel::Features::for_release(&k.release)
+        .with_context(|| format!("no kernel version in release {}", k.release))?;
     for w in workloads {
         problems.extend(
-            workload_verdict(w, &out, Target::Guest(family), bins.tracer.is_some())
-                .into_iter()
-                .map(|p| format!("{w}: {p}")),
+            workload_verdict(
+                w,
+                &out,
+                Target::Guest(features.series),
+                bins.tracer.is_some(),
+            )
+            .into_iter()
+            .map(|p| format!("{w}: {p}")),
         );
     }
     if !args.keep {

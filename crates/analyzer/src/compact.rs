@@ -12,12 +12,10 @@ use polars_arrow::bitmap::{Bitmap, MutableBitmap};
 use polars_arrow::datatypes::ArrowDataType;
 use polars_arrow::record_batch::RecordBatchT;
 
+use pfnscope_abi::Hook;
+use pfnscope_abi::bits::{VmBits, fault_flag, x86_pf};
+use pfnscope_abi::hook::Ret;
 use pfnscope_trace::COUNTERS_HOOK;
-
-use crate::bits::{
-    FAULT_FLAG_INSTRUCTION, FAULT_FLAG_UNSHARE, FAULT_FLAG_USER, FAULT_FLAG_WRITE, FAULT_HOOKS,
-    VM_FAULT_HOOKS, VmFlagBits, X86_PF_INSTR, X86_PF_USER, X86_PF_WRITE,
-};
 
 /// The kinds of vma, in the order they are tested.
 pub const VMA_KINDS: [&str; 6] = ["pfnmap", "mixedmap", "io", "file", "anonymous", "special"];
@@ -26,7 +24,7 @@ pub const VMA_KINDS: [&str; 6] = ["pfnmap", "mixedmap", "io", "file", "anonymous
 /// vm_ops but neither a file nor a PFN flag (`_install_special_mapping`); `None` without a vma.
 /// An index into [`VMA_KINDS`].
 pub fn vma_kind(
-    bits: VmFlagBits,
+    bits: VmBits,
     flags: Option<u64>,
     has_file: bool,
     has_driver: bool,
@@ -65,26 +63,26 @@ pub const FAULT_TYPES: [&str; 8] = [
 /// [`FAULT_TYPES`].
 pub fn fault_type(fault_flags: Option<u32>, error_code: Option<u32>) -> Option<usize> {
     let (what, user) = if let Some(ff) = fault_flags {
-        let what = if ff & FAULT_FLAG_INSTRUCTION != 0 {
+        let what = if ff & fault_flag::INSTRUCTION != 0 {
             0
-        } else if ff & FAULT_FLAG_UNSHARE != 0 {
+        } else if ff & fault_flag::UNSHARE != 0 {
             1
-        } else if ff & FAULT_FLAG_WRITE != 0 {
+        } else if ff & fault_flag::WRITE != 0 {
             2
         } else {
             3
         };
-        (what, ff & FAULT_FLAG_USER != 0)
+        (what, ff & fault_flag::USER != 0)
     } else {
         let ec = error_code?;
-        let what = if ec & X86_PF_INSTR != 0 {
+        let what = if ec & x86_pf::INSTR != 0 {
             0
-        } else if ec & X86_PF_WRITE != 0 {
+        } else if ec & x86_pf::WRITE != 0 {
             2
         } else {
             3
         };
-        (what, ec & X86_PF_USER != 0)
+        (what, ec & x86_pf::USER != 0)
     };
     Some(2 * what + usize::from(!user))
 }
@@ -238,7 +236,7 @@ pub(crate) struct Parts {
 
 /// Turns batches into [`Parts`]; keeps the string caches from one batch to the next.
 pub(crate) struct Compactor {
-    bits: VmFlagBits,
+    bits: VmBits,
     mapping: Arc<CategoricalMapping>,
     hooks: Vec<(Box<str>, HookKind)>,
     drivers: Interner,
@@ -258,7 +256,7 @@ fn ids<const N: usize>(mapping: &CategoricalMapping, names: [&str; N]) -> Polars
 }
 
 impl Compactor {
-    pub fn new(bits: VmFlagBits) -> PolarsResult<Self> {
+    pub fn new(bits: VmBits) -> PolarsResult<Self> {
         let mapping = Categories::global().mapping();
         Ok(Compactor {
             bits,
@@ -279,8 +277,8 @@ impl Compactor {
         let k = HookKind {
             id: self.mapping.insert_cat(name)?,
             counter: name == COUNTERS_HOOK,
-            fault: FAULT_HOOKS.contains(&name),
-            vm_fault_ret: VM_FAULT_HOOKS.contains(&name),
+            fault: Hook::parse(name).is_some_and(Hook::is_fault),
+            vm_fault_ret: Hook::parse(name).and_then(Hook::ret) == Some(Ret::VmFault),
         };
         self.hooks.push((name.into(), k));
         Ok(k)
@@ -508,7 +506,7 @@ mod tests {
 
     #[test]
     fn pfnmap_wins_over_io() {
-        let b = VmFlagBits::X86_DEFAULT;
+        let b = VmBits::X86_DEFAULT;
         let kind = |flags, file, driver| vma_kind(b, flags, file, driver).map(|k| VMA_KINDS[k]);
         assert_eq!(kind(Some(b.pfnmap | b.io), false, true), Some("pfnmap"));
         assert_eq!(kind(Some(b.mixedmap), false, true), Some("mixedmap"));
@@ -522,20 +520,20 @@ mod tests {
     #[test]
     fn fault_type_from_flags_or_error_code() {
         let t = |ff, ec| fault_type(ff, ec).map(|t| FAULT_TYPES[t]);
-        let user_write = FAULT_FLAG_USER | FAULT_FLAG_WRITE;
+        let user_write = fault_flag::USER | fault_flag::WRITE;
         assert_eq!(t(Some(user_write), None), Some("user write"));
         assert_eq!(
-            t(Some(user_write | FAULT_FLAG_INSTRUCTION), Some(0)),
+            t(Some(user_write | fault_flag::INSTRUCTION), Some(0)),
             Some("user exec")
         );
-        assert_eq!(t(Some(FAULT_FLAG_UNSHARE), None), Some("kernel unshare"));
+        assert_eq!(t(Some(fault_flag::UNSHARE), None), Some("kernel unshare"));
         assert_eq!(t(Some(0), None), Some("kernel read"));
         assert_eq!(
-            t(None, Some(X86_PF_USER | X86_PF_WRITE)),
+            t(None, Some(x86_pf::USER | x86_pf::WRITE)),
             Some("user write")
         );
-        assert_eq!(t(None, Some(X86_PF_USER)), Some("user read"));
-        assert_eq!(t(None, Some(X86_PF_INSTR)), Some("kernel exec"));
+        assert_eq!(t(None, Some(x86_pf::USER)), Some("user read"));
+        assert_eq!(t(None, Some(x86_pf::INSTR)), Some("kernel exec"));
         assert_eq!(t(None, None), None);
     }
 }

@@ -43,7 +43,6 @@
 //! assert_eq!(s.vm_fault_mix[0].bits, vec![("NOPAGE".to_string(), 4)]);
 //! ```
 
-pub mod bits;
 mod compact;
 pub mod diff;
 pub mod error;

@@ -18,7 +18,6 @@ use polars::prelude::*;
 use polars_arrow::io::ipc::read::{StreamReader, StreamState, read_stream_metadata};
 
 use crate::{
-    bits::VmFlagBits,
     compact::{Batch, Compactor, Parts},
     error::{AnalyzerError, Result},
 };
@@ -112,7 +111,7 @@ impl Trace {
             bar: opts.progress.clone(),
         });
         let md = read_stream_metadata(&mut input).map_err(pl("reading the schema"))?;
-        let bits = VmFlagBits::from_meta(&meta.vm_flag_bits, false);
+        let bits = meta.vm_bits(false);
 
         let names: Vec<String> = md.schema.iter_names().map(|n| n.to_string()).collect();
         let projection: Vec<usize> = match opts.columns {
@@ -238,7 +237,7 @@ impl Trace {
             .unwrap_or(false)
     }
 
-    /// Whether any page fault (see [`crate::bits::FAULT_HOOKS`]) has a latency.
+    /// Whether any page fault (see [`pfnscope_abi::Hook::is_fault`]) has a latency.
     pub fn has_fault_latency(&self) -> bool {
         let (Ok(f), Ok(l)) = (
             self.events.column("is_fault"),

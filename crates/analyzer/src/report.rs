@@ -254,12 +254,8 @@ pub fn write_report(
 pub fn pat_matrix(s: &Summary) -> (Vec<String>, Vec<String>, Vec<Vec<u64>>) {
     let known = |m: &str| m != "-";
     let order = |mut v: Vec<String>| {
-        let rank = |m: &str| {
-            ["WB", "WC", "UC-", "UC", "WT", "WP"]
-                .iter()
-                .position(|x| *x == m)
-                .unwrap_or(9)
-        };
+        // In `enum page_cache_mode` order; a name no mode has goes last.
+        let rank = |m: &str| pfnscope_abi::Cache::parse(m).map_or(9, |c| c as usize);
         v.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
         v.dedup();
         v

@@ -3,14 +3,12 @@
 
 use std::{collections::BTreeMap, str::FromStr};
 
-use pfnscope_trace::kernel::vm_fault;
+use pfnscope_abi::Hook;
+use pfnscope_abi::bits::{fault_flag, vm_fault};
 use polars::prelude::*;
 use serde::Serialize;
 
 use crate::{
-    bits::{
-        FAULT_FLAG_TRIED, FAULT_FLAG_VMA_LOCK, FAULT_HOOKS, VM_FAULT_COMPLETED, VM_FAULT_RETRY,
-    },
     error::{AnalyzerError, Result},
     load::Trace,
 };
@@ -226,8 +224,13 @@ fn latency_note(trace: &Trace) -> String {
         .meta
         .hook_plan
         .iter()
-        .filter(|p| matches!(p.mode.as_deref(), Some("tracepoint" | "tp_btf" | "raw_tp")))
-        .filter(|p| FAULT_HOOKS.contains(&p.hook.as_str()))
+        .filter(|p| {
+            p.mode
+                .as_deref()
+                .and_then(pfnscope_abi::Mode::parse)
+                .is_some_and(pfnscope_abi::Mode::is_tracepoint)
+        })
+        .filter(|p| Hook::parse(&p.hook).is_some_and(Hook::is_fault))
         .map(|p| p.hook.as_str())
         .collect();
     if tp.is_empty() {
@@ -412,8 +415,8 @@ fn cat_id(name: &str) -> Expr {
 }
 
 /// The bits the retry table counts, packed into 16 bits each for its group-by key.
-const RETRY_RET_BITS: i64 = VM_FAULT_RETRY | VM_FAULT_COMPLETED;
-const RETRY_FLAG_BITS: i64 = (FAULT_FLAG_VMA_LOCK | FAULT_FLAG_TRIED) as i64;
+const RETRY_RET_BITS: i64 = (vm_fault::RETRY | vm_fault::COMPLETED) as i64;
+const RETRY_FLAG_BITS: i64 = (fault_flag::VMA_LOCK | fault_flag::TRIED) as i64;
 const _: () = assert!(RETRY_RET_BITS >> 16 == 0 && RETRY_FLAG_BITS >> 16 == 0);
 
 /// The `mask` bits of an integer column, null as none.
@@ -487,19 +490,8 @@ fn retry_table(trace: &Trace) -> PolarsResult<Vec<RetryRow>> {
         &[
             ("driver", cat_id("driver"), 31),
             // Only the bits the table counts; both masks fit in 16 bits.
-            (
-                "ret",
-                masked("ret", VM_FAULT_RETRY | VM_FAULT_COMPLETED),
-                16,
-            ),
-            (
-                "fault_flags",
-                masked(
-                    "fault_flags",
-                    (FAULT_FLAG_VMA_LOCK | FAULT_FLAG_TRIED) as i64,
-                ),
-                16,
-            ),
+            ("ret", masked("ret", RETRY_RET_BITS), 16),
+            ("fault_flags", masked("fault_flags", RETRY_FLAG_BITS), 16),
         ],
     )?;
     let driver = strings(&df, "driver", GroupBy::Driver.null_label())?;
@@ -521,16 +513,16 @@ fn retry_table(trace: &Trace) -> PolarsResult<Vec<RetryRow>> {
         let ret_has = |bit: i64| ret.is_some_and(|r| r & bit != 0);
         let flag = |bit: u32| ff.is_some_and(|f| f & bit as i64 != 0);
         r.faults += n;
-        if ret_has(VM_FAULT_RETRY) {
+        if ret_has(vm_fault::RETRY as i64) {
             r.retry += n;
-            if flag(FAULT_FLAG_VMA_LOCK) {
+            if flag(fault_flag::VMA_LOCK) {
                 r.retry_vma_lock += n;
             }
         }
-        if flag(FAULT_FLAG_TRIED) {
+        if flag(fault_flag::TRIED) {
             r.tried += n;
         }
-        if ret_has(VM_FAULT_COMPLETED) {
+        if ret_has(vm_fault::COMPLETED as i64) {
             r.completed += n;
         }
     }

@@ -1,12 +1,37 @@
-//! The binary contract between `tracer-ebpf` (kernel side) and `tracer` (user side).
+//! The words both ends of pfnscope share, defined once: the binary contract between
+//! `tracer-ebpf` (kernel side) and `tracer` (user side), and the domain vocabulary every stage
+//! after them uses.
 //!
-//! Everything here is `#[repr(C)]`, built from fixed-width integers only (no `bool`, no implicit
-//! padding) so the same bytes mean the same thing on both sides. The eBPF programs stay generic:
-//! they record raw argument slots, and user space decides what each slot means per kernel from its
-//! hook table. That keeps kernel-version differences out of the eBPF code entirely.
+//! - [`hook`]: the hook table ([`Hook`], its arguments, return kinds and kernels);
+//! - [`mode`]: attach modes ([`Mode`]), the rungs of the attach ladder;
+//! - [`cache`]: cache modes ([`Cache`]) and the PAT table;
+//! - [`bits`]: kernel bit values (fault flags, `VM_FAULT_*`, PTE bits, `vm_flags`);
+//! - [`kernel`]: the release parser and the per-kernel facts table.
+//!
+//! Strings exist only where a trace or a command line is read or written: `name()` and
+//! `parse()` on each type are the one spelling. The event ABI below is `#[repr(C)]`, built from
+//! fixed-width integers only (no `bool`, no implicit padding) so the same bytes mean the same
+//! thing on both sides. The eBPF programs stay generic: they record raw argument slots, and user
+//! space decides what each slot means per kernel from the hook table. That keeps kernel-version
+//! differences out of the eBPF code entirely.
+//!
+//! ```
+//! use pfnscope_abi::{Cache, Hook, PatTable};
+//! let h = Hook::parse("track_pfn_insert").unwrap();
+//! assert!(h.def().kernels.includes(6, 12) && !h.def().kernels.includes(6, 16));
+//! assert_eq!(PatTable::LINUX.of_prot(0x2f), Cache::WC);
+//! ```
 #![no_std]
 
+pub mod bits;
+pub mod cache;
 pub mod hook;
+pub mod kernel;
+pub mod mode;
+
+pub use cache::{CACHE_MODES, Cache, PatTable};
+pub use hook::Hook;
+pub use mode::Mode;
 
 /// Argument slots recorded per call. No probed function takes more than six.
 pub const MAX_ARGS: usize = 6;
@@ -15,40 +40,6 @@ pub const COMM_LEN: usize = 16;
 pub const MAX_DEPTH: usize = 8;
 /// Sentinel for "no such slot" in [`HookSpec`].
 pub const NO_SLOT: u8 = 0xff;
-
-/// How an event was captured: which rung of the attach ladder served the hook.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Fentry = 1,
-    Kprobe = 2,
-    TpBtf = 3,
-    RawTp = 4,
-    Tracepoint = 5,
-}
-
-impl Mode {
-    pub fn from_u8(v: u8) -> Option<Mode> {
-        Some(match v {
-            1 => Mode::Fentry,
-            2 => Mode::Kprobe,
-            3 => Mode::TpBtf,
-            4 => Mode::RawTp,
-            5 => Mode::Tracepoint,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Fentry => "fentry",
-            Mode::Kprobe => "kprobe",
-            Mode::TpBtf => "tp_btf",
-            Mode::RawTp => "raw_tp",
-            Mode::Tracepoint => "tracepoint",
-        }
-    }
-}
 
 /// `Event::flags` bits.
 pub mod flags {
@@ -265,19 +256,5 @@ mod tests {
         assert_eq!(size_of::<HookSpec>(), 8);
         assert_eq!(size_of::<Offsets>(), 20 * 4);
         assert_eq!(size_of::<Filter>(), 8 + COMM_LEN + 3 * 8 + 8);
-    }
-
-    #[test]
-    fn mode_round_trips() {
-        for m in [
-            Mode::Fentry,
-            Mode::Kprobe,
-            Mode::TpBtf,
-            Mode::RawTp,
-            Mode::Tracepoint,
-        ] {
-            assert_eq!(Mode::from_u8(m as u8), Some(m));
-        }
-        assert_eq!(Mode::from_u8(0), None);
     }
 }

@@ -18,8 +18,9 @@
 
 use std::time::{Duration, Instant};
 
-use replay::bits::{Cache, PAGE_SIZE};
-use replay::kernel::{KernelRules, Series};
+use pfnscope_abi::kernel::Series;
+use pfnscope_abi::{Cache, bits::PAGE_SIZE};
+use replay::kernel::KernelRules;
 use replay::report::Collector;
 use replay::synth::TraceBuilder;
 use replay::{CheckOptions, Engine, check_file, overhead_file};

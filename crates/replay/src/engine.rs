@@ -13,7 +13,9 @@ use std::rc::Rc;
 
 use pfnscope_trace::{Rec, Record, Rows, TraceMeta};
 
-use crate::hook::{Hook, HookCache};
+use pfnscope_abi::Hook;
+
+use crate::hook::{HookCache, RowKind};
 use crate::kernel::KernelRules;
 use crate::model::Model;
 use crate::report::{Losses, Sink};
@@ -47,7 +49,8 @@ impl Src {
 #[derive(Debug)]
 pub struct Node {
     src: Src,
-    pub hook: Hook,
+    /// None: a hook this build does not know.
+    pub hook: Option<Hook>,
     /// Where this node's children are in [`Tree::kid_list`]; see [`Tree::kids`].
     kids: Range<usize>,
 }
@@ -81,11 +84,12 @@ impl Tree {
         &self.kid_list[self.nodes[i].kids.clone()]
     }
 
+    /// The first child of node `i` whose hook satisfies `pred`.
     pub fn kid(&self, i: usize, pred: impl Fn(Hook) -> bool) -> Option<usize> {
         self.kids(i)
             .iter()
             .copied()
-            .find(|&k| pred(self.nodes[k].hook))
+            .find(|&k| self.nodes[k].hook.is_some_and(&pred))
     }
 }
 
@@ -114,7 +118,7 @@ pub enum Orphan {
 struct Slot {
     /// None: a free slot.
     src: Option<Src>,
-    hook: Hook,
+    hook: Option<Hook>,
     /// What reassembly reads of the call, kept here rather than read from its row again.
     id: u64,
     ts: u64,
@@ -127,7 +131,7 @@ struct Slot {
 impl Slot {
     const FREE: Slot = Slot {
         src: None,
-        hook: Hook::Other,
+        hook: None,
         id: 0,
         ts: 0,
         seq: 0,
@@ -179,18 +183,18 @@ impl Assembler {
         }
     }
 
-    pub fn push(&mut self, rec: Record, hook: Hook) {
+    pub fn push(&mut self, rec: Record, hook: Option<Hook>) {
         self.push_src(Src::Record(Box::new(rec)), hook);
     }
 
     /// Row `i` of `rows`, read where it is.
     #[inline]
-    pub fn push_row(&mut self, rows: &Rc<Rows>, i: usize, hook: Hook) {
+    pub fn push_row(&mut self, rows: &Rc<Rows>, i: usize, hook: Option<Hook>) {
         self.push_src(Src::Row(rows.clone(), i as u32), hook);
     }
 
     #[inline(always)]
-    fn push_src(&mut self, src: Src, hook: Hook) {
+    fn push_src(&mut self, src: Src, hook: Option<Hook>) {
         let r = src.rec();
         let (id, parent, ts, seq) = (r.id(), r.parent(), r.ts_ns(), r.seq());
         let exit = ts.saturating_add(r.latency_ns().unwrap_or(0));
@@ -439,7 +443,7 @@ pub trait Consumer {
     /// A counter row (not a call; not counted as an event).
     fn counters(&mut self, r: Rec<'_>);
     /// A call of `hook` was taken, before any tree it completes.
-    fn call(&mut self, hook: Hook);
+    fn call(&mut self, hook: Option<Hook>);
     /// A complete tree.
     fn tree(&mut self, t: &Tree);
 }
@@ -469,11 +473,10 @@ pub struct Feed {
 impl Feed {
     /// Takes a record built in memory.
     pub fn push(&mut self, rec: Record, c: &mut impl Consumer) {
-        let hook = self.hooks.get(&rec.hook);
-        if hook == Hook::Counters {
+        let RowKind::Call(hook) = self.hooks.get(&rec.hook) else {
             c.counters(Rec::Record(&rec));
             return;
-        }
+        };
         self.events += 1;
         self.asm.push(rec, hook);
         c.call(hook);
@@ -486,11 +489,10 @@ impl Feed {
         #[cfg(test)]
         self.seen.push(Rc::downgrade(&rows));
         for i in 0..rows.len() {
-            let hook = self.hooks.get(&rows.hook(i));
-            if hook == Hook::Counters {
+            let RowKind::Call(hook) = self.hooks.get(&rows.hook(i)) else {
                 c.counters(Rec::Row(&rows, i));
                 continue;
-            }
+            };
             self.events += 1;
             self.asm.push_row(&rows, i, hook);
             c.call(hook);
@@ -568,8 +570,10 @@ impl<S: Sink> Consumer for Run<S> {
     }
 
     #[inline]
-    fn call(&mut self, hook: Hook) {
-        self.model.saw(hook);
+    fn call(&mut self, hook: Option<Hook>) {
+        if let Some(h) = hook {
+            self.model.saw(h);
+        }
     }
 
     #[inline]
@@ -687,7 +691,7 @@ mod tests {
             let mut a = Assembler::default();
             let mut trees = Vec::new();
             for r in order {
-                let h = Hook::from_name(&r.hook);
+                let h = Hook::parse(&r.hook);
                 a.push(r, h);
                 while let Some(t) = a.pop_ready() {
                     trees.push(t);
@@ -705,7 +709,10 @@ mod tests {
     #[test]
     fn missing_parent_leaves_an_orphan() {
         let mut a = Assembler::default();
-        a.push(rec(0, 5, 99, 10, 1, "memtype_free"), Hook::MemFree);
+        a.push(
+            rec(0, 5, 99, 10, 1, "memtype_free"),
+            Some(Hook::MemtypeFree),
+        );
         assert!(a.pop_any().is_none());
         let o = a.orphans();
         assert_eq!(o.len(), 1);
@@ -718,9 +725,18 @@ mod tests {
     #[test]
     fn an_orphan_read_before_its_children_keeps_them() {
         let mut a = Assembler::default();
-        a.push(rec(0, 5, 99, 10, 50, "handle_mm_fault"), Hook::Fault);
-        a.push(rec(1, 6, 5, 20, 5, "vmf_insert_pfn"), Hook::InsertPfn);
-        a.push(rec(2, 7, 5, 30, 5, "vmf_insert_pfn"), Hook::InsertPfn);
+        a.push(
+            rec(0, 5, 99, 10, 50, "handle_mm_fault"),
+            Some(Hook::HandleMmFault),
+        );
+        a.push(
+            rec(1, 6, 5, 20, 5, "vmf_insert_pfn"),
+            Some(Hook::VmfInsertPfn),
+        );
+        a.push(
+            rec(2, 7, 5, 30, 5, "vmf_insert_pfn"),
+            Some(Hook::VmfInsertPfn),
+        );
         assert!(a.pop_any().is_none());
         let o = a.orphans();
         assert_eq!(
@@ -754,10 +770,13 @@ mod tests {
             let (id, parent) = (i + 1, if i + 1 < n { i + 2 } else { 0 });
             a.push(
                 rec(i, id, parent, 10 * (n - i), 1 + i, "handle_mm_fault"),
-                Hook::Fault,
+                Some(Hook::HandleMmFault),
             );
         }
-        a.push(rec(n, n + 1, 0, 100 * n, 1, "handle_mm_fault"), Hook::Fault);
+        a.push(
+            rec(n, n + 1, 0, 100 * n, 1, "handle_mm_fault"),
+            Some(Hook::HandleMmFault),
+        );
         let root = a
             .pop_ready()
             .expect("the chain's root returned before the last entry");
@@ -778,9 +797,18 @@ mod tests {
     #[test]
     fn looping_parent_links_come_out_alone() {
         let mut a = Assembler::default();
-        a.push(rec(0, 3, 1, 12, 1, "vmf_insert_pfn"), Hook::InsertPfn);
-        a.push(rec(1, 1, 2, 10, 5, "handle_mm_fault"), Hook::Fault);
-        a.push(rec(2, 2, 1, 11, 5, "handle_mm_fault"), Hook::Fault);
+        a.push(
+            rec(0, 3, 1, 12, 1, "vmf_insert_pfn"),
+            Some(Hook::VmfInsertPfn),
+        );
+        a.push(
+            rec(1, 1, 2, 10, 5, "handle_mm_fault"),
+            Some(Hook::HandleMmFault),
+        );
+        a.push(
+            rec(2, 2, 1, 11, 5, "handle_mm_fault"),
+            Some(Hook::HandleMmFault),
+        );
         assert!(a.pop_any().is_none());
         let o = a.orphans();
         let ids: Vec<_> = o

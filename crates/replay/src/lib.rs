@@ -6,7 +6,7 @@
 //! `vm_normal_page` decisions, PFN inserts with PAT's cache-mode lookup, `remap_pfn_range` with
 //! whole/partial PAT tracking, PAT memtype reservations as an interval map, fork copies, unmap
 //! and untrack, `handle_mm_fault` outcomes including the 6.12+ VMA-lock RETRY, COW of PFN
-//! mappings and the truncate rule. Kernel-version differences live in [`kernel::TABLE`]; the
+//! mappings and the truncate rule. Kernel-version differences live in [`pfnscope_abi::kernel::TABLE`]; the
 //! rules in [`rules::Rule`], each with the kernel source that justifies it.
 //!
 //! Results go to a [`Sink`] and are of two kinds, kept apart: **divergences** (kernel != model)
@@ -17,7 +17,8 @@
 //! The library does no I/O except in [`run`], which streams a trace file through the engine.
 //!
 //! ```
-//! use replay::{check_records, kernel::{KernelRules, Series}, synth::TraceBuilder, bits::Cache};
+//! use pfnscope_abi::{Cache, kernel::Series};
+//! use replay::{check_records, kernel::KernelRules, synth::TraceBuilder};
 //!
 //! // A TTM-style driver asks for WC on VRAM that has no reservation: PAT maps it UC-.
 //! let mut b = TraceBuilder::new(Series::V6_12);
@@ -48,7 +49,6 @@
 //! Exit status of `replay check`: 0 no divergence, 1 divergences, 2 unusable input.
 
 pub mod allocator;
-pub mod bits;
 pub mod engine;
 pub mod hook;
 pub mod kernel;

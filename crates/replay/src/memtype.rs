@@ -4,7 +4,7 @@
 //! the tree's order (by start; an equal start goes after the ones already there), which decides
 //! which of several overlaps a lookup or free finds first.
 
-use crate::bits::Cache;
+use pfnscope_abi::Cache;
 
 /// Who made a reservation, for the leak finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

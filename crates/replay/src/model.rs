@@ -10,16 +10,17 @@ use std::collections::{BTreeMap, hash_map::Entry as MapEntry};
 
 use pfnscope_trace::{Rec, Record, Sym, TraceMeta};
 
-use crate::bits::{
-    CACHE_MODES, Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff,
-    is_isa_range, pfn_t, pte, vm_fault as vf,
-};
 use crate::engine::{IdMap, MAX_DEPTH, Orphan, Tree};
-use crate::hook::{HOOK_COUNT, Hook};
-use crate::kernel::{Features, KernelRules};
+use crate::kernel::KernelRules;
 use crate::memtype::{Entry, FreeMatch, MemtypeMap, Owner, ReservePrediction};
 use crate::report::{Divergence, Finding, Outcome, Sink};
 use crate::rules::Rule;
+use pfnscope_abi::bits::{
+    PAGE_SHIFT, PAGE_SIZE, VmBits, errno, fault_flag as ff, is_isa_range, pfn_t, pte,
+    vm_fault as vf,
+};
+use pfnscope_abi::kernel::Features;
+use pfnscope_abi::{CACHE_MODES, Cache, Hook, PatTable};
 
 /// What the model knows about one PTE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +132,8 @@ impl FaultKids {
         let mut k = FaultKids::default();
         for &c in t.kids(i) {
             let n = &t.nodes[c];
-            let (insert, vnp) = (n.hook.is_insert(), n.hook == Hook::Vnp);
+            let Some(h) = n.hook else { continue };
+            let (insert, vnp) = (h.is_insert(), h == Hook::VmNormalPage);
             if !insert && !vnp {
                 continue;
             }
@@ -142,10 +144,7 @@ impl FaultKids {
                 continue;
             }
             k.inserts += 1;
-            k.pte_inserts |= !matches!(
-                n.hook,
-                Hook::InsertPmd | Hook::InsertPmdProt | Hook::InsertPud | Hook::InsertPudProt
-            );
+            k.pte_inserts |= h.insert_pages() == Some(1);
             if here {
                 let ret = r.ret();
                 let failed = ret.map(|x| x as u32).filter(|x| x & vf::ERROR != 0);
@@ -173,8 +172,8 @@ pub struct Model<S: Sink> {
     bits: VmBits,
     pat: PatTable,
     /// Hooks the plan attached, by `Hook as usize`.
-    plan: Option<[bool; HOOK_COUNT]>,
-    seen: [bool; HOOK_COUNT],
+    plan: Option<[bool; Hook::COUNT]>,
+    seen: [bool; Hook::COUNT],
     pat_on: bool,
     vmas: IdMap<u32, VmaState>,
     /// Vmas with something [`Model::vma_due`] must check.
@@ -217,11 +216,12 @@ impl<S: Sink> Model<S> {
         let plan = if meta.hook_plan.is_empty() {
             None
         } else {
-            let mut p = [false; HOOK_COUNT];
+            let mut p = [false; Hook::COUNT];
             for e in meta.hook_plan.iter().filter(|e| e.mode.is_some()) {
-                p[Hook::from_name(&e.hook) as usize] = true;
-                if let Some(s) = &e.symbol {
-                    p[Hook::from_name(s) as usize] = true;
+                for name in std::iter::once(&e.hook).chain(&e.symbol) {
+                    if let Some(h) = Hook::parse(name) {
+                        p[h as usize] = true;
+                    }
                 }
             }
             Some(p)
@@ -229,10 +229,10 @@ impl<S: Sink> Model<S> {
         Model {
             sink,
             f,
-            bits: VmBits::from_meta(&meta.vm_flag_bits, f.vm_pat_flag),
-            pat: PatTable::from_meta(&meta.pat_table),
+            bits: meta.vm_bits(f.vm_pat_flag),
+            pat: meta.pat(),
             plan,
-            seen: [false; HOOK_COUNT],
+            seen: [false; Hook::COUNT],
             pat_on: false,
             vmas: IdMap::default(),
             due_vmas: 0,
@@ -425,26 +425,29 @@ impl<S: Sink> Model<S> {
     }
 
     fn visit(&mut self, t: &Tree, i: usize, fault_page: Option<u64>) {
-        match t.nodes[i].hook {
-            Hook::Fault => self.fault(t, i),
-            Hook::Vnp => self.vnp(t, i),
+        let Some(hook) = t.nodes[i].hook else {
+            return self.visit_kids(t, i, fault_page, |_| true);
+        };
+        match hook {
+            Hook::HandleMmFault => self.fault(t, i),
+            Hook::VmNormalPage => self.vnp(t, i),
             h if h.is_insert() => self.insert(t, i, fault_page),
-            Hook::Remap => self.remap(t, i),
-            Hook::TrackInsert | Hook::SetupCachemode => {
+            Hook::RemapPfnRange => self.remap(t, i),
+            Hook::TrackPfnInsert | Hook::PfnmapSetupCachemode => {
                 self.lookup(t, i);
             }
-            Hook::TrackRemap | Hook::PfnmapTrack => {
+            Hook::TrackPfnRemap | Hook::PfnmapTrack => {
                 let vma = t.nodes[i].rec().vma_id();
                 self.track_remap(t, i, vma);
             }
-            Hook::TrackCopy => {
+            Hook::TrackPfnCopy => {
                 self.track_copy(t, i);
             }
-            Hook::Untrack | Hook::PfnmapUntrack => self.untrack(t, i),
-            Hook::MemReserve => {
+            Hook::UntrackPfn | Hook::PfnmapUntrack => self.untrack(t, i),
+            Hook::MemtypeReserve => {
                 self.reserve(t, i, Owner::Other);
             }
-            Hook::MemFree => self.free(t, i, None),
+            Hook::MemtypeFree => self.free(t, i, None),
             Hook::CopyPageRange => self.fork_copy(t, i),
             Hook::UnmapPageRange => self.unmap(t, i),
             Hook::PageFaultUser | Hook::PageFaultKernel => self.tp_fault(t, i),
@@ -454,7 +457,7 @@ impl<S: Sink> Model<S> {
                     self.deleted.insert(pfn, (ix, r.seq()));
                 }
             }
-            Hook::ProcessFork => {
+            Hook::SchedProcessFork => {
                 let r = t.nodes[i].rec();
                 if let (Some(child), Some(copies)) =
                     (r.child_pid(), self.fork_pending.remove(&r.pid()))
@@ -477,7 +480,8 @@ impl<S: Sink> Model<S> {
         keep: impl Fn(Hook) -> bool,
     ) {
         for &k in t.kids(i) {
-            if keep(t.nodes[k].hook) {
+            // A call of a hook this build does not know is visited for its children.
+            if t.nodes[k].hook.is_none_or(&keep) {
                 self.visit(t, k, fault_page);
             }
         }
@@ -819,7 +823,7 @@ impl<S: Sink> Model<S> {
             if let Some(vm) = r.vma_flags() {
                 let b = self.bits;
                 let pm = b.pfn_or_mixed(vm);
-                let bug = n.hook != Hook::InsertMixed
+                let bug = !n.hook.is_some_and(Hook::is_mixed_insert)
                     && (pm == 0
                         || pm == b.pfnmap | b.mixedmap
                         || (vm & b.pfnmap != 0 && b.is_cow(vm)));
@@ -842,12 +846,8 @@ impl<S: Sink> Model<S> {
             return;
         }
         let b = self.bits;
-        let mixed = n.hook == Hook::InsertMixed;
-        let level_pages: u64 = match n.hook {
-            Hook::InsertPmd | Hook::InsertPmdProt => 512,
-            Hook::InsertPud | Hook::InsertPudProt => 512 * 512,
-            _ => 1,
-        };
+        let mixed = n.hook.is_some_and(Hook::is_mixed_insert);
+        let level_pages: u64 = n.hook.and_then(Hook::insert_pages).unwrap_or(1);
         let ret = r.ret().map(|v| v as u32);
         let mut refused = false;
 
@@ -954,9 +954,9 @@ impl<S: Sink> Model<S> {
 
         let lookup = t.kid(i, |h| h.is_insert_lookup());
         let lookup_hook = if self.f.track_pfn_hooks {
-            Hook::TrackInsert
+            Hook::TrackPfnInsert
         } else {
-            Hook::SetupCachemode
+            Hook::PfnmapSetupCachemode
         };
         if !refused {
             if self.attached(lookup_hook) {
@@ -1039,7 +1039,7 @@ impl<S: Sink> Model<S> {
     /// `track_pfn_insert` / `pfnmap_setup_cachemode`: returns the cache mode PAT answered.
     fn lookup(&mut self, t: &Tree, i: usize) -> Option<Cache> {
         let r = t.nodes[i].rec();
-        let pat = self.pat.clone();
+        let pat = self.pat;
         let (prot, prot_out, cache_out) = (r.prot(), r.prot_out(), r.cache_out());
         let c_in = cache_of(&r.cache_req(), prot, &pat);
         let c_out = cache_of(&cache_out, prot_out, &pat);
@@ -1071,7 +1071,7 @@ impl<S: Sink> Model<S> {
             self.nc(Rule::PatLookup);
             return c_out;
         };
-        let n = if t.nodes[i].hook == Hook::SetupCachemode {
+        let n = if t.nodes[i].hook == Some(Hook::PfnmapSetupCachemode) {
             pages(r.size())
         } else {
             1
@@ -1110,7 +1110,7 @@ impl<S: Sink> Model<S> {
             }),
             None => self.nc(Rule::PatLookup),
         }
-        if t.nodes[i].hook == Hook::SetupCachemode && n == 1 && r.ret().is_some() {
+        if t.nodes[i].hook == Some(Hook::PfnmapSetupCachemode) && n == 1 && r.ret().is_some() {
             self.check(Rule::PatLookup, r.ret() == Some(0), &[r], || {
                 ("0 for a single page".into(), show_ret(r.ret()))
             });
@@ -1176,18 +1176,13 @@ impl<S: Sink> Model<S> {
         };
         let whole = addr == vs && addr.checked_add(size) == Some(ve);
         let cow = r.vma_flags().is_some_and(|v| b.is_cow(v));
-        let track = t.kid(i, |h| {
-            matches!(
-                h,
-                Hook::TrackRemap | Hook::PfnmapTrack | Hook::SetupCachemode
-            )
-        });
+        let track = t.kid(i, Hook::is_remap_track);
         let track_hook = if self.f.track_pfn_hooks {
-            Hook::TrackRemap
+            Hook::TrackPfnRemap
         } else if whole {
             Hook::PfnmapTrack
         } else {
-            Hook::SetupCachemode
+            Hook::PfnmapSetupCachemode
         };
         let (tr, cache) = match track {
             Some(k) => self.track_remap(t, k, r.vma_id()),
@@ -1261,12 +1256,7 @@ impl<S: Sink> Model<S> {
                 }
             }
         }
-        self.visit_kids(t, i, None, |h| {
-            !matches!(
-                h,
-                Hook::TrackRemap | Hook::PfnmapTrack | Hook::SetupCachemode
-            )
-        });
+        self.visit_kids(t, i, None, |h| !h.is_remap_track());
     }
 
     /// `track_pfn_remap` / `pfnmap_track` / a partial remap's `pfnmap_setup_cachemode`.
@@ -1279,7 +1269,7 @@ impl<S: Sink> Model<S> {
     ) -> (Option<i64>, Option<Cache>) {
         let n = &t.nodes[i];
         let r = n.rec();
-        let pat = self.pat.clone();
+        let pat = self.pat;
         let want = cache_of(&r.cache_req(), r.prot(), &pat);
         let got = cache_of(&r.cache_out(), r.prot_out(), &pat);
         let (Some(pfn), Some(size)) = (r.pfn(), r.size()) else {
@@ -1288,17 +1278,17 @@ impl<S: Sink> Model<S> {
         };
         let np = pages(Some(size));
         let whole = match n.hook {
-            Hook::TrackRemap => match (r.address(), r.vma_start(), r.vma_end()) {
+            Some(Hook::TrackPfnRemap) => match (r.address(), r.vma_start(), r.vma_end()) {
                 (Some(a), Some(s), Some(e)) => Some(a == s && e.checked_sub(s) == Some(size)),
                 // No vma at all (memremap_pages, address 0): `!vma` reserves the whole range.
                 (Some(0), None, None) if vma_id.is_none() => Some(true),
                 _ => None,
             },
-            Hook::PfnmapTrack => Some(true),
+            Some(Hook::PfnmapTrack) => Some(true),
             _ => Some(false),
         };
-        let reserve = t.kid(i, |h| h == Hook::MemReserve);
-        let free = t.kid(i, |h| h == Hook::MemFree);
+        let reserve = t.kid(i, |h| h == Hook::MemtypeReserve);
+        let free = t.kid(i, |h| h == Hook::MemtypeFree);
         match whole {
             None => self.nc(Rule::PatRemap),
             Some(true) => {
@@ -1390,7 +1380,9 @@ impl<S: Sink> Model<S> {
                     }
                 } else {
                     // No reservation: the RAM path (reserve_pfn_range keeps no refcount for RAM).
-                    if self.attached(Hook::MemReserve) && self.pat_on && self.known_nonram(pfn, np)
+                    if self.attached(Hook::MemtypeReserve)
+                        && self.pat_on
+                        && self.known_nonram(pfn, np)
                     {
                         self.diverge(
                             Rule::PatRemap,
@@ -1466,7 +1458,7 @@ impl<S: Sink> Model<S> {
                 }
             }
         }
-        self.visit_kids(t, i, None, |h| h != Hook::MemReserve);
+        self.visit_kids(t, i, None, |h| h != Hook::MemtypeReserve);
         (r.ret(), got)
     }
 
@@ -1474,7 +1466,7 @@ impl<S: Sink> Model<S> {
     fn reserve(&mut self, t: &Tree, i: usize, owner: Owner) -> Option<Cache> {
         let r = t.nodes[i].rec();
         self.pat_on = true;
-        let pat = self.pat.clone();
+        let pat = self.pat;
         let req = cache_of(&r.cache_req(), None, &pat);
         let newt = cache_of(&r.cache_out(), None, &pat);
         let (Some(start), Some(req), Some(ret)) = (r.pfn(), req, r.ret()) else {
@@ -1598,7 +1590,9 @@ impl<S: Sink> Model<S> {
                     },
                 );
             }
-            None if self.attached(Hook::MemFree) && self.known_nonram(pfn, pages(Some(size))) => {
+            None if self.attached(Hook::MemtypeFree)
+                && self.known_nonram(pfn, pages(Some(size))) =>
+            {
                 self.diverge(
                     Rule::PatUntrack,
                     &[r],
@@ -1614,9 +1608,9 @@ impl<S: Sink> Model<S> {
     fn untrack(&mut self, t: &Tree, i: usize) {
         let n = &t.nodes[i];
         let r = n.rec();
-        let free = t.kid(i, |h| h == Hook::MemFree);
+        let free = t.kid(i, |h| h == Hook::MemtypeFree);
         self.vma_due(r);
-        if n.hook == Hook::Untrack {
+        if n.hook == Some(Hook::UntrackPfn) {
             if let (None, None, Some(pfn), Some(size)) =
                 (r.vma_id(), r.vma_start(), r.pfn(), r.size())
                 && size > 0
@@ -1701,7 +1695,7 @@ impl<S: Sink> Model<S> {
             let st = self.vmas.entry(vid).or_default();
             st.untracked = true;
             self.last_untrack.insert(r.tid(), vid);
-            self.visit_kids(t, i, None, |h| h != Hook::MemFree);
+            self.visit_kids(t, i, None, |h| h != Hook::MemtypeFree);
             return;
         } else {
             let (Some(pfn), Some(size)) = (r.pfn(), r.size()) else {
@@ -1763,8 +1757,8 @@ impl<S: Sink> Model<S> {
     /// `track_pfn_copy`; returns its return value.
     fn track_copy(&mut self, t: &Tree, i: usize) -> Option<i64> {
         let r = t.nodes[i].rec();
-        let reserve = t.kid(i, |h| h == Hook::MemReserve);
-        let free = t.kid(i, |h| h == Hook::MemFree);
+        let reserve = t.kid(i, |h| h == Hook::MemtypeReserve);
+        let free = t.kid(i, |h| h == Hook::MemtypeFree);
         let (Some(vm), Some(vs), Some(ve)) = (r.vma_flags(), r.vma_start(), r.vma_end()) else {
             self.nc(Rule::ForkCopy);
             self.visit_kids(t, i, None, |_| true);
@@ -1899,7 +1893,7 @@ impl<S: Sink> Model<S> {
                 }
             }
         }
-        self.visit_kids(t, i, None, |h| h != Hook::MemReserve);
+        self.visit_kids(t, i, None, |h| h != Hook::MemtypeReserve);
         r.ret()
     }
 
@@ -1908,8 +1902,8 @@ impl<S: Sink> Model<S> {
         let b = self.bits;
         self.vma_due(r);
         let pfnmap = r.vma_flags().is_some_and(|vm| vm & b.pfnmap != 0);
-        let track = t.kid(i, |h| h == Hook::TrackCopy);
-        if self.f.fork_track && pfnmap && self.attached(Hook::TrackCopy) {
+        let track = t.kid(i, |h| h == Hook::TrackPfnCopy);
+        if self.f.fork_track && pfnmap && self.attached(Hook::TrackPfnCopy) {
             self.check(Rule::ForkCopy, track.is_some(), &[r], || {
                 ("track_pfn_copy for a VM_PFNMAP vma".into(), "none".into())
             });
@@ -1931,7 +1925,7 @@ impl<S: Sink> Model<S> {
                 _ => {}
             }
         }
-        self.visit_kids(t, i, None, |h| h != Hook::TrackCopy);
+        self.visit_kids(t, i, None, |h| h != Hook::TrackPfnCopy);
         let sp = space(r);
         if r.ret() == Some(0) {
             if let (Some(vs), Some(ve)) = (r.vma_start(), r.vma_end()) {
@@ -1982,7 +1976,7 @@ impl<S: Sink> Model<S> {
                     )
                 });
             }
-            if self.attached(Hook::Untrack) {
+            if self.attached(Hook::UntrackPfn) {
                 let last = self.last_untrack.remove(&r.tid());
                 self.check(Rule::UnmapUntrack, last == Some(vid), &[r], || {
                     (
@@ -2136,7 +2130,11 @@ impl<S: Sink> Model<S> {
         // before it write-protects the PTEs, and a driver's unmap_mapping_range zaps holding
         // only the file's i_mmap lock; since 6.17 mprotect's PTE batching itself asks about
         // the old, still writable PTE (mm/mprotect.c:change_pte_range, cac1db8c3aad).
-        let locked = i > 0 && matches!(t.nodes[0].hook, Hook::Fault | Hook::CopyPageRange);
+        let locked = i > 0
+            && matches!(
+                t.nodes[0].hook,
+                Some(Hook::HandleMmFault | Hook::CopyPageRange)
+            );
         let cow_raw = special && vm_flags.is_some_and(|vm| b.is_cow(vm));
         match vm_flags {
             Some(vm) if locked || cow_raw => {

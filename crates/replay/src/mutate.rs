@@ -12,10 +12,11 @@ use std::collections::BTreeSet;
 use pfnscope_trace::{Record, TraceMeta};
 use serde::Serialize;
 
-use crate::bits::{Cache, PatTable, errno, pte, vm_fault as vf};
-use crate::hook::Hook;
 use crate::kernel::KernelRules;
 use crate::run::check_records;
+use pfnscope_abi::bits::{errno, pfn_t, pte, vm_fault as vf};
+use pfnscope_abi::hook::Ret;
+use pfnscope_abi::{Cache, Hook};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum MutationKind {
@@ -49,9 +50,8 @@ fn spread<T: Clone>(v: Vec<T>) -> Vec<T> {
         .collect()
 }
 
-fn other_ret(h: Hook, ret: i64) -> i64 {
-    let vm_fault = h == Hook::Fault || h.is_insert();
-    if vm_fault {
+fn other_ret(h: Option<Hook>, ret: i64) -> i64 {
+    if h.and_then(Hook::ret) == Some(Ret::VmFault) {
         // Successes become failures: one success code for another (LOCKED for NOPAGE on a
         // file vma, where fault-around may or may not have mapped the page) is an equivalent
         // mutant no trace of these hooks can tell apart.
@@ -61,7 +61,7 @@ fn other_ret(h: Hook, ret: i64) -> i64 {
             _ => vf::NOPAGE as i64,
         }
     } else if ret == 0 {
-        if h == Hook::MemReserve {
+        if h == Some(Hook::MemtypeReserve) {
             errno::EBUSY
         } else {
             errno::EINVAL
@@ -82,8 +82,9 @@ fn other_cache(c: Cache) -> Cache {
 
 /// Every mutant of `records` (at most [`MAX_PER_KIND`] per kind).
 pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
-    let pat = PatTable::from_meta(&meta.pat_table);
-    let hooks: Vec<Hook> = records.iter().map(|r| Hook::from_name(&r.hook)).collect();
+    let pat = meta.pat();
+    let hooks: Vec<Option<Hook>> = records.iter().map(|r| Hook::parse(&r.hook)).collect();
+    let is = |i: usize, pred: fn(Hook) -> bool| hooks[i].is_some_and(pred);
     let mut out = Vec::new();
 
     let rets: Vec<usize> = (0..records.len())
@@ -105,11 +106,13 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
         .filter(|&i| {
             matches!(
                 hooks[i],
-                Hook::TrackInsert
-                    | Hook::SetupCachemode
-                    | Hook::TrackRemap
-                    | Hook::PfnmapTrack
-                    | Hook::MemReserve
+                Some(
+                    Hook::TrackPfnInsert
+                        | Hook::PfnmapSetupCachemode
+                        | Hook::TrackPfnRemap
+                        | Hook::PfnmapTrack
+                        | Hook::MemtypeReserve
+                )
             )
         })
         .filter(|&i| {
@@ -147,19 +150,24 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
     let hook_of_id: std::collections::HashMap<u64, Hook> = records
         .iter()
         .zip(&hooks)
-        .map(|(r, h)| (r.id, *h))
+        .filter_map(|(r, h)| Some((r.id, (*h)?)))
         .collect();
     let standalone = |i: usize| {
-        matches!(hooks[i], Hook::MemReserve | Hook::MemFree)
+        matches!(hooks[i], Some(Hook::MemtypeReserve | Hook::MemtypeFree))
             && hook_of_id.get(&records[i].parent).is_none_or(|h| {
                 !(h.is_pat()
-                    || matches!(h, Hook::Remap | Hook::CopyPageRange | Hook::UnmapPageRange))
+                    || matches!(
+                        h,
+                        Hook::RemapPfnRange | Hook::CopyPageRange | Hook::UnmapPageRange
+                    ))
             })
     };
     let pats: Vec<usize> = (0..records.len())
-        .filter(|&i| hooks[i].is_pat() && !standalone(i))
+        .filter(|&i| is(i, Hook::is_pat) && !standalone(i))
         .collect();
-    let all_pats: Vec<usize> = (0..records.len()).filter(|&i| hooks[i].is_pat()).collect();
+    let all_pats: Vec<usize> = (0..records.len())
+        .filter(|&i| is(i, Hook::is_pat))
+        .collect();
     for &i in &spread(pats.clone()) {
         let mut recs = records.to_vec();
         let gone = recs.remove(i);
@@ -206,15 +214,13 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
 
     // A PTE for a page after it left the page cache: replay the last mapping of it after the delete.
     let deletes: Vec<usize> = (0..records.len())
-        .filter(|&i| hooks[i] == Hook::FilemapDelete && records[i].pfn.is_some())
+        .filter(|&i| hooks[i] == Some(Hook::FilemapDelete) && records[i].pfn.is_some())
         .collect();
     for i in spread(deletes) {
         let pfn = records[i].pfn.expect("filtered");
-        let Some(seen) = records[..i]
-            .iter()
-            .rev()
-            .find(|r| r.hook == "vm_normal_page" && r.pfn == Some(pfn) && r.page == Some(true))
-        else {
+        let Some(seen) = records[..i].iter().rev().find(|r| {
+            r.hook == Hook::VmNormalPage.name() && r.pfn == Some(pfn) && r.page == Some(true)
+        }) else {
             continue;
         };
         let mut recs = records.to_vec();
@@ -231,19 +237,18 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
         });
     }
 
-    let vm_bits = crate::bits::VmBits::from_meta(&meta.vm_flag_bits, true);
+    let vm_bits = meta.vm_bits(true);
     let (pfnmap, mixed) = (vm_bits.pfnmap, vm_bits.mixedmap);
     // A vma that has neither flag already (device-dax) is mapped into through its pfn_t's
     // devmap or special flags: those are what the mutant takes away. Without them (older
     // traces) the mutant would be equivalent, and is not made.
     let lets_in = |r: &Record| {
-        r.pfn_flags.is_some_and(|f| {
-            crate::bits::pfn_t::is_devmap(f) || f & crate::bits::pfn_t::SPECIAL != 0
-        })
+        r.pfn_flags
+            .is_some_and(|f| pfn_t::is_devmap(f) || f & pfn_t::SPECIAL != 0)
     };
     let inserts: Vec<usize> = (0..records.len())
         .filter(|&i| {
-            hooks[i].is_insert()
+            is(i, Hook::is_insert)
                 && records[i]
                     .vma_flags
                     .is_some_and(|f| f & (pfnmap | mixed) != 0 || lets_in(&records[i]))
@@ -271,7 +276,7 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
 
     // The vma a tracepoint fault came with, moved to just above the address.
     let tp_faults: Vec<usize> = (0..records.len())
-        .filter(|&i| matches!(hooks[i], Hook::PageFaultUser | Hook::PageFaultKernel))
+        .filter(|&i| matches!(hooks[i], Some(Hook::PageFaultUser | Hook::PageFaultKernel)))
         .filter(|&i| records[i].address.is_some() && records[i].vma_start.is_some())
         .collect();
     for i in spread(tp_faults) {
@@ -294,7 +299,7 @@ pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {
 
     // A raw PFN of a COW vma shown writable: writes would reach the device, not a private copy.
     let cow_raw: Vec<usize> = (0..records.len())
-        .filter(|&i| hooks[i] == Hook::Vnp)
+        .filter(|&i| hooks[i] == Some(Hook::VmNormalPage))
         .filter(|&i| match (records[i].pte, records[i].vma_flags) {
             (Some(v), Some(f)) => v & pte::SPECIAL != 0 && v & pte::RW == 0 && vm_bits.is_cow(f),
             _ => false,

@@ -19,9 +19,8 @@ use std::collections::HashMap;
 use pfnscope_trace::{Rec, Record, Rows};
 use serde::Serialize;
 
-use crate::bits::PAGE_SHIFT;
 use crate::engine::{Consumer, Feed, IdMap, Tree};
-use crate::hook::Hook;
+use pfnscope_abi::{Hook, bits::PAGE_SHIFT};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ProbeCost {
@@ -131,7 +130,7 @@ impl Consumer for Tally {
     /// Loss counters do not change what the recorded latencies add up to.
     fn counters(&mut self, _: Rec<'_>) {}
 
-    fn call(&mut self, _: Hook) {}
+    fn call(&mut self, _: Option<Hook>) {}
 
     fn tree(&mut self, t: &Tree) {
         Tally::tree(self, t)
@@ -164,7 +163,7 @@ impl Tally {
                     ));
                 }
             }
-            if n.hook == Hook::Fault {
+            if n.hook == Some(Hook::HandleMmFault) {
                 self.fault(t, i);
             }
         }
@@ -182,7 +181,7 @@ impl Tally {
         while let Some((k, in_insert)) = stack.pop() {
             let n = &t.nodes[k];
             let l = n.rec().latency_ns().unwrap_or(0);
-            let is_ins = n.hook.is_insert();
+            let is_ins = n.hook.is_some_and(Hook::is_insert);
             if is_ins && !in_insert {
                 insert = insert.saturating_add(l);
                 if pfn.is_none()
@@ -192,7 +191,7 @@ impl Tally {
                     pfn = n.rec().pfn();
                 }
             }
-            if n.hook.is_insert_lookup() {
+            if n.hook.is_some_and(Hook::is_insert_lookup) {
                 pat = pat.saturating_add(l);
             }
             stack.extend(t.kids(k).iter().map(|&c| (c, in_insert || is_ins)));
@@ -372,8 +371,8 @@ impl OverheadReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::Series;
     use crate::synth::workload;
+    use pfnscope_abi::kernel::Series;
 
     #[test]
     fn overhead_table() {

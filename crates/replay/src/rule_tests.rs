@@ -3,8 +3,11 @@
 
 use pfnscope_trace::Record;
 
-use crate::bits::{Cache, PAGE_SIZE, errno, fault_flag as ff, pfn_t, pte, vm_fault as vf};
-use crate::kernel::{KernelRules, Series};
+use pfnscope_abi::Cache;
+use pfnscope_abi::bits::{PAGE_SIZE, errno, fault_flag as ff, pfn_t, pte, vm_fault as vf};
+use pfnscope_abi::kernel::Series;
+
+use crate::kernel::KernelRules;
 use crate::report::Report;
 use crate::rules::Rule;
 use crate::run::check_records;

@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn batches_with_waiting_calls_are_let_go_and_replay_the_same() {
         use crate::engine::{Consumer, Feed, HELD_ROWS, Tree};
-        use crate::hook::Hook;
+        use pfnscope_abi::Hook;
         use pfnscope_trace::Rec;
 
         let p = tmp("stragglers");
@@ -288,7 +288,7 @@ mod tests {
         struct Nothing;
         impl Consumer for Nothing {
             fn counters(&mut self, _: Rec<'_>) {}
-            fn call(&mut self, _: Hook) {}
+            fn call(&mut self, _: Option<Hook>) {}
             fn tree(&mut self, _: &Tree) {}
         }
         let mut feed = Feed::default();

@@ -9,12 +9,11 @@ use std::collections::HashMap;
 
 use pfnscope_trace::{PlanEntry, Record, Sym, TraceMeta};
 
-use crate::bits::{
-    Cache, PAGE_SHIFT, PAGE_SIZE, PatTable, VmBits, errno, fault_flag as ff, is_isa_range, pte,
-    vm_fault as vf,
+use pfnscope_abi::bits::{
+    PAGE_SHIFT, PAGE_SIZE, VmBits, errno, fault_flag as ff, is_isa_range, pte, vm_fault as vf,
 };
-use crate::hook::Hook;
-use crate::kernel::Series;
+use pfnscope_abi::kernel::Series;
+use pfnscope_abi::{Cache, PatTable};
 
 /// A vma as the builder's kernel knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -453,7 +452,7 @@ impl TraceBuilder {
         } else {
             prot
         };
-        let pat = self.pat.clone();
+        let pat = self.pat;
         self.close(|r| {
             r.prot_out = Some(prot_out);
             r.cache_out = Some(pat.of_prot(prot_out).name().into());
@@ -783,11 +782,6 @@ impl TraceBuilder {
             r.index = Some(index);
             r.dev = Some(8);
         });
-    }
-
-    /// Hook ids of what the builder emits, for callers that filter.
-    pub fn hook_of(r: &Record) -> Hook {
-        Hook::from_name(&r.hook)
     }
 }
 

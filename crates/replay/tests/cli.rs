@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use pfnscope_abi::kernel::Series;
 use pfnscope_trace::{Record, TraceMeta, TraceWriter};
-use replay::kernel::Series;
 use replay::synth::workload;
 
 struct TempDir(PathBuf);

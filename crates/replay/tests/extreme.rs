@@ -3,9 +3,10 @@
 //! must report on them, not panic. Tests build with overflow checks, so arithmetic that would
 //! wrap in a release build fails here.
 
+use pfnscope_abi::kernel::Series;
 use pfnscope_trace::Record;
 use replay::check_records;
-use replay::kernel::{KernelRules, Series};
+use replay::kernel::KernelRules;
 use replay::overhead::Overhead;
 use replay::synth::workload;
 

@@ -5,8 +5,9 @@
 
 use std::path::PathBuf;
 
-use replay::bits::pfn_t;
-use replay::kernel::{KernelRules, Series};
+use pfnscope_abi::bits::pfn_t;
+use pfnscope_abi::kernel::Series;
+use replay::kernel::KernelRules;
 use replay::mutate::{MutationScore, score};
 use replay::run::rules_for;
 use replay::synth::workload;

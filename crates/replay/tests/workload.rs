@@ -1,7 +1,8 @@
 //! A correct kernel's hand-built workload replays clean, on every rule set.
 
+use pfnscope_abi::kernel::Series;
 use replay::check_records;
-use replay::kernel::{KernelRules, Series};
+use replay::kernel::KernelRules;
 use replay::synth::workload;
 
 #[test]

@@ -22,7 +22,6 @@
 mod checked;
 mod columns;
 mod guard;
-pub mod kernel;
 mod meta;
 mod reader;
 mod record;
@@ -38,7 +37,7 @@ pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
 };
 pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
-pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
+pub use record::{COUNTERS_HOOK, Record};
 pub use stdout::print_stdout;
 pub use sym::{Interner, Sym};
 pub use writer::{TraceWriter, WriteError};

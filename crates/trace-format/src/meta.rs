@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use pfnscope_abi::{PatTable, bits::VmBits};
 use serde::{Deserialize, Serialize};
 
 /// Schema-metadata key holding [`TraceMeta`] as JSON.
@@ -47,6 +48,22 @@ pub struct TraceMeta {
     /// (anonymous read faults, fs-dax holes). None when kallsyms has no data symbols.
     #[serde(default)]
     pub zero_pfn: Option<u64>,
+}
+
+impl TraceMeta {
+    /// The `vm_flags` bits to decode `vma_flags` with: the recorded ones, the x86 defaults for
+    /// the rest (VM_PAT only where the kernel has it).
+    pub fn vm_bits(&self, has_vm_pat: bool) -> VmBits {
+        VmBits::from_names(
+            self.vm_flag_bits.iter().map(|(k, v)| (k.as_str(), *v)),
+            has_vm_pat,
+        )
+    }
+
+    /// The PAT table protections were decoded with (Linux's own when not recorded).
+    pub fn pat(&self) -> PatTable {
+        PatTable::from_names(self.pat_table.iter().map(String::as_str))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

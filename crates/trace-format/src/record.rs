@@ -83,16 +83,3 @@ pub struct Record {
     pub unpaired: Option<u64>,
     pub read_failed: Option<u64>,
 }
-
-/// Names of `enum page_cache_mode` values and of PAT-table entries.
-pub fn cache_mode_name(pcm: u32) -> &'static str {
-    match pcm {
-        0 => "WB",
-        1 => "WC",
-        2 => "UC-",
-        3 => "UC",
-        4 => "WT",
-        5 => "WP",
-        _ => "?",
-    }
-}

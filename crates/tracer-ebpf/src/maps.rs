@@ -4,14 +4,14 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use pfnscope_abi::{Event, Filter, HookSpec, Offsets, counter, hook};
+use pfnscope_abi::{Event, Filter, Hook, HookSpec, Offsets, counter};
 
 /// User space raises this with `EbpfLoader::set_max_entries` (`--buffer-mb`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
 #[map]
-pub static HOOK_SPECS: Array<HookSpec> = Array::with_max_entries(hook::COUNT as u32, 0);
+pub static HOOK_SPECS: Array<HookSpec> = Array::with_max_entries(Hook::COUNT as u32, 0);
 
 /// Thread-group ids to trace when `Filter::by_tgid` is set.
 #[map]

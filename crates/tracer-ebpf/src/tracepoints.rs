@@ -12,7 +12,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
-use pfnscope_abi::{COMM_LEN, Event, Mode, Offsets, VmaSnapshot, flags, hook};
+use pfnscope_abi::{COMM_LEN, Event, Hook, Mode, Offsets, VmaSnapshot, flags};
 
 use crate::{
     context::{begin, begin_at, current_parent, read_comm, spec},
@@ -150,7 +150,7 @@ pub fn task_rename_raw(_ctx: RawTracePointContext) -> u32 {
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
     page_fault(
-        hook::PAGE_FAULT_USER,
+        Hook::PageFaultUser as u16,
         Mode::TpBtf as u8,
         ctx.arg(0),
         0,
@@ -163,7 +163,7 @@ pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> u32 {
     page_fault(
-        hook::PAGE_FAULT_KERNEL,
+        Hook::PageFaultKernel as u16,
         Mode::TpBtf as u8,
         ctx.arg(0),
         0,
@@ -176,7 +176,7 @@ pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user_raw(ctx: RawTracePointContext) -> u32 {
     page_fault(
-        hook::PAGE_FAULT_USER,
+        Hook::PageFaultUser as u16,
         Mode::RawTp as u8,
         ctx.arg(0),
         0,
@@ -189,7 +189,7 @@ pub fn page_fault_user_raw(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "page_fault_kernel")]
 pub fn page_fault_kernel_raw(ctx: RawTracePointContext) -> u32 {
     page_fault(
-        hook::PAGE_FAULT_KERNEL,
+        Hook::PageFaultKernel as u16,
         Mode::RawTp as u8,
         ctx.arg(0),
         0,
@@ -233,23 +233,23 @@ fn page_fault_tp(ctx: &TracePointContext, hook_id: u16) {
 
 #[tracepoint(category = "exceptions", name = "page_fault_user")]
 pub fn page_fault_user_tp(ctx: TracePointContext) -> u32 {
-    page_fault_tp(&ctx, hook::PAGE_FAULT_USER);
+    page_fault_tp(&ctx, Hook::PageFaultUser as u16);
     0
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_kernel")]
 pub fn page_fault_kernel_tp(ctx: TracePointContext) -> u32 {
-    page_fault_tp(&ctx, hook::PAGE_FAULT_KERNEL);
+    page_fault_tp(&ctx, Hook::PageFaultKernel as u16);
     0
 }
 
 /// Fields: pfn, i_ino, index, s_dev (the same in every supported kernel).
 #[tracepoint(category = "filemap", name = "mm_filemap_delete_from_page_cache")]
-pub fn filemap_delete_tp(ctx: TracePointContext) -> u32 {
-    if spec(hook::FILEMAP_DELETE).is_none() {
+pub fn mm_filemap_delete_from_page_cache_tp(ctx: TracePointContext) -> u32 {
+    if spec(Hook::FilemapDelete as u16).is_none() {
         return 0;
     }
-    let Some(ev) = begin(hook::FILEMAP_DELETE, Mode::Tracepoint as u8) else {
+    let Some(ev) = begin(Hook::FilemapDelete as u16, Mode::Tracepoint as u8) else {
         return 0;
     };
     let o = offsets();
@@ -266,7 +266,7 @@ pub fn filemap_delete_tp(ctx: TracePointContext) -> u32 {
 /// Extends the traced set to children (so `record -- CMD` follows the whole tree) and records
 /// the fork itself, the context of `track_pfn_copy` and `copy_page_range`.
 #[tracepoint(category = "sched", name = "sched_process_fork")]
-pub fn sched_fork_tp(ctx: TracePointContext) -> u32 {
+pub fn sched_process_fork_tp(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !process_allowed(tgid) {
         return 0;
@@ -277,10 +277,10 @@ pub fn sched_fork_tp(ctx: TracePointContext) -> u32 {
     if f.by_tgid != 0 && f.follow_children != 0 && child != 0 {
         let _ = TGIDS.insert(&child, &1u8, 0);
     }
-    if spec(hook::SCHED_PROCESS_FORK).is_none() {
+    if spec(Hook::SchedProcessFork as u16).is_none() {
         return 0;
     }
-    let Some(ev) = begin(hook::SCHED_PROCESS_FORK, Mode::Tracepoint as u8) else {
+    let Some(ev) = begin(Hook::SchedProcessFork as u16, Mode::Tracepoint as u8) else {
         return 0;
     };
     ev.args[0] = tp_field_u32(&ctx, o.tp_fork_parent_pid);

@@ -6,13 +6,13 @@ use aya::{
     maps::{Array, MapData},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
-use pfnscope_abi::{Filter, HookSpec, Mode, Offsets, hook};
+use pfnscope_abi::{
+    Filter, Hook, HookSpec, Mode, Offsets,
+    hook::{HookDef, Kind},
+};
 use pfnscope_trace::RungFailure;
 
-use crate::{
-    hooks::{HookDef, Kind},
-    system::{KPROBE_PMU, kprobe_pmu},
-};
+use crate::system::{KPROBE_PMU, kprobe_pmu};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -41,8 +41,8 @@ pub fn load(offsets: &Offsets, filter: &Filter, ring_bytes: u32) -> Result<Ebpf,
         .map_err(|e| LoadError::Object(chain(&e)))
 }
 
-pub fn set_spec(ebpf: &mut Ebpf, id: u16, spec: HookSpec) -> Result<(), LoadError> {
-    set_array(ebpf, "HOOK_SPECS", id as u32, spec)
+pub fn set_spec(ebpf: &mut Ebpf, hook: Hook, spec: HookSpec) -> Result<(), LoadError> {
+    set_array(ebpf, "HOOK_SPECS", hook as u32, spec)
 }
 
 /// Tells the programs whether any function hook is attached (`CALLS_LIVE`).
@@ -200,26 +200,15 @@ fn kprobe_rung(ebpf: &mut Ebpf, sym: &str, stem: &str) -> Result<(), String> {
     res
 }
 
-/// eBPF program names of a tracepoint hook's rungs.
-fn tracepoint_stem(id: u16) -> &'static str {
-    match id {
-        hook::PAGE_FAULT_USER => "page_fault_user",
-        hook::PAGE_FAULT_KERNEL => "page_fault_kernel",
-        hook::FILEMAP_DELETE => "filemap_delete",
-        hook::SCHED_PROCESS_FORK => "sched_fork",
-        _ => "",
-    }
-}
-
+/// A tracepoint rung: its programs are named after the event (`<event>_btf`, `_raw`, `_tp`).
 fn tracepoint_rung(
     ebpf: &mut Ebpf,
     btf: &Btf,
-    id: u16,
     group: &str,
     event: &str,
     mode: Mode,
 ) -> Result<(), String> {
-    let stem = tracepoint_stem(id);
+    let stem = event;
     match mode {
         Mode::TpBtf => {
             let p: &mut BtfTracePoint = program(ebpf, &format!("{stem}_btf"))?;
@@ -248,15 +237,13 @@ pub fn attach(
     symbol: &str,
 ) -> (Option<Mode>, Vec<RungFailure>) {
     let mut failures = vec![];
-    for &mode in def.rungs() {
+    for &mode in def.hook.rungs() {
         let res = match def.kind {
             Kind::Function { .. } => match mode {
-                Mode::Fentry => fentry_rung(ebpf, btf, symbol, def.name()),
-                _ => kprobe_rung(ebpf, symbol, def.name()),
+                Mode::Fentry => fentry_rung(ebpf, btf, symbol, def.name),
+                _ => kprobe_rung(ebpf, symbol, def.name),
             },
-            Kind::Tracepoint { group, event, .. } => {
-                tracepoint_rung(ebpf, btf, def.id, group, event, mode)
-            }
+            Kind::Tracepoint { group, event, .. } => tracepoint_rung(ebpf, btf, group, event, mode),
         };
         match res {
             Ok(()) => return (Some(mode), failures),

@@ -4,28 +4,21 @@
 
 use std::collections::HashMap;
 
-use pfnscope_abi::{Event, Mode, flags, hook};
+use pfnscope_abi::{
+    Cache, Event, Hook, Mode, PatTable,
+    bits::{PAGE_SHIFT, pfn_t, pte},
+    flags,
+    hook::{Ret, Role},
+};
 use pfnscope_trace::{Interner, Record, Sym};
 
-use crate::{
-    hooks::{Ret, Role},
-    plan::Resolved,
-    system::Kallsyms,
-};
+use crate::{plan::Resolved, system::Kallsyms};
 
-/// pfn_t keeps flags in its top bits (PFN_DEV, PFN_MAP, ...); 6.18's plain pfns have none.
-const PFN_MASK: u64 = (1 << 52) - 1;
-/// x86-64 PTE physical address bits 12..51.
-const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
-pub const PAGE_SHIFT: u32 = 12;
+/// The PAT table protections are decoded with: Linux's own (see README, Limits).
+pub const PAT_TABLE: PatTable = PatTable::LINUX;
 
-/// Linux's PAT MSR layout since 4.2 (arch/x86/mm/pat/memtype.c `pat_bp_init`), by
-/// PWT | PCD << 1 | PAT << 2.
-pub const LINUX_PAT_TABLE: [&str; 8] = ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"];
-
-pub fn cache_of_prot(prot: u64) -> &'static str {
-    let idx = ((prot >> 3) & 1) | (((prot >> 4) & 1) << 1) | (((prot >> 7) & 1) << 2);
-    LINUX_PAT_TABLE[idx as usize]
+fn cache_of_prot(prot: u64) -> &'static str {
+    PAT_TABLE.of_prot(prot).name()
 }
 
 /// Small dense ids for kernel pointers, stable within one trace.
@@ -57,9 +50,9 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(resolved: Vec<Resolved>, kallsyms: Kallsyms) -> Decoder {
-        let mut hooks = vec![None; hook::COUNT];
+        let mut hooks = vec![None; Hook::COUNT];
         for r in resolved {
-            let id = r.def.id as usize;
+            let id = r.def.hook as usize;
             hooks[id] = Some(r);
         }
         Decoder {
@@ -107,7 +100,9 @@ impl Decoder {
             comm: self
                 .names
                 .get(&String::from_utf8_lossy(&ev.comm[..comm_len])),
-            hook: self.names.get(hook::name(ev.hook).unwrap_or("?")),
+            hook: self
+                .names
+                .get(Hook::from_u16(ev.hook).map(Hook::name).unwrap_or("?")),
             mode: self
                 .names
                 .get(Mode::from_u8(ev.mode).map(Mode::name).unwrap_or("?")),
@@ -129,27 +124,15 @@ impl Decoder {
             r.file_id = self.files.get(v.vm_file);
             r.mm_id = self.mms.get(v.mm);
         }
-        match ev.hook {
-            hook::PAGE_FAULT_USER | hook::PAGE_FAULT_KERNEL => {
-                r.address = Some(ev.args[0]);
-                r.error_code = Some(ev.args[2] as u32);
-            }
-            hook::FILEMAP_DELETE => {
-                r.pfn = Some(ev.args[0]);
-                r.ino = Some(ev.args[1]);
-                r.index = Some(ev.args[2]);
-                r.dev = Some(ev.args[3]);
-            }
-            hook::SCHED_PROCESS_FORK => {
-                r.child_pid = Some(ev.args[1] as u32);
-            }
-            id => self.decode_function(id, ev, &mut r),
+        if let Some(h) = Hook::from_u16(ev.hook) {
+            self.decode_args(h, ev, &mut r);
         }
         r
     }
 
-    fn decode_function(&mut self, id: u16, ev: &Event, r: &mut Record) {
-        let Some(Some(res)) = self.hooks.get(id as usize) else {
+    /// Argument slots (a function's parameters, a tracepoint's fields) by their role.
+    fn decode_args(&mut self, hook: Hook, ev: &Event, r: &mut Record) {
+        let Some(Some(res)) = self.hooks.get(hook as usize) else {
             return;
         };
         let has_ptr = ev.flags & flags::HAS_PTR != 0;
@@ -160,10 +143,10 @@ impl Decoder {
                 Role::Vma => {}
                 Role::Vmf | Role::Addr => r.address = Some(v),
                 Role::AddrEnd => r.size = r.address.map(|a| v.saturating_sub(a)),
-                Role::Pfn => r.pfn = Some(v & PFN_MASK),
+                Role::Pfn => r.pfn = Some(v & pfn_t::PFN_MASK),
                 Role::PfnT => {
-                    r.pfn = Some(v & PFN_MASK);
-                    r.pfn_flags = Some(v & !PFN_MASK);
+                    r.pfn = Some(v & pfn_t::PFN_MASK);
+                    r.pfn_flags = Some(v & !pfn_t::PFN_MASK);
                 }
                 Role::Prot => {
                     r.prot = Some(v);
@@ -183,7 +166,7 @@ impl Decoder {
                 Role::FaultFlags => r.fault_flags = Some(v as u32),
                 Role::Pte => {
                     r.pte = Some(v);
-                    r.pfn = Some((v & PTE_PFN_MASK) >> PAGE_SHIFT);
+                    r.pfn = Some(pte::pfn(v));
                 }
                 Role::Write => r.write = Some(v & 0xff != 0),
                 Role::PhysStart => {
@@ -191,25 +174,24 @@ impl Decoder {
                     r.pfn = Some(v >> PAGE_SHIFT);
                 }
                 Role::PhysEnd => r.size = phys_start.map(|s| v.saturating_sub(s)),
-                Role::CacheReq => {
-                    r.cache_req = Some(self.names.get(pfnscope_trace::cache_mode_name(v as u32)))
-                }
+                Role::CacheReq => r.cache_req = Some(pcm_name(&mut self.names, v)),
                 Role::CacheOutPtr => {
                     if has_ptr && ev.flags & flags::HAS_RET != 0 {
-                        r.cache_out = Some(
-                            self.names
-                                .get(pfnscope_trace::cache_mode_name(ev.ptr_exit as u32)),
-                        );
+                        // The enum is 32 bits: the upper half is whatever followed it.
+                        r.cache_out = Some(pcm_name(&mut self.names, ev.ptr_exit));
                     }
                 }
+                Role::ErrorCode => r.error_code = Some(v as u32),
+                Role::Ino => r.ino = Some(v),
+                Role::Index => r.index = Some(v),
+                Role::Dev => r.dev = Some(v),
+                Role::ChildPid => r.child_pid = Some(v as u32),
+                Role::Ip | Role::ParentPid => {}
             }
         }
-        // vmf_insert_pfn / vmf_insert_mixed[_mkwrite] use the vma's own protection.
-        if matches!(
-            id,
-            hook::VMF_INSERT_PFN | hook::VMF_INSERT_MIXED | hook::VMF_INSERT_MIXED_MKWRITE
-        ) && r.prot.is_none()
-        {
+        // A PTE-level insert without a protection argument (vmf_insert_pfn,
+        // vmf_insert_mixed[_mkwrite]) maps with the vma's own: `vma->vm_page_prot`.
+        if hook.insert_pages() == Some(1) && res.slot(Role::Prot).is_none() && r.prot.is_none() {
             r.prot = r.vma_prot;
             r.cache_req = r.vma_cache;
         }
@@ -224,31 +206,35 @@ impl Decoder {
     }
 }
 
+/// An `enum page_cache_mode` value's name ("?" for one the kernel does not define).
+fn pcm_name(names: &mut Interner, v: u64) -> Sym {
+    names.get(Cache::from_pcm(v as u32).map(Cache::name).unwrap_or("?"))
+}
+
 #[cfg(test)]
 mod tests {
     use pfnscope_abi::VmaSnapshot;
 
     use super::*;
-    use crate::hooks::def;
 
-    fn resolved(id: u16, slots: &[(u8, Role)], ret: Ret) -> Resolved {
+    fn resolved(hook: Hook, slots: &[(u8, Role)], ret: Ret) -> Resolved {
         Resolved {
-            def: def(id),
-            symbol: def(id).name().into(),
+            def: hook.def(),
+            symbol: hook.name().into(),
             slots: slots.to_vec(),
             nargs: slots.len() as u8,
-            ret: Some(ret),
+            ret: hook.is_function().then_some(ret),
         }
     }
 
-    fn event(hook: u16, args: [u64; 6]) -> Event {
+    fn event(hook: Hook, args: [u64; 6]) -> Event {
         Event {
             ts_entry: 1000,
             ts_exit: 1750,
             id: 7,
             parent: 3,
             args,
-            hook,
+            hook: hook as u16,
             mode: Mode::Fentry as u8,
             flags: flags::HAS_RET | flags::HAS_VMA,
             comm: *b"bochs-test\0\0\0\0\0\0",
@@ -275,7 +261,7 @@ mod tests {
     #[test]
     fn insert_pfn_prot_decodes_wc_request_and_masks_pfn_t_flags() {
         let mut d = decoder(vec![resolved(
-            hook::VMF_INSERT_PFN_PROT,
+            Hook::VmfInsertPfnProt,
             &[
                 (0, Role::Vma),
                 (1, Role::Addr),
@@ -286,7 +272,7 @@ mod tests {
         )]);
         // PFN_DEV | PFN_MAP in the top bits; prot 0x2f = PRESENT|RW|USER|PWT|ACCESSED: WC.
         let mut ev = event(
-            hook::VMF_INSERT_PFN_PROT,
+            Hook::VmfInsertPfnProt,
             [0, 0x7f00_0000_1000, (3 << 60) | 0xfd001, 0x2f, 0, 0],
         );
         ev.ret = 0xffff_ffff_0000_0100; // garbage above vm_fault_t's 32 bits
@@ -310,13 +296,13 @@ mod tests {
     #[test]
     fn a_pfn_t_keeps_its_flags() {
         let mut d = decoder(vec![resolved(
-            hook::VMF_INSERT_MIXED,
+            Hook::VmfInsertMixed,
             &[(0, Role::Vma), (1, Role::Addr), (2, Role::PfnT)],
             Ret::VmFault,
         )]);
         // PFN_DEV | PFN_MAP: a devmap pfn (device-dax).
         let ev = event(
-            hook::VMF_INSERT_MIXED,
+            Hook::VmfInsertMixed,
             [0, 0x7f00_0000_1000, (3 << 60) | 0x34203, 0, 0, 0],
         );
         let r = d.decode(&ev);
@@ -327,12 +313,12 @@ mod tests {
     #[test]
     fn pointers_become_ids_never_addresses() {
         let mut d = decoder(vec![resolved(
-            hook::HANDLE_MM_FAULT,
+            Hook::HandleMmFault,
             &[(0, Role::Vma), (1, Role::Addr), (2, Role::FaultFlags)],
             Ret::VmFault,
         )]);
         let mut ev = event(
-            hook::HANDLE_MM_FAULT,
+            Hook::HandleMmFault,
             [0xffff_8880_1234_5000, 0x7f00_0000_2000, 0x1255, 0, 0, 0],
         );
         ev.vma.vm_ops = 0xffff_ffff_c000_2000; // not in kallsyms
@@ -355,12 +341,12 @@ mod tests {
     #[test]
     fn pat_pointer_in_and_out() {
         let mut d = decoder(vec![resolved(
-            hook::TRACK_PFN_INSERT,
+            Hook::TrackPfnInsert,
             &[(0, Role::Vma), (1, Role::ProtPtr), (2, Role::Pfn)],
             Ret::Void,
         )]);
         let mut ev = event(
-            hook::TRACK_PFN_INSERT,
+            Hook::TrackPfnInsert,
             [0, 0xffff_c900_0000_0000, 0xfd000, 0, 0, 0],
         );
         ev.flags |= flags::HAS_PTR;
@@ -379,12 +365,12 @@ mod tests {
     fn vm_normal_page_and_errno_and_memtype() {
         let mut d = decoder(vec![
             resolved(
-                hook::VM_NORMAL_PAGE,
+                Hook::VmNormalPage,
                 &[(0, Role::Vma), (1, Role::Addr), (2, Role::Pte)],
                 Ret::Page,
             ),
             resolved(
-                hook::REMAP_PFN_RANGE,
+                Hook::RemapPfnRange,
                 &[
                     (0, Role::Vma),
                     (1, Role::Addr),
@@ -395,7 +381,7 @@ mod tests {
                 Ret::Errno,
             ),
             resolved(
-                hook::MEMTYPE_RESERVE,
+                Hook::MemtypeReserve,
                 &[
                     (0, Role::PhysStart),
                     (1, Role::PhysEnd),
@@ -406,7 +392,7 @@ mod tests {
             ),
         ]);
         let mut ev = event(
-            hook::VM_NORMAL_PAGE,
+            Hook::VmNormalPage,
             [0, 0x7f00_0000_0000, 0x8000_0000_000a_0237, 0, 0, 0],
         );
         ev.ret = 0;
@@ -417,7 +403,7 @@ mod tests {
         );
 
         let mut ev = event(
-            hook::REMAP_PFN_RANGE,
+            Hook::RemapPfnRange,
             [0, 0x7f00_0000_0000, 0xa0, 0x10000, 0x8000_0000_0000_0027, 0],
         );
         ev.ret = (-22i64) as u64 & 0xffff_ffff;
@@ -428,7 +414,7 @@ mod tests {
         );
 
         let mut ev = event(
-            hook::MEMTYPE_RESERVE,
+            Hook::MemtypeReserve,
             [0xa0000, 0xb0000, 1, 0xffff_c900_0000_0000, 0, 0],
         );
         ev.flags = flags::HAS_RET | flags::HAS_PTR;
@@ -444,8 +430,12 @@ mod tests {
 
     #[test]
     fn tracepoint_fault() {
-        let mut d = decoder(vec![]);
-        let mut ev = event(hook::PAGE_FAULT_USER, [0x5555_0000_1000, 0, 0x6, 0, 0, 0]);
+        let mut d = decoder(vec![resolved(
+            Hook::PageFaultUser,
+            &[(0, Role::Addr), (1, Role::Ip), (2, Role::ErrorCode)],
+            Ret::Void,
+        )]);
+        let mut ev = event(Hook::PageFaultUser, [0x5555_0000_1000, 0, 0x6, 0, 0, 0]);
         ev.flags = 0;
         ev.mode = Mode::TpBtf as u8;
         let r = d.decode(&ev);
@@ -457,14 +447,5 @@ mod tests {
             (r.hook.as_str(), r.mode.as_str()),
             ("exceptions:page_fault_user", "tp_btf")
         );
-    }
-
-    #[test]
-    fn pat_table_indices() {
-        assert_eq!(cache_of_prot(0x27), "WB");
-        assert_eq!(cache_of_prot(0x2f), "WC"); // PWT
-        assert_eq!(cache_of_prot(0x37), "UC-"); // PCD
-        assert_eq!(cache_of_prot(0x3f), "UC"); // PWT|PCD
-        assert_eq!(cache_of_prot(0xa7), "WB"); // PAT bit alone: index 4
     }
 }

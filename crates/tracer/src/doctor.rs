@@ -3,13 +3,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use pfnscope_abi::Filter;
+use pfnscope_abi::{Filter, Hook, hook::HOOKS};
 use pfnscope_trace::PlanEntry;
 use serde::Serialize;
 
 use crate::{
     btf::VMLINUX,
-    hooks::{self, HOOKS},
     session::{self, Setup},
     system::{self, KPROBE_PMU},
 };
@@ -73,7 +72,7 @@ pub fn report() -> Report {
     }
     let first_fn_failure = plan
         .iter()
-        .filter(|p| hooks::by_name(&p.hook).is_some_and(|d| d.is_function()))
+        .filter(|p| Hook::parse(&p.hook).is_some_and(Hook::is_function))
         .flat_map(|p| p.failures.iter())
         .find(|f| f.mode == "fentry");
     if let Some(f) = first_fn_failure
@@ -83,11 +82,11 @@ pub fn report() -> Report {
     }
     let fn_attached = plan
         .iter()
-        .any(|p| hooks::by_name(&p.hook).is_some_and(|d| d.is_function()) && p.mode.is_some());
+        .any(|p| Hook::parse(&p.hook).is_some_and(Hook::is_function) && p.mode.is_some());
     if !plan.is_empty() && !fn_attached {
         let tp = plan
             .iter()
-            .find(|p| p.hook == "exceptions:page_fault_user")
+            .find(|p| p.hook == Hook::PageFaultUser.name())
             .and_then(|p| p.mode.clone());
         notes.push(match tp {
             Some(mode) => format!(
@@ -102,13 +101,13 @@ pub fn report() -> Report {
         .iter()
         .map(|d| HookReport {
             what: d.what.into(),
-            kernels: d.kernels.describe(),
+            kernels: d.kernels.to_string(),
             plan: plan
                 .iter()
-                .find(|p| p.hook == d.name())
+                .find(|p| p.hook == d.name)
                 .cloned()
                 .unwrap_or_else(|| PlanEntry {
-                    hook: d.name().into(),
+                    hook: d.name.into(),
                     ..Default::default()
                 }),
         })

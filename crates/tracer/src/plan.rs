@@ -3,11 +3,13 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use pfnscope_abi::{HookSpec, NO_SLOT, Offsets};
+use pfnscope_abi::{
+    HookSpec, NO_SLOT, Offsets,
+    hook::{HOOKS, HookDef, Kind, Ret, Role},
+};
 
 use crate::{
     btf::KernelBtf,
-    hooks::{HOOKS, HookDef, Kind, Ret, Role},
     system::{Kallsyms, tracepoint_fields},
 };
 
@@ -54,7 +56,7 @@ pub fn resolve(
 ) -> Result<Resolved, String> {
     match def.kind {
         Kind::Function { args, ret } => {
-            let name = def.name();
+            let name = def.name;
             let Some(sig) = btf.func(name) else {
                 return Err(if kallsyms.has_function(name) {
                     format!(
@@ -63,7 +65,7 @@ pub fn resolve(
                 } else {
                     format!(
                         "`{name}` is not in this kernel (expected on {})",
-                        def.kernels.describe()
+                        def.kernels
                     )
                 });
             };
@@ -107,7 +109,12 @@ pub fn resolve(
                 ret: Some(ret),
             })
         }
-        Kind::Tracepoint { group, event, .. } => {
+        Kind::Tracepoint {
+            group,
+            event,
+            fields,
+            ..
+        } => {
             let Some(tracefs) = tracefs else {
                 return Err("tracefs is not mounted and could not be mounted".into());
             };
@@ -117,7 +124,7 @@ pub fn resolve(
             Ok(Resolved {
                 def,
                 symbol: format!("{group}:{event}"),
-                slots: vec![],
+                slots: (0u8..).zip(fields.iter().copied()).collect(),
                 nargs: 0,
                 ret: None,
             })

@@ -16,7 +16,7 @@ use pfnscope_trace::{TraceMeta, TraceWriter};
 use crate::{
     cli::RecordArgs,
     collector::{Collector, Summary, monotonic_ns},
-    decode::{Decoder, LINUX_PAT_TABLE},
+    decode::{Decoder, PAT_TABLE},
     session::{self, Setup},
 };
 
@@ -100,7 +100,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         hook_plan: s.plan.clone(),
         offsets: s.offsets.clone(),
         vm_flag_bits: s.vm_flag_bits.clone(),
-        pat_table: LINUX_PAT_TABLE.iter().map(|s| s.to_string()).collect(),
+        pat_table: PAT_TABLE.0.iter().map(|c| c.name().to_string()).collect(),
         filters: describe_filters(&args, &target),
         ring_buffer_bytes: (args.buffer_mb as u64) << 20,
         system_ram: crate::system::system_ram(&iomem),

@@ -4,13 +4,15 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::Ebpf;
-use pfnscope_abi::{Filter, HookSpec, Mode, hook};
+use pfnscope_abi::{
+    Filter, Hook, HookSpec, Mode,
+    hook::{HOOKS, HookDef},
+};
 use pfnscope_trace::PlanEntry;
 
 use crate::{
     attach::{self, LoadError},
     btf::{BtfError, KernelBtf},
-    hooks::{self, HOOKS, HookDef},
     plan::{self, Resolved},
     system::{self, Kallsyms, Uname},
 };
@@ -37,10 +39,11 @@ pub enum SessionError {
 pub fn parse_hooks(list: &str) -> Result<Vec<&'static HookDef>, SessionError> {
     let mut out: Vec<&'static HookDef> = vec![];
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let def = hooks::by_name(name).ok_or_else(|| {
-            SessionError::UnknownHook(name.to_string(), hooks::names().join(", "))
+        let def = Hook::parse(name).map(Hook::def).ok_or_else(|| {
+            let known: Vec<&str> = Hook::all().map(Hook::name).collect();
+            SessionError::UnknownHook(name.to_string(), known.join(", "))
         })?;
-        if !out.iter().any(|d| d.id == def.id) {
+        if !out.iter().any(|d| d.hook == def.hook) {
             out.push(def);
         }
     }
@@ -113,7 +116,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
         let def = pending[i];
         i += 1;
         let mut entry = PlanEntry {
-            hook: def.name().to_string(),
+            hook: def.name.to_string(),
             ..Default::default()
         };
         match plan::resolve(def, &kbtf, &kallsyms, tracefs.as_deref()) {
@@ -123,7 +126,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
             }),
             Ok(res) => {
                 entry.symbol = Some(res.symbol.clone());
-                attach::set_spec(&mut ebpf, def.id, res.spec())?;
+                attach::set_spec(&mut ebpf, def.hook, res.spec())?;
                 let (mode, failures) = attach::attach(&mut ebpf, &aya_btf, def, &res.symbol);
                 entry.failures = failures;
                 entry.mode = mode.map(|m| m.name().to_string());
@@ -131,16 +134,16 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
                 if mode.is_some() {
                     attached.push(res);
                 } else {
-                    attach::set_spec(&mut ebpf, def.id, HookSpec::DISABLED)?;
+                    attach::set_spec(&mut ebpf, def.hook, HookSpec::DISABLED)?;
                 }
             }
         }
         if entry.mode.is_none() && !def.fallback.is_empty() {
             // The stand-ins join the plan even if they were not asked for.
             for &fb in def.fallback {
-                entry.served_by.push(hook::NAMES[fb as usize].to_string());
-                if !pending.iter().any(|d| d.id == fb) {
-                    pending.push(hooks::def(fb));
+                entry.served_by.push(fb.name().to_string());
+                if !pending.iter().any(|d| d.hook == fb) {
+                    pending.push(fb.def());
                 }
             }
         }
@@ -155,10 +158,10 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
     if setup.filter.follow_children != 0
         && !attached
             .iter()
-            .any(|r| r.def.id == hook::SCHED_PROCESS_FORK)
+            .any(|r| r.def.hook == Hook::SchedProcessFork)
     {
-        let def = hooks::def(hook::SCHED_PROCESS_FORK);
-        let (mode, failures) = attach::attach(&mut ebpf, &aya_btf, def, "sched:sched_process_fork");
+        let def = Hook::SchedProcessFork.def();
+        let (mode, failures) = attach::attach(&mut ebpf, &aya_btf, def, def.name);
         if mode.is_none() {
             let why = failures
                 .first()

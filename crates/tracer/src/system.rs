@@ -33,14 +33,6 @@ pub fn uname() -> Uname {
     }
 }
 
-/// (major, minor) from a release string such as `6.12.57+deb13-amd64`.
-pub fn major_minor(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 /// Whether this process may load and attach tracing programs: root, or CAP_BPF + CAP_PERFMON.
 pub fn privileged() -> bool {
     if unsafe { libc::geteuid() } == 0 {
@@ -261,15 +253,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn release_versions() {
-        assert_eq!(major_minor("6.12.57+deb13-amd64"), Some((6, 12)));
-        assert_eq!(major_minor("6.1.0-41-amd64"), Some((6, 1)));
-        assert_eq!(major_minor("7.2.13-amd64"), Some((7, 2)));
-        assert_eq!(major_minor("6.18.44-fc-v782"), Some((6, 18)));
-        assert_eq!(major_minor("garbage"), None);
-    }
-
-    #[test]
     fn format_file_offsets() {
         let text = "name: page_fault_user\nID: 123\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
                     \tfield:unsigned long address;\toffset:8;\tsize:8;\tsigned:0;\n\
@@ -327,6 +310,10 @@ mod tests {
     #[test]
     fn this_machine_has_a_release() {
         let u = uname();
-        assert!(major_minor(&u.release).is_some(), "{}", u.release);
+        assert!(
+            pfnscope_abi::kernel::parse_release(&u.release).is_some(),
+            "{}",
+            u.release
+        );
     }
 }

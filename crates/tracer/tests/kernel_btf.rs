@@ -4,9 +4,12 @@
 
 use std::{io::Write, path::Path};
 
+use pfnscope_abi::{
+    Hook,
+    hook::{HOOKS, Kind, Role},
+};
 use tracer::{
     btf::{KernelBtf, VMLINUX},
-    hooks::{HOOKS, Role},
     plan,
     system::{self, Kallsyms},
 };
@@ -49,23 +52,23 @@ fn struct_offsets_resolve_and_are_plausible() {
 fn table_matches_this_kernel() {
     let Some(b) = btf() else { return };
     let rel = system::uname().release;
-    let (major, minor) = system::major_minor(&rel).expect("release has a version");
+    let (major, minor) = pfnscope_abi::kernel::parse_release(&rel).expect("release has a version");
     let tracefs = system::tracefs();
     let k = Kallsyms::load();
-    for h in HOOKS.iter().filter(|h| h.is_function()) {
+    for h in HOOKS.iter().filter(|h| h.hook.is_function()) {
         let res = plan::resolve(h, &b, &k, tracefs.as_deref());
         if h.kernels.includes(major, minor) {
-            let r = res.unwrap_or_else(|e| panic!("{} should exist on {rel}: {e}", h.name()));
+            let r = res.unwrap_or_else(|e| panic!("{} should exist on {rel}: {e}", h.name));
             // Every role the table names found a slot.
-            if let tracer::hooks::Kind::Function { args, .. } = h.kind {
-                assert_eq!(r.slots.len(), args.len(), "{}", h.name());
+            if let Kind::Function { args, .. } = h.kind {
+                assert_eq!(r.slots.len(), args.len(), "{}", h.name);
             }
         } else {
             assert!(
                 res.is_err(),
                 "{} should not exist on {rel} (table says {})",
-                h.name(),
-                h.kernels.describe()
+                h.name,
+                h.kernels
             );
         }
     }
@@ -75,7 +78,7 @@ fn table_matches_this_kernel() {
 fn vm_normal_page_pte_is_the_third_slot() {
     // fault-path.md: pte_t by value is fentry slot 2; the decoder relies on BTF saying so.
     let Some(b) = btf() else { return };
-    let h = tracer::hooks::by_name("vm_normal_page").unwrap();
+    let h = Hook::VmNormalPage.def();
     let r = plan::resolve(h, &b, &Kallsyms::default(), None).unwrap();
     assert_eq!(r.slot(Role::Pte), Some(2));
     assert_eq!(r.slot(Role::Vma), Some(0));
@@ -95,16 +98,16 @@ fn vm_flag_bits_are_the_known_ones() {
 fn pfn_t_flags_are_kept_only_where_btf_types_the_argument_pfn_t() {
     let Some(b) = btf() else { return };
     let k = Kallsyms::load();
-    for h in HOOKS.iter().filter(|h| h.is_function()) {
+    for h in HOOKS.iter().filter(|h| h.hook.is_function()) {
         let Ok(r) = plan::resolve(h, &b, &k, None) else {
             continue;
         };
-        let sig = b.func(h.name()).expect("resolved hooks have BTF");
+        let sig = b.func(h.name).expect("resolved hooks have BTF");
         for &(slot, role) in &r.slots {
             let ty = &sig.param_types[slot as usize];
             match role {
-                Role::PfnT => assert_eq!(ty, "pfn_t", "{}", h.name()),
-                Role::Pfn => assert_ne!(ty, "pfn_t", "{}", h.name()),
+                Role::PfnT => assert_eq!(ty, "pfn_t", "{}", h.name),
+                Role::Pfn => assert_ne!(ty, "pfn_t", "{}", h.name),
                 _ => {}
             }
         }

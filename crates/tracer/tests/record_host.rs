@@ -216,7 +216,7 @@ fn doctor_json_describes_every_hook() {
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("doctor --json prints JSON");
     let hooks = v["hooks"].as_array().unwrap();
-    assert_eq!(hooks.len(), pfnscope_abi::hook::COUNT);
+    assert_eq!(hooks.len(), pfnscope_abi::Hook::COUNT);
     assert!(v["kernel_release"].as_str().is_some_and(|s| !s.is_empty()));
     if unsafe { libc::geteuid() } != 0 {
         return skip("doctor ran unprivileged: attach modes not checked");

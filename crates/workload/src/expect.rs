@@ -3,20 +3,14 @@
 //!
 //! Kept free of any system calls so the host-side checker (xtask) can use it on any machine.
 
-/// How the PAT hooks are named in the traced kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// `track_pfn_insert` / `track_pfn_remap` / `track_pfn_copy` / `untrack_pfn` (up to 6.15).
-    TrackPfn,
-    /// `pfnmap_setup_cachemode` / `pfnmap_track` / `pfnmap_untrack` (6.16 on).
-    Pfnmap,
-}
+use pfnscope_abi::kernel::Series;
+use pfnscope_abi::{Hook, Mode};
 
 /// Where a workload runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A Debian kernel under qemu: every hook kind attaches.
-    Guest(Family),
+    /// A Debian kernel under qemu, by the rule set it falls in: every hook kind attaches.
+    Guest(Series),
     /// This machine's own kernel, where only tracepoints attach.
     Host,
 }
@@ -34,20 +28,18 @@ pub enum Check {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expect {
-    /// The hook's name, or `a|b`: rows of either count (a function renamed between releases).
-    pub hook: &'static str,
+    /// The hook, or several: rows of any of them count (a function renamed between releases).
+    pub hooks: &'static [Hook],
     pub check: Check,
 }
 
-const fn any(hook: &'static str) -> Expect {
+/// Rows of `hook` count.
+const fn any(hook: &'static Hook) -> Expect {
     Expect {
-        hook,
+        hooks: std::slice::from_ref(hook),
         check: Check::Any,
     }
 }
-
-pub const PAGE_FAULT_USER: &str = "exceptions:page_fault_user";
-pub const FILEMAP_DELETE: &str = "filemap:mm_filemap_delete_from_page_cache";
 
 #[derive(Clone, Copy, Debug)]
 pub struct Workload {
@@ -139,136 +131,113 @@ pub fn workload(name: &str) -> Option<&'static Workload> {
 /// The hooks `workload` must reach on `target`; `None` for an unknown workload or one that does
 /// not run there.
 pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
-    let fam = match target {
+    use Hook::*;
+    let series = match target {
         Target::Host => {
             // Only tracepoints attach on the host: fentry is refused and there are no kprobes.
             return match workload {
-                "anon" | "vvar" => Some(vec![any(PAGE_FAULT_USER)]),
-                "file" => Some(vec![any(PAGE_FAULT_USER), any(FILEMAP_DELETE)]),
+                "anon" | "vvar" => Some(vec![any(&PageFaultUser)]),
+                "file" => Some(vec![any(&PageFaultUser), any(&FilemapDelete)]),
                 _ => None,
             };
         }
-        Target::Guest(fam) => fam,
+        Target::Guest(series) => series,
     };
-    let pat = |track: &'static str, pfnmap: &'static str| match fam {
-        Family::TrackPfn => any(track),
-        Family::Pfnmap => any(pfnmap),
-    };
-    let insert_cachemode = pat("track_pfn_insert", "pfnmap_setup_cachemode");
-    let remap_track = pat("track_pfn_remap", "pfnmap_track");
-    let untrack = pat("untrack_pfn", "pfnmap_untrack");
+    // The PAT hooks were renamed in 6.16 (the kernel table says where).
+    let old = series.features().track_pfn_hooks;
+    let pat = |track: &'static Hook, pfnmap: &'static Hook| any(if old { track } else { pfnmap });
+    let insert_cachemode = pat(&TrackPfnInsert, &PfnmapSetupCachemode);
+    let remap_track = pat(&TrackPfnRemap, &PfnmapTrack);
+    let untrack = pat(&UntrackPfn, &PfnmapUntrack);
     let no_page = Expect {
-        hook: "vm_normal_page",
+        hooks: &[VmNormalPage],
         check: Check::NoPage,
     };
     let page = Expect {
-        hook: "vm_normal_page",
+        hooks: &[VmNormalPage],
         check: Check::Page,
     };
-    let old = fam == Family::TrackPfn;
     let mut v = match workload {
         "anon" => vec![
-            any("handle_mm_fault"),
-            any(PAGE_FAULT_USER),
-            any("copy_page_range"),
+            any(&HandleMmFault),
+            any(&PageFaultUser),
+            any(&CopyPageRange),
             page,
         ],
         "file" => vec![
-            any("handle_mm_fault"),
-            any(PAGE_FAULT_USER),
-            any(FILEMAP_DELETE),
+            any(&HandleMmFault),
+            any(&PageFaultUser),
+            any(&FilemapDelete),
             page,
         ],
         // 7.x maps the vDSO data store as a VM_MIXEDMAP special mapping backed by real pages:
         // its faults install pages, no PFN insert.
-        "vvar" if old => vec![
-            any("handle_mm_fault"),
-            any("vmf_insert_pfn"),
-            insert_cachemode,
-        ],
-        "vvar" => vec![any("handle_mm_fault"), any(PAGE_FAULT_USER)],
+        "vvar" if old => vec![any(&HandleMmFault), any(&VmfInsertPfn), insert_cachemode],
+        "vvar" => vec![any(&HandleMmFault), any(&PageFaultUser)],
         "devmem-shared" | "pci-bar" => vec![
             remap_track,
             untrack,
-            any("memtype_reserve"),
-            any("copy_page_range"),
+            any(&MemtypeReserve),
+            any(&CopyPageRange),
             no_page,
         ],
-        "devmem-cow" => vec![any("handle_mm_fault"), remap_track, no_page, page],
-        "fbdev" => vec![remap_track, untrack, any("memtype_reserve")],
+        "devmem-cow" => vec![any(&HandleMmFault), remap_track, no_page, page],
+        "fbdev" => vec![remap_track, untrack, any(&MemtypeReserve)],
         "drm-bochs" if old => vec![
-            any("handle_mm_fault"),
-            any("vmf_insert_pfn_prot"),
+            any(&HandleMmFault),
+            any(&VmfInsertPfnProt),
             insert_cachemode,
         ],
         // 7.x's bochs keeps its buffers in shmem (drm_gem_shmem): no TTM, no move to VRAM.
-        "drm-bochs" => vec![
-            any("handle_mm_fault"),
-            any("vmf_insert_pfn"),
-            insert_cachemode,
-        ],
-        "drm-vgem" => vec![
-            any("handle_mm_fault"),
-            any("vmf_insert_pfn"),
-            insert_cachemode,
-        ],
+        "drm-bochs" => vec![any(&HandleMmFault), any(&VmfInsertPfn), insert_cachemode],
+        "drm-vgem" => vec![any(&HandleMmFault), any(&VmfInsertPfn), insert_cachemode],
         "dax" if old => vec![
-            any("handle_mm_fault"),
+            any(&HandleMmFault),
             // 6.1's vmf_insert_pfn_pmd is an inline wrapper of the _prot variant (gone in 6.3).
-            any("vmf_insert_pfn_pmd_prot|vmf_insert_pfn_pmd"),
-            any("vmf_insert_mixed"),
+            Expect {
+                hooks: &[VmfInsertPfnPmdProt, VmfInsertPfnPmd],
+                check: Check::Any,
+            },
+            any(&VmfInsertMixed),
             insert_cachemode,
         ],
-        "dax" => vec![any("handle_mm_fault")],
+        "dax" => vec![any(&HandleMmFault)],
         "fsdax" if old => vec![
-            any("handle_mm_fault"),
-            any("vmf_insert_mixed"),
-            any("vmf_insert_mixed_mkwrite"),
+            any(&HandleMmFault),
+            any(&VmfInsertMixed),
+            any(&VmfInsertMixedMkwrite),
             insert_cachemode,
             no_page,
         ],
-        "fsdax" => vec![any("handle_mm_fault")],
+        "fsdax" => vec![any(&HandleMmFault)],
         _ => return None,
     };
     let devmem = matches!(workload, "devmem-shared" | "devmem-cow");
     // 7.x's /dev/mem sets its remap up through mmap_prepare, which does not call
     // remap_pfn_range; the sysfs BAR and fbdev still do.
     if matches!(workload, "pci-bar" | "fbdev") || (old && devmem) {
-        v.push(any("remap_pfn_range"));
+        v.push(any(&RemapPfnRange));
     }
     if old && matches!(workload, "devmem-shared" | "pci-bar") {
         // Seen from untrack_pfn on 6.1/6.12; in 7.x pfnmap_untrack's memtype_free is inlined.
-        v.push(any("memtype_free"));
+        v.push(any(&MemtypeFree));
     }
     // Fork copies PAT state only in the track_pfn kernels; 6.16+ refcounts the vma's context.
     if old && (devmem || workload == "pci-bar") {
-        v.push(any("track_pfn_copy"));
+        v.push(any(&TrackPfnCopy));
     }
     Some(v)
-}
-
-/// The family of a kernel release string such as `6.12.117+deb12-amd64` or `7.2.13+deb14-amd64`.
-pub fn family_for_release(release: &str) -> Option<Family> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = it.next()?.parse().ok()?;
-    let minor: u32 = it.next()?.parse().ok()?;
-    // The PAT hooks were renamed in 6.16.
-    Some(if (major, minor) >= (6, 16) {
-        Family::Pfnmap
-    } else {
-        Family::TrackPfn
-    })
 }
 
 /// Whether rows of `hook` recorded in `mode` show the right attachment. Functions must be traced
 /// with fentry/fexit; a kprobe is acceptable only where the hook plan shows fentry was tried and
 /// refused (`fentry_refused`), e.g. a struct argument older trampolines cannot take. Tracepoints
 /// carry the same event whichever way they attach.
-pub fn mode_ok(hook: &str, mode: &str, fentry_refused: bool) -> bool {
-    if hook.contains(':') {
-        matches!(mode, "tp_btf" | "raw_tp" | "tracepoint")
+pub fn mode_ok(hook: Hook, mode: Mode, fentry_refused: bool) -> bool {
+    if hook.is_function() {
+        mode == Mode::Fentry || (mode == Mode::Kprobe && fentry_refused)
     } else {
-        mode == "fentry" || (mode == "kprobe" && fentry_refused)
+        mode.is_tracepoint()
     }
 }
 
@@ -277,10 +246,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_workload_has_guest_expectations_for_both_families() {
+    fn every_workload_has_guest_expectations_on_every_series() {
         for w in WORKLOADS {
-            for fam in [Family::TrackPfn, Family::Pfnmap] {
-                let e = expected(w.name, Target::Guest(fam)).unwrap();
+            for s in Series::ALL {
+                let e = expected(w.name, Target::Guest(s)).unwrap();
                 assert!(!e.is_empty(), "{}", w.name);
             }
             assert_eq!(
@@ -294,36 +263,44 @@ mod tests {
     }
 
     #[test]
-    fn pat_hook_names_follow_the_family() {
-        let names = |w, f| {
-            expected(w, Target::Guest(f))
+    fn pat_hooks_follow_the_kernel_table() {
+        let hooks = |w, s| {
+            expected(w, Target::Guest(s))
                 .unwrap()
                 .iter()
-                .map(|e| e.hook)
+                .flat_map(|e| e.hooks.iter().copied())
                 .collect::<Vec<_>>()
         };
-        let old = names("devmem-shared", Family::TrackPfn);
-        assert!(
-            old.contains(&"track_pfn_remap")
-                && old.contains(&"track_pfn_copy")
-                && old.contains(&"untrack_pfn")
-        );
-        let new = names("devmem-shared", Family::Pfnmap);
-        assert!(new.contains(&"pfnmap_track") && new.contains(&"pfnmap_untrack"));
-        assert!(!new.iter().any(|h| h.contains("track_pfn")));
-        assert!(names("drm-bochs", Family::Pfnmap).contains(&"pfnmap_setup_cachemode"));
-        assert!(names("devmem-cow", Family::TrackPfn).contains(&"remap_pfn_range"));
-        assert!(!names("devmem-cow", Family::Pfnmap).contains(&"remap_pfn_range"));
-        assert!(names("pci-bar", Family::Pfnmap).contains(&"remap_pfn_range"));
-        assert!(!names("anon", Family::TrackPfn).contains(&"remap_pfn_range"));
-        assert!(names("drm-bochs", Family::TrackPfn).contains(&"track_pfn_insert"));
+        for s in Series::ALL {
+            let old = s.features().track_pfn_hooks;
+            let dm = hooks("devmem-shared", s);
+            // Every PAT hook expected is of the family this series has.
+            for h in &dm {
+                assert!(!h.is_track_pfn_family() || old, "{h} on {s}");
+                assert!(!h.is_pfnmap_family() || !old, "{h} on {s}");
+            }
+            let (remap, untrack) = if old {
+                (Hook::TrackPfnRemap, Hook::UntrackPfn)
+            } else {
+                (Hook::PfnmapTrack, Hook::PfnmapUntrack)
+            };
+            assert!(dm.contains(&remap) && dm.contains(&untrack), "{s}");
+            assert_eq!(dm.contains(&Hook::TrackPfnCopy), old, "{s}");
+        }
+        let (v6_12, v6_16) = (Series::V6_12, Series::V6_16);
+        assert!(hooks("drm-bochs", v6_16).contains(&Hook::PfnmapSetupCachemode));
+        assert!(hooks("drm-bochs", v6_12).contains(&Hook::TrackPfnInsert));
+        assert!(hooks("devmem-cow", v6_12).contains(&Hook::RemapPfnRange));
+        assert!(!hooks("devmem-cow", v6_16).contains(&Hook::RemapPfnRange));
+        assert!(hooks("pci-bar", v6_16).contains(&Hook::RemapPfnRange));
+        assert!(!hooks("anon", v6_12).contains(&Hook::RemapPfnRange));
     }
 
     #[test]
     fn no_hook_is_listed_twice() {
         for w in WORKLOADS {
-            for fam in [Family::TrackPfn, Family::Pfnmap] {
-                let e = expected(w.name, Target::Guest(fam)).unwrap();
+            for s in Series::ALL {
+                let e = expected(w.name, Target::Guest(s)).unwrap();
                 for (i, x) in e.iter().enumerate() {
                     assert!(!e[..i].contains(x), "{} lists {:?} twice", w.name, x);
                 }
@@ -335,29 +312,11 @@ mod tests {
     fn host_expects_only_tracepoints() {
         for w in WORKLOADS.iter().filter(|w| w.host) {
             for e in expected(w.name, Target::Host).unwrap() {
-                assert!(
-                    e.hook.contains(':'),
-                    "{} on the host expects {}",
-                    w.name,
-                    e.hook
-                );
+                for h in e.hooks {
+                    assert!(!h.is_function(), "{} on the host expects {h}", w.name);
+                }
             }
         }
-    }
-
-    #[test]
-    fn families_by_release() {
-        assert_eq!(family_for_release("6.1.0-54-amd64"), Some(Family::TrackPfn));
-        assert_eq!(
-            family_for_release("6.12.117+deb12-amd64"),
-            Some(Family::TrackPfn)
-        );
-        assert_eq!(family_for_release("6.16.0"), Some(Family::Pfnmap));
-        assert_eq!(
-            family_for_release("7.2.13+deb14-amd64"),
-            Some(Family::Pfnmap)
-        );
-        assert_eq!(family_for_release("garbage"), None);
     }
 
     #[test]
@@ -376,12 +335,13 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert!(mode_ok("vm_normal_page", "fentry", false));
-        assert!(!mode_ok("vm_normal_page", "kprobe", false));
-        assert!(mode_ok("vm_normal_page", "kprobe", true));
-        assert!(!mode_ok("vm_normal_page", "tp_btf", true));
-        assert!(mode_ok(PAGE_FAULT_USER, "tp_btf", false));
-        assert!(mode_ok(FILEMAP_DELETE, "tracepoint", false));
-        assert!(!mode_ok(FILEMAP_DELETE, "kprobe", true));
+        use Hook::*;
+        assert!(mode_ok(VmNormalPage, Mode::Fentry, false));
+        assert!(!mode_ok(VmNormalPage, Mode::Kprobe, false));
+        assert!(mode_ok(VmNormalPage, Mode::Kprobe, true));
+        assert!(!mode_ok(VmNormalPage, Mode::TpBtf, true));
+        assert!(mode_ok(PageFaultUser, Mode::TpBtf, false));
+        assert!(mode_ok(FilemapDelete, Mode::Tracepoint, false));
+        assert!(!mode_ok(FilemapDelete, Mode::Kprobe, true));
     }
 }

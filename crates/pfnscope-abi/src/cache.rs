@@ -1,60 +1,19 @@
-//! Bit values: fault flags, fault results, x86 PTE bits, cache modes and the vm_flags decoding.
+//! Cache modes (`enum page_cache_mode`) and the PAT table that maps PTE bits to them.
 
-pub use pfnscope_trace::kernel::{VmBits, fault_flag, vm_fault};
+use crate::bits::pte;
 
-pub mod errno {
-    pub const ENOMEM: i64 = -12;
-    pub const EBUSY: i64 = -16;
-    pub const EINVAL: i64 = -22;
-}
-
-pub mod pte {
-    pub const PRESENT: u64 = 1 << 0;
-    pub const RW: u64 = 1 << 1;
-    pub const PWT: u64 = 1 << 3;
-    pub const PCD: u64 = 1 << 4;
-    pub const PAT: u64 = 1 << 7;
-    pub const SPECIAL: u64 = 1 << 9;
-    pub const CACHE_MASK: u64 = PWT | PCD | PAT;
-    /// Physical frame bits 12..51 of a 4 KiB PTE.
-    pub const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
-}
-
-/// PFN_* flags of a `pfn_t` (include/linux/pfn_t.h, up to 6.16), as the trace's `pfn_flags`.
-pub mod pfn_t {
-    pub const DEV: u64 = 1 << 61;
-    pub const MAP: u64 = 1 << 60;
-    pub const SPECIAL: u64 = 1 << 59;
-    /// `pfn_t_devmap`: both.
-    pub const DEVMAP: u64 = DEV | MAP;
-
-    pub fn is_devmap(flags: u64) -> bool {
-        flags & DEVMAP == DEVMAP
-    }
-}
-
-pub const PAGE_SHIFT: u64 = 12;
-pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
-
-/// The legacy ISA hole, never tracked by PAT and always WB (arch/x86/mm/pat/memtype.c,
-/// `x86_platform.is_untracked_pat_range` = `is_ISA_range`).
-pub const ISA_START_PFN: u64 = 0xa0;
-pub const ISA_END_PFN: u64 = 0x100;
-
-pub fn is_isa_range(pfn: u64, pages: u64) -> bool {
-    pfn >= ISA_START_PFN && pfn.saturating_add(pages) <= ISA_END_PFN
-}
-
-/// `enum page_cache_mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// `enum page_cache_mode` (arch/x86/include/asm/pgtable_types.h), in the kernel's own order: the
+/// discriminant is the value `memtype_reserve`'s `req_type` / `*new_type` carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Cache {
-    WB,
-    WC,
-    #[serde(rename = "UC-")]
-    UcMinus,
-    UC,
-    WT,
-    WP,
+    WB = 0,
+    WC = 1,
+    #[cfg_attr(feature = "serde", serde(rename = "UC-"))]
+    UcMinus = 2,
+    UC = 3,
+    WT = 4,
+    WP = 5,
 }
 
 /// How many [`Cache`] modes there are.
@@ -71,18 +30,12 @@ impl Cache {
         Cache::WP,
     ];
 
-    pub fn parse(s: &str) -> Option<Cache> {
-        Some(match s {
-            "WB" => Cache::WB,
-            "WC" => Cache::WC,
-            "UC-" | "UC_MINUS" => Cache::UcMinus,
-            "UC" => Cache::UC,
-            "WT" => Cache::WT,
-            "WP" => Cache::WP,
-            _ => return None,
-        })
+    /// A `page_cache_mode` value as the kernel passes it (`_PAGE_CACHE_MODE_*`).
+    pub fn from_pcm(v: u32) -> Option<Cache> {
+        Cache::ALL.get(v as usize).copied()
     }
 
+    /// The name traces, reports and the kernel's own PAT messages use.
     pub fn name(self) -> &'static str {
         match self {
             Cache::WB => "WB",
@@ -92,6 +45,20 @@ impl Cache {
             Cache::WT => "WT",
             Cache::WP => "WP",
         }
+    }
+
+    /// A name as [`Cache::name`] writes it, or as the kernel spells it in
+    /// `x86/pat_memtype_list` (`uncached-minus`, `write-combining`, ...).
+    pub fn parse(s: &str) -> Option<Cache> {
+        Some(match s {
+            "WB" | "write-back" => Cache::WB,
+            "WC" | "write-combining" => Cache::WC,
+            "UC-" | "UC_MINUS" | "uncached-minus" => Cache::UcMinus,
+            "UC" | "uncached" => Cache::UC,
+            "WT" | "write-through" => Cache::WT,
+            "WP" | "write-protected" => Cache::WP,
+            _ => return None,
+        })
     }
 
     /// `is_new_memtype_allowed` (arch/x86/include/asm/pgtable.h): a reservation may hand back a
@@ -104,22 +71,28 @@ impl Cache {
 }
 
 /// Cache mode per PAT index (PWT | PCD << 1 | PAT << 2).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PatTable(pub [Cache; 8]);
 
-impl Default for PatTable {
-    /// Linux's own PAT MSR programming (arch/x86/mm/pat/memtype.c:pat_bp_init).
-    fn default() -> Self {
-        use Cache::*;
-        PatTable([WB, WC, UcMinus, UC, WB, WP, UcMinus, WT])
-    }
-}
-
 impl PatTable {
-    pub fn from_meta(names: &[String]) -> PatTable {
-        let mut t = PatTable::default();
+    /// Linux's own PAT MSR programming since 4.2 (arch/x86/mm/pat/memtype.c:pat_bp_init).
+    pub const LINUX: PatTable = PatTable([
+        Cache::WB,
+        Cache::WC,
+        Cache::UcMinus,
+        Cache::UC,
+        Cache::WB,
+        Cache::WP,
+        Cache::UcMinus,
+        Cache::WT,
+    ]);
+
+    /// A table from its eight names (trace metadata); anything else gives [`PatTable::LINUX`],
+    /// and a name that does not parse keeps Linux's entry.
+    pub fn from_names<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> PatTable {
+        let mut t = PatTable::LINUX;
         if names.len() == 8 {
-            for (i, n) in names.iter().enumerate() {
+            for (i, n) in names.enumerate() {
                 if let Some(c) = Cache::parse(n) {
                     t.0[i] = c;
                 }
@@ -146,26 +119,38 @@ impl PatTable {
     }
 }
 
+impl Default for PatTable {
+    fn default() -> Self {
+        PatTable::LINUX
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The alias counts index by `Cache as usize`: `ALL` must list every mode at its index.
+    /// Alias counts index by `Cache as usize`, and `memtype_reserve`'s enum values decode by
+    /// position: `ALL` must list every mode at its kernel value.
     #[test]
-    fn all_cache_modes_in_discriminant_order() {
+    fn all_cache_modes_in_kernel_order() {
         for (i, c) in Cache::ALL.into_iter().enumerate() {
             assert_eq!(c as usize, i);
+            assert_eq!(Cache::from_pcm(i as u32), Some(c));
             // Exhaustive: a new mode fails to compile here until it is counted.
             match c {
                 Cache::WB | Cache::WC | Cache::UcMinus | Cache::UC | Cache::WT | Cache::WP => {}
             }
             assert_eq!(Cache::parse(c.name()), Some(c));
         }
+        assert_eq!(Cache::from_pcm(6), None);
+        // The kernel's own spelling in debugfs x86/pat_memtype_list.
+        assert_eq!(Cache::parse("uncached-minus"), Some(Cache::UcMinus));
+        assert_eq!(Cache::parse("write-combining"), Some(Cache::WC));
     }
 
     #[test]
     fn pat_decoding_table() {
-        let t = PatTable::default();
+        let t = PatTable::LINUX;
         // (prot bits, cache mode): the bochs WC request 0x2f is index 1; PAT's UC- answer 0x37.
         let rows: &[(u64, Cache)] = &[
             (0x27, Cache::WB),
@@ -179,6 +164,9 @@ mod tests {
             assert_eq!(t.of_prot(*prot), *c, "{prot:#x}");
             assert_eq!(t.of_prot(t.prot_of(*c).unwrap()), *c);
         }
+        let names = ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"];
+        assert_eq!(PatTable::from_names(names.into_iter()), t);
+        assert_eq!(PatTable::from_names(["WC"].into_iter()), t);
     }
 
     #[test]

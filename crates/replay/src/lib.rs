@@ -50,6 +50,7 @@
 
 pub mod allocator;
 pub mod engine;
+pub mod feed;
 pub mod hook;
 pub mod kernel;
 pub mod memtype;
@@ -62,6 +63,11 @@ mod rule_tests;
 pub mod rules;
 pub mod run;
 pub mod synth;
+pub mod tree;
+
+/// Keys are call ids, vma ids, pfns and small tuples of them, none chosen by an adversary that
+/// sees the hash: rustc's Fx hash is several times cheaper than SipHash here.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 pub use engine::Engine;
 pub use report::{Collector, Divergence, Finding, Report, Sink};

@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use pfnscope_trace::{Rec, Record, Rows};
 use serde::Serialize;
 
-use crate::engine::{Consumer, Feed, IdMap, Tree};
+use crate::IdMap;
+use crate::feed::{Consumer, Feed};
+use crate::tree::Tree;
 use pfnscope_abi::{Hook, bits::PAGE_SHIFT};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

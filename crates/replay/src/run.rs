@@ -253,7 +253,8 @@ mod tests {
     /// they were written, and the report is the one replaying the records gives.
     #[test]
     fn batches_with_waiting_calls_are_let_go_and_replay_the_same() {
-        use crate::engine::{Consumer, Feed, HELD_ROWS, Tree};
+        use crate::feed::{Consumer, Feed, HELD_ROWS};
+        use crate::tree::Tree;
         use pfnscope_abi::Hook;
         use pfnscope_trace::Rec;
 

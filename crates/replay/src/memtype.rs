@@ -16,6 +16,8 @@ pub enum Owner {
         parent_pid: u32,
         failed: bool,
     },
+    /// Already there when recording started (the trace's start state).
+    Before,
     Other,
 }
 
@@ -57,9 +59,29 @@ pub struct MemtypeMap {
     /// most this far below it: lookups binary-search instead of scanning every reservation
     /// (a long trace keeps hundreds, and every PFN insert looks one up).
     longest: u64,
+    /// Every reservation is known, those older than the trace included (the start state had
+    /// the memtype list): an overlap the map does not show does not exist.
+    complete: bool,
 }
 
 impl MemtypeMap {
+    /// The tree as it was when recording started; from then on it is complete.
+    pub fn from_start(entries: impl IntoIterator<Item = Entry>) -> MemtypeMap {
+        let mut m = MemtypeMap {
+            complete: true,
+            ..MemtypeMap::default()
+        };
+        for e in entries {
+            m.insert(e);
+        }
+        m
+    }
+
+    /// Whether reservations older than the trace are known.
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -162,7 +184,7 @@ impl MemtypeMap {
         if ov.is_empty() {
             return ReservePrediction::Ok(actual);
         }
-        if !Self::covered(&ov, start, end) {
+        if !self.complete && !Self::covered(&ov, start, end) {
             return ReservePrediction::Unknown;
         }
         let found = ov[0].cache;

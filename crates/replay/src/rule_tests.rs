@@ -27,6 +27,8 @@ enum Expect {
     Quiet(Rule),
     /// This rule does not diverge; others may (the tweak breaks more than the rule looks at).
     NotDiv(Rule),
+    /// Neither a divergence nor a finding of any rule, and this rule applied and held.
+    Silent(Rule),
 }
 
 type Scenario = fn(&mut TraceBuilder);
@@ -133,6 +135,22 @@ fn table(rows: &[Row]) {
                     row.name,
                     r.id(),
                     rep.to_human()
+                );
+            }
+            Expect::Silent(r) => {
+                assert!(
+                    divs.is_empty() && rep.findings.is_empty(),
+                    "{}: expected silence\n{}",
+                    row.name,
+                    rep.to_human()
+                );
+                assert!(
+                    tally(r).held > 0 && tally(r).not_checkable == 0,
+                    "{}: {} held {} times, not checkable {} times",
+                    row.name,
+                    r.id(),
+                    tally(r).held,
+                    tally(r).not_checkable
                 );
             }
             Expect::NotCheckable(r) => {
@@ -1670,4 +1688,235 @@ fn no_finding_without_cause() {
         expect: Expect::Clean(Rule::PatRemap),
     });
     assert!(rep.findings.is_empty(), "{}", rep.to_human());
+}
+
+// ---- the classic bug classes, with the kernel's state at start known --------------------------
+
+/// The test box guest's RAM (1 GiB): device memory above it.
+const GUEST_RAM: [u64; 2] = [0x100, 0x40000];
+/// An ivshmem-style BAR of device memory.
+const BAR: u64 = 0xfd000;
+
+fn dev_vma(b: &mut TraceBuilder, start: u64, pages: u64, driver: &str) -> crate::synth::Vma {
+    let bits = b.bits;
+    b.vma(
+        start,
+        pages,
+        true,
+        bits.pfnmap | bits.io | bits.dontexpand | bits.dontdump,
+        Some(driver),
+    )
+}
+
+/// A correct GPU-style driver: its aperture reserved WC at probe time, before the trace, then
+/// WC inserts per page.
+fn wc_aperture(b: &mut TraceBuilder) {
+    b.started_with(&[GUEST_RAM], &[(BAR, BAR + 256, Cache::WC)], &[]);
+    let mut v = dev_vma(b, 0x7f00_2000_0000, 4, "bugzoo_vm_ops [bugzoo]");
+    for j in 0..4 {
+        b.fault_insert(&v, v.start + j * PAGE_SIZE, BAR + j, Cache::WC, false);
+    }
+    b.munmap(&mut v);
+}
+
+/// The same driver, traced without the start state.
+fn wc_aperture_unknown_start(b: &mut TraceBuilder) {
+    wc_aperture(b);
+    b.start_state = None;
+}
+
+/// RAM pages inserted WC into a VM_PFNMAP vma, nothing having set them WC.
+fn ram_wc(b: &mut TraceBuilder) {
+    b.started_with(&[GUEST_RAM], &[], &[]);
+    let mut v = dev_vma(b, 0x7f00_2000_0000, 2, "bugzoo_vm_ops [bugzoo]");
+    b.fault_insert(&v, v.start, 0x2_0000, Cache::WC, false);
+    b.fault_insert(&v, v.start + PAGE_SIZE, 0x2_0001, Cache::WC, false);
+    b.munmap(&mut v);
+}
+
+/// A TTM-style pool: RAM pages set WC before the trace, inserted WC.
+fn wc_pool(b: &mut TraceBuilder) {
+    b.started_with(&[GUEST_RAM], &[], &[(0x2_0000, 0x2_0010, Cache::WC)]);
+    let mut v = dev_vma(b, 0x7f00_2000_0000, 2, TTM);
+    b.fault_insert(&v, v.start, 0x2_0000, Cache::WC, false);
+    b.fault_insert(&v, v.start + PAGE_SIZE, 0x2_0001, Cache::WC, false);
+    b.munmap(&mut v);
+}
+
+/// `n` pages of device memory no reservation covers, inserted one fault each.
+fn unreserved(b: &mut TraceBuilder, n: u64) {
+    b.started_with(&[GUEST_RAM], &[], &[]);
+    let mut v = dev_vma(b, 0x7f00_4000_0000, n, "bugzoo_vm_ops [bugzoo]");
+    for j in 0..n {
+        b.fault_insert(&v, v.start + j * PAGE_SIZE, BAR + j, Cache::UcMinus, false);
+    }
+    b.munmap(&mut v);
+}
+
+fn double_insert(b: &mut TraceBuilder, second: u64) {
+    b.started_with(&[GUEST_RAM], &[(BAR, BAR + 16, Cache::WC)], &[]);
+    let mut v = dev_vma(b, 0x7f00_2000_0000, 2, "bugzoo_vm_ops [bugzoo]");
+    b.fault_inserts_at(&v, v.start, &[BAR, second], Cache::WC);
+    b.munmap(&mut v);
+}
+
+fn nopage_faults(b: &mut TraceBuilder, n: usize) {
+    b.started_with(&[GUEST_RAM], &[], &[]);
+    let v = dev_vma(b, 0x7f00_2000_0000, 2, "bugzoo_vm_ops [bugzoo]");
+    for _ in 0..n {
+        b.fault_nopage(&v, v.start);
+    }
+}
+
+/// A remap of device memory over a whole vma, then munmap of its first page, then the rest.
+fn partial_untrack(b: &mut TraceBuilder) {
+    b.started_with(&[GUEST_RAM], &[], &[]);
+    let mut v = b.vma(0x7f00_1000_0000, 4, true, 0, Some("bugzoo_vm_ops [bugzoo]"));
+    b.remap(&mut v, BAR, Cache::UcMinus);
+    b.munmap_head(&mut v, 1);
+    b.munmap(&mut v);
+}
+
+/// /dev/mem opened O_SYNC: the vma's protection is UC-, and so is a private copy of a page.
+fn cow_uc_minus(b: &mut TraceBuilder) {
+    // The builder's anonymous copies come from RAM at 4 GiB.
+    b.started_with(&[GUEST_RAM, [0x10_0000, 0x14_0000]], &[], &[]);
+    let mut v = b.vma(0x7f00_4000_0000, 4, false, 0, Some("mmap_mem_ops"));
+    v.prot |= pte::PCD;
+    b.remap(&mut v, 0xb0, Cache::UcMinus);
+    b.cow_write(&v, v.start + PAGE_SIZE);
+    b.munmap(&mut v);
+}
+
+#[test]
+fn start_state_decides_pat_lookups() {
+    let mut rows = vec![];
+    for series in Series::ALL {
+        rows.extend([
+            Row {
+                name: "WC aperture reserved before the trace: silent",
+                series,
+                scenario: wc_aperture,
+                tweak: none,
+                expect: Expect::Silent(Rule::PatLookup),
+            },
+            Row {
+                name: "the same without the start state: never guessed",
+                series,
+                scenario: wc_aperture_unknown_start,
+                tweak: none,
+                expect: Expect::NotCheckable(Rule::PatLookup),
+            },
+            Row {
+                name: "TTM pool pages set WC before the trace: silent",
+                series,
+                scenario: wc_pool,
+                tweak: none,
+                expect: Expect::Silent(Rule::PatLookup),
+            },
+            Row {
+                name: "lookup answers UC- where the start state has WC",
+                series,
+                scenario: wc_aperture,
+                tweak: |r| {
+                    let lookup = r
+                        .iter()
+                        .position(|x| {
+                            matches!(
+                                x.hook.as_str(),
+                                "track_pfn_insert" | "pfnmap_setup_cachemode"
+                            )
+                        })
+                        .expect("a lookup");
+                    r[lookup].cache_out = Some("UC-".into());
+                    r[lookup].prot_out =
+                        Some((r[lookup].prot_out.unwrap() & !pte::CACHE_MASK) | pte::PCD);
+                },
+                expect: Expect::Div(Rule::PatLookup),
+            },
+        ]);
+    }
+    table(&rows);
+}
+
+#[test]
+fn bug_classes_are_reported() {
+    let mut rows = vec![];
+    for series in Series::ALL {
+        rows.extend([
+            Row {
+                name: "RAM inserted WC into a PFN mapping: mapped WB",
+                series,
+                scenario: ram_wc,
+                tweak: none,
+                expect: Expect::Find(Rule::FindWcToWb),
+            },
+            Row {
+                name: "16 MiB of device memory page by page, no reservation",
+                series,
+                scenario: |b| unreserved(b, 4096),
+                tweak: none,
+                expect: Expect::Find(Rule::FindPerPagePat),
+            },
+            Row {
+                name: "a few unreserved registers: no per-page cost worth a finding",
+                series,
+                scenario: |b| unreserved(b, 16),
+                tweak: none,
+                expect: Expect::Quiet(Rule::FindPerPagePat),
+            },
+            Row {
+                name: "a second pfn inserted where the fault mapped one",
+                series,
+                scenario: |b| double_insert(b, BAR + 8),
+                tweak: none,
+                expect: Expect::Find(Rule::FindInsertOverPresent),
+            },
+            Row {
+                name: "the same pfn inserted twice (a prefault loop): harmless",
+                series,
+                scenario: |b| double_insert(b, BAR),
+                tweak: none,
+                expect: Expect::Quiet(Rule::FindInsertOverPresent),
+            },
+            Row {
+                name: "NOPAGE with nothing mapped, eight times over",
+                series,
+                scenario: |b| nopage_faults(b, 8),
+                tweak: none,
+                expect: Expect::Find(Rule::FindNopageLoop),
+            },
+            Row {
+                name: "NOPAGE with nothing mapped twice: a race, no loop",
+                series,
+                scenario: |b| nopage_faults(b, 2),
+                tweak: none,
+                expect: Expect::Quiet(Rule::FindNopageLoop),
+            },
+            Row {
+                name: "a private copy of an O_SYNC /dev/mem page is UC-",
+                series,
+                scenario: cow_uc_minus,
+                tweak: none,
+                expect: Expect::Find(Rule::FindLinearAlias),
+            },
+        ]);
+    }
+    for series in [Series::V6_1, Series::V6_12] {
+        rows.push(Row {
+            name: "munmap of a remap's head: PAT refuses the piece",
+            series,
+            scenario: partial_untrack,
+            tweak: none,
+            expect: Expect::Find(Rule::FindPartialUntrack),
+        });
+    }
+    rows.push(Row {
+        name: "6.16+ keeps the tracking context: nothing refused",
+        series: Series::V6_16,
+        scenario: partial_untrack,
+        tweak: none,
+        expect: Expect::Quiet(Rule::FindPartialUntrack),
+    });
+    table(&rows);
 }

@@ -156,6 +156,27 @@ rules! {
     FindPfnAfterTruncate = "find.pfn_after_truncate", Finding,
         "a driver's special PTE still maps a pfn after that page left the page cache (truncated, purged): user space keeps a page the kernel may free and reuse",
         "mm/filemap.c:__filemap_remove_folio (rmap unmaps only normal pages); mm/memory.c:insert_pfn (special PTEs: no rmap, no reference); drivers/gpu/drm/drm_gem_shmem_helper.c:drm_gem_shmem_purge (zaps before it truncates)";
+    FindWcToWb = "find.wc_to_wb", Finding,
+        "an uncached, WC or WT cache mode requested by the driver was mapped WB: the pfn's memtype is WB (RAM nobody set otherwise, or a WB reservation), so the user mapping is cached where the driver asked it not to be",
+        "arch/x86/mm/pat/memtype.c:lookup_memtype, get_page_memtype (RAM is WB unless set_memory_*/set_pages_* changed it), reserve_pfn_range (RAM: 'map pfn RAM range req X, got WB'); 2009 PAT thread";
+    FindCacheChanged = "find.cache_changed", Finding,
+        "PAT mapped a cache mode other than the one requested, neither a WC/WT downgrade to uncached nor a change to WB (those have their own findings): an older reservation or the MTRRs decided",
+        "arch/x86/mm/pat/memtype.c:lookup_memtype, reserve_pfn_range, pat_x_mtrr_type, memtype_check_conflict";
+    FindLinearAlias = "find.linear_alias", Finding,
+        "a user PTE maps a RAM page with a cache mode other than the page's memtype, which the kernel's linear map uses: two mappings of one page with different cache modes",
+        "arch/x86/mm/pat/memtype.c:memtype_kernel_map_sync (reservations keep the linear map in step); mm/memory.c:vm_insert_page, wp_page_copy (map with vma->vm_page_prot, no PAT lookup); 2009 PAT thread";
+    FindInsertOverPresent = "find.insert_over_present", Finding,
+        "a PFN insert of a different pfn at an address whose PTE is already present: the kernel keeps the old PTE and returns NOPAGE, so the pfn the driver meant to map is silently not mapped",
+        "mm/memory.c:insert_pfn (!pte_none: the PTE is left as it is unless mkwrite of the same pfn)";
+    FindNopageLoop = "find.nopage_loop", Finding,
+        "a task faults on the same page again and again, each fault returning VM_FAULT_NOPAGE without mapping anything: the access never completes",
+        "mm/memory.c:__do_fault, do_fault (NOPAGE means the driver installed the PTE itself); arch/x86/mm/fault.c:do_user_addr_fault (the access is retried)";
+    FindPartialUntrack = "find.partial_untrack", Finding,
+        "unmapping part of a VM_PAT mapping untracks a piece that no reservation starts or ends at: PAT refuses it ('freeing invalid memtype') and the reservation outlives that part of the mapping",
+        "arch/x86/mm/pat/memtype.c:untrack_pfn, memtype_free, memtype_erase (exact or end match only); mm/memory.c:unmap_single_vma (6.1/6.12: untrack on every unmap of a VM_PFNMAP vma)";
+    FindPerPagePat = "find.per_page_pat", Finding,
+        "a driver maps a large range of device memory page by page with no reservation: every fault pays a PAT lookup in the memtype tree and maps UC-, where one reservation (io_mapping, arch_io_reserve_memtype_wc) or one remap at mmap time would do",
+        "arch/x86/mm/pat/memtype.c:lookup_memtype (memtype_lookup under memtype_lock on every insert); mm/memory.c:vmf_insert_pfn_prot; 2009 PAT thread";
     FindRamMemtype = "find.ram_memtype", Finding,
         "PAT answered a non-UC- cache mode for a pfn with no reservation in the trace: RAM with a set_memory_*/set_pages_* type, or a reservation older than the trace",
         "arch/x86/mm/pat/memtype.c:lookup_memtype, get_page_memtype";

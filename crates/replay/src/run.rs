@@ -67,7 +67,6 @@ pub const CHECK_UNREAD: &[&str] = &[
     "comm",
     "mode",
     "error_code",
-    "vma_prot",
     "vma_cache",
     "write",
     "ino",

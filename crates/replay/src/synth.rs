@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use pfnscope_trace::{PlanEntry, Record, Sym, TraceMeta};
+use pfnscope_trace::{MemtypeSpan, PlanEntry, Record, StartState, Sym, TraceMeta};
 
 use pfnscope_abi::bits::{
     PAGE_SHIFT, PAGE_SIZE, VmBits, errno, fault_flag as ff, is_isa_range, pte, vm_fault as vf,
@@ -63,6 +63,8 @@ pub struct TraceBuilder {
     /// The metadata's "System RAM" pfn ranges and zero pfn (none unless a scenario sets them).
     pub system_ram: Vec<[u64; 2]>,
     pub zero_pfn: Option<u64>,
+    /// The kernel's state when recording started (none unless a scenario sets it).
+    pub start_state: Option<StartState>,
 }
 
 impl TraceBuilder {
@@ -91,7 +93,42 @@ impl TraceBuilder {
             ram_types: HashMap::new(),
             system_ram: Vec::new(),
             zero_pfn: None,
+            start_state: None,
         }
+    }
+
+    /// The kernel as recording starts: where RAM is, the reservations made before (a GPU
+    /// driver's aperture at probe time), and RAM pages already set to another memtype (a
+    /// TTM pool's WC pages). They are the kernel's state, and the trace's start state; no
+    /// call of them is emitted.
+    pub fn started_with(
+        &mut self,
+        ram: &[[u64; 2]],
+        reserved: &[(u64, u64, Cache)],
+        ram_types: &[(u64, u64, Cache)],
+    ) {
+        self.system_ram = ram.to_vec();
+        let span = |&(s, e, c): &(u64, u64, Cache)| MemtypeSpan {
+            start_pfn: s,
+            end_pfn: e,
+            cache: c,
+        };
+        self.reservations.extend_from_slice(reserved);
+        for &(s, e, c) in ram_types {
+            for p in s..e {
+                self.ram_types.insert(p, c);
+            }
+        }
+        self.start_state = Some(StartState {
+            memtypes: Some(reserved.iter().map(span).collect()),
+            ram_memtypes: Some(ram_types.iter().map(span).collect()),
+            iomem: vec![],
+            notes: vec![],
+        });
+    }
+
+    fn is_ram(&self, pfn: u64) -> bool {
+        pfn >= 0x100 && self.system_ram.iter().any(|r| r[0] <= pfn && pfn < r[1])
     }
 
     pub fn release(series: Series) -> &'static str {
@@ -163,6 +200,7 @@ impl TraceBuilder {
             pat_table: self.pat.0.iter().map(|c| c.name().to_string()).collect(),
             system_ram: self.system_ram.clone(),
             zero_pfn: self.zero_pfn,
+            start_state: self.start_state.clone(),
             ..Default::default()
         }
     }
@@ -313,7 +351,12 @@ impl TraceBuilder {
         {
             return c;
         }
-        self.ram_types.get(&pfn).copied().unwrap_or(Cache::UcMinus)
+        match self.ram_types.get(&pfn) {
+            Some(c) => *c,
+            // RAM nobody set another memtype on is WB; anything else unreserved is UC-.
+            None if self.is_ram(pfn) => Cache::WB,
+            None => Cache::UcMinus,
+        }
     }
 
     /// `memtype_reserve` as a call of its own or inside the open call. Returns (ret, new type).
@@ -347,14 +390,23 @@ impl TraceBuilder {
     }
 
     fn memtype_free(&mut self, pfn: u64, pages: u64) {
+        // memtype_erase: an exact match goes, an end match shrinks, anything else is refused.
+        let end = pfn + pages;
         let ret = if is_isa_range(pfn, pages) {
             0
         } else if let Some(i) = self
             .reservations
             .iter()
-            .position(|(s, e, _)| *s == pfn && *e == pfn + pages)
+            .position(|(s, e, _)| *s == pfn && *e == end)
         {
             self.reservations.remove(i);
+            0
+        } else if let Some(r) = self
+            .reservations
+            .iter_mut()
+            .find(|(s, e, _)| *s < pfn && *e == end)
+        {
+            r.1 = pfn;
             0
         } else {
             errno::EINVAL
@@ -587,6 +639,111 @@ impl TraceBuilder {
         got
     }
 
+    /// One driver fault that inserts each of `pfns` at the same page, asking for `req`: the
+    /// first maps it, the kernel keeps that PTE for the others and returns NOPAGE.
+    pub fn fault_inserts_at(&mut self, v: &Vma, addr: u64, pfns: &[u64], req: Cache) {
+        let snap = v.clone();
+        self.vma_lock_attempt(v, addr, true);
+        let fl = self.fault_flags(true);
+        self.open("handle_mm_fault", |r| {
+            Self::set_vma(r, &snap);
+            r.address = Some(addr);
+            r.fault_flags = Some(fl);
+        });
+        let prot = self.prot_with(v.prot, req);
+        let page_addr = addr & !(PAGE_SIZE - 1);
+        let lookup_hook = self.pat_hook("track_pfn_insert", "pfnmap_setup_cachemode");
+        for &pfn in pfns {
+            self.open("vmf_insert_pfn_prot", |r| {
+                Self::set_vma(r, &snap);
+                r.address = Some(page_addr);
+                r.pfn = Some(pfn);
+                r.prot = Some(prot);
+                r.cache_req = Some(req.name().into());
+            });
+            let got = self.lookup_memtype(pfn);
+            let prot_out = self.prot_with(prot, got);
+            let sized = lookup_hook == "pfnmap_setup_cachemode";
+            self.leaf(lookup_hook, |r| {
+                if !sized {
+                    Self::set_vma(r, &snap);
+                } else {
+                    r.size = Some(PAGE_SIZE);
+                    r.ret = Some(0);
+                }
+                r.pfn = Some(pfn);
+                r.prot = Some(prot);
+                r.cache_req = Some(req.name().into());
+                r.prot_out = Some(prot_out);
+                r.cache_out = Some(got.name().into());
+            });
+            self.close(|r| r.ret = Some(vf::NOPAGE as i64));
+            self.ptes.entry((v.mm, addr >> PAGE_SHIFT)).or_insert(KPte {
+                pfn,
+                special: true,
+                cache: got,
+            });
+        }
+        self.close(|r| r.ret = Some(vf::NOPAGE as i64));
+    }
+
+    /// A driver fault whose `->fault` returns VM_FAULT_NOPAGE without mapping anything.
+    pub fn fault_nopage(&mut self, v: &Vma, addr: u64) {
+        let snap = v.clone();
+        self.vma_lock_attempt(v, addr, false);
+        let fl = self.fault_flags(false);
+        self.leaf("handle_mm_fault", |r| {
+            Self::set_vma(r, &snap);
+            r.address = Some(addr);
+            r.fault_flags = Some(fl);
+            r.ret = Some(vf::NOPAGE as i64);
+        });
+    }
+
+    /// `arch_io_reserve_memtype_wc` and friends: a reservation outside any mapping.
+    pub fn reserve_io(&mut self, pfn: u64, pages: u64, c: Cache) -> (i64, Cache) {
+        self.memtype_reserve(pfn, pages, c)
+    }
+
+    /// munmap() of the first `pages` of `v`: the vma is split, and the unmapped head (a vma of
+    /// its own) is untracked and zapped. 6.1/6.12 untrack it with its own range, which no
+    /// reservation starts and ends at; 6.16+ keep the tracking context until the last vma goes.
+    pub fn munmap_head(&mut self, v: &mut Vma, pages: u64) {
+        let mut head = v.clone();
+        head.id = self.next_vma;
+        self.next_vma += 1;
+        head.end = head.start + pages * PAGE_SIZE;
+        let first = self.ptes.get(&(head.mm, head.start >> PAGE_SHIFT)).copied();
+        if self.series != Series::V6_16 && head.flags & self.bits.pfnmap != 0 {
+            let snap = head.clone();
+            self.open("untrack_pfn", |r| {
+                Self::set_vma(r, &snap);
+                r.pfn = Some(0);
+                r.size = Some(0);
+            });
+            if head.flags & self.bits.pat != 0
+                && let Some(k) = first.filter(|k| k.special)
+            {
+                self.memtype_free(k.pfn, pages);
+            }
+            self.close(|_| {});
+            head.flags &= !self.bits.pat;
+        }
+        let snap = head.clone();
+        self.open("unmap_page_range", |r| {
+            Self::set_vma(r, &snap);
+            r.address = Some(snap.start);
+            r.size = Some(snap.end - snap.start);
+        });
+        self.vnp_range(&head);
+        self.close(|_| {});
+        for pg in head.start >> PAGE_SHIFT..head.end >> PAGE_SHIFT {
+            self.ptes.remove(&(head.mm, pg));
+        }
+        v.start = head.end;
+        v.pgoff += pages;
+    }
+
     /// A write to a private PFN mapping: `do_wp_page` finds no page and copies.
     pub fn cow_write(&mut self, v: &Vma, addr: u64) {
         let Some(k) = self.ptes.get(&(v.mm, addr >> PAGE_SHIFT)).copied() else {
@@ -609,14 +766,16 @@ impl TraceBuilder {
             r.page = Some(false);
         });
         self.close(|r| r.ret = Some(0));
-        // A fresh anonymous page far above the device pfns.
+        // A fresh anonymous page far above the device pfns, mapped with the vma's protection
+        // (wp_page_copy: mk_pte(new_page, vma->vm_page_prot)).
         let anon = 0x10_0000 + (addr >> PAGE_SHIFT & 0xffff);
+        let cache = self.pat.of_prot(v.prot);
         self.ptes.insert(
             (v.mm, addr >> PAGE_SHIFT),
             KPte {
                 pfn: anon,
                 special: false,
-                cache: Cache::WB,
+                cache,
             },
         );
     }
@@ -705,16 +864,14 @@ impl TraceBuilder {
                 r.pfn = Some(0);
                 r.size = Some(0);
             });
+            // untrack_pfn frees the vma's range from its first PTE (free_pfn_range), whatever
+            // the reservation was: RAM has none.
             if v.flags & self.bits.pat != 0
                 && let Some(k) = first
+                && k.special
+                && !self.is_ram(k.pfn)
             {
-                let tracked = self
-                    .reservations
-                    .iter()
-                    .any(|(s, e, _)| *s == k.pfn && *e == k.pfn + v.pages());
-                if k.special && (tracked || is_isa_range(k.pfn, v.pages())) {
-                    self.memtype_free(k.pfn, v.pages());
-                }
+                self.memtype_free(k.pfn, v.pages());
             }
             self.close(|_| {});
             v.flags &= !self.bits.pat;

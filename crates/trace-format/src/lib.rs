@@ -34,7 +34,8 @@ pub use checked::CheckedStream;
 pub use columns::{COLUMNS, Rec, Rows, ids_from_deltas};
 pub use guard::guard_panics;
 pub use meta::{
-    CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
+    CURRENT_SCHEMA_VERSION, IomemSpan, META_KEY, MemtypeSpan, PlanEntry, RungFailure,
+    SCHEMA_VERSION_KEY, StartState, TraceMeta,
 };
 pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use pfnscope_abi::{PatTable, bits::VmBits};
+use pfnscope_abi::{Cache, PatTable, bits::VmBits};
 use serde::{Deserialize, Serialize};
 
 /// Schema-metadata key holding [`TraceMeta`] as JSON.
@@ -48,6 +48,47 @@ pub struct TraceMeta {
     /// (anonymous read faults, fs-dax holes). None when kallsyms has no data symbols.
     #[serde(default)]
     pub zero_pfn: Option<u64>,
+    /// The kernel's PAT and physical-memory state when recording started: what happened before
+    /// the trace that its rules depend on (a GPU driver reserves WC at probe time). None in
+    /// traces recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_state: Option<StartState>,
+}
+
+/// State older than the trace, read when recording started. Each part is None when it could not
+/// be read, with the reason in `notes`: a rule that needs it then says "not checkable" rather
+/// than guess. No kernel pointers: physical ranges only, and none inside the kernel image.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartState {
+    /// PAT's memtype tree (debugfs `x86/pat_memtype_list`): the reservations of non-RAM ranges.
+    pub memtypes: Option<Vec<MemtypeSpan>>,
+    /// RAM pages whose memtype is not WB: PAT keeps RAM types in page flags, not in the tree
+    /// (arch/x86/mm/pat/memtype.c:get_page_memtype), read from /proc/kpageflags.
+    pub ram_memtypes: Option<Vec<MemtypeSpan>>,
+    /// /proc/iomem outside System RAM: device memory and who owns it.
+    pub iomem: Vec<IomemSpan>,
+    /// Why a part is missing, one sentence each.
+    pub notes: Vec<String>,
+}
+
+/// A physical range with one memtype, as pfns [start, end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemtypeSpan {
+    pub start_pfn: u64,
+    pub end_pfn: u64,
+    pub cache: Cache,
+}
+
+/// One /proc/iomem resource: physical [start, end), its name, how deep it nests, and the PCI
+/// device (`0000:00:02.0`) it belongs to, when it is under one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IomemSpan {
+    pub start: u64,
+    pub end: u64,
+    pub name: String,
+    pub depth: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
 }
 
 impl TraceMeta {

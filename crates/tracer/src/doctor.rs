@@ -22,10 +22,21 @@ pub struct Report {
     pub btf: bool,
     pub kprobes: bool,
     pub tracefs: Option<String>,
+    /// What `tracer record` can read of the kernel's state at start (PAT memtypes, RAM page
+    /// memtypes, device ranges): counts, or why a part is missing.
+    pub start_state: StartStateReport,
     pub hooks: Vec<HookReport>,
     /// At least one hook attaches: `tracer record` will work.
     pub ready: bool,
     /// Plain-language conclusions.
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct StartStateReport {
+    pub memtypes: Option<usize>,
+    pub ram_memtypes: Option<usize>,
+    pub iomem: usize,
     pub notes: Vec<String>,
 }
 
@@ -113,6 +124,14 @@ pub fn report() -> Report {
         })
         .collect();
     let ready = plan.iter().any(|p| p.mode.is_some());
+    let iomem = system::iomem();
+    let st = crate::start_state::snapshot(&iomem, &system::system_ram(&iomem));
+    let start_state = StartStateReport {
+        memtypes: st.memtypes.as_ref().map(Vec::len),
+        ram_memtypes: st.ram_memtypes.as_ref().map(Vec::len),
+        iomem: st.iomem.len(),
+        notes: st.notes,
+    };
     Report {
         kernel_release: u.release,
         kernel_version: u.version,
@@ -121,6 +140,7 @@ pub fn report() -> Report {
         btf,
         kprobes,
         tracefs,
+        start_state,
         hooks,
         ready,
         notes,
@@ -151,6 +171,21 @@ pub fn render_human(r: &Report) -> String {
         "tracefs     {}",
         r.tracefs.as_deref().unwrap_or("not mounted")
     );
+    let st = &r.start_state;
+    let count = |n: Option<usize>, what: &str| match n {
+        Some(n) => format!("{n} {what}"),
+        None => format!("no {what}"),
+    };
+    let _ = writeln!(
+        s,
+        "start state {}, {}, {} device ranges",
+        count(st.memtypes, "PAT reservations"),
+        count(st.ram_memtypes, "non-WB RAM runs"),
+        st.iomem
+    );
+    for n in &st.notes {
+        let _ = writeln!(s, "            {n}");
+    }
     s.push('\n');
     let _ = writeln!(s, "{:<44} {:<11} detail", "hook", "mode");
     for h in &r.hooks {

@@ -21,4 +21,5 @@ pub mod doctor;
 pub mod plan;
 pub mod record;
 pub mod session;
+pub mod start_state;
 pub mod system;

@@ -85,6 +85,15 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
 
     let u = &s.uname;
     let iomem = crate::system::iomem();
+    let system_ram = crate::system::system_ram(&iomem);
+    // After the probes attached and before the command runs: what changes from here on is in
+    // the trace, what is older is in the snapshot.
+    let start_state = crate::start_state::snapshot(&iomem, &system_ram);
+    if !args.quiet {
+        for n in &start_state.notes {
+            eprintln!("tracer: start state: {n}");
+        }
+    }
     let meta = TraceMeta {
         tool: format!("pfnscope tracer {}", env!("CARGO_PKG_VERSION")),
         kernel_release: u.release.clone(),
@@ -103,8 +112,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         pat_table: PAT_TABLE.0.iter().map(|c| c.name().to_string()).collect(),
         filters: describe_filters(&args, &target),
         ring_buffer_bytes: (args.buffer_mb as u64) << 20,
-        system_ram: crate::system::system_ram(&iomem),
+        system_ram,
         zero_pfn: crate::system::zero_pfn(&s.kallsyms, &iomem),
+        start_state: Some(start_state),
         ..Default::default()
     };
     let writer = TraceWriter::create(&args.output, &meta)?;

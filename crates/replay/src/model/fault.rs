@@ -1,8 +1,8 @@
 //! `handle_mm_fault` and the page-fault tracepoints: flags and results, the 6.12+ VMA-lock
 //! retry, sanitised writes, what a failed fault leaves behind, COW copies.
 
+use pfnscope_abi::Hook;
 use pfnscope_abi::bits::{PAGE_SHIFT, fault_flag as ff, vm_fault as vf};
-use pfnscope_abi::{Cache, Hook};
 use pfnscope_trace::{Rec, Record};
 
 use super::state::{LastFault, Pte};
@@ -10,6 +10,10 @@ use super::{Model, is_dax, show_ret, space};
 use crate::report::{Outcome, Sink};
 use crate::rules::Rule;
 use crate::tree::Tree;
+
+/// Faults in a row on one page, each NOPAGE with nothing mapped, that make a refault loop: a
+/// racing thread may make one or two, nothing correct makes this many.
+const NOPAGE_LOOP: u32 = 8;
 
 /// What a fault's children did, gathered in one pass: the rules ask several questions of the
 /// same few calls.
@@ -248,15 +252,28 @@ impl<S: Sink> Model<S> {
             let write = flags.is_some_and(|fl| fl & ff::WRITE != 0);
             let cow = vm_flags.is_some_and(|vm| self.bits.is_cow(vm));
             if write && cow && kids.vnp_here && v & (vf::ERROR | vf::RETRY) == 0 {
+                // wp_page_copy maps the copy with vma->vm_page_prot: a /dev/mem mapping opened
+                // O_SYNC is UC- there, and so is its private copy (mm/memory.c:wp_page_copy).
                 let p = Pte {
                     pfn: None,
                     special: Some(false),
-                    cache: Some(Cache::WB),
+                    cache: r.vma_prot().map(|p| self.pat.of_prot(p)),
                     known: true,
                     anon: true,
                     since: r.seq(),
                 };
                 self.install(space(r), pg, p, r);
+            }
+            // A driver's ->fault that returns NOPAGE and maps nothing leaves the page unmapped,
+            // and the task faults on it again. A RETRY is half of one fault (6.12+: the
+            // VMA-lock attempt), neither a repeat nor the end of a streak.
+            if v & vf::RETRY == 0 {
+                let empty = v & vf::ERROR == 0
+                    && v & vf::NOPAGE != 0
+                    && kids.inserts == 0
+                    && !kids.vnp_here
+                    && driver.is_some();
+                self.nopage_streak(r, pg, empty);
             }
             self.faults.last.insert(
                 r.tid(),
@@ -269,6 +286,32 @@ impl<S: Sink> Model<S> {
                     id: r.id(),
                 },
             );
+        }
+    }
+
+    /// Counts a task's faults on one page that returned NOPAGE with nothing mapped; at
+    /// [`NOPAGE_LOOP`] in a row, a finding.
+    fn nopage_streak(&mut self, r: Rec<'_>, page: u64, empty: bool) {
+        let tid = r.tid();
+        if !empty {
+            if !self.faults.nopage.is_empty() {
+                self.faults.nopage.remove(&tid);
+            }
+            return;
+        }
+        let s = self.faults.nopage.entry(tid).or_insert((page, 0, r.seq()));
+        if s.0 != page {
+            *s = (page, 0, r.seq());
+        }
+        s.1 += 1;
+        let (n, first) = (s.1, s.2);
+        if n == NOPAGE_LOOP {
+            self.find(Rule::FindNopageLoop, &[r], r.driver(), || {
+                format!(
+                    "{n} faults in a row at {:#x} (from seq {first}) returned VM_FAULT_NOPAGE without mapping anything",
+                    page << PAGE_SHIFT
+                )
+            });
         }
     }
 

@@ -208,10 +208,20 @@ impl<S: Sink> Model<S> {
         {
             let base = (a >> PAGE_SHIFT) & !(level_pages - 1);
             let (sp, seq) = (space(r), r.seq());
+            let mut kept = None;
             for j in 0..level_pages {
                 let pg = base + j;
+                let old = self.ptes.map.get(&(sp, pg)).copied().filter(|p| p.known);
+                // Mapped by an earlier insert of this same tree: surely still there, whatever
+                // the model may have missed between trees.
+                let this_tree = old.is_some() && self.ptes.inserted_in_tree(sp, pg);
                 // An already present PTE stays as it was (insert_pfn without mkwrite).
-                if self.ptes.map.get(&(sp, pg)).is_some_and(|p| p.known) && fault_page != Some(pg) {
+                if let Some(o) = old
+                    && (fault_page != Some(pg) || this_tree)
+                {
+                    if this_tree && !mixed && o.pfn.is_some_and(|p| p != pfn.saturating_add(j)) {
+                        kept.get_or_insert((pg, o));
+                    }
                     continue;
                 }
                 let p = Pte {
@@ -229,6 +239,17 @@ impl<S: Sink> Model<S> {
                     since: seq,
                 };
                 self.install(sp, pg, p, r);
+            }
+            self.ptes.tree_inserts.push((sp, base, level_pages));
+            if let Some((pg, o)) = kept {
+                self.find(Rule::FindInsertOverPresent, &[r], r.driver(), || {
+                    format!(
+                        "pfn {pfn:#x} inserted at {:#x}, where this fault had already mapped pfn {:#x?} (seq {}): the kernel kept the old PTE and returned NOPAGE",
+                        pg << PAGE_SHIFT,
+                        o.pfn,
+                        o.since
+                    )
+                });
             }
         }
         self.visit_kids(t, i, fault_page, |h| !h.is_insert_lookup());

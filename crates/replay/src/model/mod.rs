@@ -80,6 +80,8 @@ pub struct Model<S: Sink> {
     vmas: Vmas,
     faults: Faults,
     forks: Forks,
+    /// Trees processed so far: the current one's number.
+    tree_no: u64,
 }
 
 impl<S: Sink> Model<S> {
@@ -107,10 +109,11 @@ impl<S: Sink> Model<S> {
             seen: [false; Hook::COUNT],
             ptes: Ptes::default(),
             mem: PhysMem::from_meta(meta),
-            pats: PatState::default(),
+            pats: PatState::from_meta(meta),
             vmas: Vmas::default(),
             faults: Faults::default(),
             forks: Forks::default(),
+            tree_no: 0,
         }
     }
 
@@ -186,6 +189,8 @@ impl<S: Sink> Model<S> {
     }
 
     pub fn process(&mut self, t: &Tree) {
+        self.ptes.tree_inserts.clear();
+        self.tree_no += 1;
         let root = t.nodes[0].rec();
         if !self.forks.child_pending.is_empty()
             && root.mm_id().is_some()
@@ -228,6 +233,7 @@ impl<S: Sink> Model<S> {
     }
 
     pub fn finish(mut self) -> S {
+        self.report_unreserved();
         let leaks: Vec<Entry> = self
             .pats
             .memtypes
@@ -236,7 +242,7 @@ impl<S: Sink> Model<S> {
             .filter(|e| match e.owner {
                 Owner::Vma(v) => self.vmas.map.get(&v).is_some_and(|s| s.untracked),
                 Owner::Fork { failed, .. } => failed,
-                Owner::Other => false,
+                Owner::Before | Owner::Other => false,
             })
             .cloned()
             .collect();

@@ -3,11 +3,18 @@
 use pfnscope_abi::bits::{errno, is_isa_range, pte};
 use pfnscope_abi::{Cache, Hook};
 
-use super::{Model, cache_of, pages, show_ret};
+use pfnscope_trace::{Rec, Record, Sym};
+
+use super::state::{RamKind, UnreservedInserts};
+use super::{MAX_WALK, Model, cache_of, pages, show_ret};
 use crate::memtype::{Entry, FreeMatch, Owner, ReservePrediction};
 use crate::report::{Outcome, Sink};
 use crate::rules::Rule;
 use crate::tree::Tree;
+
+/// Pages of device memory a driver must map one by one without a reservation for the per-page
+/// PAT cost to be reported: 16 MiB, a framebuffer or a GPU buffer, more than a few registers.
+const PER_PAGE_PAT: u64 = 4096;
 
 impl<S: Sink> Model<S> {
     /// `track_pfn_insert` / `pfnmap_setup_cachemode`: returns the cache mode PAT answered.
@@ -57,27 +64,38 @@ impl<S: Sink> Model<S> {
             .lookup_entry(pfn)
             .map(|e| (e.cache, e.owner, e.seq));
         let reserved = entry.map(|(c, _, _)| c);
-        let is_ram = self.mem.is_ram(pfn, 1);
-        let expected = if is_isa_range(pfn, 1) {
-            self.pats.on.then_some(Cache::WB)
-        } else if reserved.is_some() {
-            reserved
-        } else if is_ram && self.pats.on {
-            // RAM keeps its memtype in page flags; never set means WB (memtype.c lookup_memtype).
-            Some(Cache::WB)
-        } else if !is_ram && !self.mem.ram.is_empty() && self.pats.on {
-            // Outside System RAM with no reservation: memtype_lookup finds nothing, UC-.
-            Some(Cache::UcMinus)
-        } else {
-            self.pats.lookups.get(&pfn).copied()
+        let kind = self.mem.ram_kind(pfn, 1);
+        // RAM keeps its memtype in page flags (memtype.c lookup_memtype, get_page_memtype).
+        let ram_type = match kind {
+            RamKind::Ram if self.pats.on => self.mem.ram_type(pfn),
+            _ => None,
         };
+        // Outside System RAM with no reservation, memtype_lookup finds nothing: UC-. Only
+        // where every reservation is known: one older than the trace would answer otherwise.
+        let unreserved = kind == RamKind::NotRam && self.pats.on && self.pats.memtypes.complete();
+        let (expected, why) = if is_isa_range(pfn, 1) {
+            (
+                self.pats.on.then_some(Cache::WB),
+                "the ISA hole is never tracked",
+            )
+        } else if reserved.is_some() {
+            (reserved, "the reservation covering it")
+        } else if let Some((c, _)) = ram_type {
+            (Some(c), "the RAM page's memtype")
+        } else if unreserved {
+            (Some(Cache::UcMinus), "no reservation covers it")
+        } else {
+            (
+                self.pats.lookups.get(&pfn).copied(),
+                "the last lookup, no reservation change since",
+            )
+        };
+        // Only where every reservation is known: an older one would cover it.
+        if unreserved && reserved.is_none() && !is_isa_range(pfn, 1) {
+            self.count_unreserved(t, i);
+        }
         match expected {
             Some(e) => self.check(Rule::PatLookup, e == out, &[r], || {
-                let why = if reserved.is_some() {
-                    "the reservation covering it"
-                } else {
-                    "the last lookup, no reservation change since"
-                };
                 (
                     format!("{} for pfn {pfn:#x} ({why})", e.name()),
                     out.name().into(),
@@ -108,33 +126,133 @@ impl<S: Sink> Model<S> {
         }
         if reserved.is_none() && !is_isa_range(pfn, 1) {
             self.pats.lookups.insert(pfn, out);
-            if out == Cache::UcMinus {
+            if out == Cache::UcMinus && kind != RamKind::Ram {
                 self.mem.add_nonram(pfn, pfn.saturating_add(1));
             }
-            if !matches!(out, Cache::UcMinus | Cache::WB) {
-                self.find(
+            let drv = r.driver().or(t.nodes[0].rec().driver());
+            let other = !matches!(out, Cache::UcMinus | Cache::WB);
+            match ram_type {
+                // Set in the trace: the same finding as a reservation outside any mapping.
+                Some((_, Some(seq))) if other => self.find(
                     Rule::FindRamMemtype,
                     &[r],
-                    r.driver().or(t.nodes[0].rec().driver()),
+                    drv,
+                    || format!("{} from a set_memory_*/set_pages_* on RAM (seq [{seq}]): pfn {pfn:#x} mapped {} through a PFN mapping", out.name(), out.name()),
+                ),
+                // Older than the trace and in the start state: explained, nothing to report.
+                Some(_) => {}
+                None if other && !unreserved => self.find(
+                    Rule::FindRamMemtype,
+                    &[r],
+                    drv,
                     || format!("{} with no reservation in the trace: pfn {pfn:#x} (RAM with a set_memory_*/set_pages_* type, or an older reservation)", out.name()),
-                );
+                ),
+                None => {}
             }
         }
-        if let Some(req) = c_in
-            && matches!(req, Cache::WC | Cache::WT)
-            && matches!(out, Cache::UcMinus | Cache::UC)
-        {
+        if let Some(req) = c_in {
             let drv = r.driver().or(t.nodes[0].rec().driver());
-            self.find(Rule::FindWcDowngrade, &[r], drv, || {
+            self.cache_change(r, drv, pfn, req, out, why);
+        }
+        Some(out)
+    }
+
+    /// One more insert lookup of device memory with no reservation, for the driver of the
+    /// fault it ran in.
+    fn count_unreserved(&mut self, t: &Tree, i: usize) {
+        let (r, root) = (t.nodes[i].rec(), t.nodes[0].rec());
+        let driver = r.driver().or(root.driver());
+        let fault_ns = match t.nodes[0].hook {
+            Some(Hook::HandleMmFault) => root.latency_ns().unwrap_or(0),
+            _ => 0,
+        };
+        let tree = self.tree_no;
+        let u = &mut self.pats.unreserved;
+        let at = match u.iter().position(|x| x.driver == driver) {
+            Some(at) => at,
+            None => {
+                u.push(UnreservedInserts {
+                    driver,
+                    lookups: 0,
+                    lookup_ns: 0,
+                    fault_ns: 0,
+                    last_tree: 0,
+                    first: (r.seq(), r.id()),
+                });
+                u.len() - 1
+            }
+        };
+        let x = &mut u[at];
+        x.lookups += 1;
+        x.lookup_ns += r.latency_ns().unwrap_or(0);
+        if x.last_tree != tree {
+            x.last_tree = tree;
+            x.fault_ns += fault_ns;
+        }
+    }
+
+    /// At the end: the drivers that mapped a large range of device memory page by page with
+    /// no reservation, and what their PAT lookups cost.
+    pub(super) fn report_unreserved(&mut self) {
+        for u in std::mem::take(&mut self.pats.unreserved) {
+            if u.lookups < PER_PAGE_PAT {
+                continue;
+            }
+            let first = Record {
+                seq: u.first.0,
+                id: u.first.1,
+                ..Default::default()
+            };
+            let share = if u.fault_ns > 0 {
                 format!(
-                    "{} requested, {} mapped: pfn {pfn:#x} has no {} reservation",
-                    req.name(),
-                    out.name(),
-                    req.name()
+                    ", {:.1}% of the {:.1} ms those faults took",
+                    100.0 * u.lookup_ns as f64 / u.fault_ns as f64,
+                    u.fault_ns as f64 / 1e6
+                )
+            } else {
+                String::new()
+            };
+            self.find(Rule::FindPerPagePat, &[Rec::Record(&first)], u.driver, || {
+                format!(
+                    "{} MiB of device memory ({} pages) mapped page by page with no reservation: {} PAT lookups took {:.1} ms{share}, and mapped UC-",
+                    u.lookups >> 8,
+                    u.lookups,
+                    u.lookups,
+                    u.lookup_ns as f64 / 1e6
                 )
             });
         }
-        Some(out)
+    }
+
+    /// A mapping asked for `req` and PAT gave `got` (`why`: what decided it, in words). Every
+    /// such change is a finding: a WC/WT request made uncached, anything made WB, or another
+    /// change an older reservation or the MTRRs decided.
+    pub(super) fn cache_change(
+        &mut self,
+        r: Rec<'_>,
+        drv: Option<Sym>,
+        pfn: u64,
+        req: Cache,
+        got: Cache,
+        why: &str,
+    ) {
+        if req == got {
+            return;
+        }
+        let (req, got) = (req.name(), got.name());
+        if got == "WB" {
+            self.find(Rule::FindWcToWb, &[r], drv, || {
+                format!("{req} requested, WB mapped: pfn {pfn:#x} is WB ({why}), so the mapping is cached")
+            });
+        } else if matches!(req, "WC" | "WT") && matches!(got, "UC-" | "UC") {
+            self.find(Rule::FindWcDowngrade, &[r], drv, || {
+                format!("{req} requested, {got} mapped: pfn {pfn:#x} has no {req} reservation")
+            });
+        } else {
+            self.find(Rule::FindCacheChanged, &[r], drv, || {
+                format!("{req} requested, {got} mapped at pfn {pfn:#x}: {why}")
+            });
+        }
     }
 
     /// `memtype_reserve`; returns `*new_type` as the trace shows it.
@@ -150,6 +268,7 @@ impl<S: Sink> Model<S> {
         };
         let n = pages(r.size());
         let end = start.saturating_add(n);
+        let kind = self.mem.ram_kind(start, n);
         if is_isa_range(start, n) {
             self.check(
                 Rule::PatReserve,
@@ -162,6 +281,15 @@ impl<S: Sink> Model<S> {
                     )
                 },
             );
+        } else if kind == RamKind::Ram {
+            self.reserve_ram(r, start, n, req, newt, ret);
+        } else if kind == RamKind::Mixed {
+            self.check(Rule::PatReserve, ret == errno::EINVAL, &[r], || {
+                (
+                    format!("-EINVAL (pfn {start:#x}..{end:#x} is partly RAM)"),
+                    format!("{ret}"),
+                )
+            });
         } else {
             let overlapped = self.pats.memtypes.overlapping(start, end).next().is_some();
             match self
@@ -173,7 +301,7 @@ impl<S: Sink> Model<S> {
                     let ok = ret == 0 && newt.is_none_or(|c| types.contains(&c));
                     if ok {
                         self.sink.tally(Rule::PatReserve, Outcome::Held);
-                    } else if !overlapped {
+                    } else if !overlapped && !self.pats.memtypes.complete() {
                         // An older reservation or a RAM page type can explain it.
                         self.nc(Rule::PatReserve);
                     } else {
@@ -214,6 +342,63 @@ impl<S: Sink> Model<S> {
         newt
     }
 
+    /// `reserve_ram_pages_type`: a RAM range takes a memtype only if every page is WB; WP is
+    /// refused and UC becomes UC- (arch/x86/mm/pat/memtype.c).
+    fn reserve_ram(
+        &mut self,
+        r: Rec<'_>,
+        start: u64,
+        n: u64,
+        req: Cache,
+        newt: Option<Cache>,
+        ret: i64,
+    ) {
+        let req = if req == Cache::UC {
+            Cache::UcMinus
+        } else {
+            req
+        };
+        let mut busy = None;
+        let mut unknown = false;
+        for p in start..start.saturating_add(n.min(MAX_WALK)) {
+            match self.mem.ram_type(p) {
+                Some((Cache::WB, _)) => {}
+                Some((c, _)) => {
+                    busy = Some(c);
+                    break;
+                }
+                None => unknown = true,
+            }
+        }
+        let expected = if req == Cache::WP {
+            Some((errno::EINVAL, Cache::UcMinus))
+        } else if let Some(c) = busy {
+            Some((errno::EBUSY, c))
+        } else if unknown {
+            None
+        } else {
+            Some((0, req))
+        };
+        match expected {
+            Some((e, c)) => self.check(
+                Rule::PatReserve,
+                ret == e && newt.is_none_or(|x| x == c),
+                &[r],
+                || {
+                    (
+                        format!("{e} with {} (RAM: the pages' memtypes decide)", c.name()),
+                        format!("{ret} {newt:?}"),
+                    )
+                },
+            ),
+            None => self.nc(Rule::PatReserve),
+        }
+        if ret == 0 {
+            self.mem
+                .set_ram_types(start, n, newt.unwrap_or(req), r.seq());
+        }
+    }
+
     pub(super) fn free(&mut self, t: &Tree, i: usize, owner: Option<Owner>) {
         let r = t.nodes[i].rec();
         self.pats.on = true;
@@ -222,16 +407,39 @@ impl<S: Sink> Model<S> {
             return;
         };
         let n = pages(r.size());
+        let kind = self.mem.ram_kind(start, n);
         if is_isa_range(start, n) {
             self.check(Rule::PatFree, ret == 0, &[r], || {
                 ("0 (the ISA hole is not tracked)".into(), format!("{ret}"))
+            });
+        } else if kind == RamKind::Ram {
+            // free_ram_pages_type: every page back to WB, always 0.
+            self.check(Rule::PatFree, ret == 0, &[r], || {
+                (
+                    "0 (RAM: the pages' memtype goes back to WB)".into(),
+                    format!("{ret}"),
+                )
+            });
+            self.mem.set_ram_types(start, n, Cache::WB, r.seq());
+        } else if kind == RamKind::Mixed {
+            self.check(Rule::PatFree, ret == errno::EINVAL, &[r], || {
+                ("-EINVAL (the range is partly RAM)".into(), format!("{ret}"))
             });
         } else {
             let m = self
                 .pats
                 .memtypes
                 .find_free_for(start, start.saturating_add(n), owner);
-            if m == FreeMatch::None {
+            if m == FreeMatch::None && self.pats.memtypes.complete() {
+                // memtype_erase finds neither an exact nor an end match: "freeing invalid
+                // memtype", and the tree keeps what it had.
+                self.check(Rule::PatFree, ret == errno::EINVAL, &[r], || {
+                    (
+                        format!("-EINVAL (no reservation of pfn {start:#x}..{:#x} ends there: freeing invalid memtype)", start + n),
+                        format!("{ret}"),
+                    )
+                });
+            } else if m == FreeMatch::None {
                 self.nc(Rule::PatFree);
             } else {
                 self.check(Rule::PatFree, ret == 0, &[r], || {

@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, hash_map::Entry as MapEntry};
 
-use pfnscope_abi::bits::is_isa_range;
+use pfnscope_abi::bits::{ISA_END_PFN, is_isa_range};
 use pfnscope_abi::{CACHE_MODES, Cache};
 use pfnscope_trace::{Rec, Sym, TraceMeta};
 
 use super::{MAX_WALK, Model};
 use crate::IdMap;
-use crate::memtype::{MemtypeMap, Owner};
+use crate::memtype::{Entry, MemtypeMap, Owner};
 use crate::report::Sink;
 use crate::rules::Rule;
 
@@ -47,9 +47,18 @@ pub(super) struct Ptes {
     /// Special PTEs mapping each pfn, per cache mode (`Cache as usize`): counts in place, since
     /// a vector per pfn was an allocation and a free per page mapped and zapped.
     aliases: IdMap<u64, [u32; CACHE_MODES]>,
+    /// The PFN inserts of the tree being processed: (address space, first page, pages).
+    pub(super) tree_inserts: Vec<(u64, u64, u64)>,
 }
 
 impl Ptes {
+    /// Whether an earlier insert of the current tree mapped `page` of `sp`.
+    pub(super) fn inserted_in_tree(&self, sp: u64, page: u64) -> bool {
+        self.tree_inserts
+            .iter()
+            .any(|&(s, first, n)| s == sp && page >= first && page - first < n)
+    }
+
     /// Installs `p` at `page` of address space `sp`; returns the cache mode another special
     /// PTE of the same pfn has, if it differs (an alias).
     pub(super) fn install(&mut self, sp: u64, page: u64, p: Pte) -> Option<Cache> {
@@ -114,14 +123,90 @@ pub(super) struct PhysMem {
     pub(super) max_page_pfn: Option<u64>,
     /// Pfns that left the page cache: (file index, seq).
     pub(super) deleted: IdMap<u64, (u64, u64)>,
+    /// RAM pages' memtypes (PAT keeps them in page flags): those set or reset in the trace,
+    /// with the seq of the call, and the non-WB ones of the start state (no seq).
+    ram_types: IdMap<u64, (Cache, Option<u64>)>,
+    /// The start state listed every non-WB RAM page: a page not in `ram_types` is WB.
+    ram_types_known: bool,
 }
+
+/// Whether a pfn range is System RAM, as `pat_pagerange_is_ram` decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RamKind {
+    Ram,
+    NotRam,
+    /// Partly RAM: memtype_reserve/free refuse it with -EINVAL.
+    Mixed,
+    /// The trace does not say where RAM is.
+    Unknown,
+}
+
+/// More non-WB RAM pages than this in the start state are not expanded page by page; RAM
+/// memtypes older than the trace are then unknown.
+const MAX_START_RAM_TYPES: u64 = 1 << 22;
 
 impl PhysMem {
     pub(super) fn from_meta(meta: &TraceMeta) -> PhysMem {
-        PhysMem {
+        let mut m = PhysMem {
             ram: meta.system_ram.clone(),
             zero_pfn: meta.zero_pfn,
             ..PhysMem::default()
+        };
+        if let Some(spans) = meta
+            .start_state
+            .as_ref()
+            .and_then(|s| s.ram_memtypes.as_ref())
+        {
+            let pages: u64 = spans
+                .iter()
+                .map(|s| s.end_pfn.saturating_sub(s.start_pfn))
+                .sum();
+            if pages <= MAX_START_RAM_TYPES && !m.ram.is_empty() {
+                m.ram_types_known = true;
+                for s in spans {
+                    for p in s.start_pfn..s.end_pfn {
+                        m.ram_types.insert(p, (s.cache, None));
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// `pat_pagerange_is_ram`: the legacy ISA range counts as non-RAM (memtype.c clips it).
+    pub(super) fn ram_kind(&self, start: u64, n: u64) -> RamKind {
+        if self.ram.is_empty() {
+            return RamKind::Unknown;
+        }
+        let (start, end) = (start.max(ISA_END_PFN), start.saturating_add(n));
+        if start >= end {
+            return RamKind::NotRam;
+        }
+        let mut ram = 0u64;
+        for r in &self.ram {
+            let (a, b) = (r[0].max(start), r[1].min(end));
+            ram += b.saturating_sub(a);
+        }
+        match ram {
+            0 => RamKind::NotRam,
+            x if x == end - start => RamKind::Ram,
+            _ => RamKind::Mixed,
+        }
+    }
+
+    /// A RAM page's memtype and the seq of the traced call that set it (None: the start
+    /// state's, or WB because the start state listed no other); None when unknown.
+    pub(super) fn ram_type(&self, pfn: u64) -> Option<(Cache, Option<u64>)> {
+        match self.ram_types.get(&pfn) {
+            Some(t) => Some(*t),
+            None => self.ram_types_known.then_some((Cache::WB, None)),
+        }
+    }
+
+    /// `set_page_memtype` over `n` pages from `start`, by the call at `seq`.
+    pub(super) fn set_ram_types(&mut self, start: u64, n: u64, c: Cache, seq: u64) {
+        for p in start..start.saturating_add(n.min(MAX_WALK)) {
+            self.ram_types.insert(p, (c, Some(seq)));
         }
     }
 
@@ -166,9 +251,44 @@ pub(super) struct PatState {
     pub(super) lookups: IdMap<u64, Cache>,
     /// A pfnmap_untrack with a visible memtype_free was seen: the call is not inlined here.
     pub(super) untrack_frees_seen: bool,
+    /// Per driver, the PFN inserts of device memory no reservation covers.
+    pub(super) unreserved: Vec<UnreservedInserts>,
+}
+
+/// A driver's inserts of device memory that no reservation covers: each one's PAT lookup walks
+/// the memtype tree for nothing, and maps UC-.
+#[derive(Clone, Debug)]
+pub(super) struct UnreservedInserts {
+    pub(super) driver: Option<Sym>,
+    pub(super) lookups: u64,
+    pub(super) lookup_ns: u64,
+    /// Latency of the faults they ran in, each fault once.
+    pub(super) fault_ns: u64,
+    pub(super) last_tree: u64,
+    /// (seq, id) of the first lookup.
+    pub(super) first: (u64, u64),
 }
 
 impl PatState {
+    /// PAT as the start state shows it: its memtype tree, and PAT on if the tree was there
+    /// (debugfs lists it only when PAT is enabled).
+    pub(super) fn from_meta(meta: &TraceMeta) -> PatState {
+        match meta.start_state.as_ref().and_then(|s| s.memtypes.as_ref()) {
+            Some(spans) => PatState {
+                on: true,
+                memtypes: MemtypeMap::from_start(spans.iter().map(|s| Entry {
+                    start: s.start_pfn,
+                    end: s.end_pfn,
+                    cache: s.cache,
+                    owner: Owner::Before,
+                    seq: 0,
+                })),
+                ..PatState::default()
+            },
+            None => PatState::default(),
+        }
+    }
+
     /// A reservation changed: what lookups answered for these pages no longer holds.
     pub(super) fn forget_lookups(&mut self, start: u64, n: u64) {
         if n <= 4096 {
@@ -232,6 +352,9 @@ pub(super) struct Faults {
     pub(super) drivers: Vec<(Sym, bool)>,
     /// Per task.
     pub(super) last: IdMap<u32, LastFault>,
+    /// Per task: the page of its last faults that returned NOPAGE with nothing mapped, how
+    /// many in a row, and the seq of the first.
+    pub(super) nopage: IdMap<u32, (u64, u32, u64)>,
 }
 
 impl Faults {
@@ -301,7 +424,9 @@ impl<S: Sink> Model<S> {
 
     /// Whether `n` pages from `start` are known not to be RAM.
     pub(super) fn known_nonram(&self, start: u64, n: u64) -> bool {
-        // A reservation that made it into the memtype tree is non-RAM by construction.
+        // The memtype tree holds only non-RAM ranges (RAM keeps its type in page flags); a
+        // driver's own reservation may be RAM's page flags where the trace does not say where
+        // RAM is, so only those of mappings and of the start state count.
         self.mem.nonram(start, n)
             || self
                 .pats

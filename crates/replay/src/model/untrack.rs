@@ -2,6 +2,7 @@
 
 use pfnscope_abi::Hook;
 use pfnscope_abi::bits::{PAGE_SHIFT, PAGE_SIZE};
+use pfnscope_trace::Rec;
 
 use super::{Model, pages, space};
 use crate::memtype::{FreeMatch, Owner};
@@ -49,6 +50,31 @@ impl<S: Sink> Model<S> {
             None => self.nc(Rule::PatUntrack),
         }
         self.visit_kids(t, i, None, |_| true);
+    }
+
+    /// An untrack whose free (`fr`) matches no reservation's start and end nor its end alone,
+    /// inside one that covers it: the unmapped part of a split VM_PAT vma. memtype_erase
+    /// refuses it, and the reservation stays for as long as the rest is mapped, and after.
+    fn partial_untrack(&mut self, r: Rec<'_>, fr: Rec<'_>) {
+        let (Some(start), Some(size)) = (fr.pfn(), fr.size()) else {
+            return;
+        };
+        let end = start.saturating_add(pages(Some(size)));
+        if self.pats.memtypes.find_free(start, end) != FreeMatch::None {
+            return;
+        }
+        let Some(e) = self.pats.memtypes.covering(start, end).next().cloned() else {
+            return;
+        };
+        self.find(Rule::FindPartialUntrack, &[r, fr], r.driver(), || {
+            format!(
+                "unmapping part of a VM_PAT mapping untracked pfn {start:#x}..{end:#x}, inside the reservation {:#x}..{:#x} {} (seq {}): PAT refuses to free it (freeing invalid memtype) and the whole reservation stays",
+                e.start,
+                e.end,
+                e.cache.name(),
+                e.seq
+            )
+        });
     }
 
     pub(super) fn untrack(&mut self, t: &Tree, i: usize) {
@@ -108,6 +134,7 @@ impl<S: Sink> Model<S> {
                                 )
                             },
                         );
+                        self.partial_untrack(r, fr);
                         if st.tracked_in_trace && !st.reserved_in_trace {
                             self.diverge(
                                 Rule::PatUntrack,

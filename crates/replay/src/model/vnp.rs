@@ -5,13 +5,35 @@ use pfnscope_abi::bits::{PAGE_SHIFT, pte};
 use pfnscope_abi::{Cache, Hook};
 use pfnscope_trace::{Rec, Record};
 
-use super::state::Pte;
+use super::state::{Pte, RamKind};
 use super::{Model, space};
 use crate::report::{Outcome, Sink};
 use crate::rules::Rule;
 use crate::tree::Tree;
 
 impl<S: Sink> Model<S> {
+    /// A PTE of a RAM page whose cache mode is not the page's memtype: the kernel's linear
+    /// map of the page uses the memtype, so the page has two mappings that disagree.
+    fn linear_alias(&mut self, r: Rec<'_>, pfn: u64, cache: Cache, v: u64) {
+        if !self.pats.on || self.mem.ram_kind(pfn, 1) != RamKind::Ram {
+            return;
+        }
+        match self.mem.ram_type(pfn) {
+            Some((memtype, _)) if memtype != cache => {
+                self.find(Rule::FindLinearAlias, &[r], r.driver(), || {
+                    format!(
+                        "RAM pfn {pfn:#x} mapped {} at {:#x?} (PTE {v:#x}) while its memtype, and the kernel's linear map, is {}",
+                        cache.name(),
+                        r.address(),
+                        memtype.name()
+                    )
+                })
+            }
+            Some(_) => self.sink.tally(Rule::FindLinearAlias, Outcome::Held),
+            None => self.nc(Rule::FindLinearAlias),
+        }
+    }
+
     pub(super) fn vnp(&mut self, t: &Tree, i: usize) {
         let r = t.nodes[i].rec();
         self.vma_due(r);
@@ -45,6 +67,7 @@ impl<S: Sink> Model<S> {
             self.mem.zero_pfn.get_or_insert(pfn);
         }
         let zero = self.mem.zero_pfn == Some(pfn);
+        self.linear_alias(r, pfn, cache, v);
         if special {
             self.check(Rule::VnpSpecial, !page, &[r], || {
                 (

@@ -44,6 +44,7 @@ pub enum Hook {
     PageFaultUser,
     PageFaultKernel,
     FilemapDelete,
+    FilemapAdd,
     SchedProcessFork,
 }
 
@@ -464,6 +465,21 @@ pub static HOOKS: [HookDef; Hook::COUNT] = [
         what: "a page leaving the page cache (truncate, invalidate): the fault-vs-truncate rule",
         fallback: &[],
         note: "mm/filemap.c",
+    },
+    HookDef {
+        hook: Hook::FilemapAdd,
+        name: "filemap:mm_filemap_add_to_page_cache",
+        kind: Kind::Tracepoint {
+            group: "filemap",
+            event: "mm_filemap_add_to_page_cache",
+            rungs: &[Mode::Tracepoint],
+            // The same event class as the delete (mm_filemap_op_page_cache): same fields.
+            fields: &[Role::Pfn, Role::Ino, Role::Index, Role::Dev],
+        },
+        kernels: Kernels::All,
+        what: "a page entering the page cache: a pfn that left it may come back, at any index",
+        fallback: &[],
+        note: "mm/filemap.c:__filemap_add_folio; include/trace/events/filemap.h",
     },
     HookDef {
         hook: Hook::SchedProcessFork,

@@ -1483,6 +1483,16 @@ fn rule_truncate_mapped() {
             tweak: |r| later_vnp(r, |_| {}),
             expect: Expect::Div(Rule::TruncateMapped),
         },
+        Row {
+            name: "the pfn came back to the cache at the same index, then was mapped",
+            series: Series::V6_12,
+            scenario: |b| {
+                truncate(b);
+                b.add_to_page_cache(0x5_0000, 1);
+            },
+            tweak: |r| later_vnp(r, |_| {}),
+            expect: Expect::Clean(Rule::VnpNormal),
+        },
     ]);
 }
 

@@ -930,6 +930,16 @@ impl TraceBuilder {
         self.drop_from_page_cache(pfn, index);
     }
 
+    /// The page at `pfn` enters the page cache at file index `index` (a read, a fault).
+    pub fn add_to_page_cache(&mut self, pfn: u64, index: u64) {
+        self.tracepoint("filemap:mm_filemap_add_to_page_cache", |r| {
+            r.pfn = Some(pfn);
+            r.ino = Some(42);
+            r.index = Some(index);
+            r.dev = Some(8);
+        });
+    }
+
     /// The page at `pfn` leaves the page cache (file index `index`) without any zap: what
     /// truncation or a shmem purge does to pages only special PTEs map.
     pub fn drop_from_page_cache(&mut self, pfn: u64, index: u64) {

@@ -246,21 +246,33 @@ pub fn page_fault_kernel_tp(ctx: TracePointContext) -> u32 {
 /// Fields: pfn, i_ino, index, s_dev (the same in every supported kernel).
 #[tracepoint(category = "filemap", name = "mm_filemap_delete_from_page_cache")]
 pub fn mm_filemap_delete_from_page_cache_tp(ctx: TracePointContext) -> u32 {
-    if spec(Hook::FilemapDelete as u16).is_none() {
-        return 0;
+    filemap_op(&ctx, Hook::FilemapDelete);
+    0
+}
+
+/// The add's event class is the delete's (mm_filemap_op_page_cache): same fields, offsets.
+#[tracepoint(category = "filemap", name = "mm_filemap_add_to_page_cache")]
+pub fn mm_filemap_add_to_page_cache_tp(ctx: TracePointContext) -> u32 {
+    filemap_op(&ctx, Hook::FilemapAdd);
+    0
+}
+
+#[inline(always)]
+fn filemap_op(ctx: &TracePointContext, hook: Hook) {
+    if spec(hook as u16).is_none() {
+        return;
     }
-    let Some(ev) = begin(Hook::FilemapDelete as u16, Mode::Tracepoint as u8) else {
-        return 0;
+    let Some(ev) = begin(hook as u16, Mode::Tracepoint as u8) else {
+        return;
     };
     let o = offsets();
-    ev.args[0] = tp_field(&ctx, o.tp_filemap_pfn);
-    ev.args[1] = tp_field(&ctx, o.tp_filemap_ino);
-    ev.args[2] = tp_field(&ctx, o.tp_filemap_index);
-    ev.args[3] = tp_field_u32(&ctx, o.tp_filemap_dev);
+    ev.args[0] = tp_field(ctx, o.tp_filemap_pfn);
+    ev.args[1] = tp_field(ctx, o.tp_filemap_ino);
+    ev.args[2] = tp_field(ctx, o.tp_filemap_index);
+    ev.args[3] = tp_field_u32(ctx, o.tp_filemap_dev);
     ev.parent = current_parent(ev.tid);
     ev.id = next_id(ev.cpu);
     emit(ev);
-    0
 }
 
 /// Extends the traced set to children (so `record -- CMD` follows the whole tree) and records

@@ -12,6 +12,22 @@ use crate::rules::Rule;
 use crate::tree::Tree;
 
 impl<S: Sink> Model<S> {
+    /// `sched_process_fork`: the PTEs the parent's copies made are the child's from its first
+    /// call on.
+    pub(super) fn process_fork(&mut self, t: &Tree, i: usize) {
+        let r = t.nodes[i].rec();
+        if let (Some(child), Some(copies)) = (r.child_pid(), self.forks.pending.remove(&r.pid())) {
+            self.forks
+                .child_pending
+                .entry(child)
+                .or_default()
+                .extend(copies);
+            if self.forks.not_child == Some(child) {
+                self.forks.not_child = None;
+            }
+        }
+    }
+
     /// `track_pfn_copy`; returns its return value.
     pub(super) fn track_copy(&mut self, t: &Tree, i: usize) -> Option<i64> {
         let r = t.nodes[i].rec();

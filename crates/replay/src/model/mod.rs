@@ -9,6 +9,7 @@
 mod fault;
 mod fork;
 mod insert;
+mod page_cache;
 mod pat;
 mod remap;
 mod state;
@@ -295,27 +296,9 @@ impl<S: Sink> Model<S> {
             Hook::CopyPageRange => self.fork_copy(t, i),
             Hook::UnmapPageRange => self.unmap(t, i),
             Hook::PageFaultUser | Hook::PageFaultKernel => self.tp_fault(t, i),
-            Hook::FilemapDelete => {
-                let r = t.nodes[i].rec();
-                if let (Some(pfn), Some(ix)) = (r.pfn(), r.index()) {
-                    self.mem.deleted.insert(pfn, (ix, r.seq()));
-                }
-            }
-            Hook::SchedProcessFork => {
-                let r = t.nodes[i].rec();
-                if let (Some(child), Some(copies)) =
-                    (r.child_pid(), self.forks.pending.remove(&r.pid()))
-                {
-                    self.forks
-                        .child_pending
-                        .entry(child)
-                        .or_default()
-                        .extend(copies);
-                    if self.forks.not_child == Some(child) {
-                        self.forks.not_child = None;
-                    }
-                }
-            }
+            Hook::FilemapDelete => self.page_cache_delete(t, i),
+            Hook::FilemapAdd => self.page_cache_add(t, i),
+            Hook::SchedProcessFork => self.process_fork(t, i),
             _ => self.visit_kids(t, i, fault_page, |_| true),
         }
     }

@@ -137,7 +137,11 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
             // Only tracepoints attach on the host: fentry is refused and there are no kprobes.
             return match workload {
                 "anon" | "vvar" => Some(vec![any(&PageFaultUser)]),
-                "file" => Some(vec![any(&PageFaultUser), any(&FilemapDelete)]),
+                "file" => Some(vec![
+                    any(&PageFaultUser),
+                    any(&FilemapDelete),
+                    any(&FilemapAdd),
+                ]),
                 _ => None,
             };
         }
@@ -168,6 +172,7 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
             any(&HandleMmFault),
             any(&PageFaultUser),
             any(&FilemapDelete),
+            any(&FilemapAdd),
             page,
         ],
         // 7.x maps the vDSO data store as a VM_MIXEDMAP special mapping backed by real pages:

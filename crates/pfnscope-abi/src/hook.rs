@@ -46,6 +46,7 @@ pub enum Hook {
     FilemapDelete,
     FilemapAdd,
     SchedProcessFork,
+    SchedProcessExit,
 }
 
 /// What an argument slot means. Slots are found by parameter name in the kernel's BTF, so a
@@ -495,10 +496,25 @@ pub static HOOKS: [HookDef; Hook::COUNT] = [
         fallback: &[],
         note: "kernel/fork.c",
     },
+    HookDef {
+        hook: Hook::SchedProcessExit,
+        name: "sched:sched_process_exit",
+        kind: Kind::Tracepoint {
+            group: "sched",
+            event: "sched_process_exit",
+            rungs: &[Mode::Tracepoint],
+            // The exiting task is the event's own: no field is needed.
+            fields: &[],
+        },
+        kernels: Kernels::All,
+        what: "a task exiting: what a process reserved and never freed is a leak from then on",
+        fallback: &[],
+        note: "kernel/exit.c:do_exit",
+    },
 ];
 
 impl Hook {
-    pub const COUNT: usize = Hook::SchedProcessFork as usize + 1;
+    pub const COUNT: usize = Hook::SchedProcessExit as usize + 1;
     /// Function hooks come first; everything from here on is a tracepoint.
     pub const FIRST_TRACEPOINT: Hook = Hook::PageFaultUser;
 

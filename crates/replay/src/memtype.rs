@@ -18,6 +18,12 @@ pub enum Owner {
     },
     /// Already there when recording started (the trace's start state).
     Before,
+    /// Made by a process outside any traced mapping context (a driver's open or mmap calling
+    /// memtype_reserve or ioremap); `exited` once the process is gone.
+    Process {
+        pid: u32,
+        exited: bool,
+    },
     Other,
 }
 

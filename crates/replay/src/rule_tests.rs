@@ -1912,6 +1912,46 @@ fn bug_classes_are_reported() {
             },
         ]);
     }
+    for series in Series::ALL {
+        rows.extend([
+            Row {
+                name: "a process reserves WC device memory in mmap and exits without freeing it",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    b.reserve_io(BAR, 16, Cache::WC);
+                    b.exit();
+                },
+                tweak: none,
+                expect: Expect::Find(Rule::FindLeak),
+            },
+            Row {
+                name: "the same, still running when the trace ends",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    b.reserve_io(BAR, 16, Cache::WC);
+                },
+                tweak: none,
+                expect: Expect::Quiet(Rule::FindLeak),
+            },
+            Row {
+                name: "the same made by insmod (a driver's probe): the device keeps it",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    b.reserve_io(BAR, 16, Cache::WC);
+                    b.exit();
+                },
+                tweak: |r| {
+                    for x in r.iter_mut() {
+                        x.comm = "insmod".into();
+                    }
+                },
+                expect: Expect::Quiet(Rule::FindLeak),
+            },
+        ]);
+    }
     for series in [Series::V6_1, Series::V6_12] {
         rows.push(Row {
             name: "munmap of a remap's head: PAT refuses the piece",

@@ -142,8 +142,8 @@ rules! {
         "one pfn is mapped with different cache modes at the same time (aliases)",
         "arch/x86/mm/pat/memtype.c (2009 thread: vmf_insert_* reserves nothing, RAM is not refcounted)";
     FindLeak = "find.pat_leak", Finding,
-        "a PAT reservation made in the trace outlived its owner (vma untracked or fork failed) without memtype_free",
-        "arch/x86/mm/pat/memtype.c:track_pfn_copy (6.12.0 leaks on a failed copy), untrack_pfn";
+        "a PAT reservation made in the trace outlived its owner without memtype_free: the vma was untracked, the fork copy failed, or the process that made it outside any mapping (a driver's open or mmap) exited",
+        "arch/x86/mm/pat/memtype.c:track_pfn_copy (6.12.0 leaks on a failed copy), untrack_pfn, memtype_reserve; kernel/exit.c:do_exit (nothing frees a driver's reservation for it)";
     FindForkCow = "find.fork_cow_first_page", Finding,
         "fork failed because PAT could not recover the vma's cache mode from its first page, which was COWed to anonymous memory",
         "arch/x86/mm/pat/memtype.c:track_pfn_copy (follow_phys on vm_start)";

@@ -930,6 +930,11 @@ impl TraceBuilder {
         self.drop_from_page_cache(pfn, index);
     }
 
+    /// The current process exits (its thread-group leader: `sched_process_exit`).
+    pub fn exit(&mut self) {
+        self.tracepoint("sched:sched_process_exit", |_| {});
+    }
+
     /// The page at `pfn` enters the page cache at file index `index` (a read, a fault).
     pub fn add_to_page_cache(&mut self, pfn: u64, index: u64) {
         self.tracepoint("filemap:mm_filemap_add_to_page_cache", |r| {

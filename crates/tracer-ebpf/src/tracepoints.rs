@@ -275,6 +275,21 @@ fn filemap_op(ctx: &TracePointContext, hook: Hook) {
     emit(ev);
 }
 
+/// A traced task exiting; the task is the event's own.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
+    if spec(Hook::SchedProcessExit as u16).is_none() {
+        return 0;
+    }
+    let Some(ev) = begin(Hook::SchedProcessExit as u16, Mode::Tracepoint as u8) else {
+        return 0;
+    };
+    ev.parent = current_parent(ev.tid);
+    ev.id = next_id(ev.cpu);
+    emit(ev);
+    0
+}
+
 /// Extends the traced set to children (so `record -- CMD` follows the whole tree) and records
 /// the fork itself, the context of `track_pfn_copy` and `copy_page_range`.
 #[tracepoint(category = "sched", name = "sched_process_fork")]

@@ -11,7 +11,41 @@ use crate::report::Sink;
 use crate::rules::Rule;
 use crate::tree::Tree;
 
+/// Tasks that load modules: a driver's probe runs in them, and what it reserves belongs to the
+/// device, not to the loader that exits right after (kernel/module/main.c:do_init_module).
+const MODULE_LOADERS: &[&str] = &["insmod", "modprobe", "kmod"];
+
 impl<S: Sink> Model<S> {
+    /// Who owns a `memtype_reserve`: a root call (no traced mapping context) belongs to its
+    /// process, unless that process is loading a module.
+    pub(super) fn reserve_owner(&self, t: &Tree, i: usize) -> Owner {
+        let r = t.nodes[i].rec();
+        let loader = MODULE_LOADERS.iter().any(|l| r.comm().as_str() == *l);
+        if i == 0 && !loader {
+            Owner::Process {
+                pid: r.pid(),
+                exited: false,
+            }
+        } else {
+            Owner::Other
+        }
+    }
+
+    /// `sched_process_exit` of a thread-group leader: its process is gone, and so is every
+    /// reason to keep what it reserved.
+    pub(super) fn process_exit(&mut self, t: &Tree, i: usize) {
+        let r = t.nodes[i].rec();
+        if r.tid() != r.pid() {
+            return;
+        }
+        let pid = r.pid();
+        for o in self.pats.memtypes.owners_mut() {
+            if *o == (Owner::Process { pid, exited: false }) {
+                *o = Owner::Process { pid, exited: true };
+            }
+        }
+    }
+
     /// `sched_process_fork`: the PTEs the parent's copies made are the child's from its first
     /// call on.
     pub(super) fn process_fork(&mut self, t: &Tree, i: usize) {

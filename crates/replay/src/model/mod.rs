@@ -243,6 +243,7 @@ impl<S: Sink> Model<S> {
             .filter(|e| match e.owner {
                 Owner::Vma(v) => self.vmas.map.get(&v).is_some_and(|s| s.untracked),
                 Owner::Fork { failed, .. } => failed,
+                Owner::Process { exited, .. } => exited,
                 Owner::Before | Owner::Other => false,
             })
             .cloned()
@@ -290,7 +291,8 @@ impl<S: Sink> Model<S> {
             }
             Hook::UntrackPfn | Hook::PfnmapUntrack => self.untrack(t, i),
             Hook::MemtypeReserve => {
-                self.reserve(t, i, Owner::Other);
+                let owner = self.reserve_owner(t, i);
+                self.reserve(t, i, owner);
             }
             Hook::MemtypeFree => self.free(t, i, None),
             Hook::CopyPageRange => self.fork_copy(t, i),
@@ -299,6 +301,7 @@ impl<S: Sink> Model<S> {
             Hook::FilemapDelete => self.page_cache_delete(t, i),
             Hook::FilemapAdd => self.page_cache_add(t, i),
             Hook::SchedProcessFork => self.process_fork(t, i),
+            Hook::SchedProcessExit => self.process_exit(t, i),
             _ => self.visit_kids(t, i, fault_page, |_| true),
         }
     }

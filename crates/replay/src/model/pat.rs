@@ -108,12 +108,14 @@ impl<S: Sink> Model<S> {
                 ("0 for a single page".into(), show_ret(r.ret()))
             });
         }
-        // A non-default type from a reservation made outside any mapping (set_pages_array_wc /
-        // set_memory_wc on RAM, as drm_gem_shmem does for WC buffers, or ioremap_*): correct, but
-        // every other mapping of the page must now agree with it, and nothing refcounts RAM
-        // types (memtype.c `memtype_reserve_io`/`set_memory_*`: the 2009 PAT thread).
+        // A non-default type from a reservation made outside any mapping, where the trace does
+        // not say whether the pfn is RAM: set_pages_array_wc / set_memory_wc on RAM (as
+        // drm_gem_shmem does for WC buffers) is correct, but every other mapping of the page
+        // must now agree with it, and nothing refcounts RAM types (the 2009 PAT thread).
+        // Device memory a driver reserved WC and maps WC is simply right.
         if let Some((_, owner, seq)) = entry
-            && owner == Owner::Other
+            && kind == RamKind::Unknown
+            && matches!(owner, Owner::Other | Owner::Process { .. })
             && !matches!(out, Cache::UcMinus | Cache::WB)
             && !is_isa_range(pfn, 1)
         {

@@ -432,6 +432,6 @@ impl<S: Sink> Model<S> {
                 .pats
                 .memtypes
                 .covering(start, start.saturating_add(n))
-                .any(|e| e.owner != Owner::Other)
+                .any(|e| !matches!(e.owner, Owner::Other | Owner::Process { .. }))
     }
 }

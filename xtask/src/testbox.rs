@@ -7,12 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use workload::bugzoo;
 use workload::expect::{self, Target, WORKLOADS};
 
 use crate::cpio::Cpio;
 use crate::kernels::{self, Apt, Kernel, Series};
 use crate::modules::ModuleTree;
-use crate::{check, guest, qemu, util};
+use crate::{check, guest, qemu, util, zoo};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -238,7 +239,7 @@ fn find_static_busybox() -> Result<PathBuf> {
 
 fn run_guest(
     k: &Kernel,
-    workloads: &[&str],
+    workloads: &[&'static str],
     bins: &GuestBins,
     busybox: &Path,
     args: &Args,
@@ -255,6 +256,11 @@ fn run_guest(
         k.release,
         k.vmlinuz.display()
     );
+    let zoo_plan = zoo::plan(k, workloads, &util::cache_dir())?;
+    for (w, why) in &zoo_plan.skipped {
+        println!("SKIPPED: {w} on kernel {}: {why}", k.series.name());
+    }
+    let workloads = &zoo_plan.run[..];
 
     let mut tree = ModuleTree::open(&k.modules)?;
     let mut loaded = HashSet::new();
@@ -266,15 +272,25 @@ fn run_guest(
     let boot_modules = stage(&BOOT_MODULES.map(String::from), &mut loaded)?;
     let mut steps = Vec::new();
     for w in workloads {
-        let wanted: Vec<String> = expect::workload(w)
+        let mut wanted: Vec<String> = expect::workload(w)
             .unwrap()
             .modules
             .iter()
             .map(|m| m.to_string())
             .collect();
+        let zoo_first =
+            zoo_plan.runs_zoo() && !loaded.contains(zoo::MODULE) && bugzoo::mode(w).is_some();
+        if zoo_first {
+            wanted.extend(zoo_plan.module_depends()?);
+        }
+        let mut modules = stage(&wanted, &mut loaded)?;
+        if zoo_first {
+            loaded.insert(zoo::MODULE.to_string());
+            modules.push(zoo::MODULE.to_string());
+        }
         steps.push(guest::Step {
             workload: w.to_string(),
-            modules: stage(&wanted, &mut loaded)?,
+            modules,
         });
     }
     let plan = guest::Plan {
@@ -321,7 +337,11 @@ fn run_guest(
         .iter()
         .chain(plan.steps.iter().flat_map(|s| &s.modules))
     {
-        cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &tree.data(m)?);
+        let data = match &zoo_plan.module {
+            Some(ko) if m == zoo::MODULE => ko.clone(),
+            _ => tree.data(m)?,
+        };
+        cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &data);
     }
     let script = guest::init_script(&plan);
     cpio.file("init", 0o755, script.as_bytes());
@@ -342,6 +362,11 @@ fn run_guest(
         args.timeout
             .unwrap_or(120 + workloads.len() as u64 * (u64::from(WORKLOAD_TIMEOUT_S) + 10)),
     );
+    let devices = if zoo_plan.runs_zoo() {
+        zoo::qemu_args()
+    } else {
+        Vec::new()
+    };
     let boot = qemu::Boot {
         label: k.series.name(),
         vmlinuz: &k.vmlinuz,
@@ -349,6 +374,7 @@ fn run_guest(
         disk: &disk,
         console: &console_path,
         timeout,
+        devices: &devices,
     };
     println!(
         "  booting (hard limit {}s): qemu-system-x86_64 {}",
@@ -395,6 +421,7 @@ fn run_guest(
             tail()
         );
     }
+    zoo::file_away(&out, workloads)?;
     problems.extend(
         check::kernel_trouble(&check::read_text(&out.join("dmesg.txt")))
             .into_iter()
@@ -422,9 +449,12 @@ fn run_guest(
     let family = expect::family_for_release(&k.release)
         .with_context(|| format!("kernel release {}", k.release))?;
     for w in workloads {
+        let dir = zoo::results_dir(&out, w);
+        let dmesg = check::read_text(&dir.join(format!("{w}.dmesg")));
         problems.extend(
-            workload_verdict(w, &out, Target::Guest(family), bins.tracer.is_some())
+            workload_verdict(w, &dir, Target::Guest(family), bins.tracer.is_some())
                 .into_iter()
+                .chain(check::pat_problems(w, family, &dmesg))
                 .map(|p| format!("{w}: {p}")),
         );
     }

@@ -270,29 +270,8 @@ fn run_guest(
         Ok(order)
     };
     let boot_modules = stage(&BOOT_MODULES.map(String::from), &mut loaded)?;
-    let mut steps = Vec::new();
-    for w in workloads {
-        let mut wanted: Vec<String> = expect::workload(w)
-            .unwrap()
-            .modules
-            .iter()
-            .map(|m| m.to_string())
-            .collect();
-        let zoo_first =
-            zoo_plan.runs_zoo() && !loaded.contains(zoo::MODULE) && bugzoo::mode(w).is_some();
-        if zoo_first {
-            wanted.extend(zoo_plan.module_depends()?);
-        }
-        let mut modules = stage(&wanted, &mut loaded)?;
-        if zoo_first {
-            loaded.insert(zoo::MODULE.to_string());
-            modules.push(zoo::MODULE.to_string());
-        }
-        steps.push(guest::Step {
-            workload: w.to_string(),
-            modules,
-        });
-    }
+    let zoo_depends = zoo_plan.driver.as_ref().map(|d| &d.depends[..]);
+    let steps = guest_steps(workloads, zoo_depends, &mut loaded, &mut stage)?;
     let plan = guest::Plan {
         boot_modules,
         steps,
@@ -337,8 +316,8 @@ fn run_guest(
         .iter()
         .chain(plan.steps.iter().flat_map(|s| &s.modules))
     {
-        let data = match &zoo_plan.module {
-            Some(ko) if m == zoo::MODULE => ko.clone(),
+        let data = match &zoo_plan.driver {
+            Some(d) if m == zoo::MODULE => d.ko.clone(),
             _ => tree.data(m)?,
         };
         cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &data);
@@ -470,6 +449,41 @@ fn run_guest(
         );
     }
     Ok(())
+}
+
+/// Orders the modules a step wants and adds them to those loaded (the module tree's resolve).
+type Stage<'a> = dyn FnMut(&[String], &mut HashSet<String>) -> Result<Vec<String>> + 'a;
+
+/// The guest's steps: each workload after the modules it needs that no earlier step loaded, and
+/// the zoo's driver (after `zoo_depends`, what it needs; `None` when no zoo workload runs)
+/// before the first zoo workload. `stage` orders modules and adds them to `loaded`.
+fn guest_steps(
+    workloads: &[&str],
+    zoo_depends: Option<&[String]>,
+    loaded: &mut HashSet<String>,
+    stage: &mut Stage,
+) -> Result<Vec<guest::Step>> {
+    let mut steps = Vec::new();
+    for w in workloads {
+        let mut wanted: Vec<String> = expect::workload(w)
+            .map(|x| x.modules.iter().map(|m| m.to_string()).collect())
+            .unwrap_or_default();
+        let zoo_first = bugzoo::mode(w).is_some() && !loaded.contains(zoo::MODULE);
+        let zoo_first = zoo_depends.filter(|_| zoo_first);
+        if let Some(deps) = zoo_first {
+            wanted.extend(deps.iter().cloned());
+        }
+        let mut modules = stage(&wanted, loaded)?;
+        if zoo_first.is_some() {
+            loaded.insert(zoo::MODULE.to_string());
+            modules.push(zoo::MODULE.to_string());
+        }
+        steps.push(guest::Step {
+            workload: w.to_string(),
+            modules,
+        });
+    }
+    Ok(steps)
 }
 
 /// Checks one workload's exit status and trace; prints its hook summary.
@@ -623,6 +637,54 @@ mod tests {
         );
         assert!(pick_workloads(&["pci-bar".into()], true).is_err());
         assert!(pick_workloads(&["nope".into()], false).is_err());
+    }
+
+    #[test]
+    fn the_zoo_driver_loads_before_the_first_zoo_workload() {
+        // Stands in for the module tree: what is wanted and not loaded yet, in order.
+        let mut stage = |wanted: &[String], loaded: &mut HashSet<String>| {
+            let new: Vec<String> = wanted
+                .iter()
+                .filter(|m| !loaded.contains(*m))
+                .cloned()
+                .collect();
+            loaded.extend(new.iter().cloned());
+            Ok(new)
+        };
+        let ws = ["anon", "drm-vgem", "bugzoo-correct", "bugzoo-ram-wc"];
+        let deps = ["drm".to_string(), "libfoo".to_string()];
+        let steps = guest_steps(&ws, Some(&deps), &mut HashSet::new(), &mut stage).unwrap();
+        let modules: Vec<Vec<String>> = steps.iter().map(|s| s.modules.clone()).collect();
+        assert_eq!(
+            modules,
+            [
+                vec![],
+                vec!["vgem".to_string()],
+                vec![
+                    "drm".to_string(),
+                    "libfoo".to_string(),
+                    zoo::MODULE.to_string()
+                ],
+                vec![],
+            ]
+        );
+        assert_eq!(steps[2].workload, "bugzoo-correct");
+        // Without a driver (not buildable here) nothing is loaded for the zoo.
+        let steps = guest_steps(&ws[2..], None, &mut HashSet::new(), &mut stage).unwrap();
+        assert!(steps.iter().all(|s| s.modules.is_empty()));
+        // And the init script runs the insmod before the workload.
+        let steps = guest_steps(&ws, Some(&[]), &mut HashSet::new(), &mut stage).unwrap();
+        let script = guest::init_script(&guest::Plan {
+            boot_modules: vec![],
+            steps,
+            workload_timeout_s: 10,
+            trace: true,
+            record_args: vec![],
+        });
+        let load = script.find("load bugzoo\n").unwrap();
+        assert!(script.find("/bin/workload drm-vgem").unwrap() < load);
+        assert!(load < script.find("/bin/workload bugzoo-correct").unwrap());
+        assert_eq!(script.matches("load bugzoo\n").count(), 1);
     }
 
     #[test]

@@ -24,22 +24,19 @@ pub struct Plan {
     pub run: Vec<&'static str>,
     /// Zoo workloads left out on this kernel, each with the reason.
     pub skipped: Vec<(&'static str, String)>,
-    /// bugzoo.ko for this kernel, when a zoo workload runs.
-    pub module: Option<Vec<u8>>,
+    /// The driver built for this kernel, when a zoo workload runs.
+    pub driver: Option<Driver>,
+}
+
+pub struct Driver {
+    pub ko: Vec<u8>,
+    /// The modules it needs loaded first (`depends=`; none today: all it uses is built in).
+    pub depends: Vec<String>,
 }
 
 impl Plan {
     pub fn runs_zoo(&self) -> bool {
-        self.module.is_some()
-    }
-
-    /// The modules bugzoo.ko needs loaded first (`depends=`; none today, all it uses is built in).
-    pub fn module_depends(&self) -> Result<Vec<String>> {
-        let Some(ko) = &self.module else {
-            return Ok(Vec::new());
-        };
-        let info = modules::elf_section(ko, ".modinfo").context("bugzoo.ko has no .modinfo")?;
-        Ok(modules::modinfo_depends(info))
+        self.driver.is_some()
     }
 }
 
@@ -52,7 +49,7 @@ pub fn plan(k: &Kernel, workloads: &[&'static str], cache: &Path) -> Result<Plan
     let mut plan = Plan {
         run: Vec::new(),
         skipped: Vec::new(),
-        module: None,
+        driver: None,
     };
     let mut zoo = Vec::new();
     for &w in workloads {
@@ -82,7 +79,13 @@ pub fn plan(k: &Kernel, workloads: &[&'static str], cache: &Path) -> Result<Plan
                 .iter()
                 .find(|p| p.file_stem().is_some_and(|s| s == MODULE))
                 .with_context(|| format!("no {MODULE}.ko among {:?}", built.modules))?;
-            plan.module = Some(std::fs::read(ko)?);
+            let ko = std::fs::read(ko)?;
+            let info =
+                modules::elf_section(&ko, ".modinfo").context("bugzoo.ko has no .modinfo")?;
+            plan.driver = Some(Driver {
+                depends: modules::modinfo_depends(info),
+                ko,
+            });
         }
         Err(kmod::Unavailable(why)) => {
             plan.run.retain(|w| !zoo.contains(w));
@@ -169,7 +172,6 @@ mod tests {
         .unwrap();
         assert_eq!(p.run, ["anon", "pci-bar"]);
         assert!(p.skipped.is_empty() && !p.runs_zoo());
-        assert!(p.module_depends().unwrap().is_empty());
     }
 
     #[test]

@@ -46,22 +46,9 @@ impl Plan {
 pub fn plan(k: &Kernel, workloads: &[&'static str], cache: &Path) -> Result<Plan> {
     let fam = expect::family_for_release(&k.release)
         .with_context(|| format!("kernel release {}", k.release))?;
-    let mut plan = Plan {
-        run: Vec::new(),
-        skipped: Vec::new(),
-        driver: None,
-    };
-    let mut zoo = Vec::new();
-    for &w in workloads {
-        match bugzoo::mode(w).map(|m| m.outcome(fam).and_then(|o| o.skip)) {
-            None => plan.run.push(w),
-            Some(Some(why)) => plan.skipped.push((w, why.to_string())),
-            Some(None) => {
-                zoo.push(w);
-                plan.run.push(w);
-            }
-        }
-    }
+    let (mut plan, zoo) = split(workloads, |w| {
+        bugzoo::mode(w).map(|m| m.outcome(fam).and_then(|o| o.skip))
+    });
     if zoo.is_empty() {
         return Ok(plan);
     }
@@ -96,6 +83,32 @@ pub fn plan(k: &Kernel, workloads: &[&'static str], cache: &Path) -> Result<Plan
         }
     }
     Ok(plan)
+}
+
+/// The plan before any build, and the zoo workloads in it. `skip(w)`: `None` for a workload
+/// outside the zoo, `Some(None)` for a zoo mode that can run on this kernel, `Some(Some(why))`
+/// for one that cannot.
+fn split(
+    workloads: &[&'static str],
+    skip: impl Fn(&str) -> Option<Option<&'static str>>,
+) -> (Plan, Vec<&'static str>) {
+    let mut plan = Plan {
+        run: Vec::new(),
+        skipped: Vec::new(),
+        driver: None,
+    };
+    let mut zoo = Vec::new();
+    for &w in workloads {
+        match skip(w) {
+            None => plan.run.push(w),
+            Some(Some(why)) => plan.skipped.push((w, why.to_string())),
+            Some(None) => {
+                zoo.push(w);
+                plan.run.push(w);
+            }
+        }
+    }
+    (plan, zoo)
 }
 
 /// The subdirectory of `<kernel>/` that holds the zoo's results. Its traces show divergences
@@ -172,6 +185,21 @@ mod tests {
         .unwrap();
         assert_eq!(p.run, ["anon", "pci-bar"]);
         assert!(p.skipped.is_empty() && !p.runs_zoo());
+    }
+
+    #[test]
+    fn a_mode_impossible_on_a_kernel_is_skipped_with_its_reason() {
+        let (p, zoo) = split(&["anon", "bugzoo-a", "bugzoo-b"], |w| match w {
+            "bugzoo-a" => Some(Some("no such API before 6.5")),
+            "bugzoo-b" => Some(None),
+            _ => None,
+        });
+        assert_eq!(p.run, ["anon", "bugzoo-b"]);
+        assert_eq!(zoo, ["bugzoo-b"]);
+        assert_eq!(
+            p.skipped,
+            [("bugzoo-a", "no such API before 6.5".to_string())]
+        );
     }
 
     #[test]

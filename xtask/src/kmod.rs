@@ -242,9 +242,6 @@ impl Chroot {
     /// is written every time, so a changed mirror or network reaches the next update.
     fn ensure(&self) -> Result<Result<(), Unavailable>> {
         if !self.dir.join(COMPLETE).exists() {
-            if let Some(why) = self.missing_tools() {
-                return Ok(Err(Unavailable(why)));
-            }
             let _ = std::fs::remove_dir_all(&self.dir);
             let log = self.dir.with_extension("debootstrap.log");
             let started = Instant::now();
@@ -291,19 +288,6 @@ impl Chroot {
             std::fs::write(self.path("etc/resolv.conf"), r)?;
         }
         Ok(Ok(()))
-    }
-
-    fn missing_tools(&self) -> Option<String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Some("building kernel modules needs root (debootstrap, chroot)".into());
-        }
-        for tool in ["debootstrap", "unshare", "chroot"] {
-            if which(tool).is_none() {
-                return Some(format!("{tool} not found (cargo xtask setup installs it)"));
-            }
-        }
-        None
     }
 
     fn headers_stamp(&self, release: &str) -> PathBuf {
@@ -370,6 +354,20 @@ impl Chroot {
     }
 }
 
+/// Why this machine cannot work in a chroot, if it cannot.
+fn missing_tools() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("building kernel modules needs root (debootstrap, chroot)".into());
+    }
+    for tool in ["debootstrap", "unshare", "chroot"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} not found (cargo xtask setup installs it)"));
+        }
+    }
+    None
+}
+
 fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -390,14 +388,45 @@ pub fn build(src: &Path, kernel: &Kernel, cache: &Path) -> Result<Result<Built, 
         .unwrap_or_else(|| "module".into());
     let suite = Suite::of(kernel.series);
     let roots = cache.join("chroots");
-    std::fs::create_dir_all(&roots)?;
-    let _lock = Lock::take(&roots.join(format!("{}.lock", suite.name())))?;
     let chroot = Chroot {
         dir: roots.join(suite.name()),
         suite,
     };
+    let built_dir = |headers: &str| {
+        cache
+            .join("kmod")
+            .join(format!(
+                "{}_{}",
+                kernel.release,
+                headers.replace(['/', ':'], "_")
+            ))
+            .join(format!("{name}-{key}"))
+    };
+    let cached = |out: &Path| -> Result<Option<Built>> {
+        if !out.join(COMPLETE).exists() {
+            return Ok(None);
+        }
+        println!(
+            "  kmod: {name} for {} from the cache ({})",
+            kernel.release,
+            out.display()
+        );
+        collect(out).map(Some)
+    };
 
-    // Warm path: headers of the kernel's own version already unpacked, module already built.
+    // Warm path: built before, against headers of the kernel's own version. It needs neither
+    // root nor the lock: the stamps are written last.
+    if chroot.headers_version(&kernel.release).as_deref() == Some(kernel.version.as_str())
+        && let Some(built) = cached(&built_dir(&kernel.version))?
+    {
+        return Ok(Ok(built));
+    }
+    if let Some(why) = missing_tools() {
+        return Ok(Err(Unavailable(why)));
+    }
+    std::fs::create_dir_all(&roots)?;
+    let _lock = Lock::take(&roots.join(format!("{}.lock", suite.name())))?;
+    // Read again under the lock: another build may have installed them meanwhile.
     let mut headers = chroot.headers_version(&kernel.release);
     if headers.as_deref() != Some(kernel.version.as_str()) {
         if let Err(u) = chroot.ensure()? {
@@ -415,21 +444,8 @@ pub fn build(src: &Path, kernel: &Kernel, cache: &Path) -> Result<Result<Built, 
             kernel.release, kernel.version
         );
     }
-    let out = cache
-        .join("kmod")
-        .join(format!(
-            "{}_{}",
-            kernel.release,
-            headers.replace(['/', ':'], "_")
-        ))
-        .join(format!("{name}-{key}"));
-    if out.join(COMPLETE).exists() {
-        let built = collect(&out)?;
-        println!(
-            "  kmod: {name} for {} from the cache ({})",
-            kernel.release,
-            out.display()
-        );
+    let out = built_dir(&headers);
+    if let Some(built) = cached(&out)? {
         return Ok(Ok(built));
     }
 

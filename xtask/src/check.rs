@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use pfnscope_abi::kernel::Series;
 use pfnscope_abi::{Hook, Mode};
 use pfnscope_trace::Trace;
+use workload::bugzoo;
 use workload::expect::{self, Check, Target};
 
 /// Lines that mean the kernel itself went wrong.
@@ -148,6 +150,16 @@ pub fn summary(trace: &Trace) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Problems with the `x86/PAT:` lines in one workload's share of the kernel log (`dmesg`): only
+/// bug zoo workloads may make PAT log anything, and only the lines their mode declares
+/// (`workload::bugzoo`); a declared line that does not come is a problem too.
+pub fn pat_problems(workload: &str, series: Series, dmesg: &str) -> Vec<String> {
+    let declared = bugzoo::mode(workload)
+        .and_then(|m| m.outcome(series))
+        .map_or(&[][..], |o| o.pat_lines);
+    bugzoo::pat_line_problems(declared, dmesg)
 }
 
 pub fn read_text(path: &Path) -> String {

@@ -53,6 +53,12 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mkdir -p /out
 say() { echo "PFNSCOPE: $*"; }
+# The kernel log in shares: what came since the last call, appended to /out/dmesg.txt and, with
+# a workload's name, kept as /out/NAME.dmesg (its own lines, e.g. PAT's complaints).
+kmsg() {
+    dmesg -c >/tmp/kmsg; cat /tmp/kmsg >>/out/dmesg.txt
+    if [ -n "$1" ]; then cp /tmp/kmsg "/out/$1.dmesg"; fi
+}
 load() {
     if insmod /lib/modules/$1.ko 2>>/out/modules.log; then echo "loaded $1" >>/out/modules.log
     else say "insmod $1 failed"; echo "FAILED $1" >>/out/modules.log; fi
@@ -86,7 +92,7 @@ say "doctor rc=$(cat /out/doctor.rc)"
         for m in &step.modules {
             s.push_str(&format!("load {m}\n"));
         }
-        s.push_str(&format!("say \"workload {w} start\"\ncd /tmp\n"));
+        s.push_str(&format!("kmsg\nsay \"workload {w} start\"\ncd /tmp\n"));
         if plan.trace {
             s.push_str(&format!(
                 "timeout {t} /bin/tracer record -q{extra} -o /out/{w}.arrows -- /bin/workload {w} >/out/{w}.log 2>&1\n"
@@ -97,11 +103,11 @@ say "doctor rc=$(cat /out/doctor.rc)"
             ));
         }
         s.push_str(&format!(
-            "echo $? >/out/{w}.rc\ncd /\nsay \"workload {w} rc=$(cat /out/{w}.rc)\"\n"
+            "echo $? >/out/{w}.rc\nkmsg {w}\ncd /\nsay \"workload {w} rc=$(cat /out/{w}.rc)\"\n"
         ));
     }
     s.push_str(&format!(
-        r#"dmesg >/out/dmesg.txt
+        r#"kmsg
 lsmod >/out/lsmod.txt 2>&1
 cd /out && tar -cf /dev/vda . && sync && say "results written"
 cd /
@@ -149,6 +155,22 @@ mod tests {
         assert!(s.find("load virtio_blk").unwrap() < s.find("-b /dev/vda").unwrap());
         let tar = s.find("tar -cf /dev/vda").unwrap();
         assert!(run < tar && tar < s.find(DONE).unwrap() && s.trim_end().ends_with("reboot -f"));
+    }
+
+    #[test]
+    fn each_workload_keeps_its_share_of_the_kernel_log() {
+        let s = init_script(&plan(true));
+        let load = s.find("load bochs\n").unwrap();
+        let cut = load + s[load..].find("kmsg\n").unwrap();
+        let run = s.find("/bin/workload drm-bochs").unwrap();
+        let kept = s.find("kmsg drm-bochs\n").unwrap();
+        // The driver's load messages stay out of the workload's share.
+        assert!(load < cut && cut < run && run < kept);
+        assert!(s.find("kmsg anon\n").unwrap() < load);
+        // The whole log still reaches dmesg.txt, in order, before the results are written.
+        assert!(s.contains("cat /tmp/kmsg >>/out/dmesg.txt") && !s.contains("dmesg >"));
+        let last = s.rfind("kmsg\n").unwrap();
+        assert!(kept < last && last < s.find("tar -cf").unwrap());
     }
 
     #[test]

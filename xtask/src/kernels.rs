@@ -106,7 +106,17 @@ pub struct Apt {
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The Debian mirror: `PFNSCOPE_DEBIAN_MIRROR`, else deb.debian.org.
+pub fn mirror() -> String {
+    std::env::var("PFNSCOPE_DEBIAN_MIRROR").unwrap_or_else(|_| MIRROR.into())
+}
+
+/// The security mirror (bookworm-security carries 6.12): `PFNSCOPE_DEBIAN_SECURITY_MIRROR`.
+pub fn security_mirror() -> String {
+    std::env::var("PFNSCOPE_DEBIAN_SECURITY_MIRROR").unwrap_or_else(|_| SECURITY_MIRROR.into())
+}
 
 /// The private sources list. Bookworm carries 6.1 and (through its security suite) 6.12; sid
 /// carries 7.x.
@@ -130,9 +140,7 @@ impl Apt {
         for d in ["lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
-        let mirror = std::env::var("PFNSCOPE_DEBIAN_MIRROR").unwrap_or_else(|_| MIRROR.into());
-        let security = std::env::var("PFNSCOPE_DEBIAN_SECURITY_MIRROR")
-            .unwrap_or_else(|_| SECURITY_MIRROR.into());
+        let (mirror, security) = (mirror(), security_mirror());
         let keyring = Path::new(KEYRING).exists();
         if !keyring {
             eprintln!(
@@ -208,11 +216,13 @@ impl Apt {
 pub struct Kernel {
     pub series: Series,
     pub release: String,
+    /// The Debian package version (`6.1.192-3`): a release string can be rebuilt.
+    pub version: String,
     pub vmlinuz: PathBuf,
     pub modules: PathBuf,
 }
 
-fn locate(root: &Path, series: Series, release: &str) -> Result<Kernel> {
+fn locate(root: &Path, series: Series, release: &str, version: &str) -> Result<Kernel> {
     let vmlinuz = [
         root.join(format!("boot/vmlinuz-{release}")),
         root.join(format!("usr/lib/modules/{release}/vmlinuz")),
@@ -230,6 +240,7 @@ fn locate(root: &Path, series: Series, release: &str) -> Result<Kernel> {
     Ok(Kernel {
         series,
         release: release.to_string(),
+        version: version.to_string(),
         vmlinuz,
         modules,
     })
@@ -271,7 +282,7 @@ pub fn fetch(
             series.name(),
             sel.release
         );
-        return locate(&dir, series, &sel.release);
+        return locate(&dir, series, &sel.release, &version);
     }
     println!(
         "kernel {}: downloading {} ({version})",
@@ -292,7 +303,7 @@ pub fn fetch(
         dir.join(COMPLETE),
         format!("{}\n{version}\n", sel.packages.join(" ")),
     )?;
-    locate(&dir, series, &sel.release)
+    locate(&dir, series, &sel.release, &version)
 }
 
 fn cached_fallback(series: Series, base: &Path) -> Result<Kernel> {
@@ -308,15 +319,14 @@ fn cached_fallback(series: Series, base: &Path) -> Result<Kernel> {
     });
     let dir = entries.pop().context("no cached kernel")?;
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let release = name
-        .split_once('_')
-        .map_or(name.as_str(), |(r, _)| r)
-        .to_string();
+    // `<release>_<version>`, as fetch names it.
+    let (release, version) = name.split_once('_').unwrap_or((name.as_str(), ""));
+    let (release, version) = (release.to_string(), version.to_string());
     eprintln!(
         "warning: kernel {}: package lists unavailable, using cached {release}",
         series.name()
     );
-    locate(&dir, series, &release)
+    locate(&dir, series, &release, &version)
 }
 
 #[cfg(test)]

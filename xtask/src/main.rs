@@ -5,6 +5,7 @@ mod check;
 mod cpio;
 mod guest;
 mod kernels;
+mod kmod;
 mod mainjob;
 mod modules;
 mod qemu;
@@ -12,6 +13,7 @@ mod setup;
 mod suite;
 mod testbox;
 mod util;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 

@@ -17,6 +17,8 @@ pub struct Boot<'a> {
     pub disk: &'a Path,
     pub console: &'a Path,
     pub timeout: Duration,
+    /// More qemu arguments (devices some workloads need).
+    pub devices: &'a [String],
 }
 
 pub struct Outcome {
@@ -74,6 +76,7 @@ pub fn args(b: &Boot) -> Vec<String> {
         "-drive".into(),
         format!("file={},format=raw,if=virtio", b.disk.display()),
     ]);
+    a.extend(b.devices.iter().cloned());
     a
 }
 

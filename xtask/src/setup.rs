@@ -15,7 +15,8 @@ pub struct Args {
     dry_run: bool,
 }
 
-/// Debian packages the test box runs (qemu, the guest's busybox, module decompression).
+/// Debian packages the test box runs (qemu, the guest's busybox, module decompression and
+/// building).
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -28,6 +29,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "kmod",
     "gzip",
     "tar",
+    // Guest kernel modules (the bug zoo's driver) build in Debian chroots (xtask/src/kmod.rs).
+    "debootstrap",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

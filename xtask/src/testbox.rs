@@ -7,12 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use workload::bugzoo;
 use workload::expect::{self, Target, WORKLOADS};
 
 use crate::cpio::Cpio;
 use crate::kernels::{self, Apt, Kernel, Series};
 use crate::modules::ModuleTree;
-use crate::{check, guest, qemu, util};
+use crate::{check, guest, qemu, util, zoo};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -238,7 +239,7 @@ fn find_static_busybox() -> Result<PathBuf> {
 
 fn run_guest(
     k: &Kernel,
-    workloads: &[&str],
+    workloads: &[&'static str],
     bins: &GuestBins,
     busybox: &Path,
     args: &Args,
@@ -255,6 +256,11 @@ fn run_guest(
         k.release,
         k.vmlinuz.display()
     );
+    let zoo_plan = zoo::plan(k, workloads, &util::cache_dir())?;
+    for (w, why) in &zoo_plan.skipped {
+        println!("SKIPPED: {w} on kernel {}: {why}", k.series.name());
+    }
+    let workloads = &zoo_plan.run[..];
 
     let mut tree = ModuleTree::open(&k.modules)?;
     let mut loaded = HashSet::new();
@@ -264,19 +270,8 @@ fn run_guest(
         Ok(order)
     };
     let boot_modules = stage(&BOOT_MODULES.map(String::from), &mut loaded)?;
-    let mut steps = Vec::new();
-    for w in workloads {
-        let wanted: Vec<String> = expect::workload(w)
-            .unwrap()
-            .modules
-            .iter()
-            .map(|m| m.to_string())
-            .collect();
-        steps.push(guest::Step {
-            workload: w.to_string(),
-            modules: stage(&wanted, &mut loaded)?,
-        });
-    }
+    let zoo_depends = zoo_plan.driver.as_ref().map(|d| &d.depends[..]);
+    let steps = guest_steps(workloads, zoo_depends, &mut loaded, &mut stage)?;
     let plan = guest::Plan {
         boot_modules,
         steps,
@@ -321,7 +316,11 @@ fn run_guest(
         .iter()
         .chain(plan.steps.iter().flat_map(|s| &s.modules))
     {
-        cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &tree.data(m)?);
+        let data = match &zoo_plan.driver {
+            Some(d) if m == zoo::MODULE => d.ko.clone(),
+            _ => tree.data(m)?,
+        };
+        cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &data);
     }
     let script = guest::init_script(&plan);
     cpio.file("init", 0o755, script.as_bytes());
@@ -342,6 +341,11 @@ fn run_guest(
         args.timeout
             .unwrap_or(120 + workloads.len() as u64 * (u64::from(WORKLOAD_TIMEOUT_S) + 10)),
     );
+    let devices = if zoo_plan.runs_zoo() {
+        zoo::qemu_args()
+    } else {
+        Vec::new()
+    };
     let boot = qemu::Boot {
         label: k.series.name(),
         vmlinuz: &k.vmlinuz,
@@ -349,6 +353,7 @@ fn run_guest(
         disk: &disk,
         console: &console_path,
         timeout,
+        devices: &devices,
     };
     println!(
         "  booting (hard limit {}s): qemu-system-x86_64 {}",
@@ -395,6 +400,7 @@ fn run_guest(
             tail()
         );
     }
+    zoo::file_away(&out, workloads)?;
     problems.extend(
         check::kernel_trouble(&check::read_text(&out.join("dmesg.txt")))
             .into_iter()
@@ -422,14 +428,17 @@ fn run_guest(
     let (features, _) = pfnscope_abi::kernel::Features::for_release(&k.release)
         .with_context(|| format!("no kernel version in release {}", k.release))?;
     for w in workloads {
+        let dir = zoo::results_dir(&out, w);
+        let dmesg = check::read_text(&dir.join(format!("{w}.dmesg")));
         problems.extend(
             workload_verdict(
                 w,
-                &out,
+                &dir,
                 Target::Guest(features.series),
                 bins.tracer.is_some(),
             )
             .into_iter()
+            .chain(check::pat_problems(w, features.series, &dmesg))
             .map(|p| format!("{w}: {p}")),
         );
     }
@@ -445,6 +454,41 @@ fn run_guest(
         );
     }
     Ok(())
+}
+
+/// Orders the modules a step wants and adds them to those loaded (the module tree's resolve).
+type Stage<'a> = dyn FnMut(&[String], &mut HashSet<String>) -> Result<Vec<String>> + 'a;
+
+/// The guest's steps: each workload after the modules it needs that no earlier step loaded, and
+/// the zoo's driver (after `zoo_depends`, what it needs; `None` when no zoo workload runs)
+/// before the first zoo workload. `stage` orders modules and adds them to `loaded`.
+fn guest_steps(
+    workloads: &[&str],
+    zoo_depends: Option<&[String]>,
+    loaded: &mut HashSet<String>,
+    stage: &mut Stage,
+) -> Result<Vec<guest::Step>> {
+    let mut steps = Vec::new();
+    for w in workloads {
+        let mut wanted: Vec<String> = expect::workload(w)
+            .map(|x| x.modules.iter().map(|m| m.to_string()).collect())
+            .unwrap_or_default();
+        let zoo_first = bugzoo::mode(w).is_some() && !loaded.contains(zoo::MODULE);
+        let zoo_first = zoo_depends.filter(|_| zoo_first);
+        if let Some(deps) = zoo_first {
+            wanted.extend(deps.iter().cloned());
+        }
+        let mut modules = stage(&wanted, loaded)?;
+        if zoo_first.is_some() {
+            loaded.insert(zoo::MODULE.to_string());
+            modules.push(zoo::MODULE.to_string());
+        }
+        steps.push(guest::Step {
+            workload: w.to_string(),
+            modules,
+        });
+    }
+    Ok(steps)
 }
 
 /// Checks one workload's exit status and trace; prints its hook summary.
@@ -598,6 +642,54 @@ mod tests {
         );
         assert!(pick_workloads(&["pci-bar".into()], true).is_err());
         assert!(pick_workloads(&["nope".into()], false).is_err());
+    }
+
+    #[test]
+    fn the_zoo_driver_loads_before_the_first_zoo_workload() {
+        // Stands in for the module tree: what is wanted and not loaded yet, in order.
+        let mut stage = |wanted: &[String], loaded: &mut HashSet<String>| {
+            let new: Vec<String> = wanted
+                .iter()
+                .filter(|m| !loaded.contains(*m))
+                .cloned()
+                .collect();
+            loaded.extend(new.iter().cloned());
+            Ok(new)
+        };
+        let ws = ["anon", "drm-vgem", "bugzoo-correct", "bugzoo-ram-wc"];
+        let deps = ["drm".to_string(), "libfoo".to_string()];
+        let steps = guest_steps(&ws, Some(&deps), &mut HashSet::new(), &mut stage).unwrap();
+        let modules: Vec<Vec<String>> = steps.iter().map(|s| s.modules.clone()).collect();
+        assert_eq!(
+            modules,
+            [
+                vec![],
+                vec!["vgem".to_string()],
+                vec![
+                    "drm".to_string(),
+                    "libfoo".to_string(),
+                    zoo::MODULE.to_string()
+                ],
+                vec![],
+            ]
+        );
+        assert_eq!(steps[2].workload, "bugzoo-correct");
+        // Without a driver (not buildable here) nothing is loaded for the zoo.
+        let steps = guest_steps(&ws[2..], None, &mut HashSet::new(), &mut stage).unwrap();
+        assert!(steps.iter().all(|s| s.modules.is_empty()));
+        // And the init script runs the insmod before the workload.
+        let steps = guest_steps(&ws, Some(&[]), &mut HashSet::new(), &mut stage).unwrap();
+        let script = guest::init_script(&guest::Plan {
+            boot_modules: vec![],
+            steps,
+            workload_timeout_s: 10,
+            trace: true,
+            record_args: vec![],
+        });
+        let load = script.find("load bugzoo\n").unwrap();
+        assert!(script.find("/bin/workload drm-vgem").unwrap() < load);
+        assert!(load < script.find("/bin/workload bugzoo-correct").unwrap());
+        assert_eq!(script.matches("load bugzoo\n").count(), 1);
     }
 
     #[test]

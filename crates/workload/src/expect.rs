@@ -34,7 +34,7 @@ pub struct Expect {
 }
 
 /// Rows of `hook` count.
-const fn any(hook: &'static Hook) -> Expect {
+pub(crate) const fn any(hook: &'static Hook) -> Expect {
     Expect {
         hooks: std::slice::from_ref(hook),
         check: Check::Any,
@@ -122,6 +122,62 @@ pub const WORKLOADS: &[Workload] = &[
         // ext4 up to 6.x asks the crypto API for crc32c at mount (a softdep, not in depends=).
         modules: &["nd_e820", "nd_pmem", "crc32c_generic", "ext4"],
     },
+    // The bug zoo (crate::bugzoo): the test box builds kmod/bugzoo against the guest's headers
+    // and loads it before the first of these.
+    Workload {
+        name: "bugzoo-correct",
+        about: "bugzoo: device memory reserved WC at probe, inserted WC per page (nothing to report)",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-ram-wc",
+        about: "bugzoo: RAM pages inserted WC into a VM_PFNMAP vma (PAT makes them WB)",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-per-page-pat",
+        about: "bugzoo: 64 MiB of unreserved device memory inserted page by page",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-double-insert",
+        about: "bugzoo: a second pfn inserted over a present PTE",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-stale-page",
+        about: "bugzoo: ->fault maps shmem pages it truncated out of the page cache",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-partial-untrack",
+        about: "bugzoo: remap_pfn_range of the whole vma, then munmap of its head",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-pat-leak",
+        about: "bugzoo: a WC reservation made at mmap and never freed",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-nopage-loop",
+        about: "bugzoo: ->fault returns NOPAGE without inserting; the refaulting child is killed",
+        host: false,
+        modules: &[],
+    },
+    Workload {
+        name: "bugzoo-cow-pgoff",
+        about: "bugzoo: private remap whose vm_pgoff the driver changed; COW writes, fork, unmap",
+        host: false,
+        modules: &[],
+    },
 ];
 
 pub fn workload(name: &str) -> Option<&'static Workload> {
@@ -147,6 +203,9 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
         }
         Target::Guest(series) => series,
     };
+    if crate::bugzoo::mode(workload).is_some() {
+        return crate::bugzoo::hooks(workload, series);
+    }
     // The PAT hooks were renamed in 6.16 (the kernel table says where).
     let old = series.features().track_pfn_hooks;
     let pat = |track: &'static Hook, pfnmap: &'static Hook| any(if old { track } else { pfnmap });

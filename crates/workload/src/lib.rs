@@ -1,6 +1,7 @@
 //! Workloads that drive the x86 fault path through real drivers (see `docs/` and issue 3), and
 //! the table of hooks each one must reach ([`expect`]).
 
+pub mod bugzoo;
 #[cfg(target_os = "linux")]
 pub mod dax;
 #[cfg(target_os = "linux")]
@@ -10,3 +11,5 @@ pub mod expect;
 pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod workloads;
+#[cfg(target_os = "linux")]
+pub mod zoo;

@@ -21,7 +21,7 @@ fn main() {
 fn usage() {
     eprintln!("usage: workload NAME [ARGS]\n");
     for w in WORKLOADS {
-        eprintln!("  {:<14} {}", w.name, w.about);
+        eprintln!("  {:<24} {}", w.name, w.about);
     }
     eprintln!(
         "\n  file takes an optional directory for its scratch file (default $TMPDIR or /tmp)"

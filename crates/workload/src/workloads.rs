@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::sys::{self, Map, PAGE, in_child};
-use crate::{dax, drm};
+use crate::{dax, drm, zoo};
 
 const RW: libc::c_int = libc::PROT_READ | libc::PROT_WRITE;
 
@@ -24,6 +24,9 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "drm-vgem" => drm_vgem(),
         "dax" => dax(),
         "fsdax" => fsdax(),
+        _ if name.starts_with(crate::bugzoo::PREFIX) => {
+            zoo::run(&name[crate::bugzoo::PREFIX.len()..])
+        }
         _ => bail!("unknown workload {name}"),
     }
 }

@@ -227,11 +227,12 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
             any(&CopyPageRange),
             page,
         ],
+        // The guest's files are on tmpfs, whose pages enter the cache through
+        // shmem_add_to_page_cache: no add tracepoint (it is __filemap_add_folio's).
         "file" => vec![
             any(&HandleMmFault),
             any(&PageFaultUser),
             any(&FilemapDelete),
-            any(&FilemapAdd),
             page,
         ],
         // 7.x maps the vDSO data store as a VM_MIXEDMAP special mapping backed by real pages:

@@ -36,7 +36,8 @@
 //!   `rules_note` (null, or why the rule set is a guess), `events` (rows replayed),
 //!   `truncated` (null, or what the reader said about a damaged tail),
 //!   `losses` {`dropped`, `unpaired`, `read_failed`} (the tracer's final counters);
-//! - `summary` {`divergences`, `findings`, `finding_groups`, `checks`, `not_checkable`};
+//! - `summary` {`divergences`, `findings`, `finding_groups`, `checks`, `not_checkable`,
+//!   `not_checkable_share` (not checkable over all applications of a rule)};
 //! - `rule_table`: one object per rule, in catalogue order: `id`, `kind` (`divergence` /
 //!   `finding`), `what`, `source` (kernel `file:function`, commit where known), `held`,
 //!   `failed`, `not_checkable`;

@@ -184,6 +184,8 @@ pub struct Summary {
     pub finding_groups: usize,
     pub checks: u64,
     pub not_checkable: u64,
+    /// `not_checkable` over every application of a rule: the trace's blind spot.
+    pub not_checkable_share: f64,
 }
 
 /// The `replay check` report. Its JSON form is documented in the crate docs.
@@ -219,7 +221,7 @@ impl Report {
             .iter()
             .map(|r| r.tally.held + r.tally.failed)
             .sum();
-        let not_checkable = rule_table.iter().map(|r| r.tally.not_checkable).sum();
+        let not_checkable: u64 = rule_table.iter().map(|r| r.tally.not_checkable).sum();
         let findings: Vec<FindingGroup> = c.findings.into_values().collect();
         Report {
             schema: REPORT_SCHEMA,
@@ -236,6 +238,7 @@ impl Report {
                 finding_groups: findings.len(),
                 checks,
                 not_checkable,
+                not_checkable_share: share(not_checkable, checks),
             },
             rule_table,
             divergences_omitted: c.divergences_total - c.divergences.len() as u64,
@@ -271,12 +274,13 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "{} divergences, {} findings in {} groups; {} checks made, {} not checkable",
+            "{} divergences, {} findings in {} groups; {} checks made, {} not checkable ({:.2}%)",
             self.summary.divergences,
             self.summary.findings,
             self.summary.finding_groups,
             self.summary.checks,
-            self.summary.not_checkable
+            self.summary.not_checkable,
+            100.0 * self.summary.not_checkable_share
         );
         if !self.divergences.is_empty() {
             let _ = writeln!(s, "\nDIVERGENCES (kernel != model)");
@@ -330,20 +334,35 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nRULES (held / failed / not checkable; `replay rules ID` says what one checks)"
+            "\nRULES (held / failed / not checkable and its share; `replay rules ID` says what one checks)"
         );
         for r in self
             .rule_table
             .iter()
             .filter(|r| r.tally != RuleTally::default())
         {
+            let t = r.tally;
             let _ = writeln!(
                 s,
-                "  {:<26} {:>8} {:>6} {:>8}",
-                r.rule.id, r.tally.held, r.tally.failed, r.tally.not_checkable
+                "  {:<26} {:>8} {:>6} {:>8} {:>6.1}%",
+                r.rule.id,
+                t.held,
+                t.failed,
+                t.not_checkable,
+                100.0 * share(t.not_checkable, t.held + t.failed)
             );
         }
         s
+    }
+}
+
+/// `not_checkable` as a share of all applications of the rules (0 when there were none).
+fn share(not_checkable: u64, checks: u64) -> f64 {
+    let all = not_checkable + checks;
+    if all == 0 {
+        0.0
+    } else {
+        not_checkable as f64 / all as f64
     }
 }
 

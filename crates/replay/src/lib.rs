@@ -52,6 +52,7 @@
 pub mod allocator;
 pub mod engine;
 pub mod feed;
+pub mod honest;
 pub mod hook;
 pub mod kernel;
 pub mod memtype;

@@ -28,6 +28,12 @@ pub enum MutationKind {
     InsertIntoPlainVma,
     StaleFaultVma,
     WritableCowPfn,
+    // The honest ones (crate::honest): what a real kernel or driver bug looks like.
+    ChangedPfn,
+    ChangedAddress,
+    RamDevicePfn,
+    WcToWb,
+    MissingPatCall,
 }
 
 #[derive(Clone, Debug)]
@@ -40,7 +46,7 @@ pub struct Mutant {
 /// At most this many mutants of one kind are made, spread evenly over the trace.
 pub const MAX_PER_KIND: usize = 150;
 
-fn spread<T: Clone>(v: Vec<T>) -> Vec<T> {
+pub(crate) fn spread<T: Clone>(v: Vec<T>) -> Vec<T> {
     if v.len() <= MAX_PER_KIND {
         return v;
     }
@@ -340,25 +346,56 @@ impl MutationScore {
     }
 }
 
+/// What the replay reports of `recs`: its divergences, and its findings too where a mutant
+/// counts as flagged when it draws a new finding (a driver bug is a finding, not a divergence).
 fn signature(
     meta: &TraceMeta,
     rules: &KernelRules,
     recs: Vec<Record>,
+    with_findings: bool,
 ) -> BTreeSet<(String, Vec<u64>)> {
     let rep = check_records(meta, rules.clone(), recs, "mutant");
+    let findings = rep
+        .findings
+        .iter()
+        .filter(|_| with_findings)
+        .map(|f| (f.rule.id().to_string(), f.seqs.clone()));
     rep.divergences
         .iter()
         .map(|d| (d.rule.id().to_string(), d.seqs.clone()))
+        .chain(findings)
         .collect()
 }
 
 /// Replays the original and every mutant; a mutant whose replay panics fails the caller's test
 /// through the panic itself.
 pub fn score(records: &[Record], meta: &TraceMeta, rules: &KernelRules) -> MutationScore {
-    let base = signature(meta, rules, records.to_vec());
+    score_of(records, meta, rules, mutants(records, meta), false)
+}
+
+/// [`score`] for the honest mutants ([`crate::honest`]): a new divergence or a new finding
+/// flags one.
+pub fn honest_score(records: &[Record], meta: &TraceMeta, rules: &KernelRules) -> MutationScore {
+    score_of(
+        records,
+        meta,
+        rules,
+        crate::honest::mutants(records, meta),
+        true,
+    )
+}
+
+fn score_of(
+    records: &[Record],
+    meta: &TraceMeta,
+    rules: &KernelRules,
+    mutants: Vec<Mutant>,
+    with_findings: bool,
+) -> MutationScore {
+    let base = signature(meta, rules, records.to_vec(), with_findings);
     let mut s = MutationScore::default();
-    for m in mutants(records, meta) {
-        let sig = signature(meta, rules, m.records);
+    for m in mutants {
+        let sig = signature(meta, rules, m.records, with_findings);
         let flagged = !sig.is_subset(&base);
         s.total += 1;
         let e = s.per_kind.entry(format!("{:?}", m.kind)).or_default();

@@ -111,6 +111,9 @@ rules! {
     PteWritable = "pte.writable", Divergence,
         "a raw PFN in a COW vma is never writable (a write there must fault and copy), and a PTE that a fault or a fork shows to vm_normal_page is writable only in a VM_WRITE vma",
         "mm/mprotect.c:change_pte_range (write-protects when VM_WRITE goes); mm/memory.c:copy_present_pte, wp_page_copy (maybe_mkwrite), remap_pfn_range (a private vm_page_prot has no write bit)";
+    PteZeroPage = "pte.zero_page", Divergence,
+        "in an anonymous vma (no vm_ops, no file, neither VM_PFNMAP nor VM_MIXEDMAP) the only special PTE is the shared zero page's: vm_normal_page reports any other as a bad page map",
+        "mm/memory.c:do_anonymous_page (pte_mkspecial(pfn_pte(my_zero_pfn(...)))), vm_normal_page (print_bad_pte)";
     VnpSpecial = "vnp.special", Divergence,
         "vm_normal_page never returns a page for a special PTE on x86",
         "mm/memory.c:vm_normal_page (7e675137a8e1, pte_special)";
@@ -168,6 +171,9 @@ rules! {
     FindInsertOverPresent = "find.insert_over_present", Finding,
         "a PFN insert of a different pfn at an address whose PTE is already present: the kernel keeps the old PTE and returns NOPAGE, so the pfn the driver meant to map is silently not mapped",
         "mm/memory.c:insert_pfn (!pte_none: the PTE is left as it is unless mkwrite of the same pfn)";
+    FindFaultMissesPage = "find.fault_misses_page", Finding,
+        "a driver's fault returned VM_FAULT_NOPAGE after inserting PFNs, none of them at the faulting page: the access faults again",
+        "mm/memory.c:__do_fault (NOPAGE: the driver installed the PTE itself), vmf_insert_pfn_prot (maps the address it is given)";
     FindNopageLoop = "find.nopage_loop", Finding,
         "a task faults on the same page again and again, each fault returning VM_FAULT_NOPAGE without mapping anything: the access never completes",
         "mm/memory.c:__do_fault, do_fault (NOPAGE means the driver installed the PTE itself); arch/x86/mm/fault.c:do_user_addr_fault (the access is retried)";

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use pfnscope_abi::bits::pfn_t;
 use pfnscope_abi::kernel::Series;
 use replay::kernel::KernelRules;
-use replay::mutate::{MutationScore, score};
+use replay::mutate::{MutationScore, honest_score, score};
 use replay::run::rules_for;
 use replay::synth::workload;
 
@@ -205,5 +205,18 @@ fn real_traces_from_the_test_box() {
             &path.display().to_string(),
             &score(&t.records, &t.meta, &rules),
         );
+        let h = honest_score(&t.records, &t.meta, &rules);
+        println!(
+            "{} honest: {}/{} flagged ({:.1}%) per kind {:?}; the unmutated trace: {} divergences",
+            path.display(),
+            h.flagged,
+            h.total,
+            h.ratio() * 100.0,
+            h.per_kind,
+            base.summary.divergences
+        );
+        for m in &h.missed {
+            println!("  missed: {m}");
+        }
     }
 }

@@ -27,6 +27,8 @@ struct FaultKids {
     pte_inserts: bool,
     /// An insert at the faulting page that did not fail.
     unfailed_at_page: bool,
+    /// An insert of any level whose pages hold the faulting page.
+    covers_page: bool,
     /// The last insert at the faulting page: its seq, and its result if that is an error.
     last_at_page: Option<(u64, Option<u32>)>,
     /// An insert at the faulting page returned NOPAGE (mapped it).
@@ -53,6 +55,14 @@ impl FaultKids {
             }
             k.inserts += 1;
             k.pte_inserts |= h.insert_pages() == Some(1);
+            let n = h.insert_pages().unwrap_or(1);
+            k.covers_page |= match (page, r.address()) {
+                (Some(p), Some(a)) => {
+                    let first = (a >> PAGE_SHIFT) & !(n - 1);
+                    p >= first && p - first < n
+                }
+                _ => true,
+            };
             if here {
                 let ret = r.ret();
                 let failed = ret.map(|x| x as u32).filter(|x| x & vf::ERROR != 0);
@@ -263,6 +273,19 @@ impl<S: Sink> Model<S> {
                     since: r.seq(),
                 };
                 self.install(space(r), pg, p, r);
+            }
+            if v & (vf::ERROR | vf::RETRY) == 0
+                && v & vf::NOPAGE != 0
+                && kids.inserts > 0
+                && !kids.covers_page
+            {
+                self.find(Rule::FindFaultMissesPage, &[r], driver, || {
+                    format!(
+                        "the fault at {:#x} returned NOPAGE after {} PFN inserts, none at the faulting page",
+                        pg << PAGE_SHIFT,
+                        kids.inserts
+                    )
+                });
             }
             // A driver's ->fault that returns NOPAGE and maps nothing leaves the page unmapped,
             // and the task faults on it again. A RETRY is half of one fault (6.12+: the

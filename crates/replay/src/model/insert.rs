@@ -209,6 +209,10 @@ impl<S: Sink> Model<S> {
             let base = (a >> PAGE_SHIFT) & !(level_pages - 1);
             let (sp, seq) = (space(r), r.seq());
             let mut kept = None;
+            // insert_pfn maps a special PTE, a mixed insert's too on x86 (__vm_insert_mixed
+            // inserts pages only on architectures without the special bit), and a devmap one
+            // is special as well (x86 pte_mkdevmap sets _PAGE_SPECIAL with _PAGE_DEVMAP).
+            let special = Some(true);
             for j in 0..level_pages {
                 let pg = base + j;
                 let old = self.ptes.map.get(&(sp, pg)).copied().filter(|p| p.known);
@@ -219,18 +223,14 @@ impl<S: Sink> Model<S> {
                 if let Some(o) = old
                     && (fault_page != Some(pg) || this_tree)
                 {
-                    if this_tree && !mixed && o.pfn.is_some_and(|p| p != pfn.saturating_add(j)) {
+                    if this_tree && o.pfn.is_some_and(|p| p != pfn.saturating_add(j)) {
                         kept.get_or_insert((pg, o));
                     }
                     continue;
                 }
                 let p = Pte {
-                    pfn: if mixed {
-                        None
-                    } else {
-                        Some(pfn.saturating_add(j))
-                    },
-                    special: if mixed { None } else { Some(true) },
+                    pfn: special.map(|_| pfn.saturating_add(j)),
+                    special,
                     cache,
                     known: fault_page.is_some_and(|f| {
                         f >> (level_pages.trailing_zeros()) == pg >> level_pages.trailing_zeros()

@@ -119,6 +119,9 @@ pub(super) struct PhysMem {
     /// The shared zero page: from the metadata, else from the first special PTE of an
     /// anonymous vma (vm_normal_page's only silent special PTE there).
     pub(super) zero_pfn: Option<u64>,
+    /// `zero_pfn` came from the metadata: a special PTE of an anonymous vma can be checked
+    /// against it, not only learned from.
+    pub(super) zero_pfn_known: bool,
     /// The highest pfn vm_normal_page returned a page for: the memmap reaches at least there.
     pub(super) max_page_pfn: Option<u64>,
     /// Pfns that left the page cache: (file index, seq).
@@ -150,6 +153,7 @@ impl PhysMem {
         let mut m = PhysMem {
             ram: meta.system_ram.clone(),
             zero_pfn: meta.zero_pfn,
+            zero_pfn_known: meta.zero_pfn.is_some(),
             ..PhysMem::default()
         };
         if let Some(spans) = meta

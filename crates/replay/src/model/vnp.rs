@@ -63,8 +63,19 @@ impl<S: Sink> Model<S> {
         let devmap = v & self.f.devmap_pte_bit != 0;
         let cache = self.pat.of_prot(v);
         let plain_vma = vm_flags.is_some_and(|vm| b.pfn_or_mixed(vm) == 0);
-        if special && !devmap && plain_vma && r.driver().is_none() && r.file_id().is_none() {
-            self.mem.zero_pfn.get_or_insert(pfn);
+        let anon_vma = plain_vma && r.driver().is_none() && r.file_id().is_none();
+        if special && !devmap && anon_vma {
+            if self.mem.zero_pfn_known {
+                let z = self.mem.zero_pfn;
+                self.check(Rule::PteZeroPage, z == Some(pfn), &[r], || {
+                    (
+                        format!("the zero page, pfn {z:#x?}"),
+                        format!("special PTE {v:#x} of pfn {pfn:#x} in an anonymous vma"),
+                    )
+                });
+            } else {
+                self.mem.zero_pfn.get_or_insert(pfn);
+            }
         }
         let zero = self.mem.zero_pfn == Some(pfn);
         self.linear_alias(r, pfn, cache, v);
@@ -195,7 +206,9 @@ impl<S: Sink> Model<S> {
             // remembers.
             match known {
                 Some(m) => {
-                    let mism = m.pfn.is_some_and(|p| special && p != pfn)
+                    // The model keeps a pfn only for PTEs it saw mapped as one (special or
+                    // devmap): normal pages may migrate without a traced event.
+                    let mism = m.pfn.is_some_and(|p| p != pfn)
                         || m.special.is_some_and(|s| s != special)
                         || m.cache.is_some_and(|c| c != cache);
                     let zero_page_replaced = plain_vma

@@ -32,6 +32,8 @@ pub enum AnalyzerError {
     ReplayFormat { path: PathBuf, why: String },
     #[error("cannot write {path}: {err}")]
     Write { path: PathBuf, err: io::Error },
+    #[error(transparent)]
+    Output(#[from] pfnscope_trace::OutputError),
     #[error("cannot draw {path}: {why}")]
     Plot { path: PathBuf, why: String },
 }

@@ -13,7 +13,7 @@ use analyzer::{
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pfnscope_trace::print_stdout;
+use pfnscope_trace::{Existing, print_stdout};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -83,7 +83,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "driver")]
         by: By,
     },
-    /// A directory with index.html, the tables and the plots (PNG and SVG).
+    /// A directory with index.html, the tables and the plots (PNG and SVG); an existing
+    /// directory is refreshed, but none of the inputs may be among what it writes.
     Report {
         trace: PathBuf,
         /// `replay check --json` and/or `replay overhead --json` output (repeatable).
@@ -100,8 +101,12 @@ enum Cmd {
         trace: PathBuf,
         #[arg(long, value_enum)]
         format: Format,
+        /// File to write: never the trace itself, and not an existing file without --force.
         #[arg(short, long)]
         out: PathBuf,
+        /// Replace OUT if it exists (a regular file, not the trace).
+        #[arg(long)]
+        force: bool,
     },
     /// Per-driver fault latency of two traces, with a bootstrap test for noise.
     Diff {
@@ -163,6 +168,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             top,
         } => {
+            let inputs: Vec<&Path> = std::iter::once(trace.as_path())
+                .chain(replay.iter().map(PathBuf::as_path))
+                .collect();
+            analyzer::report::check_output(&out, &inputs)?;
             // The replay files are read first: a typo there should not cost a 10 s load.
             let replay = Replay::load(&replay)?;
             let t = load(&trace, q)?;
@@ -177,14 +186,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 w.images.len()
             ))?;
         }
-        Cmd::Export { trace, format, out } => {
+        Cmd::Export {
+            trace,
+            format,
+            out,
+            force,
+        } => {
             let f = match format {
                 Format::Parquet => export::Format::Parquet,
                 Format::Csv => export::Format::Csv,
                 Format::Json => export::Format::Json,
                 Format::Ndjson => export::Format::Ndjson,
             };
-            let (rows, damage) = export::export(&trace, f, &out, &loading(q))?;
+            let existing = Existing::replace_if(force);
+            let (rows, damage) = export::export(&trace, f, &out, existing, &loading(q))?;
             if let Some(d) = damage {
                 warn(&format!(
                     "warning: trace is damaged, exported what was kept: {d}"

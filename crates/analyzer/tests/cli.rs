@@ -752,3 +752,60 @@ fn schema_1_traces_with_plain_string_names_still_read() {
         assert!(a["latency"].as_array().unwrap().len() > 1, "by {by}: {a:#}");
     }
 }
+
+/// Issue 21, point 4: `analyzer export --out` equal to its input replaced the trace with
+/// Parquet (exit 0). No command writes over one of its inputs, with or without --force; an
+/// existing export is replaced only with --force; a report never overwrites an input either.
+#[test]
+fn no_command_writes_over_its_input() {
+    let dir = scratch("own-input");
+    let p = dir.join("t.arrows");
+    fault_trace(&p, &Shape::default());
+    let before = std::fs::read(&p).unwrap();
+    let t = p.to_str().unwrap();
+    let link = dir.join("link.arrows");
+    std::os::unix::fs::symlink(&p, &link).unwrap();
+    for out in [t, link.to_str().unwrap()] {
+        for force in [false, true] {
+            let mut args = vec!["export", t, "--format", "parquet", "-o", out];
+            if force {
+                args.push("--force");
+            }
+            let e = one_line_error(&args);
+            assert!(
+                e.contains("is an input of this command") || e.contains("symbolic link"),
+                "{e}"
+            );
+        }
+    }
+    let e = one_line_error(&["report", t, "-o", t]);
+    assert!(e.contains("is an input of this command"), "{e}");
+    // A report refreshes its directory, but not over an input it reads from there.
+    let report = dir.join("report");
+    std::fs::create_dir_all(&report).unwrap();
+    let inside = report.join("index.html");
+    std::fs::copy(&p, &inside).unwrap();
+    let e = one_line_error(&[
+        "report",
+        inside.to_str().unwrap(),
+        "-o",
+        report.to_str().unwrap(),
+    ]);
+    assert!(e.contains("is an input of this command"), "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), before, "the trace was changed");
+    assert_eq!(
+        std::fs::read(&inside).unwrap(),
+        before,
+        "the trace was changed"
+    );
+
+    let out = dir.join("t.csv");
+    std::fs::write(&out, "an earlier export").unwrap();
+    let o = out.to_str().unwrap();
+    let e = one_line_error(&["export", t, "--format", "csv", "-o", o]);
+    assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "an earlier export");
+    let r = analyzer(&["export", t, "--format", "csv", "-o", o, "--force"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(std::fs::read_to_string(&out).unwrap().starts_with("seq,"));
+}

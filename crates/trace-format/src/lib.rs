@@ -24,6 +24,7 @@ mod columns;
 mod guard;
 pub mod kernel;
 mod meta;
+pub mod output;
 mod reader;
 mod record;
 mod stdout;
@@ -37,6 +38,7 @@ pub use guard::guard_panics;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,
 };
+pub use output::{Existing, NewFile, OutputError};
 pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record, cache_mode_name};
 pub use stdout::print_stdout;

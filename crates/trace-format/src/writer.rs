@@ -17,6 +17,7 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 use crate::{
     columns::{Builders, fields},
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
+    output::{Existing, NewFile, OutputError},
     record::Record,
 };
 
@@ -24,6 +25,8 @@ use crate::{
 // front ends print the whole chain on one line, and a source would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("cannot create trace file {path}: {err}")]
     Create { path: PathBuf, err: io::Error },
     #[error("writing trace file {path} failed{}: {err} ({rows} rows in {batches} batches are safely on disk)", if is_full(.err) { " (disk full: free space or write elsewhere with -o)" } else { "" })]
@@ -60,10 +63,24 @@ pub struct TraceWriter {
     pending: Builders,
     rows_on_disk: u64,
     batches_on_disk: u64,
+    /// Keeps the file's name (see [`crate::output`]).
+    _out: NewFile,
 }
 
 impl TraceWriter {
+    /// Creates the trace at `path`, replacing a regular file there (never a link or a device).
     pub fn create(path: &Path, meta: &TraceMeta) -> Result<TraceWriter, WriteError> {
+        TraceWriter::create_with(path, meta, Existing::Replace)
+    }
+
+    /// Creates the trace at `path`; what is there already is refused or replaced as
+    /// `existing` says (see [`crate::output`]). The file has its name as soon as its schema
+    /// is on disk.
+    pub fn create_with(
+        path: &Path,
+        meta: &TraceMeta,
+        existing: Existing,
+    ) -> Result<TraceWriter, WriteError> {
         let mut meta = meta.clone();
         meta.schema_version = CURRENT_SCHEMA_VERSION;
         let json = serde_json::to_string(&meta).expect("trace metadata serialises");
@@ -81,7 +98,8 @@ impl TraceWriter {
             path: path.to_owned(),
             err,
         };
-        let file = File::create(path).map_err(create_err)?;
+        let mut out = NewFile::create(path, existing, &[])?;
+        let file = out.file().try_clone().map_err(create_err)?;
         // Zstandard (level 3): most columns are null or repeat within a hook, and its run-length
         // blocks turn those back into zeros ~3x faster than LZ4 frames decode them, in half the
         // bytes (BENCHMARKS.md); arrow-rs, C++/pyarrow and polars all read it. Traces written
@@ -98,6 +116,7 @@ impl TraceWriter {
         // The schema alone makes a valid (empty) trace: get it onto disk now.
         stream.flush().map_err(|e| create_err(arrow_io(e)))?;
         stream.get_mut().get_ref().sync_data().map_err(create_err)?;
+        out.place()?;
         Ok(TraceWriter {
             path: path.to_owned(),
             schema,
@@ -105,6 +124,7 @@ impl TraceWriter {
             pending: Builders::default(),
             rows_on_disk: 0,
             batches_on_disk: 0,
+            _out: out,
         })
     }
 

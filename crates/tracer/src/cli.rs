@@ -29,9 +29,13 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct RecordArgs {
-    /// Trace file to write (Arrow IPC stream).
+    /// Trace file to write (Arrow IPC stream). Never written through a symbolic link or to a
+    /// device; an existing file is replaced only with --force.
     #[arg(short = 'o', long, default_value = "pfnscope.arrows")]
     pub output: PathBuf,
+    /// Replace the output file if it exists (a regular file; never a link).
+    #[arg(long)]
+    pub force: bool,
     /// Stop after this many seconds.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<f64>,

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use pfnscope_abi::{COMM_LEN, Filter};
-use pfnscope_trace::{TraceMeta, TraceWriter};
+use pfnscope_trace::{Existing, TraceMeta, TraceWriter};
 
 use crate::{
     cli::RecordArgs,
@@ -30,7 +30,9 @@ enum Stop {
 
 pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     let target = Target::from_args(&args)?;
-    check_output(&args.output)?;
+    // Before any probe is attached: a refusal then costs nothing.
+    let existing = Existing::replace_if(args.force);
+    pfnscope_trace::output::check(&args.output, existing, &[])?;
     let hooks = match &args.hooks {
         Some(list) => Some(session::parse_hooks(list)?),
         None => None,
@@ -107,7 +109,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         zero_pfn: crate::system::zero_pfn(&s.kallsyms, &iomem),
         ..Default::default()
     };
-    let writer = TraceWriter::create(&args.output, &meta)?;
+    let writer = TraceWriter::create_with(&args.output, &meta, existing)?;
     let ring = RingBuf::try_from(
         s.ebpf
             .take_map("EVENTS")
@@ -262,36 +264,6 @@ fn describe_filters(a: &RecordArgs, t: &Target) -> Vec<String> {
         f.push(format!("hooks {h}"));
     }
     f
-}
-
-/// Fails early, before any probe is attached, when the trace cannot be written.
-fn check_output(path: &Path) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "cannot write {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    let c = CString::new(dir.as_os_str().as_bytes())?;
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-        bail!(
-            "cannot write {}: directory {} is not writable; choose another with -o",
-            path.display(),
-            dir.display()
-        );
-    }
-    if path.is_dir() {
-        bail!(
-            "{} is a directory; give a file name with -o",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 async fn wait_for_stop(

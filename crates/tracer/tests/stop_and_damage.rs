@@ -30,7 +30,7 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn record_all(out: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["record", "-a", "--quiet", "-o"])
+        .args(["record", "-a", "--quiet", "--force", "-o"])
         .arg(out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -3,7 +3,7 @@
 
 use std::{io::BufWriter, path::Path, str::FromStr};
 
-use pfnscope_trace::{Existing, NewFile};
+use pfnscope_trace::{Damage, Existing, NewFile};
 use polars::prelude::*;
 
 use crate::{
@@ -51,7 +51,7 @@ pub fn export(
     out: &Path,
     existing: Existing,
     opts: &LoadOptions,
-) -> Result<(usize, Option<String>)> {
+) -> Result<(usize, Option<Damage>)> {
     // Before the load, which takes seconds for a large trace.
     pfnscope_trace::output::check(out, existing, &[trace])?;
     let opts = LoadOptions {

@@ -20,7 +20,10 @@
 //! ```
 
 mod checked;
+mod checksum;
 mod columns;
+mod damage;
+mod exit;
 mod guard;
 pub mod kernel;
 mod meta;
@@ -32,8 +35,11 @@ mod sym;
 mod writer;
 
 pub use arrow_array::RecordBatch;
-pub use checked::CheckedStream;
+pub use checked::{Broken, CheckedStream};
+pub use checksum::CHECKSUMS_KEY;
 pub use columns::{COLUMNS, Rec, Rows, ids_from_deltas};
+pub use damage::{Damage, DamageKind, ReadSoFar};
+pub use exit::{EXIT_STATUS_HELP, ExitStatus};
 pub use guard::guard_panics;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, META_KEY, PlanEntry, RungFailure, SCHEMA_VERSION_KEY, TraceMeta,

@@ -11,7 +11,7 @@ use crate::{
     btf::VMLINUX,
     hooks::{self, HOOKS},
     session::{self, Setup},
-    system::{self, KPROBE_PMU},
+    system::{self, KPROBE_PMU, TracefsState},
 };
 
 #[derive(Serialize)]
@@ -22,7 +22,10 @@ pub struct Report {
     pub privileged: bool,
     pub btf: bool,
     pub kprobes: bool,
+    /// Where tracefs is mounted (null: nowhere).
     pub tracefs: Option<String>,
+    /// Whether this user can read it (unprivileged users cannot).
+    pub tracefs_readable: bool,
     pub hooks: Vec<HookReport>,
     /// At least one hook attaches: `tracer record` will work.
     pub ready: bool,
@@ -43,7 +46,12 @@ pub fn report() -> Report {
     let privileged = system::privileged();
     let btf = Path::new(VMLINUX).exists();
     let kprobes = system::kprobe_pmu();
-    let tracefs = system::tracefs().map(|p| p.display().to_string());
+    let (tracefs, tracefs_readable) = match system::tracefs_state() {
+        TracefsState::Usable(p) => (Some(p), true),
+        TracefsState::Unreadable(p) => (Some(p), false),
+        TracefsState::NotMounted => (None, false),
+    };
+    let tracefs = tracefs.map(|p| p.display().to_string());
     let mut notes = vec![];
     let mut plan: Vec<PlanEntry> = vec![];
     if !btf {
@@ -122,6 +130,7 @@ pub fn report() -> Report {
         btf,
         kprobes,
         tracefs,
+        tracefs_readable,
         hooks,
         ready,
         notes,
@@ -150,7 +159,12 @@ pub fn render_human(r: &Report) -> String {
     let _ = writeln!(
         s,
         "tracefs     {}",
-        r.tracefs.as_deref().unwrap_or("not mounted")
+        match (&r.tracefs, r.tracefs_readable) {
+            (None, _) => "not mounted".to_string(),
+            (Some(p), true) => p.clone(),
+            (Some(p), false) =>
+                format!("{p} (mounted, but not readable by this user: run as root)"),
+        }
     );
     s.push('\n');
     let _ = writeln!(s, "{:<44} {:<11} detail", "hook", "mode");

@@ -1,11 +1,12 @@
 //! What `tracer record` refuses, and that it refuses before loading anything: an output it must
-//! not write (a planted link, a device, an existing file). Regression tests for issue 21; they
-//! need no root, except where they play root against another user.
+//! not write (a planted link, a device, an existing file), limits it cannot honour, a command
+//! that does not exist. Regression tests for issue 21; they need no root, except where they
+//! play root against another user.
 
 use std::{
     io::Write,
-    os::unix::fs::PermissionsExt,
-    path::PathBuf,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
@@ -94,5 +95,78 @@ fn record_writes_only_new_regular_files_unless_forced() {
         "already exists: choose another name, or add --force",
     );
     assert_eq!(std::fs::read_to_string(&old).unwrap(), "an earlier trace");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 21, points 5 and 8: limits and the command are checked when the arguments are read,
+/// before any probe is loaded: `--duration 1e30` panicked after the probes attached (leaving a
+/// schema-only trace), and a missing command was reported only once the programs had loaded
+/// (after their warnings). Each is now one line, and no trace file is left behind.
+#[test]
+fn bad_limits_and_commands_are_refused_before_anything_is_loaded() {
+    let dir = tmpdir("limits");
+    let out = dir.join("t.arrows");
+    let o = out.to_str().unwrap();
+    let table: &[(&[&str], &str)] = &[
+        (&["record", "-a", "-o", o, "--duration", "1e30"], "at most"),
+        (
+            &["record", "-a", "-o", o, "--duration", "-1"],
+            "must be positive, got -1",
+        ),
+        (&["record", "-a", "-o", o, "--hooks", ""], "no hook named"),
+        (
+            &["record", "-o", o, "--", "pfnscope-no-such-command"],
+            "command not found: pfnscope-no-such-command",
+        ),
+    ];
+    for (args, want) in table {
+        let r = tracer(args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        // clap adds a usage hint line; our own refusals are one line.
+        let most = if err.starts_with("error:") { 3 } else { 1 };
+        assert!(err.trim().lines().count() <= most, "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left a file");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 21, point 8: as an unprivileged user, `tracer doctor` said "tracefs not mounted" when
+/// it was mounted but not readable by that user. Root runs it as `nobody` here.
+#[test]
+fn doctor_tells_an_unreadable_tracefs_from_a_missing_one() {
+    if !is_root() {
+        return skip("needs root to run doctor as another user");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+    {
+        return skip("tracefs is not mounted on this machine");
+    }
+    let exe = Path::new(env!("CARGO_BIN_EXE_tracer"));
+    // `nobody` must be able to reach the binary: copy it somewhere anyone can.
+    let dir = tmpdir("doctor");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("tracer");
+    std::fs::copy(exe, &copy).unwrap();
+    let o = Command::new(&copy)
+        .arg("doctor")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tracefs"))
+        .unwrap_or_else(|| panic!("no tracefs line: {text}"));
+    if line.contains("/sys/kernel/tracing") && !line.contains("not readable") {
+        return skip("tracefs is readable by nobody here: nothing to tell apart");
+    }
+    assert!(line.contains("not readable by this user"), "{line}");
+    assert!(!line.contains("not mounted"), "{line}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,6 +1,7 @@
-//! How a recording ends: SIGINT/SIGTERM finish the file cleanly, SIGKILL loses at most the
-//! last second and the file says it was cut short, a full disk stops with a clear error and
-//! keeps every complete batch in a file every Arrow reader opens. Root only (they load eBPF for real); skipped with the reason otherwise.
+//! How a recording ends: SIGINT/SIGTERM finish the file cleanly (even while the programs are
+//! still loading), SIGKILL loses at most the last second and the file says it was cut short,
+//! a full disk stops with a clear error and keeps every complete batch in a file every Arrow
+//! reader opens. Root only (they load eBPF for real); skipped with the reason otherwise.
 
 use std::{
     io::Write,
@@ -81,6 +82,38 @@ fn sigterm_and_sigint_finish_the_file_and_exit_zero() {
         assert_eq!(t.damage, None, "{name}");
         assert!(t.events().count() > 0, "{name}: nothing recorded");
         assert!(!t.counters().is_empty(), "{name}: no final counters");
+    }
+}
+
+/// Issue 21: SIGINT or SIGTERM in the first instant, while the programs load, killed the
+/// tracer. Now the recording ends as at any other time: exit 0, a whole (empty) trace, and a
+/// held command is never started.
+#[test]
+fn a_signal_while_the_programs_load_still_finishes_the_file() {
+    if not_root() {
+        return;
+    }
+    for (sig, name) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
+        let dir = tmpdir(&format!("early-{name}"));
+        let (out, ran) = (dir.join("t.arrows"), dir.join("ran"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(["record", "--quiet", "--force", "-o"])
+            .arg(&out)
+            .args(["--", "touch"])
+            .arg(&ran)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        sleep(Duration::from_millis(50));
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{name}: {err}");
+        assert!(err.contains("stopped by SIG"), "{name}: {err}");
+        let t = read_trace(&out).unwrap();
+        assert_eq!(t.damage, None, "{name}");
+        assert!(!ran.exists(), "{name}: the command ran after the signal");
     }
 }
 

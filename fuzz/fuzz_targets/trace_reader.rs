@@ -1,6 +1,6 @@
 //! Any bytes handed to the trace reader give a trace, a damaged trace or an error: never a panic,
-//! a hang or unbounded memory. Seeds: copy real traces into `fuzz/corpus/trace_reader/` (the test
-//! box leaves them under `$CARGO_TARGET_DIR/testbox/`); small ones (a few batches) fuzz fastest.
+//! a hang or unbounded memory. Seeds: `cargo xtask fuzz` builds the corpus from the traces the
+//! test box just recorded (whole and cut short), and runs this for a bounded time in CI.
 //!
 //! Under `cargo fuzz` the readers do not compare checksums (`--cfg fuzzing`): mutated bytes
 //! must get past them to reach the decoders.

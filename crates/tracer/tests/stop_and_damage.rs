@@ -236,7 +236,9 @@ fn python_rows(module: &str, read: &str, p: &Path) -> Result<usize, String> {
         .map_err(|e| format!("no python3 ({e})"))?;
     let err = String::from_utf8_lossy(&o.stderr);
     if err.contains("ModuleNotFoundError") {
-        return Err(format!("python3 has no {module} (`pip install {module}`)"));
+        return Err(format!(
+            "python3 has no {module} (`cargo xtask setup` installs it)"
+        ));
     }
     assert!(o.status.success(), "{module} cannot read the trace: {err}");
     Ok(String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())

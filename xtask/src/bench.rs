@@ -153,7 +153,8 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
         }
         Mode::Tracer | Mode::TracerFloor => {
             c = Command::new(&t.tracer);
-            c.args(["record", "--quiet", "-o"])
+            // Each round replaces the last one's trace.
+            c.args(["record", "--quiet", "--force", "-o"])
                 .arg(t.scratch.join("bench.arrows"));
             if mode == Mode::TracerFloor {
                 c.args(["--addr-range", "0-1"]);

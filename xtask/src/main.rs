@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod cpio;
+mod fuzz;
 mod guest;
 mod kernels;
 mod kmod;
@@ -38,6 +39,8 @@ enum Cmd {
     Test(suite::Args),
     /// Benchmarks, written to BENCHMARKS.md.
     Bench(bench::Args),
+    /// The trace reader's fuzz target for a bounded time, seeded with the test box's traces.
+    Fuzz(fuzz::Args),
     /// The fault generator the overhead benchmark times (touches MIB of fresh anonymous memory).
     #[command(hide = true, name = "__touch")]
     Touch { mib: usize },
@@ -51,6 +54,7 @@ fn main() {
         Cmd::Run(a) => mainjob::run(&a),
         Cmd::Test(a) => suite::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::Fuzz(a) => fuzz::run(&a),
         Cmd::Touch { mib } => bench::touch(mib),
     };
     if let Err(e) = r {

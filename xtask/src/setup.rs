@@ -38,7 +38,67 @@ pub fn run(args: &Args) -> Result<()> {
     apt_packages(args)?;
     rust_src(args)?;
     bpf_linker(args)?;
+    cargo_fuzz(args)?;
+    python_readers(args)?;
     println!("setup: done");
+    Ok(())
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz, for `cargo xtask fuzz` (the nightly toolchain comes with rust-src above).
+fn cargo_fuzz(args: &Args) -> Result<()> {
+    let v = Command::new("cargo").args(["fuzz", "--version"]).output();
+    if v.is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+    }) {
+        println!("setup: cargo-fuzz {CARGO_FUZZ_VERSION} present");
+        return Ok(());
+    }
+    step(
+        args,
+        "installing cargo-fuzz",
+        Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]),
+    )
+}
+
+/// Python modules the tests read traces with, to check that other Arrow readers open what
+/// pfnscope writes. Not fatal: without them those checks print `SKIPPED` (a system Python may
+/// refuse pip).
+const PYTHON_MODULES: &[&str] = &["pyarrow", "polars"];
+
+fn python_readers(args: &Args) -> Result<()> {
+    let missing: Vec<&str> = PYTHON_MODULES
+        .iter()
+        .copied()
+        .filter(|m| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {m}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "setup: python modules present ({})",
+            PYTHON_MODULES.join(" ")
+        );
+        return Ok(());
+    }
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet"]).args(&missing);
+    if let Err(e) = step(args, "installing python modules", &mut pip) {
+        println!(
+            "setup: {e:#}: the tests that read traces with {} will say SKIPPED",
+            missing.join(" and ")
+        );
+    }
     Ok(())
 }
 

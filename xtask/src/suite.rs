@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test there is: set-up, formatting, lints, the test box (on the host
 //! kernel and on the Debian 6.1, 6.12 and 7.2 guests), then the workspace tests, which replay
-//! and analyse the traces the test box just wrote (root-only tests run for real as root).
+//! and analyse the traces the test box just wrote (root-only tests run for real as root), and a
+//! minute of the trace reader's fuzz target seeded with those traces.
 //!
 //! It ends with one `tests: N passed, N failed, N skipped` line summing the cargo test results
 //! and the test box stages, so a reader (or CI) sees the whole verdict last.
@@ -23,6 +24,9 @@ pub struct Args {
     /// Kernels for the test box (default: all).
     #[arg(long, default_value = "all")]
     kernel: String,
+    /// Seconds of fuzzing at the end (0: none).
+    #[arg(long, default_value_t = 60)]
+    fuzz_seconds: u64,
 }
 
 #[derive(Default)]
@@ -157,6 +161,21 @@ pub fn run(a: &Args) -> Result<()> {
         if t.failed == 0 {
             t.failed += 1; // a build failure reports no test result line
         }
+    }
+
+    if a.fuzz_seconds == 0 {
+        t.skipped += 1;
+        println!("SKIPPED fuzz: --fuzz-seconds 0");
+    } else {
+        let ok = stream(
+            Command::new(std::env::current_exe()?).args([
+                "fuzz",
+                "--seconds",
+                &a.fuzz_seconds.to_string(),
+            ]),
+            |_| {},
+        )?;
+        stage(&mut t, "fuzz trace_reader", ok);
     }
 
     println!(

@@ -199,6 +199,9 @@ pub fn losses(page: &mut Page, s: &Summary) {
         page.note("The trace has no counter rows: losses are unknown.");
         return;
     }
+    if let Some(d) = &s.damage {
+        page.warn(&crate::text::losses_after(d));
+    }
     let total: u64 = s.dropped();
     if total > 0 {
         page.warn(&format!(

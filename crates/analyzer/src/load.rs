@@ -8,12 +8,13 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, Read},
+    io::{self, BufReader, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use indicatif::ProgressBar;
-use pfnscope_trace::{TraceMeta, TraceReader};
+use pfnscope_trace::{CheckedStream, Damage, ReadSoFar, TraceMeta, TraceReader};
 use polars::prelude::*;
 use polars_arrow::io::ipc::read::{StreamReader, StreamState, read_stream_metadata};
 
@@ -64,8 +65,9 @@ pub struct Trace {
     pub pat: DataFrame,
     /// Final tracer counters per CPU: `cpu`, `dropped`, `unpaired`, `read_failed`.
     pub counters: DataFrame,
-    /// Set when the file is damaged: what was lost and how much was kept.
-    pub damage: Option<String>,
+    /// Set when the file is not whole (cut short, truncated, corrupt): what was lost and how
+    /// much was kept, as every reader of the trace says it.
+    pub damage: Option<Damage>,
     /// Rows read from the file, counter rows included.
     pub rows: u64,
 }
@@ -78,7 +80,7 @@ impl Trace {
         if t.events.height() == 0 {
             return Err(AnalyzerError::NoEvents {
                 path: path.to_owned(),
-                damage: t.damage,
+                damage: t.damage.map(Box::new),
             });
         }
         Ok(t)
@@ -88,7 +90,10 @@ impl Trace {
     pub fn load_allow_empty(path: &Path, opts: &LoadOptions) -> Result<Trace> {
         // pfnscope_trace decides what is a trace: empty files, foreign files and newer schema
         // versions are refused there, with its wording.
-        let meta = TraceReader::open(path)?.meta().clone();
+        let (meta, checked) = {
+            let r = TraceReader::open(path)?;
+            (r.meta().clone(), r.checks_checksums())
+        };
         let pl = |what: &'static str| {
             move |err| AnalyzerError::Polars {
                 path: path.to_owned(),
@@ -105,7 +110,9 @@ impl Trace {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         opts.progress.set_length(len);
         // Every message is checked before polars sees it: its IPC reader trusts claimed lengths.
-        let mut input = pfnscope_trace::CheckedStream::new(Progressed {
+        // The checks also classify what stops the stream, so that this reader and the replay's
+        // agree on the damage (see `pfnscope_trace::ReadSoFar`).
+        let mut input = CheckedStream::new(Progressed {
             inner: BufReader::with_capacity(1 << 20, file),
             pos: 0,
             bar: opts.progress.clone(),
@@ -114,26 +121,34 @@ impl Trace {
         let bits = meta.vm_bits(false);
 
         let names: Vec<String> = md.schema.iter_names().map(|n| n.to_string()).collect();
+        // Without checksums, damage in a column shows only when the column is decompressed:
+        // read them all, as the replay then does, so that both see the same damage.
         let projection: Vec<usize> = match opts.columns {
-            Columns::Compact => names
+            Columns::Compact if checked => names
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| COMPACT_INPUT.contains(&n.as_str()))
                 .map(|(i, _)| i)
                 .collect(),
-            Columns::Full => (0..names.len()).collect(),
+            _ => (0..names.len()).collect(),
         };
         let batch_names: Vec<String> = projection.iter().map(|&i| names[i].clone()).collect();
         let empty_input = DataFrame::empty_with_schema(&Schema::from_arrow_schema(&md.schema));
         let mut compactor = Compactor::new(bits).map_err(pl("preparing categories"))?;
 
         let mut parts: Vec<Parts> = Vec::new();
-        let mut rows = 0u64;
-        let mut damage = None;
-        // Reading and LZ4-decompressing the next batch overlaps with compacting this one.
+        let mut read = ReadSoFar::new(path, input.offset(), Some(len));
+        let mut error = None;
+        let at = AtomicU64::new(input.offset());
+        // Reading and decompressing the next batch overlaps with compacting this one.
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let mut reader = StreamReader::new(&mut input, md, Some(projection));
+            let tracked = Tracked {
+                stream: &mut input,
+                at: &at,
+            };
+            let mut reader = StreamReader::new(tracked, md, Some(projection));
+            let at = &at;
             scope.spawn(move || {
                 loop {
                     // A panic in the IPC reader on crafted bytes is a corrupt batch.
@@ -143,20 +158,19 @@ impl Trace {
                         Err(e) => Err(PolarsError::ComputeError(e.into())),
                     };
                     let end = !matches!(item, Ok(StreamState::Some(_)));
-                    if tx.send(item).is_err() || end {
+                    if tx.send((item, at.load(Ordering::Relaxed))).is_err() || end {
                         break;
                     }
                 }
             });
-            for item in rx {
-                let batch = parts.len() + 1;
+            for (item, end) in rx {
                 match item {
-                    // The end of the file between two batches (what a SIGKILLed recording
-                    // leaves): everything was read. The end-of-stream marker ends the channel.
+                    // The end of the file between two batches; the end-of-stream marker ends
+                    // the channel. Which one it was is the verdict's business.
                     Ok(StreamState::Waiting) => break,
                     Ok(StreamState::Some(rb)) => {
-                        let first_seq = rows;
-                        rows += rb.height() as u64;
+                        let first_seq = read.records;
+                        read.batch(rb.height() as u64, end);
                         let b = Batch::new(&batch_names, &rb);
                         let part = match opts.columns {
                             Columns::Compact => compactor.compact(&b),
@@ -167,17 +181,15 @@ impl Trace {
                         parts.push(part.map_err(pl("narrowing a batch"))?);
                     }
                     Err(e) => {
-                        damage = Some(format!(
-                            "{}: cannot read batch {batch} ({e}); kept the {rows} records of the {} complete batches before it (a recording that was killed or ran out of disk ends this way)",
-                            path.display(),
-                            batch - 1
-                        ));
+                        error = Some(e.to_string());
                         break;
                     }
                 }
             }
             Ok(())
         })?;
+        let damage = read.verdict(&input, error);
+        let rows = read.records;
         opts.progress.finish_and_clear();
 
         let (events, pat, counters) = if parts.is_empty() {
@@ -356,6 +368,29 @@ fn stack(dfs: Vec<DataFrame>) -> PolarsResult<DataFrame> {
     // No rechunk: it would copy every column once more (2x peak memory at 10 M rows), and the
     // queries and the plot loops read chunked columns as they are.
     Ok(acc)
+}
+
+/// The stream polars reads, publishing how far it got to the thread that compacts batches
+/// (polars keeps its reader to itself).
+struct Tracked<'a, R> {
+    stream: &'a mut CheckedStream<R>,
+    at: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Tracked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.at.store(self.stream.offset(), Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<R: Read> Seek for Tracked<'_, R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let p = self.stream.seek(to)?;
+        self.at.store(p, Ordering::Relaxed);
+        Ok(p)
+    }
 }
 
 /// Counts bytes for the progress bar.

@@ -8,12 +8,13 @@ use std::{
 };
 
 use analyzer::{
-    GroupBy, LoadOptions, Replay, ReportOptions, Summary, Trace, diff, export, text, write_report,
+    AnalyzerError, GroupBy, LoadOptions, Replay, ReportOptions, Summary, Trace, diff, export, text,
+    write_report,
 };
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pfnscope_trace::print_stdout;
+use pfnscope_trace::{EXIT_STATUS_HELP, Existing, ExitStatus, print_stdout};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -34,7 +35,8 @@ fn purge_freed_memory_at_once() {
 #[derive(Parser)]
 #[command(
     version,
-    about = "Fault-latency tables, plots and reports from pfnscope traces"
+    about = "Fault-latency tables, plots and reports from pfnscope traces",
+    after_help = EXIT_STATUS_HELP
 )]
 struct Cli {
     /// No progress bars.
@@ -83,7 +85,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "driver")]
         by: By,
     },
-    /// A directory with index.html, the tables and the plots (PNG and SVG).
+    /// A directory with index.html, the tables and the plots (PNG and SVG); an existing
+    /// directory is refreshed, but none of the inputs may be among what it writes.
     Report {
         trace: PathBuf,
         /// `replay check --json` and/or `replay overhead --json` output (repeatable).
@@ -100,8 +103,12 @@ enum Cmd {
         trace: PathBuf,
         #[arg(long, value_enum)]
         format: Format,
+        /// File to write: never the trace itself, and not an existing file without --force.
         #[arg(short, long)]
         out: PathBuf,
+        /// Replace OUT if it exists (a regular file, not the trace).
+        #[arg(long)]
+        force: bool,
     },
     /// Per-driver fault latency of two traces, with a bootstrap test for noise.
     Diff {
@@ -133,21 +140,24 @@ fn loading(quiet: bool) -> LoadOptions {
 
 fn load(path: &Path, quiet: bool) -> anyhow::Result<Trace> {
     let t = Trace::load(path, &loading(quiet))?;
-    if let Some(d) = &t.damage {
-        warn(&format!(
-            "warning: trace is damaged, showing what was kept: {d}"
-        ));
-    }
+    warn_damage(t.damage.as_ref());
     Ok(t)
+}
+
+/// The one line that says a trace is not whole; the output covers what was read.
+fn warn_damage(damage: Option<&pfnscope_trace::Damage>) {
+    if let Some(d) = damage {
+        warn(&format!("analyzer: warning: {d}"));
+    }
 }
 
 fn warn(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let q = cli.quiet;
-    match cli.cmd {
+    let damage = match cli.cmd {
         Cmd::Summary { trace, json, by } => {
             let t = load(&trace, q)?;
             let s = Summary::compute(&t, by.into())?;
@@ -156,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print_stdout(&text::render(&s))?;
             }
+            vec![t.damage]
         }
         Cmd::Report {
             trace,
@@ -163,6 +174,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             top,
         } => {
+            let inputs: Vec<&Path> = std::iter::once(trace.as_path())
+                .chain(replay.iter().map(PathBuf::as_path))
+                .collect();
+            analyzer::report::check_output(&out, &inputs)?;
             // The replay files are read first: a typo there should not cost a 10 s load.
             let replay = Replay::load(&replay)?;
             let t = load(&trace, q)?;
@@ -176,21 +191,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 w.index.display(),
                 w.images.len()
             ))?;
+            vec![t.damage]
         }
-        Cmd::Export { trace, format, out } => {
+        Cmd::Export {
+            trace,
+            format,
+            out,
+            force,
+        } => {
             let f = match format {
                 Format::Parquet => export::Format::Parquet,
                 Format::Csv => export::Format::Csv,
                 Format::Json => export::Format::Json,
                 Format::Ndjson => export::Format::Ndjson,
             };
-            let (rows, damage) = export::export(&trace, f, &out, &loading(q))?;
-            if let Some(d) = damage {
-                warn(&format!(
-                    "warning: trace is damaged, exported what was kept: {d}"
-                ));
-            }
+            let existing = Existing::replace_if(force);
+            let (rows, damage) = export::export(&trace, f, &out, existing, &loading(q))?;
+            warn_damage(damage.as_ref());
             print_stdout(&format!("{} rows -> {}\n", rows, out.display()))?;
+            vec![damage]
         }
         Cmd::Diff { a, b, json } => {
             let ta = load(&a, q).with_context(|| "trace A")?;
@@ -201,20 +220,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print_stdout(&diff::render(&d))?;
             }
+            vec![ta.damage, tb.damage]
         }
-    }
-    Ok(())
+    };
+    Ok(ExitStatus::after_reading(
+        damage.iter().map(Option::as_ref),
+        false,
+    ))
 }
 
 fn main() -> ExitCode {
     purge_freed_memory_at_once();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    // Usage errors get the scheme's status, not clap's own 2 (a damaged trace).
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(ExitStatus::after_arguments(e.use_stderr()).code().into())
+    });
+    match run(cli) {
+        Ok(status) => status.into(),
         Err(e) => {
             // One line: the chain joined, as the issue asks for bad input.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             warn(&format!("analyzer: {}", msg.join(": ")));
-            ExitCode::FAILURE
+            e.downcast_ref::<AnalyzerError>()
+                .map_or(ExitStatus::Unusable, AnalyzerError::exit_status)
+                .into()
         }
     }
 }

@@ -48,6 +48,53 @@ pub struct Written {
     pub images: Vec<PathBuf>,
 }
 
+/// Whether a report may be written to `dir` without destroying one of its `inputs`: `dir` is
+/// a directory (or not there yet), and no input is a file the report writes there (its
+/// `index.html`, PNGs and SVGs). A report is a directory of generated files, so an existing
+/// one is refreshed in place: `cargo xtask run` keeps the replay files it reads there.
+pub fn check_output(dir: &Path, inputs: &[&Path]) -> Result<()> {
+    use pfnscope_trace::OutputError;
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(if inputs.iter().any(|i| same_file(i, dir)) {
+                OutputError::IsInput {
+                    path: dir.to_owned(),
+                }
+            } else {
+                OutputError::NotADirectory {
+                    path: dir.to_owned(),
+                }
+            }
+            .into());
+        }
+        _ => {}
+    }
+    let written = |p: &Path| {
+        p.file_name().is_some_and(|n| n == "index.html")
+            || p.extension().is_some_and(|e| e == "png" || e == "svg")
+    };
+    for i in inputs {
+        let inside = i.parent().is_some_and(|p| {
+            same_file(p, dir) || (p.as_os_str().is_empty() && same_file(Path::new("."), dir))
+        });
+        if inside && written(i) {
+            return Err(OutputError::IsInput {
+                path: i.to_path_buf(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 pub fn write_report(
     trace: &Trace,
     replay: &Replay,

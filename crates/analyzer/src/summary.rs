@@ -146,7 +146,7 @@ pub struct Summary {
     pub events: u64,
     pub faults: u64,
     pub span_ns: u64,
-    pub damage: Option<String>,
+    pub damage: Option<pfnscope_trace::Damage>,
     pub by: GroupBy,
     pub latency_available: bool,
     /// Why latency is missing, when it is.

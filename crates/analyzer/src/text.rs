@@ -198,7 +198,20 @@ pub fn render(s: &Summary) -> String {
             s.counters.len()
         );
     }
+    if let Some(d) = &s.damage {
+        let _ = writeln!(o, "{}", losses_after(d));
+    }
     o
+}
+
+/// The counters are cumulative, written with each batch: a trace that is not whole has them
+/// only up to its last complete batch.
+pub fn losses_after(d: &pfnscope_trace::Damage) -> String {
+    format!(
+        "counted up to batch {} only: the trace is {}, and events lost after it are not counted",
+        d.batches_kept,
+        d.kind.name()
+    )
 }
 
 #[cfg(test)]

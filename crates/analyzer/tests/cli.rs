@@ -12,6 +12,13 @@ fn summary_json(path: &str, by: &str) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// `summary --json` of a trace that exits with `code`.
+fn summary_json_status(path: &str, code: i32) -> serde_json::Value {
+    let o = analyzer(&["summary", path, "--json"]);
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
 fn row<'a>(v: &'a serde_json::Value, group: &str) -> &'a serde_json::Value {
     v["latency"]
         .as_array()
@@ -176,7 +183,7 @@ fn tracepoint_trace_shows_counts_and_says_latency_is_unavailable() {
 
 fn one_line_error(args: &[&str]) -> String {
     let o = analyzer(args);
-    assert!(!o.status.success(), "expected failure: {}", stdout(&o));
+    assert_eq!(o.status.code(), Some(3), "expected failure: {}", stdout(&o));
     let e = stderr(&o);
     assert_eq!(e.trim_end().lines().count(), 1, "one line expected: {e}");
     e
@@ -275,25 +282,60 @@ fn truncated_trace_shows_what_was_kept() {
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.set_len(len - 300).unwrap();
     drop(f);
+    // Issue 21: the salvaged part is shown, and the exit status says it is only a part.
     let o = analyzer(&["summary", p.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("damaged") && e.contains("kept the"), "{e}");
+    assert!(e.contains("is truncated") && e.contains("kept the"), "{e}");
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let all = row(&v, "(all)")["count"].as_u64().unwrap();
     // Three of four batches survive.
     assert_eq!(all, 2100, "of {rows} rows");
-    assert!(v["damage"].as_str().unwrap().contains("batch 4"), "{v:#}");
+    assert_eq!(v["damage"]["kind"], "truncated", "{v:#}");
+    assert_eq!(v["damage"]["batch"], 4, "{v:#}");
 
-    // A cut inside the first batch leaves nothing: one line. The stream opens with
-    // 0xFFFFFFFF and the schema message's length.
+    // A cut inside the first batch leaves nothing: one line, and still exit 2 (damaged).
+    // The stream opens with 0xFFFFFFFF and the schema message's length.
     let head = std::fs::read(&p).unwrap();
     let schema_len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.set_len(8 + schema_len + 200).unwrap();
     drop(f);
-    let e = one_line_error(&["summary", p.to_str().unwrap()]);
+    let o = analyzer(&["summary", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
     assert!(e.contains("holds no events that could be read"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+}
+
+/// Issue 21: a SIGKILLed recording (every batch, no end-of-stream marker) was summarised as
+/// whole, "0 dropped" included. Now it is cut short: in the warning, the text, the JSON and
+/// the exit status, with the counters said to stop at the last batch.
+#[test]
+fn a_trace_without_its_end_marker_is_cut_short() {
+    let dir = scratch("cut-short");
+    let p = dir.join("t.arrows");
+    fault_trace(&p, &Shape::default());
+    let len = std::fs::metadata(&p).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(len - 8).unwrap();
+    drop(f);
+    let o = analyzer(&["summary", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("was cut short"), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("damaged: ") && text.contains("cut short"),
+        "{text}"
+    );
+    assert!(text.contains("counted up to batch 4 only"), "{text}");
+    let v = summary_json_status(p.to_str().unwrap(), 2);
+    assert_eq!(v["damage"]["kind"], "cut_short", "{v:#}");
+    assert_eq!(
+        row(&v, "(all)")["count"],
+        2800,
+        "every event is still shown"
+    );
 }
 
 #[test]
@@ -521,8 +563,9 @@ fn absurd_compressed_length_is_damage_not_an_abort() {
     }
     std::fs::write(&p, &bytes).unwrap();
     let o = analyzer(&["summary", p.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("claims"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // The checksum sees the damage before the length check does.
+    assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
         row(&v, "(all)")["count"],
@@ -688,6 +731,8 @@ fn rewrite_names_as_plain_strings(from: &std::path::Path, to: &std::path::Path) 
         .collect();
     let mut md = old.metadata().clone();
     md.insert("pfnscope.schema_version".to_string(), "1".to_string());
+    // Schema 1 had no checksums either.
+    md.remove(pfnscope_trace::CHECKSUMS_KEY);
     let schema = Arc::new(Schema::new_with_metadata(fields, md));
     let opts = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::ZSTD))
@@ -750,5 +795,102 @@ fn schema_1_traces_with_plain_string_names_still_read() {
             assert_eq!(a[key], b[key], "{key} by {by}");
         }
         assert!(a["latency"].as_array().unwrap().len() > 1, "by {by}: {a:#}");
+    }
+}
+
+/// Issue 21, point 4: `analyzer export --out` equal to its input replaced the trace with
+/// Parquet (exit 0). No command writes over one of its inputs, with or without --force; an
+/// existing export is replaced only with --force; a report never overwrites an input either.
+#[test]
+fn no_command_writes_over_its_input() {
+    let dir = scratch("own-input");
+    let p = dir.join("t.arrows");
+    fault_trace(&p, &Shape::default());
+    let before = std::fs::read(&p).unwrap();
+    let t = p.to_str().unwrap();
+    let link = dir.join("link.arrows");
+    std::os::unix::fs::symlink(&p, &link).unwrap();
+    for out in [t, link.to_str().unwrap()] {
+        for force in [false, true] {
+            let mut args = vec!["export", t, "--format", "parquet", "-o", out];
+            if force {
+                args.push("--force");
+            }
+            let e = one_line_error(&args);
+            assert!(
+                e.contains("is an input of this command") || e.contains("symbolic link"),
+                "{e}"
+            );
+        }
+    }
+    let e = one_line_error(&["report", t, "-o", t]);
+    assert!(e.contains("is an input of this command"), "{e}");
+    // A report refreshes its directory, but not over an input it reads from there.
+    let report = dir.join("report");
+    std::fs::create_dir_all(&report).unwrap();
+    let inside = report.join("index.html");
+    std::fs::copy(&p, &inside).unwrap();
+    let e = one_line_error(&[
+        "report",
+        inside.to_str().unwrap(),
+        "-o",
+        report.to_str().unwrap(),
+    ]);
+    assert!(e.contains("is an input of this command"), "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), before, "the trace was changed");
+    assert_eq!(
+        std::fs::read(&inside).unwrap(),
+        before,
+        "the trace was changed"
+    );
+
+    let out = dir.join("t.csv");
+    std::fs::write(&out, "an earlier export").unwrap();
+    let o = out.to_str().unwrap();
+    let e = one_line_error(&["export", t, "--format", "csv", "-o", o]);
+    assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "an earlier export");
+    let r = analyzer(&["export", t, "--format", "csv", "-o", o, "--force"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(std::fs::read_to_string(&out).unwrap().starts_with("seq,"));
+}
+
+#[path = "../../trace-format/tests/matrix/mod.rs"]
+mod matrix;
+
+/// Issue 21's damage matrix: every reading command of the analyzer, on every kind of damage,
+/// gives the exit status and the one line the scheme says (see `matrix`).
+#[test]
+fn damage_matrix_every_command_exit_status_and_message() {
+    let dir = scratch("matrix");
+    let clean = dir.join("clean.arrows");
+    fault_trace(
+        &clean,
+        &Shape {
+            faults: 400,
+            batches: 5,
+            ..Shape::default()
+        },
+    );
+    let c = clean.to_str().unwrap();
+    for case in matrix::cases(&dir.join("cases"), &clean) {
+        let p = case.path.to_str().unwrap();
+        let out = dir.join(format!("out-{}", case.name));
+        let o = out.to_str().unwrap();
+        let csv = format!("{o}.csv");
+        let runs: [(&str, Vec<&str>); 4] = [
+            ("analyzer summary", vec!["summary", p]),
+            (
+                "analyzer export",
+                vec!["export", p, "--format", "csv", "-o", &csv],
+            ),
+            ("analyzer report", vec!["report", p, "-o", o]),
+            ("analyzer diff", vec!["diff", c, p]),
+        ];
+        for (cmd, args) in runs {
+            let r = analyzer(&args);
+            case.expect
+                .check(case.name, cmd, r.status.code(), &stderr(&r));
+        }
     }
 }

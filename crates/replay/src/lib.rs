@@ -34,7 +34,9 @@
 //! One JSON object (`schema` = [`report::REPORT_SCHEMA`], `pfnscope.replay.check/1`):
 //! - `trace`, `kernel_release` (from the trace), `rules` (`6.1`, `6.12` or `6.16+`),
 //!   `rules_note` (null, or why the rule set is a guess), `events` (rows replayed),
-//!   `truncated` (null, or what the reader said about a damaged tail),
+//!   `damage` (null for a whole trace, else {`kind`: `cut_short` / `truncated` / `corrupt`,
+//!   `batch`, `records_kept`, `batches_kept`, `bytes_kept`, `file_bytes`, `message`}: see
+//!   [`pfnscope_trace::Damage`]), `truncated` (null, or the damage's message),
 //!   `losses` {`dropped`, `unpaired`, `read_failed`} (the tracer's final counters);
 //! - `summary` {`divergences`, `findings`, `finding_groups`, `checks`, `not_checkable`,
 //!   `not_checkable_share` (not checkable over all applications of a rule)};
@@ -47,7 +49,9 @@
 //! - `findings`: grouped by rule and driver: `rule`, `driver`, `count`,
 //!   `message`, `seqs`, `ids` (of the first occurrence), `source`.
 //!
-//! Exit status of `replay check`: 0 no divergence, 1 divergences, 2 unusable input.
+//! Exit status of `replay check` ([`pfnscope_trace::ExitStatus`]): 0 no divergence, 1
+//! divergences, 2 the trace is damaged or incomplete (what it has is replayed), 3 unusable
+//! input.
 
 pub mod allocator;
 pub mod engine;

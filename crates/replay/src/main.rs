@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pfnscope_trace::print_stdout;
+use pfnscope_trace::{EXIT_STATUS_HELP, ExitStatus, print_stdout};
 use replay::rules::Rule;
 use replay::{CheckOptions, ReplayError, check_file, overhead_file};
 
@@ -17,7 +17,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "replay",
     version,
-    about = "Replay pfnscope traces against a reference model of the PFN fault path"
+    about = "Replay pfnscope traces against a reference model of the PFN fault path",
+    after_help = EXIT_STATUS_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,7 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Re-execute a trace against the model. Exit 0: no divergence, 1: divergences, 2: bad input.
+    /// Re-execute a trace against the model. Exit 0: no divergence, 1: divergences, 2: trace
+    /// damaged or incomplete (what it has is replayed), 3: unusable input.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Check {
         trace: PathBuf,
         /// Print the JSON report (shape documented in the crate docs).
@@ -44,6 +47,7 @@ enum Cmd {
         json: bool,
     },
     /// Where fault time goes, per page and per driver, and the tracer's own cost.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Overhead {
         trace: PathBuf,
         #[arg(long, default_value_t = 20)]
@@ -79,17 +83,28 @@ fn advance(pb: &Option<ProgressBar>, rows: u64, bytes: u64) {
 
 fn main() -> ExitCode {
     replay::allocator::tune();
-    let cli = Cli::parse();
+    // Usage errors get the scheme's status, not clap's own 2 (a damaged trace).
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(ExitStatus::after_arguments(e.use_stderr()).code().into())
+    });
     match run(cli) {
-        Ok(code) => code,
+        Ok(status) => status.into(),
         Err(e) => {
             eprintln!("replay: {e:#}");
-            ExitCode::from(2)
+            ExitStatus::Unusable.into()
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// The one line that says a trace is not whole; the rest of the output covers what was read.
+fn warn_damage(damage: Option<&pfnscope_trace::Damage>) {
+    if let Some(d) = damage {
+        eprintln!("replay: warning: {d}");
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.cmd {
         Cmd::Check {
             trace,
@@ -112,14 +127,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print_stdout(&report.to_human())?;
             }
-            if let Some(t) = &report.truncated {
-                eprintln!("replay: warning: trace is truncated; replayed what it has: {t}");
-            }
-            Ok(if report.summary.divergences > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            warn_damage(report.damage.as_ref());
+            Ok(ExitStatus::after_reading(
+                [report.damage.as_ref()],
+                report.summary.divergences > 0,
+            ))
         }
         Cmd::Rules { ids, json } => {
             let rules = if ids.is_empty() {
@@ -140,7 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let text: Vec<String> = rules.iter().map(|r| r.to_human()).collect();
                 print_stdout(&text.join("\n"))?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitStatus::Ok)
         }
         Cmd::Overhead { trace, top, json } => {
             let pb = progress_bar(&trace);
@@ -148,16 +160,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
-            let (rep, damage) = done?;
+            let rep = done?;
             if json {
                 print_stdout(&format!("{}\n", serde_json::to_string_pretty(&rep)?))?;
             } else {
                 print_stdout(&rep.to_human())?;
             }
-            if let Some(d) = damage {
-                eprintln!("replay: warning: trace is truncated; analysed what it has: {d}");
-            }
-            Ok(ExitCode::SUCCESS)
+            warn_damage(rep.damage.as_ref());
+            Ok(ExitStatus::after_reading([rep.damage.as_ref()], false))
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct OverheadReport {
     pub top: Vec<PageRow>,
     pub pages: usize,
     pub drivers: Vec<DriverRow>,
+    /// Set when the trace file is not whole: the class, what was read and what was lost.
+    pub damage: Option<pfnscope_trace::Damage>,
 }
 
 #[derive(Default, Clone)]
@@ -304,6 +306,7 @@ impl Tally {
             top: rows,
             pages,
             drivers,
+            damage: None,
         }
     }
 }
@@ -317,6 +320,9 @@ impl OverheadReport {
             "trace: {} ({} events, {} faults, {} pages)",
             self.trace, self.events, self.faults, self.pages
         );
+        if let Some(d) = &self.damage {
+            let _ = writeln!(s, "damaged: {d}");
+        }
         if self.faults_without_latency > 0 {
             let _ = writeln!(
                 s,

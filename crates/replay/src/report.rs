@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use pfnscope_trace::Damage;
 use serde::Serialize;
 
 use crate::rules::{Rule, RuleInfo};
@@ -197,7 +198,10 @@ pub struct Report {
     pub rules: String,
     pub rules_note: Option<String>,
     pub events: u64,
-    /// Set when the trace file was damaged: what was replayed and what was lost.
+    /// Set when the trace file is not whole (cut short, truncated, corrupt): the class, what
+    /// was replayed and what was lost.
+    pub damage: Option<Damage>,
+    /// The damage's message: what `pfnscope.replay.check/1` tools read.
     pub truncated: Option<String>,
     pub losses: Losses,
     pub summary: Summary,
@@ -230,7 +234,8 @@ impl Report {
             rules: head.rules,
             rules_note: head.rules_note,
             events: head.events,
-            truncated: head.truncated,
+            truncated: head.damage.as_ref().map(|d| d.to_string()),
+            damage: head.damage,
             losses: head.losses,
             summary: Summary {
                 divergences: c.divergences_total,
@@ -261,8 +266,8 @@ impl Report {
         if let Some(n) = &self.rules_note {
             let _ = writeln!(s, "note: {n}");
         }
-        if let Some(t) = &self.truncated {
-            let _ = writeln!(s, "truncated: {t}");
+        if let Some(d) = &self.damage {
+            let _ = writeln!(s, "damaged: {d}");
         }
         let l = &self.losses;
         if l.dropped + l.unpaired + l.read_failed > 0 {
@@ -374,7 +379,7 @@ pub struct ReportHead {
     pub rules: String,
     pub rules_note: Option<String>,
     pub events: u64,
-    pub truncated: Option<String>,
+    pub damage: Option<Damage>,
     pub losses: Losses,
 }
 
@@ -412,7 +417,7 @@ mod tests {
                 rules: "6.12".into(),
                 rules_note: None,
                 events: 41,
-                truncated: None,
+                damage: None,
                 losses: Losses::default(),
             },
         )

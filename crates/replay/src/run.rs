@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 
-use pfnscope_trace::{Record, Rows, TraceError, TraceMeta, TraceReader};
+use pfnscope_trace::{Damage, Record, Rows, TraceError, TraceMeta, TraceReader};
 
 use crate::engine::Engine;
 use crate::kernel::{BadRelease, KernelRules};
@@ -54,7 +54,7 @@ pub fn check_records(
             rules: head_rules.series().to_string(),
             rules_note: head_rules.note,
             events,
-            truncated: None,
+            damage: None,
             losses,
         },
     )
@@ -98,8 +98,8 @@ pub const OVERHEAD_UNREAD: &[&str] = &[
 ];
 
 /// Streams a trace file through the engine batch by batch. `progress(rows, bytes)` is called
-/// after every batch with the rows replayed and the bytes of the file read so far. A damaged
-/// tail is replayed up to the damage and reported in `truncated`.
+/// after every batch with the rows replayed and the bytes of the file read so far. A trace that
+/// is not whole is replayed up to the damage, which the report gives in `damage`.
 pub fn check_file(
     path: &Path,
     opts: &CheckOptions,
@@ -111,7 +111,7 @@ pub fn check_file(
     let head_rules = rules.clone();
     let mut e = Engine::new(&meta, rules, Collector::new());
     let mut rows = 0u64;
-    let truncated = each_batch(&mut reader, |batch, bytes| {
+    let damage = each_batch(&mut reader, |batch, bytes| {
         rows += batch.len() as u64;
         e.push_rows(batch);
         progress(rows, bytes);
@@ -125,20 +125,20 @@ pub fn check_file(
             rules: head_rules.series().to_string(),
             rules_note: head_rules.note,
             events,
-            truncated,
+            damage,
             losses,
         },
     ))
 }
 
 /// `replay overhead`: streams a trace file through the per-page tally. `progress(rows, bytes)`
-/// is called after every batch, as for [`check_file`]. Returns the report and the damage that
-/// ended a truncated trace.
+/// is called after every batch, as for [`check_file`]; the report's `damage` says whether the
+/// trace was whole.
 pub fn overhead_file(
     path: &Path,
     top: usize,
     mut progress: impl FnMut(u64, u64),
-) -> Result<(OverheadReport, Option<String>), TraceError> {
+) -> Result<OverheadReport, TraceError> {
     let mut reader = TraceReader::open_without(path, OVERHEAD_UNREAD)?;
     let mut o = Overhead::default();
     let mut rows = 0u64;
@@ -147,17 +147,19 @@ pub fn overhead_file(
         o.push_rows(batch);
         progress(rows, bytes);
     });
-    Ok((o.finish(&path.display().to_string(), top), damage))
+    let mut report = o.finish(&path.display().to_string(), top);
+    report.damage = damage;
+    Ok(report)
 }
 
 /// Hands every batch of `reader` to `f`, in order, checked and ready to be read a row at a
 /// time ([`Rows`]), while another thread reads and decompresses the next ones. `f` also gets
 /// the bytes of the file read up to the end of the batch. Returns the damage that ended a
-/// truncated trace.
+/// trace that is not whole.
 pub fn each_batch<R: Read + Send>(
     reader: &mut TraceReader<R>,
     mut f: impl FnMut(Rows, u64),
-) -> Option<String> {
+) -> Option<Damage> {
     // Two batches wait between reading and replaying, so that neither thread waits for the
     // other while one batch takes longer than usual.
     let (tx, rx) = sync_channel::<(Rows, u64)>(2);
@@ -200,7 +202,7 @@ mod tests {
     }
 
     /// What the plain one-thread reader makes of a file.
-    fn sequential(p: &Path) -> (Vec<Record>, Option<String>) {
+    fn sequential(p: &Path) -> (Vec<Record>, Option<Damage>) {
         let mut r = TraceReader::open(p).unwrap();
         let mut records = vec![];
         loop {
@@ -212,7 +214,7 @@ mod tests {
         }
     }
 
-    fn pipelined(p: &Path) -> (Vec<Record>, Option<String>) {
+    fn pipelined(p: &Path) -> (Vec<Record>, Option<Damage>) {
         let mut r = TraceReader::open(p).unwrap();
         let mut records = vec![];
         let d = each_batch(&mut r, |b, _| {
@@ -379,7 +381,8 @@ mod tests {
             assert_eq!(got_d.is_some(), damaged, "{}: {got_d:?}", p.display());
         }
         let (_, d) = pipelined(&bad);
-        assert!(d.unwrap().contains("batch 1 is corrupt"));
+        let d = d.unwrap();
+        assert_eq!((d.kind, d.batch), (pfnscope_trace::DamageKind::Corrupt, 1));
         for p in [clean, cut, bad] {
             std::fs::remove_dir_all(p.parent().unwrap()).ok();
         }

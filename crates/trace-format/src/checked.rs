@@ -7,8 +7,18 @@
 //! compressed-buffer prefixes are plausible; a failed check is an `InvalidData` read error
 //! carrying the reason. It is `Read + Seek`, so any Arrow reader can sit on top:
 //! [`crate::TraceReader`] puts arrow-rs there, the analyzer polars.
+//!
+//! It also keeps what the Arrow readers do not say: whether the stream ended with its
+//! end-of-stream marker (they stop silently at the end of the file either way), and the class
+//! of the damage that stopped it ([`CheckedStream::broken`]). Every reader builds its verdict
+//! from these, so all of them agree.
 
 use std::io::{self, Read, Seek, SeekFrom};
+
+use crate::{
+    checksum::{self, CHECKSUMS_CRC32, CHECKSUMS_KEY},
+    damage::DamageKind,
+};
 
 /// Largest IPC metadata block accepted (ours are a few KiB).
 const MAX_META: usize = 16 << 20;
@@ -36,15 +46,61 @@ pub struct CheckedStream<R> {
     start: u64,
     messages: u64,
     ended: bool,
+    /// The stream ended with the end-of-stream marker (continuation, then length 0).
+    marker: bool,
+    /// The schema promises a checksum on every batch message ([`crate::checksum`]).
+    checksums: bool,
     /// Why the first message could not be read ahead ([`CheckedStream::peek_schema`]): the
     /// first read reports it.
     failed: Option<String>,
+    /// What stopped the stream, once something did.
+    broken: Option<Broken>,
+}
+
+/// Why a message was refused: the class of the damage and what is wrong, to follow "batch N".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broken {
+    pub kind: DamageKind,
+    pub why: String,
+}
+
+impl Broken {
+    fn truncated(why: String) -> Broken {
+        Broken {
+            kind: DamageKind::Truncated,
+            why,
+        }
+    }
+
+    fn corrupt(why: String) -> Broken {
+        Broken {
+            kind: DamageKind::Corrupt,
+            why,
+        }
+    }
 }
 
 impl<R> CheckedStream<R> {
     /// Bytes of the stream handed on so far.
     pub fn offset(&self) -> u64 {
         self.start + self.pos as u64
+    }
+
+    /// Whether the stream ended with its end-of-stream marker: false while it is being read,
+    /// and for a stream that just stops (a recording that never finished).
+    pub fn saw_end_marker(&self) -> bool {
+        self.marker
+    }
+
+    /// The damage a read failed on, if one did.
+    pub fn broken(&self) -> Option<&Broken> {
+        self.broken.as_ref()
+    }
+
+    /// Whether every batch message is checked against a checksum (known once the schema is
+    /// read): then a reader may leave columns undecoded and still see all damage.
+    pub fn checks_checksums(&self) -> bool {
+        self.checksums && checksum::VERIFIED
     }
 }
 
@@ -58,7 +114,7 @@ impl<R: Read> CheckedStream<R> {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
-                    (self.buf, self.pos, self.failed) = (Vec::new(), 0, Some(e));
+                    (self.buf, self.pos, self.failed) = (Vec::new(), 0, Some(e.why));
                     return None;
                 }
             }
@@ -85,92 +141,169 @@ impl<R: Read> CheckedStream<R> {
             start: 0,
             messages: 0,
             ended: false,
+            marker: false,
+            checksums: false,
             failed: None,
+            broken: None,
         }
     }
 
     /// Replaces `buf` with the next message; false at the end of the stream.
-    fn load(&mut self) -> Result<bool, String> {
+    fn load(&mut self) -> Result<bool, Broken> {
         self.start += self.buf.len() as u64;
         self.buf.clear();
         self.pos = 0;
         if self.ended {
             return Ok(false);
         }
-        let n = self.messages + 1;
+        let at = self.start;
         let mut word = [0u8; 4];
         match read_full(&mut self.src, &mut word)? {
-            0 => return Ok(self.end()),
+            0 => return Ok(self.end(false)),
             4 => {}
-            k => return Err(format!("the file ends {k} bytes into message {n}")),
+            k => {
+                return Err(Broken::truncated(format!(
+                    "{k} bytes of a message header at byte {at}"
+                )));
+            }
         }
         self.buf.extend_from_slice(&word);
-        // Since Arrow 0.15 a message starts with 0xFFFFFFFF, then the metadata length.
-        if word == [0xff; 4] {
-            if read_full(&mut self.src, &mut word)? != 4 {
-                return Err(format!("the file ends inside the header of message {n}"));
-            }
-            self.buf.extend_from_slice(&word);
-        } else if self.messages == 0 {
-            return Err("no Arrow IPC stream header".into());
+        // Since Arrow 0.15 a message starts with 0xFFFFFFFF, then the metadata length; pfnscope
+        // has always written that form. Without it (zeros where a crash left blocks unwritten,
+        // say), the old form's end marker, four zero bytes, would pass for a clean end.
+        if word != [0xff; 4] {
+            return Err(if self.messages == 0 {
+                Broken::corrupt("no Arrow IPC stream header".into())
+            } else {
+                Broken::corrupt(format!(
+                    "is invalid: no message starts at byte {at} (found {word:02x?}, not the continuation marker)"
+                ))
+            });
         }
+        match read_full(&mut self.src, &mut word)? {
+            4 => {}
+            k => {
+                return Err(Broken::truncated(format!(
+                    "{} bytes of a message header at byte {at}",
+                    4 + k
+                )));
+            }
+        }
+        self.buf.extend_from_slice(&word);
         let meta_len = i32::from_le_bytes(word);
         if meta_len == 0 {
             self.buf.clear();
-            return Ok(self.end());
+            return Ok(self.end(true));
         }
         if meta_len < 0 || meta_len as usize > MAX_META {
-            return Err(format!(
-                "message {n} has an impossible metadata length {meta_len}"
-            ));
+            return Err(Broken::corrupt(format!(
+                "is invalid: impossible metadata length {meta_len}"
+            )));
         }
         let meta_at = self.buf.len();
-        self.take(meta_len as u64, n)?;
+        self.take(meta_len as u64)?;
         let message = arrow_ipc::root_as_message(&self.buf[meta_at..])
-            .map_err(|e| format!("message {n} has corrupt metadata: {e}"))?;
+            .map_err(|e| Broken::corrupt(format!("is invalid: corrupt metadata ({e})")))?;
         let body_len = message.bodyLength();
         if body_len < 0 || body_len as u64 > MAX_BODY {
-            return Err(format!(
-                "message {n} has an impossible body length {body_len}"
-            ));
+            return Err(Broken::corrupt(format!(
+                "is invalid: impossible body length {body_len}"
+            )));
         }
         let (compressed, most) = compressed_buffers(&message, body_len as u64)
-            .map_err(|e| format!("message {n}: {e}"))?;
+            .map_err(|e| Broken::corrupt(format!("is invalid: {e}")))?;
+        let (promise, stamp) = expected_stamp(&message, &self.buf[meta_at..], self.checksums)?;
+        if let Some(p) = promise {
+            self.checksums = p;
+        }
         let body_at = self.buf.len();
-        self.take(body_len as u64, n)?;
-        check_prefixes(&self.buf[body_at..], &compressed, most)
-            .map_err(|e| format!("message {n}: {e}"))?;
+        self.take(body_len as u64)?;
+        let body = &self.buf[body_at..];
+        if let Some(stamp) = stamp
+            && checksum::VERIFIED
+            && !checksum::matches(stamp, &self.buf[meta_at..body_at], body)
+        {
+            return Err(Broken::corrupt(
+                "does not match its checksum: bytes changed after they were written".into(),
+            ));
+        }
+        check_prefixes(body, &compressed, most)
+            .map_err(|e| Broken::corrupt(format!("is invalid: {e}")))?;
         self.messages += 1;
         Ok(true)
     }
 
-    fn end(&mut self) -> bool {
+    fn end(&mut self, marker: bool) -> bool {
         self.ended = true;
+        self.marker = marker;
         false
     }
 
-    /// Appends `len` bytes from the source, in steps, so a damaged length is never one huge
-    /// allocation.
-    fn take(&mut self, len: u64, n: u64) -> Result<(), String> {
+    /// Appends `len` bytes of the current message from the source, in steps, so a damaged
+    /// length is never one huge allocation.
+    fn take(&mut self, len: u64) -> Result<(), Broken> {
+        let had = self.buf.len();
         let got = (&mut self.src)
             .take(len)
             .read_to_end(&mut self.buf)
-            .map_err(|e| e.to_string())?;
+            .map_err(unreadable)?;
         if got as u64 != len {
-            return Err(format!("the file ends inside message {n}"));
+            return Err(Broken::truncated(format!(
+                "{} of the {} bytes of a message at byte {}",
+                had + got,
+                had as u64 + len,
+                self.start
+            )));
         }
         Ok(())
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
+fn unreadable(e: io::Error) -> Broken {
+    Broken::corrupt(format!("cannot be read: {e}"))
+}
+
+/// The schema says whether batches carry checksums (the first value, for a schema message);
+/// each batch message, which one (the second), and it must have one if `promised`.
+fn expected_stamp(
+    message: &arrow_ipc::Message,
+    meta: &[u8],
+    promised: bool,
+) -> Result<(Option<bool>, Option<checksum::Stamp>), Broken> {
+    if let Some(schema) = message.header_as_schema() {
+        let key = schema
+            .custom_metadata()
+            .and_then(|m| m.iter().find(|kv| kv.key() == Some(CHECKSUMS_KEY)))
+            .map(|kv| kv.value().unwrap_or(""));
+        return match key {
+            None => Ok((Some(false), None)),
+            Some(CHECKSUMS_CRC32) => Ok((Some(true), None)),
+            Some(other) => Err(Broken::corrupt(format!(
+                "is invalid: unknown checksum `{other}` (a newer pfnscope wrote it?)"
+            ))),
+        };
+    }
+    if message.header_as_record_batch().is_none() && message.header_as_dictionary_batch().is_none()
+    {
+        return Ok((None, None));
+    }
+    match checksum::stamped(message, meta) {
+        Err(e) => Err(Broken::corrupt(format!("is invalid: {e}"))),
+        Ok(None) if promised => Err(Broken::corrupt(
+            "has no checksum, though the trace promises one on every batch".into(),
+        )),
+        Ok(crc) => Ok((None, crc)),
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, Broken> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(unreadable(e)),
         }
     }
     Ok(n)
@@ -268,7 +401,11 @@ impl<R: Read> Read for CheckedStream<R> {
             match self.load() {
                 Ok(true) => {}
                 Ok(false) => return Ok(0),
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Err(b) => {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, b.why.clone());
+                    self.broken = Some(b);
+                    return Err(e);
+                }
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);

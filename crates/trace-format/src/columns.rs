@@ -846,6 +846,18 @@ macro_rules! columns {
                 })
             }
 
+            /// Marks the columns named in `unread` unread ([`Rows::unread`]), dropping them
+            /// where the reader decoded them anyway (a trace without checksums): they were
+            /// checked, and read as absent, as columns projected away do.
+            pub(crate) fn leave_unread(&mut self, unread: &'static [&'static str]) {
+                $(
+                    if unread.contains(&stringify!($field)) {
+                        self.$field = Default::default();
+                    }
+                )*
+                self.unread = unread;
+            }
+
             pub fn len(&self) -> usize {
                 self.len
             }

@@ -20,9 +20,13 @@
 //! ```
 
 mod checked;
+mod checksum;
 mod columns;
+mod damage;
+mod exit;
 mod guard;
 mod meta;
+pub mod output;
 mod reader;
 mod record;
 mod stdout;
@@ -30,13 +34,17 @@ mod sym;
 mod writer;
 
 pub use arrow_array::RecordBatch;
-pub use checked::CheckedStream;
+pub use checked::{Broken, CheckedStream};
+pub use checksum::CHECKSUMS_KEY;
 pub use columns::{COLUMNS, Rec, Rows, ids_from_deltas};
+pub use damage::{Damage, DamageKind, ReadSoFar};
+pub use exit::{EXIT_STATUS_HELP, ExitStatus};
 pub use guard::guard_panics;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, IomemSpan, META_KEY, MemtypeSpan, PlanEntry, RungFailure,
     SCHEMA_VERSION_KEY, StartState, TraceMeta,
 };
+pub use output::{Existing, NewFile, OutputError};
 pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};
 pub use record::{COUNTERS_HOOK, Record};
 pub use stdout::print_stdout;

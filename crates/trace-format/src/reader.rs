@@ -12,6 +12,7 @@ use arrow_ipc::reader::StreamReader;
 use crate::{
     checked::CheckedStream,
     columns::{Rows, decode},
+    damage::{Damage, ReadSoFar, one_line},
     guard::guard_panics,
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
     record::Record,
@@ -27,6 +28,8 @@ pub enum TraceError {
         "{path} is empty: the recording wrote nothing (was it killed before start-up finished?)"
     )]
     Empty { path: PathBuf },
+    #[error("{path} is a directory: give the path of a trace file (.arrows)")]
+    Directory { path: PathBuf },
     #[error(
         "{path} is not a pfnscope trace ({why}); traces are Arrow IPC streams written by `tracer record`"
     )]
@@ -46,9 +49,9 @@ pub enum TraceError {
 pub struct Trace {
     pub meta: TraceMeta,
     pub records: Vec<Record>,
-    /// Set when the file ends early or has a corrupt batch: what went wrong and how much was
-    /// recovered. `records` holds everything before the damage.
-    pub damage: Option<String>,
+    /// Set when the file is not whole (cut short, truncated or corrupt): what went wrong and
+    /// how much was recovered. `records` holds everything before the damage.
+    pub damage: Option<Damage>,
 }
 
 impl Trace {
@@ -89,11 +92,9 @@ impl Trace {
 /// body length bounded, compressed-buffer length prefixes plausible) before arrow decodes it, so
 /// a corrupt file gives an error, never an abort on an absurd allocation.
 pub struct TraceReader<R: Read> {
-    path: PathBuf,
     inner: StreamReader<CheckedStream<R>>,
     meta: TraceMeta,
-    batches: u64,
-    rows: u64,
+    read: ReadSoFar,
     done: bool,
     unread: &'static [&'static str],
 }
@@ -111,12 +112,21 @@ impl TraceReader<BufReader<File>> {
             path: path.to_owned(),
             err,
         })?;
-        if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        let m = file.metadata().ok();
+        if m.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(TraceError::Directory {
+                path: path.to_owned(),
+            });
+        }
+        let len = m.map_or(0, |m| m.len());
+        if len == 0 {
             return Err(TraceError::Empty {
                 path: path.to_owned(),
             });
         }
-        TraceReader::from_reader_without(BufReader::new(file), path, unread)
+        let mut r = TraceReader::from_reader_without(BufReader::new(file), path, unread)?;
+        r.read.file_bytes = Some(len);
+        Ok(r)
     }
 }
 
@@ -128,7 +138,9 @@ impl<'a> TraceReader<&'a [u8]> {
                 path: label.to_owned(),
             });
         }
-        TraceReader::from_reader(bytes, label)
+        let mut r = TraceReader::from_reader(bytes, label)?;
+        r.read.file_bytes = Some(bytes.len() as u64);
+        Ok(r)
     }
 }
 
@@ -150,18 +162,23 @@ impl<R: Read> TraceReader<R> {
         }
         let not_a_trace = |why: String| TraceError::NotATrace {
             path: label.to_owned(),
-            why,
+            why: one_line(&why),
         };
         let inner = guard_panics(|| {
             let mut stream = CheckedStream::new(src);
-            // Arrow skips the buffers of a column outside the projection, compressed.
+            // Arrow skips the buffers of a column outside the projection, compressed. Only where
+            // checksums cover those buffers: otherwise damage in them would go unseen by this
+            // reader and be found by one that decodes them.
             let projection = match unread {
                 [] => None,
-                _ => stream.peek_schema().map(|s| {
-                    (0..s.fields().len())
-                        .filter(|&i| !unread.contains(&s.field(i).name().as_str()))
-                        .collect()
-                }),
+                _ => stream
+                    .peek_schema()
+                    .filter(|_| stream.checks_checksums())
+                    .map(|s| {
+                        (0..s.fields().len())
+                            .filter(|&i| !unread.contains(&s.field(i).name().as_str()))
+                            .collect()
+                    }),
             };
             StreamReader::try_new(stream, projection).map(|r| {
                 // SAFETY: arrow's own validation of every array (3.4% of a `replay check`,
@@ -204,11 +221,9 @@ impl<R: Read> TraceReader<R> {
             None => TraceMeta::default(),
         };
         Ok(TraceReader {
-            path: label.to_owned(),
+            read: ReadSoFar::new(label, inner.get_ref().offset(), None),
             inner,
             meta,
-            batches: 0,
-            rows: 0,
             done: false,
             unread,
         })
@@ -218,19 +233,25 @@ impl<R: Read> TraceReader<R> {
         &self.meta
     }
 
-    /// The next batch of records: `Ok(None)` at a clean end, `Err(damage)` when the rest of the
-    /// file cannot be read (the message says where and how much came before).
-    pub fn next_batch(&mut self) -> Result<Option<Vec<Record>>, String> {
+    /// Whether the trace's batches are checked against checksums as they are read.
+    pub fn checks_checksums(&self) -> bool {
+        self.inner.get_ref().checks_checksums()
+    }
+
+    /// The next batch of records: `Ok(None)` at the end-of-stream marker, `Err(damage)` when
+    /// the rest of the file cannot be read or the file stops without the marker (the damage
+    /// says what and how much came before).
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Record>>, Damage> {
         self.next_checked(decode)
     }
 
     /// The next batch checked and kept for reading row by row (see [`Rows`]), where
     /// [`Self::next_batch`] builds a record of every row; damage as for `next_batch`.
-    pub fn next_rows(&mut self) -> Result<Option<Rows>, String> {
+    pub fn next_rows(&mut self) -> Result<Option<Rows>, Damage> {
         let unread = self.unread;
         self.next_checked(|b, first| {
             Rows::new(b, first).map(|mut r| {
-                r.unread = unread;
+                r.leave_unread(unread);
                 r
             })
         })
@@ -248,41 +269,35 @@ impl<R: Read> TraceReader<R> {
     fn next_checked<T>(
         &mut self,
         check: impl FnOnce(&RecordBatch, u64) -> Result<T, String>,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, Damage> {
         if self.done {
             return Ok(None);
         }
-        let (rows, batches) = (self.rows, self.batches);
-        let fail = |this: &mut Self, what: String| {
-            this.done = true;
-            Err(damage(&this.path, &what, rows, batches))
-        };
         let next = guard_panics(|| self.inner.next())
             .unwrap_or_else(|e| Some(Err(arrow_schema::ArrowError::IpcError(e))));
-        let batch = match next {
-            None => {
-                self.done = true;
-                return Ok(None);
-            }
-            Some(Ok(batch)) => batch,
-            Some(Err(e)) => return fail(self, format!("cannot read batch {}: {e}", batches + 1)),
+        let decoded = match next {
+            None => None,
+            Some(Ok(batch)) => Some(
+                guard_panics(|| check(&batch, self.read.records))
+                    .and_then(|r| r)
+                    .map(|out| (out, batch.num_rows() as u64)),
+            ),
+            Some(Err(e)) => Some(Err(e.to_string())),
         };
-        match guard_panics(|| check(&batch, rows)).and_then(|r| r) {
-            Ok(out) => {
-                self.batches += 1;
-                self.rows += batch.num_rows() as u64;
-                Ok(Some(out))
+        let error = match decoded {
+            Some(Ok((out, rows))) => {
+                self.read.batch(rows, self.inner.get_ref().offset());
+                return Ok(Some(out));
             }
-            Err(e) => fail(self, format!("batch {} is corrupt: {e}", batches + 1)),
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        self.done = true;
+        match self.read.verdict(self.inner.get_ref(), error) {
+            None => Ok(None),
+            Some(d) => Err(d),
         }
     }
-}
-
-fn damage(path: &Path, what: &str, rows: u64, batches: u64) -> String {
-    format!(
-        "{}: {what}; kept the {rows} records of the {batches} complete batches before it (a recording that was killed or ran out of disk ends this way)",
-        path.display(),
-    )
 }
 
 /// Reads a whole trace. A damaged tail is not an error: see [`Trace::damage`].

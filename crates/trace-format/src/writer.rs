@@ -2,45 +2,52 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use arrow_ipc::{
     CompressionType,
-    writer::{IpcWriteOptions, StreamWriter},
+    writer::{
+        DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions, write_message,
+    },
 };
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 
 use crate::{
+    checksum::{CHECKSUMS_CRC32, CHECKSUMS_KEY, seal, stamp},
     columns::{Builders, fields},
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
+    output::{Existing, NewFile, OutputError},
     record::Record,
 };
+
+/// The IPC end-of-stream marker: continuation, then a metadata length of 0. Readers that find
+/// the file ending without it know the recording did not finish.
+const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 
 // An I/O or polars error is part of the message, so it is a field named `err`, not `source`:
 // front ends print the whole chain on one line, and a source would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("cannot create trace file {path}: {err}")]
     Create { path: PathBuf, err: io::Error },
-    #[error("writing trace file {path} failed{}: {err} ({rows} rows in {batches} batches are safely on disk)", if is_full(.err) { " (disk full: free space or write elsewhere with -o)" } else { "" })]
+    #[error("writing trace file {path} failed{}: {err} ({rows} rows in {batches} batches are safely on disk{})", if is_full(.err) { " (disk full: free space or write elsewhere with -o)" } else { "" }, if *.cut_back { "; the partial batch was cut off, so every Arrow reader opens the file" } else { "" })]
     Write {
         path: PathBuf,
         err: io::Error,
         rows: u64,
         batches: u64,
+        /// The file was cut back to the end of its last complete batch.
+        cut_back: bool,
     },
 }
 
 fn is_full(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc_enospc()) || e.kind() == io::ErrorKind::StorageFull
-}
-
-const fn libc_enospc() -> i32 {
-    28
+    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }
 
 fn arrow_io(e: ArrowError) -> io::Error {
@@ -50,20 +57,83 @@ fn arrow_io(e: ArrowError) -> io::Error {
     }
 }
 
+/// Arrow's IPC encoding of one stream, message by message, each batch message stamped with
+/// its checksum ([`crate::checksum`]).
+struct Encoder {
+    generator: IpcDataGenerator,
+    dictionaries: DictionaryTracker,
+    options: IpcWriteOptions,
+    context: IpcWriteContext,
+}
+
+impl Encoder {
+    /// Appends the schema message to `out`.
+    fn schema(&mut self, schema: &Schema, out: &mut Vec<u8>) -> Result<(), ArrowError> {
+        let m = self.generator.schema_to_bytes_with_dictionary_tracker(
+            schema,
+            &mut self.dictionaries,
+            &self.options,
+        );
+        write_message(out, m, &self.options).map(|_| ())
+    }
+
+    /// Appends the batch's dictionary messages, then the batch, to `out`.
+    fn batch(
+        &mut self,
+        batch: &arrow_array::RecordBatch,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ArrowError> {
+        let (dictionaries, batch) = self.generator.encode(
+            batch,
+            &mut self.dictionaries,
+            &self.options,
+            &mut self.context,
+        )?;
+        for m in dictionaries.into_iter().chain([batch]) {
+            let (m, at) = stamp(m).map_err(ArrowError::IpcError)?;
+            let start = out.len();
+            write_message(&mut *out, m, &self.options)?;
+            // After the continuation marker and the metadata length.
+            seal(&mut out[start + 8..], at);
+        }
+        Ok(())
+    }
+}
+
 /// Appends records, writes them out as one Arrow batch on [`TraceWriter::flush_batch`] (the
 /// collector calls it at least every second) and makes that batch durable with fdatasync, so a
 /// crash loses at most what was pushed since.
+///
+/// Each batch goes to the file in one write of its encoded bytes. When a write fails (a full
+/// disk), the file is cut back to the end of the last complete batch: arrow-rs and pyarrow
+/// stop at a partial batch, but polars refuses the whole file.
 pub struct TraceWriter {
     path: PathBuf,
     schema: SchemaRef,
-    stream: StreamWriter<BufWriter<File>>,
+    out: NewFile,
+    encoder: Encoder,
+    /// The encoded messages not yet written, reused between batches.
+    bytes: Vec<u8>,
     pending: Builders,
     rows_on_disk: u64,
     batches_on_disk: u64,
+    bytes_on_disk: u64,
 }
 
 impl TraceWriter {
+    /// Creates the trace at `path`, replacing a regular file there (never a link or a device).
     pub fn create(path: &Path, meta: &TraceMeta) -> Result<TraceWriter, WriteError> {
+        TraceWriter::create_with(path, meta, Existing::Replace)
+    }
+
+    /// Creates the trace at `path`; what is there already is refused or replaced as
+    /// `existing` says (see [`crate::output`]). The file has its name as soon as its schema
+    /// is on disk.
+    pub fn create_with(
+        path: &Path,
+        meta: &TraceMeta,
+        existing: Existing,
+    ) -> Result<TraceWriter, WriteError> {
         let mut meta = meta.clone();
         meta.schema_version = CURRENT_SCHEMA_VERSION;
         let json = serde_json::to_string(&meta).expect("trace metadata serialises");
@@ -75,13 +145,14 @@ impl TraceWriter {
                     SCHEMA_VERSION_KEY.to_string(),
                     CURRENT_SCHEMA_VERSION.to_string(),
                 ),
+                (CHECKSUMS_KEY.to_string(), CHECKSUMS_CRC32.to_string()),
             ]),
         ));
         let create_err = |err| WriteError::Create {
             path: path.to_owned(),
             err,
         };
-        let file = File::create(path).map_err(create_err)?;
+        let mut out = NewFile::create(path, existing, &[])?;
         // Zstandard (level 3): most columns are null or repeat within a hook, and its run-length
         // blocks turn those back into zeros ~3x faster than LZ4 frames decode them, in half the
         // bytes (BENCHMARKS.md); arrow-rs, C++/pyarrow and polars all read it. Traces written
@@ -89,19 +160,29 @@ impl TraceWriter {
         let options = IpcWriteOptions::default()
             .try_with_compression(Some(CompressionType::ZSTD))
             .map_err(|e| create_err(arrow_io(e)))?;
-        let mut stream = StreamWriter::try_new_with_options(
-            BufWriter::with_capacity(1 << 20, file),
-            &schema,
+        let mut encoder = Encoder {
+            generator: IpcDataGenerator::default(),
+            dictionaries: DictionaryTracker::new(false),
             options,
-        )
-        .map_err(|e| create_err(arrow_io(e)))?;
+            context: IpcWriteContext::default(),
+        };
+        let mut bytes = Vec::with_capacity(1 << 20);
+        encoder
+            .schema(&schema, &mut bytes)
+            .map_err(|e| create_err(arrow_io(e)))?;
         // The schema alone makes a valid (empty) trace: get it onto disk now.
-        stream.flush().map_err(|e| create_err(arrow_io(e)))?;
-        stream.get_mut().get_ref().sync_data().map_err(create_err)?;
+        let mut file = out.file();
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_data())
+            .map_err(create_err)?;
+        out.place()?;
         Ok(TraceWriter {
             path: path.to_owned(),
             schema,
-            stream,
+            out,
+            encoder,
+            bytes_on_disk: bytes.len() as u64,
+            bytes,
             pending: Builders::default(),
             rows_on_disk: 0,
             batches_on_disk: 0,
@@ -125,6 +206,11 @@ impl TraceWriter {
         self.rows_on_disk
     }
 
+    /// Bytes of the file up to the end of its last complete batch.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.bytes_on_disk
+    }
+
     /// Writes what is pending as one batch and syncs it to disk.
     pub fn flush_batch(&mut self) -> Result<(), WriteError> {
         let rows = self.pending.len() as u64;
@@ -135,20 +221,11 @@ impl TraceWriter {
             .pending
             .finish(self.schema.clone())
             .expect("columns match the schema");
-        let res = self
-            .stream
-            .write(&batch)
-            .and_then(|_| self.stream.flush())
-            .map_err(arrow_io)
-            .and_then(|_| self.stream.get_mut().get_ref().sync_data());
-        if let Err(err) = res {
-            return Err(WriteError::Write {
-                path: self.path.clone(),
-                err,
-                rows: self.rows_on_disk,
-                batches: self.batches_on_disk,
-            });
+        self.bytes.clear();
+        if let Err(e) = self.encoder.batch(&batch, &mut self.bytes) {
+            return Err(self.failed(arrow_io(e)));
         }
+        self.write_bytes()?;
         self.rows_on_disk += rows;
         self.batches_on_disk += 1;
         Ok(())
@@ -157,31 +234,38 @@ impl TraceWriter {
     /// Flushes and writes the end-of-stream marker.
     pub fn finish(mut self) -> Result<u64, WriteError> {
         self.flush_batch()?;
-        let res = self
-            .stream
-            .finish()
-            .and_then(|_| {
-                self.stream
-                    .get_mut()
-                    .flush()
-                    .map_err(|e| ArrowError::IoError(e.to_string(), e))
-            })
-            .map_err(arrow_io)
-            .and_then(|_| self.stream.get_mut().get_ref().sync_data());
-        res.map_err(|err| WriteError::Write {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(&END_OF_STREAM);
+        self.write_bytes()?;
+        Ok(self.rows_on_disk)
+    }
+
+    /// Writes `bytes` after the last complete batch and syncs them.
+    fn write_bytes(&mut self) -> Result<(), WriteError> {
+        let mut file = self.out.file();
+        match file.write_all(&self.bytes).and_then(|_| file.sync_data()) {
+            Ok(()) => {
+                self.bytes_on_disk += self.bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// The error for a failed write, once the file is back to its last complete batch.
+    fn failed(&mut self, err: io::Error) -> WriteError {
+        let mut file = self.out.file();
+        let cut_back = file
+            .set_len(self.bytes_on_disk)
+            .and_then(|_| file.seek(SeekFrom::Start(self.bytes_on_disk)))
+            .and_then(|_| file.sync_data())
+            .is_ok();
+        WriteError::Write {
             path: self.path.clone(),
             err,
             rows: self.rows_on_disk,
             batches: self.batches_on_disk,
-        })?;
-        Ok(self.rows_on_disk)
-    }
-}
-
-impl Drop for TraceWriter {
-    fn drop(&mut self) {
-        // Best effort on an error path: whatever is pending is worth a try.
-        let _ = self.stream.flush();
-        let _ = self.stream.get_mut().flush();
+            cut_back,
+        }
     }
 }

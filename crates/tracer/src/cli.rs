@@ -1,6 +1,6 @@
 //! Command-line arguments, parsed and validated without touching the system.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -29,12 +29,16 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct RecordArgs {
-    /// Trace file to write (Arrow IPC stream).
+    /// Trace file to write (Arrow IPC stream). Never written through a symbolic link or to a
+    /// device; an existing file is replaced only with --force.
     #[arg(short = 'o', long, default_value = "pfnscope.arrows")]
     pub output: PathBuf,
-    /// Stop after this many seconds.
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<f64>,
+    /// Replace the output file if it exists (a regular file; never a link).
+    #[arg(long)]
+    pub force: bool,
+    /// Stop after this many seconds (at most a year).
+    #[arg(long, value_parser = parse_duration, allow_negative_numbers = true)]
+    pub duration: Option<Duration>,
     /// Trace this process and its future children (stops when it exits).
     #[arg(short = 'p', long, conflicts_with_all = ["comm", "all"])]
     pub pid: Option<u32>,
@@ -45,7 +49,7 @@ pub struct RecordArgs {
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Comma-separated hooks to attach (default: all; see `tracer doctor`).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_hook_list)]
     pub hooks: Option<String>,
     /// Keep only calls on vmas with any of these flags: pfnmap, mixedmap, io, shared, pat.
     #[arg(long, value_parser = parse_vma_flags)]
@@ -67,7 +71,11 @@ pub struct RecordArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmaFlags(pub Vec<String>);
 
-fn parse_duration(s: &str) -> Result<f64, String> {
+/// The longest --duration: any longer, and the timer could not be set (1e30 s panicked after
+/// the probes were attached).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .trim_end_matches('s')
         .parse()
@@ -75,7 +83,24 @@ fn parse_duration(s: &str) -> Result<f64, String> {
     if !(v > 0.0 && v.is_finite()) {
         return Err(format!("duration must be positive, got {s}"));
     }
-    Ok(v)
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "duration must be at most {} s (a year), got {s}; to record until stopped, leave --duration out and stop with Ctrl-C",
+            MAX_DURATION.as_secs()
+        )),
+    }
+}
+
+/// Names are checked against the hook table before anything is loaded; an empty list is a
+/// mistake of its own, not a list of hooks none of which attached.
+fn parse_hook_list(s: &str) -> Result<String, String> {
+    if s.split(',').all(|h| h.trim().is_empty()) {
+        return Err(
+            "no hook named: give hooks separated by commas (`tracer doctor` lists them), or leave --hooks out for all".into(),
+        );
+    }
+    Ok(s.to_string())
 }
 
 fn parse_comm(s: &str) -> Result<String, String> {
@@ -177,7 +202,12 @@ mod tests {
             ),
             (&["record", "--addr-range", "12345"], "START-END"),
             (&["record", "--duration=-3"], "positive"),
+            (&["record", "--duration", "-1"], "must be positive, got -1"),
             (&["record", "--duration", "0"], "positive"),
+            (&["record", "--duration", "1e30"], "at most 31536000 s"),
+            (&["record", "--duration", "nan"], "positive"),
+            (&["record", "--hooks", ""], "no hook named"),
+            (&["record", "--hooks", " , "], "no hook named"),
             (&["record", "--buffer-mb", "3"], "power of two"),
             (&["record", "--comm", "a-very-long-command-name"], "15"),
             (&["record", "-p", "1", "-a"], "cannot be used with"),
@@ -196,6 +226,7 @@ mod tests {
             parse_vma_flags("pfnmap,IO"),
             Ok(VmaFlags(vec!["VM_PFNMAP".into(), "VM_IO".into()]))
         );
-        assert_eq!(parse_duration("2.5s"), Ok(2.5));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     btf::VMLINUX,
     session::{self, Setup},
-    system::{self, KPROBE_PMU},
+    system::{self, KPROBE_PMU, TracefsState},
 };
 
 #[derive(Serialize)]
@@ -21,7 +21,10 @@ pub struct Report {
     pub privileged: bool,
     pub btf: bool,
     pub kprobes: bool,
+    /// Where tracefs is mounted (null: nowhere).
     pub tracefs: Option<String>,
+    /// Whether this user can read it (unprivileged users cannot).
+    pub tracefs_readable: bool,
     /// What `tracer record` can read of the kernel's state at start (PAT memtypes, RAM page
     /// memtypes, device ranges): counts, or why a part is missing.
     pub start_state: StartStateReport,
@@ -53,7 +56,12 @@ pub fn report() -> Report {
     let privileged = system::privileged();
     let btf = Path::new(VMLINUX).exists();
     let kprobes = system::kprobe_pmu();
-    let tracefs = system::tracefs().map(|p| p.display().to_string());
+    let (tracefs, tracefs_readable) = match system::tracefs_state() {
+        TracefsState::Usable(p) => (Some(p), true),
+        TracefsState::Unreadable(p) => (Some(p), false),
+        TracefsState::NotMounted => (None, false),
+    };
+    let tracefs = tracefs.map(|p| p.display().to_string());
     let mut notes = vec![];
     let mut plan: Vec<PlanEntry> = vec![];
     if !btf {
@@ -140,6 +148,7 @@ pub fn report() -> Report {
         btf,
         kprobes,
         tracefs,
+        tracefs_readable,
         start_state,
         hooks,
         ready,
@@ -169,7 +178,12 @@ pub fn render_human(r: &Report) -> String {
     let _ = writeln!(
         s,
         "tracefs     {}",
-        r.tracefs.as_deref().unwrap_or("not mounted")
+        match (&r.tracefs, r.tracefs_readable) {
+            (None, _) => "not mounted".to_string(),
+            (Some(p), true) => p.clone(),
+            (Some(p), false) =>
+                format!("{p} (mounted, but not readable by this user: run as root)"),
+        }
     );
     let st = &r.start_state;
     let count = |n: Option<usize>, what: &str| match n {

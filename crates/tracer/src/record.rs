@@ -11,7 +11,8 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use pfnscope_abi::{COMM_LEN, Filter};
-use pfnscope_trace::{TraceMeta, TraceWriter};
+use pfnscope_trace::{Existing, TraceMeta, TraceWriter};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     cli::RecordArgs,
@@ -29,8 +30,19 @@ enum Stop {
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
+    // SIGINT and SIGTERM are caught from the first instant: loading the programs takes most
+    // of a second, and a signal then killed the tracer instead of ending the recording.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut signals = {
+        let _in_runtime = rt.enter();
+        Signals::new()?
+    };
     let target = Target::from_args(&args)?;
-    check_output(&args.output)?;
+    // Before any probe is attached: a refusal then costs nothing.
+    let existing = Existing::replace_if(args.force);
+    pfnscope_trace::output::check(&args.output, existing, &[])?;
     let hooks = match &args.hooks {
         Some(list) => Some(session::parse_hooks(list)?),
         None => None,
@@ -38,7 +50,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     let mut filter = Filter::ALL;
     filter.self_tgid = std::process::id();
     match &target {
-        Target::Pid(_) | Target::Command(_) => {
+        Target::Pid(_) | Target::Command(..) => {
             filter.by_tgid = 1;
             filter.follow_children = 1;
         }
@@ -73,8 +85,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         Target::Pid(pid) => tgids
             .insert(pid, 1, 0)
             .context("adding the pid to the in-kernel filter")?,
-        Target::Command(cmd) => {
-            let c = GatedChild::spawn(cmd)?;
+        Target::Command(path, cmd) => {
+            let c = GatedChild::spawn(path, cmd)?;
             tgids
                 .insert(c.pid as u32, 1, 0)
                 .context("adding the command to the in-kernel filter")?;
@@ -117,7 +129,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         start_state: Some(start_state),
         ..Default::default()
     };
-    let writer = TraceWriter::create(&args.output, &meta)?;
+    let writer = TraceWriter::create_with(&args.output, &meta, existing)?;
     let ring = RingBuf::try_from(
         s.ebpf
             .take_map("EVENTS")
@@ -148,18 +160,27 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             .collect(),
     };
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let watched_pid = match target {
         Target::Pid(p) => Some(p),
         _ => None,
     };
     let (result, stop) = rt.block_on(async {
-        let watcher = wait_for_stop(args.duration, child.as_ref().map(|c| c.pid), watched_pid);
         if let Some(c) = &child {
+            // A signal that came while the probes were coming up: the command is not let go,
+            // and the file is finished empty. (The runtime sees a signal once it runs.)
+            if let Ok(name) = tokio::time::timeout(Duration::from_millis(10), signals.recv()).await
+            {
+                c.abort();
+                return Ok(collector.run(std::future::ready(Stop::Signal(name))).await);
+            }
             c.release()?;
         }
+        let watcher = wait_for_stop(
+            signals,
+            args.duration,
+            child.as_ref().map(|c| c.pid),
+            watched_pid,
+        );
         Ok::<_, anyhow::Error>(collector.run(watcher).await)
     })?;
     // Detach before the summary: dropping the object unloads every program.
@@ -225,7 +246,8 @@ enum Target {
     Pid(u32),
     Comm(String),
     All,
-    Command(Vec<String>),
+    /// The program (found before anything is loaded) and the command line.
+    Command(PathBuf, Vec<String>),
 }
 
 impl Target {
@@ -248,7 +270,7 @@ impl Target {
         } else if a.all {
             Target::All
         } else if !a.command.is_empty() {
-            Target::Command(a.command.clone())
+            Target::Command(resolve_command(&a.command[0])?, a.command.clone())
         } else {
             bail!("say what to trace: -p PID, --comm NAME, -a (everything), or -- CMD ARGS...");
         })
@@ -260,7 +282,7 @@ fn describe_filters(a: &RecordArgs, t: &Target) -> Vec<String> {
         Target::Pid(p) => format!("pid {p} and its children"),
         Target::Comm(c) => format!("comm == {c}"),
         Target::All => "all processes".into(),
-        Target::Command(c) => format!("command `{}` and its children", c.join(" ")),
+        Target::Command(_, c) => format!("command `{}` and its children", c.join(" ")),
     }];
     if let Some(v) = &a.vma_flags {
         f.push(format!("vma flags any of {}", v.0.join("|")));
@@ -274,47 +296,39 @@ fn describe_filters(a: &RecordArgs, t: &Target) -> Vec<String> {
     f
 }
 
-/// Fails early, before any probe is attached, when the trace cannot be written.
-fn check_output(path: &Path) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "cannot write {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
+/// SIGINT and SIGTERM, caught from when the tracer starts.
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    /// Needs the runtime entered.
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+        })
     }
-    let c = CString::new(dir.as_os_str().as_bytes())?;
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-        bail!(
-            "cannot write {}: directory {} is not writable; choose another with -o",
-            path.display(),
-            dir.display()
-        );
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
     }
-    if path.is_dir() {
-        bail!(
-            "{} is a directory; give a file name with -o",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 async fn wait_for_stop(
-    duration: Option<f64>,
+    mut signals: Signals,
+    duration: Option<Duration>,
     child: Option<libc::pid_t>,
     pid: Option<u32>,
 ) -> Stop {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let sleep = async {
         match duration {
-            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
+            Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
     };
@@ -338,8 +352,7 @@ async fn wait_for_stop(
         }
     };
     tokio::select! {
-        _ = int.recv() => Stop::Signal("SIGINT"),
-        _ = term.recv() => Stop::Signal("SIGTERM"),
+        name = signals.recv() => Stop::Signal(name),
         _ = sleep => Stop::Duration,
         code = child_exit => Stop::ChildExited(code),
         _ = target_gone => Stop::TargetGone,
@@ -374,8 +387,7 @@ struct GatedChild {
 }
 
 impl GatedChild {
-    fn spawn(cmd: &[String]) -> anyhow::Result<GatedChild> {
-        let path = resolve_command(&cmd[0])?;
+    fn spawn(path: &Path, cmd: &[String]) -> anyhow::Result<GatedChild> {
         let prog = CString::new(path.as_os_str().as_bytes())?;
         let argv: Vec<CString> = cmd
             .iter()
@@ -406,6 +418,13 @@ impl GatedChild {
         }
         unsafe { libc::close(fds[0]) };
         Ok(GatedChild { pid, gate: fds[1] })
+    }
+
+    /// Ends the held child without letting it run: with its gate closed it exits before
+    /// `exec`.
+    fn abort(&self) {
+        unsafe { libc::close(self.gate) };
+        wait_child(self.pid);
     }
 
     fn release(&self) -> anyhow::Result<()> {

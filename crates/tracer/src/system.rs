@@ -72,6 +72,36 @@ pub fn tracefs() -> Option<PathBuf> {
         .then(|| PathBuf::from("/sys/kernel/tracing"))
 }
 
+/// tracefs as this user finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TracefsState {
+    Usable(PathBuf),
+    /// Mounted, but this user cannot read it (it is mode 700: root only).
+    Unreadable(PathBuf),
+    NotMounted,
+}
+
+/// Like [`tracefs`], but telling a mount this user cannot read from no mount at all.
+pub fn tracefs_state() -> TracefsState {
+    if let Some(p) = tracefs() {
+        return TracefsState::Usable(p);
+    }
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    match tracefs_mount(&mounts) {
+        Some(p) => TracefsState::Unreadable(p),
+        None => TracefsState::NotMounted,
+    }
+}
+
+/// The first tracefs mount point in a mounts table (`/proc/self/mounts`).
+fn tracefs_mount(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (point, kind) = (f.nth(1)?, f.next()?);
+        (kind == "tracefs").then(|| PathBuf::from(point))
+    })
+}
+
 pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 pub fn kprobe_pmu() -> bool {
@@ -251,6 +281,16 @@ impl Kallsyms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracefs_mount_points_come_from_the_mount_table() {
+        let mounts = "sysfs /sys sysfs rw 0 0\ntracefs /sys/kernel/tracing tracefs rw,nosuid 0 0\n";
+        assert_eq!(
+            tracefs_mount(mounts),
+            Some(PathBuf::from("/sys/kernel/tracing"))
+        );
+        assert_eq!(tracefs_mount("sysfs /sys sysfs rw 0 0\n"), None);
+    }
 
     #[test]
     fn format_file_offsets() {

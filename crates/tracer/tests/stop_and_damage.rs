@@ -1,6 +1,7 @@
-//! How a recording ends: SIGINT/SIGTERM finish the file cleanly, SIGKILL loses at most the last
-//! second, a full disk stops with a clear error and keeps what was written. Root only (they load
-//! eBPF for real); skipped with the reason otherwise.
+//! How a recording ends: SIGINT/SIGTERM finish the file cleanly (even while the programs are
+//! still loading), SIGKILL loses at most the last second and the file says it was cut short,
+//! a full disk stops with a clear error and keeps every complete batch in a file every Arrow
+//! reader opens. Root only (they load eBPF for real); skipped with the reason otherwise.
 
 use std::{
     io::Write,
@@ -10,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pfnscope_trace::read_trace;
+use pfnscope_trace::{DamageKind, read_trace};
 
 fn skip(why: &str) -> bool {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
@@ -30,7 +31,7 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn record_all(out: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["record", "-a", "--quiet", "-o"])
+        .args(["record", "-a", "--quiet", "--force", "-o"])
         .arg(out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -84,8 +85,43 @@ fn sigterm_and_sigint_finish_the_file_and_exit_zero() {
     }
 }
 
+/// Issue 21: SIGINT or SIGTERM in the first instant, while the programs load, killed the
+/// tracer. Now the recording ends as at any other time: exit 0, a whole (empty) trace, and a
+/// held command is never started.
 #[test]
-fn sigkill_keeps_everything_but_the_last_second() {
+fn a_signal_while_the_programs_load_still_finishes_the_file() {
+    if not_root() {
+        return;
+    }
+    for (sig, name) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
+        let dir = tmpdir(&format!("early-{name}"));
+        let (out, ran) = (dir.join("t.arrows"), dir.join("ran"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(["record", "--quiet", "--force", "-o"])
+            .arg(&out)
+            .args(["--", "touch"])
+            .arg(&ran)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        sleep(Duration::from_millis(50));
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{name}: {err}");
+        assert!(err.contains("stopped by SIG"), "{name}: {err}");
+        let t = read_trace(&out).unwrap();
+        assert_eq!(t.damage, None, "{name}");
+        assert!(!ran.exists(), "{name}: the command ran after the signal");
+    }
+}
+
+/// Issue 21: a SIGKILLed recording read as whole ("truncated": null, "0 dropped") though its
+/// last second was lost. Every complete batch is still there, and every reader now says the
+/// trace was cut short.
+#[test]
+fn sigkill_keeps_everything_but_the_last_second_and_reads_as_cut_short() {
     if not_root() {
         return;
     }
@@ -103,6 +139,10 @@ fn sigkill_keeps_everything_but_the_last_second() {
         "nothing survived SIGKILL ({flushed_before_kill} bytes on disk)"
     );
     assert!(!t.counters().is_empty());
+    let d = t.damage.expect("a killed recording is reported");
+    // Killed between two batches (cut short) or in the middle of writing one.
+    assert_ne!(d.kind, DamageKind::Corrupt, "{d}");
+    assert_eq!(d.records_kept as usize, t.records.len());
 }
 
 /// The child side of the full-disk test: a few faults, a pause long enough for one flush, then a
@@ -152,6 +192,9 @@ fn full_disk_is_a_clear_error_and_the_file_stays_readable() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     let t = read_trace(&out);
+    // Out of the tmpfs, for the Python readers.
+    let copy = tmpdir("full-copy").join("t.arrows");
+    std::fs::copy(&out, &copy).unwrap();
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     assert!(
         !o.status.success(),
@@ -162,6 +205,41 @@ fn full_disk_is_a_clear_error_and_the_file_stays_readable() {
     let t = t.expect("what was written before the disk filled is readable");
     assert!(!t.counters().is_empty(), "the first batch was lost: {err}");
     assert!(t.events().count() > 0, "{err}");
-    let d = t.damage.unwrap_or_default();
-    assert!(d.is_empty() || d.contains("complete batches"), "{d}");
+    // Issue 21: the partial batch is cut off, so the file ends cleanly after its last
+    // complete batch (cut short, not truncated), and polars opens it as pyarrow does.
+    let d = t
+        .damage
+        .expect("a recording stopped by a full disk is not whole");
+    assert_eq!(d.kind, DamageKind::CutShort, "{d}");
+    assert!(err.contains("cut off"), "{err}");
+    for (module, read) in [
+        ("polars", "polars.read_ipc_stream(p).height"),
+        ("pyarrow", "pyarrow.ipc.open_stream(p).read_all().num_rows"),
+    ] {
+        match python_rows(module, read, &copy) {
+            Ok(rows) => assert_eq!(rows, t.records.len(), "{module}"),
+            Err(why) => {
+                skip(&format!("reading the full-disk trace with {module}: {why}"));
+            }
+        }
+    }
+}
+
+/// Rows `read` (a Python expression over the module and `p`, the path) finds in the trace at
+/// `p`; Err with the reason when Python or the module is missing.
+fn python_rows(module: &str, read: &str, p: &Path) -> Result<usize, String> {
+    let script = format!("import sys, {module}\np = sys.argv[1]\nprint({read})");
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .arg(p)
+        .output()
+        .map_err(|e| format!("no python3 ({e})"))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("ModuleNotFoundError") {
+        return Err(format!(
+            "python3 has no {module} (`cargo xtask setup` installs it)"
+        ));
+    }
+    assert!(o.status.success(), "{module} cannot read the trace: {err}");
+    Ok(String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
 }

@@ -1862,6 +1862,27 @@ fn start_state_decides_pat_lookups() {
 }
 
 #[test]
+fn correct_drivers_seen_on_real_kernels_replay_clean() {
+    let mut rows = vec![];
+    for series in [Series::V6_1, Series::V6_12] {
+        rows.push(Row {
+            name: "a RAM buffer remapped whole (VM_PAT), then fork: nothing reserved",
+            series,
+            scenario: |b| {
+                b.started_with(&[GUEST_RAM], &[], &[]);
+                let mut v = b.vma(0x7f00_1000_0000, 4, true, 0, Some("dma_buf_vm_ops"));
+                b.remap(&mut v, 0x2_0000, Cache::WB);
+                b.fork(&v, 2000);
+                b.munmap(&mut v);
+            },
+            tweak: none,
+            expect: Expect::Silent(Rule::ForkCopy),
+        });
+    }
+    table(&rows);
+}
+
+#[test]
 fn bug_classes_are_reported() {
     let mut rows = vec![];
     for series in Series::ALL {

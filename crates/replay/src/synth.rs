@@ -490,7 +490,12 @@ impl TraceBuilder {
             r.prot = Some(prot);
             r.cache_req = Some(want.name().into());
         });
-        let (rr, got) = self.memtype_reserve(pfn, pages, want);
+        // reserve_pfn_range: RAM takes its pages' memtype and reserves nothing.
+        let (rr, got) = if self.is_ram(pfn) {
+            (0, self.lookup_memtype(pfn))
+        } else {
+            self.memtype_reserve(pfn, pages, want)
+        };
         let tr = if rr != 0 {
             rr
         } else if got != want && !is_isa_range(pfn, pages) && !want.may_become(got) {
@@ -825,6 +830,8 @@ impl TraceBuilder {
             let mut tr = 0;
             if v.flags & self.bits.pat != 0 {
                 match self.ptes.get(&(v.mm, v.start >> PAGE_SHIFT)).copied() {
+                    // RAM: no reservation, strict or not (reserve_pfn_range).
+                    Some(k) if k.special && self.is_ram(k.pfn) => {}
                     Some(k) if k.special => {
                         let (rr, got) = self.memtype_reserve(k.pfn, v.pages(), k.cache);
                         tr = if rr != 0 {

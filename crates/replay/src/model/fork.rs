@@ -4,7 +4,7 @@
 use pfnscope_abi::bits::{PAGE_SHIFT, errno};
 use pfnscope_abi::{Cache, Hook};
 
-use super::state::{ForkCopy, Pte};
+use super::state::{ForkCopy, Pte, RamKind};
 use super::{MAX_WALK, Model, show_ret, space};
 use crate::memtype::Owner;
 use crate::report::Sink;
@@ -108,6 +108,28 @@ impl<S: Sink> Model<S> {
                     } else {
                         self.nc(Rule::ForkCopy);
                     }
+                }
+                // reserve_pfn_range's RAM branch compares with lookup_memtype, warns, and
+                // returns 0: RAM is not refcounted, nothing is reserved, strict or not
+                // (arch/x86/mm/pat/memtype.c:reserve_pfn_range).
+                Some(Pte {
+                    pfn: Some(pfn),
+                    special: Some(true),
+                    ..
+                }) if self.mem.ram_kind(pfn, ve.saturating_sub(vs) >> PAGE_SHIFT)
+                    == RamKind::Ram =>
+                {
+                    self.check(
+                        Rule::ForkCopy,
+                        reserve.is_none() && r.ret() == Some(0),
+                        &[r],
+                        || {
+                            (
+                                format!("0 and no reservation (pfn {pfn:#x} is RAM)"),
+                                format!("{} (reserve: {})", show_ret(r.ret()), reserve.is_some()),
+                            )
+                        },
+                    );
                 }
                 Some(Pte {
                     pfn: Some(pfn),

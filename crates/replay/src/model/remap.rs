@@ -5,7 +5,7 @@ use pfnscope_abi::bits::{PAGE_SHIFT, PAGE_SIZE, errno, is_isa_range};
 use pfnscope_abi::{Cache, Hook};
 use pfnscope_trace::Rec;
 
-use super::state::Pte;
+use super::state::{Pte, RamKind};
 use super::{MAX_WALK, Model, cache_of, pages, show_ret, space};
 use crate::memtype::Owner;
 use crate::report::Sink;
@@ -309,6 +309,20 @@ impl<S: Sink> Model<S> {
             }
         }
         self.visit_kids(t, i, None, |h| h != Hook::MemtypeReserve);
+        if r.ret() == Some(0)
+            && let (Some(w), Some(g)) = (want, got)
+        {
+            let why = match self.mem.ram_kind(pfn, np) {
+                _ if is_isa_range(pfn, np) => "the legacy ISA range is never tracked: always WB",
+                RamKind::Ram => "the RAM pages' memtype (RAM is never reserved)",
+                _ if whole == Some(true) => {
+                    "the reservation's type: an older overlapping one, or the MTRRs, decided"
+                }
+                _ => "the memtype of the pages, as a partial remap takes it",
+            };
+            let drv = r.driver().or(t.nodes[0].rec().driver());
+            self.cache_change(r, drv, pfn, w, g, why);
+        }
         (r.ret(), got)
     }
 

@@ -161,11 +161,14 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
 fn fentry_rung(ebpf: &mut Ebpf, btf: &Btf, sym: &str, stem: &str) -> Result<(), String> {
     let entry = format!("{stem}_fentry");
     let exit = format!("{stem}_fexit");
+    // The return half first: a call entered between the two attaches would never see its
+    // return, and its task's later calls all named it as parent. A return seen without its
+    // entry is ignored by `leave`.
     let res = (|| {
-        let p: &mut FEntry = program(ebpf, &entry)?;
+        let p: &mut FExit = program(ebpf, &exit)?;
         p.load(sym, btf).map_err(|e| chain(&e))?;
         p.attach().map_err(|e| chain(&e))?;
-        let p: &mut FExit = program(ebpf, &exit)?;
+        let p: &mut FEntry = program(ebpf, &entry)?;
         p.load(sym, btf).map_err(|e| chain(&e))?;
         p.attach().map_err(|e| chain(&e))?;
         Ok(())
@@ -186,7 +189,8 @@ fn kprobe_rung(ebpf: &mut Ebpf, sym: &str, stem: &str) -> Result<(), String> {
     let entry = format!("{stem}_kprobe");
     let exit = format!("{stem}_kretprobe");
     let res = (|| {
-        for name in [&entry, &exit] {
+        // The return half first, as in `fentry_rung`.
+        for name in [&exit, &entry] {
             let p: &mut KProbe = program(ebpf, name)?;
             p.load().map_err(|e| chain(&e))?;
             p.attach(sym, 0).map_err(|e| chain(&e))?;

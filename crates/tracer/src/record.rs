@@ -185,6 +185,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     })?;
     // Detach before the summary: dropping the object unloads every program.
     drop(s);
+    // Stopped by a signal while the command runs: it goes too (as `perf record` does), or the
+    // runtime's blocking wait for it would keep the tracer alive after its file was finished.
+    if let (Some(Stop::Signal(_)), Some(c)) = (&stop, &child) {
+        end_command(c.pid);
+    }
 
     let path = args.output.display().to_string();
     let summary = match result {
@@ -356,6 +361,29 @@ async fn wait_for_stop(
         _ = sleep => Stop::Duration,
         code = child_exit => Stop::ChildExited(code),
         _ = target_gone => Stop::TargetGone,
+    }
+}
+
+/// SIGTERM to the traced command, SIGKILL if it is still there 5 s later. The runtime's
+/// blocking `waitpid` may reap it first: then ours fails with ECHILD, and it is gone as well.
+fn end_command(pid: libc::pid_t) {
+    let gone = || {
+        let mut status = 0;
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        r == pid || r < 0
+    };
+    eprintln!("tracer: sending SIGTERM to the traced command (pid {pid})");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for _ in 0..50 {
+        if gone() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("tracer: the traced command (pid {pid}) ignored SIGTERM for 5 s: sending SIGKILL");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    while !gone() {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

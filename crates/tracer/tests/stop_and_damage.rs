@@ -117,6 +117,49 @@ fn a_signal_while_the_programs_load_still_finishes_the_file() {
     }
 }
 
+/// A signal that stops the recording of a command that is still running ends the command too
+/// (SIGTERM, as `perf record` does): the tracer used to finish its file and then wait for the
+/// command for good, so `timeout 60 tracer record -- CMD` hung the test box.
+#[test]
+fn a_signal_ends_the_recorded_command_too() {
+    if not_root() {
+        return;
+    }
+    let dir = tmpdir("command");
+    let out = dir.join("t.arrows");
+    let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["record", "--quiet", "--force", "-o"])
+        .arg(&out)
+        .args(["--", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_recording(&out);
+    sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the tracer outlived its signal by {:?}: {err}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("sending SIGTERM to the traced command"),
+        "{err}"
+    );
+    assert_eq!(read_trace(&out).unwrap().damage, None);
+    // No `sleep 1000` of ours is left: its parent was the tracer, now gone.
+    let left = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("cmdline")).ok())
+        .any(|c| c == "sleep\u{0}1000\u{0}");
+    assert!(!left, "sleep 1000 still runs");
+}
+
 /// Issue 21: a SIGKILLed recording read as whole ("truncated": null, "0 dropped") though its
 /// last second was lost. Every complete batch is still there, and every reader now says the
 /// trace was cut short.

@@ -41,6 +41,13 @@ pub enum Hook {
     MemtypeFree,
     CopyPageRange,
     UnmapPageRange,
+    VmInsertPage,
+    SetPteRange,
+    DoSetPte,
+    RemapPfnRangeNotrack,
+    VmIomapMemory,
+    ArchIoReserveMemtypeWc,
+    ArchIoFreeMemtypeWc,
     PageFaultUser,
     PageFaultKernel,
     FilemapDelete,
@@ -85,6 +92,10 @@ pub enum Role {
     CacheReq,
     /// `enum page_cache_mode *` written by the callee.
     CacheOutPtr,
+    /// `struct page *`: the programs record its pfn.
+    Page,
+    /// A number of pages.
+    Pages,
     /// Tracepoint fields: the x86 page-fault error code, the faulting instruction, a page
     /// cache page's inode, index and device, a fork's parent and child.
     ErrorCode,
@@ -184,6 +195,7 @@ const fn a(names: &'static [&'static str], role: Role) -> Arg {
 const VMA: Arg = a(&["vma"], Role::Vma);
 const ADDR: Arg = a(&["addr", "address"], Role::Addr);
 const PFN: Arg = a(&["pfn"], Role::Pfn);
+const PAGE: Arg = a(&["page"], Role::Page);
 /// `vmf_insert_pfn_pmd`/`_pud` (6.3+) and their `_prot` forms (until 6.2).
 const HUGE_INSERT: &[Arg] = &[a(&["vmf"], Role::Vmf), PFN, a(&["write"], Role::Write)];
 const HUGE_INSERT_PROT: &[Arg] = &[
@@ -424,6 +436,78 @@ pub static HOOKS: [HookDef; Hook::COUNT] = [
         what: "zapping a vma range: the context of vm_normal_page calls on unmap and of untrack",
         fallback: &[],
         note: "mm/memory.c",
+    },
+    HookDef {
+        hook: Hook::VmInsertPage,
+        name: "vm_insert_page",
+        kind: function(&[VMA, ADDR, PAGE], Ret::Errno),
+        kernels: Kernels::All,
+        what: "a driver mapping a real page (normal PTE, the vma's protection, no PAT lookup)",
+        fallback: &[],
+        note: "mm/memory.c:vm_insert_page, insert_page; sets VM_MIXEDMAP on first use",
+    },
+    HookDef {
+        hook: Hook::SetPteRange,
+        name: "set_pte_range",
+        kind: function(
+            &[a(&["vmf"], Role::Vmf), PAGE, a(&["nr"], Role::Pages), ADDR],
+            Ret::Void,
+        ),
+        kernels: Kernels::Since(6, 6),
+        what: "a fault mapping the page its ->fault handed back (vmf->page), or fault-around",
+        fallback: &[],
+        note: "mm/memory.c:finish_fault; mm/filemap.c:filemap_map_pages; replaced do_set_pte in 6.6",
+    },
+    HookDef {
+        hook: Hook::DoSetPte,
+        name: "do_set_pte",
+        kind: function(&[a(&["vmf"], Role::Vmf), PAGE, ADDR], Ret::Void),
+        kernels: Kernels::Until(6, 5),
+        what: "the same up to 6.5, one page at a time",
+        fallback: &[],
+        note: "mm/memory.c:finish_fault; mm/filemap.c:filemap_map_pages",
+    },
+    HookDef {
+        hook: Hook::RemapPfnRangeNotrack,
+        name: "remap_pfn_range_notrack",
+        kind: function(
+            &[VMA, ADDR, PFN, SIZE, a(&["prot"], Role::Prot)],
+            Ret::Errno,
+        ),
+        kernels: Kernels::All,
+        what: "a PFN range mapped with no PAT tracking: the cache mode is the driver's, unchecked",
+        fallback: &[],
+        note: "mm/memory.c; called by remap_pfn_range after PAT, and by drivers directly (io_mapping_map_user)",
+    },
+    HookDef {
+        hook: Hook::VmIomapMemory,
+        name: "vm_iomap_memory",
+        kind: function(
+            &[VMA, a(&["start"], Role::PhysStart), a(&["len"], Role::Size)],
+            Ret::Errno,
+        ),
+        kernels: Kernels::All,
+        what: "a driver mapping a physical range into a whole vma (fbdev, simple drivers): the context of its remap",
+        fallback: &[],
+        note: "mm/memory.c:vm_iomap_memory -> io_remap_pfn_range",
+    },
+    HookDef {
+        hook: Hook::ArchIoReserveMemtypeWc,
+        name: "arch_io_reserve_memtype_wc",
+        kind: function(&[a(&["start"], Role::PhysStart), SIZE], Ret::Errno),
+        kernels: Kernels::All,
+        what: "a driver reserving device memory write-combining outside any mapping (GPU apertures)",
+        fallback: &[],
+        note: "arch/x86/mm/pat/memtype.c:arch_io_reserve_memtype_wc -> memtype_reserve_io",
+    },
+    HookDef {
+        hook: Hook::ArchIoFreeMemtypeWc,
+        name: "arch_io_free_memtype_wc",
+        kind: function(&[a(&["start"], Role::PhysStart), SIZE], Ret::Void),
+        kernels: Kernels::All,
+        what: "the release of such a reservation",
+        fallback: &[],
+        note: "arch/x86/mm/pat/memtype.c:arch_io_free_memtype_wc -> memtype_free_io",
     },
     HookDef {
         hook: Hook::PageFaultUser,

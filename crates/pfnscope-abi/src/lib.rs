@@ -113,7 +113,10 @@ pub struct HookSpec {
     pub ptr_slot: u8,
     /// Non-zero when the hook is wanted; programs of unwanted hooks return at once.
     pub enabled: u8,
-    pub _pad: [u8; 2],
+    /// Slot holding a `struct page *`, which the programs replace with its pfn (never a
+    /// kernel pointer in the trace), or [`NO_SLOT`].
+    pub page_slot: u8,
+    pub _pad: [u8; 1],
 }
 
 impl HookSpec {
@@ -124,7 +127,8 @@ impl HookSpec {
         addr_slot: NO_SLOT,
         ptr_slot: NO_SLOT,
         enabled: 0,
-        _pad: [0; 2],
+        page_slot: NO_SLOT,
+        _pad: [0; 1],
     };
 }
 
@@ -153,8 +157,26 @@ pub struct Offsets {
     pub tp_filemap_dev: u32,
     pub tp_fork_parent_pid: u32,
     pub tp_fork_child_pid: u32,
-    pub _pad: u32,
+    /// log2 of `sizeof(struct page)`, 0 when unknown: a page's pfn is its index in the
+    /// vmemmap array (x86-64 SPARSEMEM_VMEMMAP).
+    pub page_shift: u32,
+    /// `struct file`'s `f_op`: names the driver of a vma still inside its `->mmap`.
+    pub file_f_op: u32,
+    /// Keeps the u64s below aligned without hidden padding.
+    pub reserved: u32,
+    /// Address of the kernel variable `vmemmap_base` (arch/x86/mm/kaslr.c: the array's start,
+    /// randomized with the rest of the direct map), 0 when kallsyms does not name it.
+    pub vmemmap_base: u64,
+    /// The empty `vm_operations_struct` a vma has until its driver's `->mmap` sets its own
+    /// (`vma_dummy_vm_ops`, mm/vma_init.c; up to 6.1 a `dummy_vm_ops` static in each file that
+    /// inlines `vma_init`), 0 for unused slots. A vma that has it is named by its file's
+    /// `f_op` instead: a driver's `vm_insert_page` or `remap_pfn_range` in `->mmap` would
+    /// otherwise belong to no driver.
+    pub dummy_vm_ops: [u64; DUMMY_VM_OPS],
 }
+
+/// Slots for [`Offsets::dummy_vm_ops`].
+pub const DUMMY_VM_OPS: usize = 4;
 
 impl Offsets {
     pub const UNKNOWN: u32 = u32::MAX;
@@ -178,7 +200,11 @@ impl Offsets {
         tp_filemap_dev: u32::MAX,
         tp_fork_parent_pid: u32::MAX,
         tp_fork_child_pid: u32::MAX,
-        _pad: 0,
+        page_shift: 0,
+        file_f_op: u32::MAX,
+        reserved: 0,
+        vmemmap_base: 0,
+        dummy_vm_ops: [0; DUMMY_VM_OPS],
     };
 }
 
@@ -254,7 +280,7 @@ mod tests {
             4 * 8 + MAX_ARGS * 8 + 3 * 8 + 9 * 8 + 16 + COMM_LEN
         );
         assert_eq!(size_of::<HookSpec>(), 8);
-        assert_eq!(size_of::<Offsets>(), 20 * 4);
+        assert_eq!(size_of::<Offsets>(), 22 * 4 + 8 + 4 * 8);
         assert_eq!(size_of::<Filter>(), 8 + COMM_LEN + 3 * 8 + 8);
     }
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 use aya_log_ebpf::warn;
-use pfnscope_abi::{Event, HookSpec, MAX_ARGS, MAX_DEPTH, NO_SLOT, counter, flags};
+use pfnscope_abi::{Event, HookSpec, MAX_ARGS, MAX_DEPTH, NO_SLOT, Offsets, counter, flags};
 
 use crate::{
     emit::emit,
@@ -20,6 +20,20 @@ use crate::{
     mem::{set, zero},
     vma::{read_u64_at, snapshot},
 };
+
+/// The pfn of a `struct page *`: its index in the vmemmap array, whose start is the kernel
+/// variable `vmemmap_base` (x86-64 SPARSEMEM_VMEMMAP; arch/x86/mm/kaslr.c randomizes it).
+/// All ones when it cannot be told: no kernel pointer ever reaches the trace.
+#[inline(always)]
+fn page_to_pfn(page: u64, o: &Offsets) -> u64 {
+    if page == 0 || o.vmemmap_base == 0 || o.page_shift == 0 {
+        return u64::MAX;
+    }
+    match read_u64_at(o.vmemmap_base, 0) {
+        Some(base) if page >= base => (page - base) >> (o.page_shift & 63),
+        _ => u64::MAX,
+    }
+}
 
 #[inline(always)]
 fn open_key(tid: u32, depth: u64) -> u64 {
@@ -96,6 +110,52 @@ pub fn current_parent(tid: u32) -> u64 {
     }
 }
 
+/// The parent of a fault taken in user mode: none, as no kernel call of a task can be open
+/// while it runs user code. A stack that still holds calls then leaked: their returns were
+/// never seen (a fexit attached after its fentry fired, an LRU eviction). Left alone, every
+/// later call of the task named the lost call as parent and could not be checked, for the
+/// rest of the trace; so the stack is emptied here and the loss counted.
+#[inline(always)]
+pub fn user_mode_parent(tid: u32) -> u64 {
+    if CALLS_LIVE.get(0).is_none_or(|v| *v == 0) {
+        return 0;
+    }
+    if let Some(s) = TASKS.get_ptr_mut(&tid) {
+        let s = unsafe { &mut *s };
+        if s.depth > 0 {
+            forget_open(tid, s.depth);
+            s.depth = 0;
+            s.top = 0;
+            bump(counter::UNPAIRED);
+        }
+    }
+    0
+}
+
+/// Drops a task's open calls, the innermost `depth` of them.
+#[inline(always)]
+fn forget_open(tid: u32, depth: u64) {
+    for d in 0..MAX_DEPTH as u64 {
+        if d >= depth {
+            break;
+        }
+        let _ = OPEN.remove(&open_key(tid, d));
+    }
+}
+
+/// A task's end: its stack goes with it, so a later task given the same id starts clean.
+/// Calls still open here (an oops inside a probed call kills the task in it) never return.
+#[inline(always)]
+pub fn task_gone(tid: u32) {
+    if CALLS_LIVE.get(0).is_none_or(|v| *v == 0) {
+        return;
+    }
+    if let Some(s) = unsafe { TASKS.get(&tid) } {
+        forget_open(tid, s.depth);
+        let _ = TASKS.remove(&tid);
+    }
+}
+
 /// Entry of a function hook. `arg(i)` yields argument slot `i` for the attach kind at hand.
 #[inline(always)]
 pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> u64) {
@@ -146,6 +206,10 @@ pub fn enter<C: EbpfContext>(ctx: &C, hook: u16, mode: u8, arg: impl Fn(u32) -> 
             ev.ptr_entry = v;
             ev.flags |= flags::HAS_PTR;
         }
+    }
+    if (spec.page_slot as usize) < MAX_ARGS {
+        let slot = spec.page_slot as usize;
+        ev.args[slot] = page_to_pfn(ev.args[slot], o);
     }
 
     let stack = match TASKS.get_ptr_mut(&tid) {

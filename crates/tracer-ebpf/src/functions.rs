@@ -209,3 +209,52 @@ function_hook!(
     unmap_page_range_kprobe,
     unmap_page_range_kretprobe
 );
+function_hook!(
+    VmInsertPage,
+    vm_insert_page_fentry,
+    vm_insert_page_fexit,
+    vm_insert_page_kprobe,
+    vm_insert_page_kretprobe
+);
+function_hook!(
+    SetPteRange,
+    set_pte_range_fentry,
+    set_pte_range_fexit,
+    set_pte_range_kprobe,
+    set_pte_range_kretprobe
+);
+function_hook!(
+    DoSetPte,
+    do_set_pte_fentry,
+    do_set_pte_fexit,
+    do_set_pte_kprobe,
+    do_set_pte_kretprobe
+);
+function_hook!(
+    RemapPfnRangeNotrack,
+    remap_pfn_range_notrack_fentry,
+    remap_pfn_range_notrack_fexit,
+    remap_pfn_range_notrack_kprobe,
+    remap_pfn_range_notrack_kretprobe
+);
+function_hook!(
+    VmIomapMemory,
+    vm_iomap_memory_fentry,
+    vm_iomap_memory_fexit,
+    vm_iomap_memory_kprobe,
+    vm_iomap_memory_kretprobe
+);
+function_hook!(
+    ArchIoReserveMemtypeWc,
+    arch_io_reserve_memtype_wc_fentry,
+    arch_io_reserve_memtype_wc_fexit,
+    arch_io_reserve_memtype_wc_kprobe,
+    arch_io_reserve_memtype_wc_kretprobe
+);
+function_hook!(
+    ArchIoFreeMemtypeWc,
+    arch_io_free_memtype_wc_fentry,
+    arch_io_free_memtype_wc_fexit,
+    arch_io_free_memtype_wc_kprobe,
+    arch_io_free_memtype_wc_kretprobe
+);

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use pfnscope_abi::{COMM_LEN, Event, Hook, Mode, Offsets, VmaSnapshot, flags};
 
 use crate::{
-    context::{begin, begin_at, current_parent, read_comm, spec},
+    context::{begin, begin_at, current_parent, read_comm, spec, task_gone, user_mode_parent},
     emit::emit,
     filter::{addr_allowed, process_allowed, vma_allowed},
     maps::{COMM_EPOCH, TGIDS, VMA_CACHE, VmaCache, comm_epoch, filter, next_id, offsets},
@@ -100,7 +100,11 @@ fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, fi
         copy(&mut ev.vma, vma);
         ev.flags |= flags::HAS_VMA;
     }
-    ev.parent = current_parent(ev.tid);
+    ev.parent = if hook_id == Hook::PageFaultUser as u16 {
+        user_mode_parent(ev.tid)
+    } else {
+        current_parent(ev.tid)
+    };
     ev.id = next_id(ev.cpu);
     emit(ev);
 }
@@ -286,7 +290,9 @@ pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
     };
     ev.parent = current_parent(ev.tid);
     ev.id = next_id(ev.cpu);
+    let tid = ev.tid;
     emit(ev);
+    task_gone(tid);
     0
 }
 

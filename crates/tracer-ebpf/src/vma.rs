@@ -29,5 +29,11 @@ pub fn snapshot(vma: u64, o: &Offsets, out: &mut VmaSnapshot) -> bool {
     out.vm_ops = read_u64_at(vma, o.vma_ops).unwrap_or(0);
     out.vm_file = read_u64_at(vma, o.vma_file).unwrap_or(0);
     out.mm = read_u64_at(vma, o.vma_mm).unwrap_or(0);
+    // Inside ->mmap the vma still has the empty dummy ops: its driver is its file's.
+    if out.vm_ops != 0 && o.dummy_vm_ops.contains(&out.vm_ops) {
+        if let Some(f_op) = read_u64_at(out.vm_file, o.file_f_op) {
+            out.vm_ops = f_op;
+        }
+    }
     true
 }

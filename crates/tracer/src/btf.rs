@@ -64,6 +64,11 @@ impl KernelBtf {
         Err(BtfError::NoType(format!("struct {name}")))
     }
 
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Result<usize, BtfError> {
+        Ok(self.struct_named(name)?.size())
+    }
+
     /// Byte offset of `field` in `struct strukt`, looking through anonymous structs and unions
     /// (`vm_flags` sits in an anonymous union since 6.3, `vm_fault.vma` in an anonymous struct).
     pub fn field_offset(&self, strukt: &str, field: &str) -> Result<Option<u32>, BtfError> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use pfnscope_abi::{
     Cache, Event, Hook, Mode, PatTable,
-    bits::{PAGE_SHIFT, pfn_t, pte},
+    bits::{PAGE_SHIFT, PAGE_SIZE, pfn_t, pte},
     flags,
     hook::{Ret, Role},
 };
@@ -164,6 +164,9 @@ impl Decoder {
                 }
                 Role::Size => r.size = Some(v),
                 Role::FaultFlags => r.fault_flags = Some(v as u32),
+                // The programs turned the page pointer into its pfn; all ones: unknown.
+                Role::Page => r.pfn = (v != u64::MAX).then_some(v),
+                Role::Pages => r.size = Some(v.saturating_mul(PAGE_SIZE)),
                 Role::Pte => {
                     r.pte = Some(v);
                     r.pfn = Some(pte::pfn(v));

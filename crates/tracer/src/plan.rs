@@ -42,7 +42,8 @@ impl Resolved {
             addr_slot: s(Role::Addr),
             ptr_slot: ptr,
             enabled: 1,
-            _pad: [0; 2],
+            page_slot: s(Role::Page),
+            _pad: [0; 1],
         }
     }
 }
@@ -143,9 +144,11 @@ pub fn resolve_all(
         .collect()
 }
 
-/// Offsets for the programs, and the same as names for the trace metadata.
+/// Offsets for the programs, and the same as names for the trace metadata. `kallsyms` places
+/// `vmemmap_base` (page pointers become pfns only where it does).
 pub fn offsets(
     btf: &KernelBtf,
+    kallsyms: &Kallsyms,
     tracefs: Option<&Path>,
 ) -> Result<(Offsets, BTreeMap<String, u32>), String> {
     let mut o = Offsets::NONE;
@@ -187,7 +190,20 @@ pub fn offsets(
     field("vm_area_struct", &["vm_file"], &mut o.vma_file, false)?;
     field("vm_area_struct", &["vm_mm"], &mut o.vma_mm, false)?;
     field("vm_fault", &["vma"], &mut o.vmf_vma, true)?;
+    field("file", &["f_op"], &mut o.file_f_op, false)?;
+    for (slot, addr) in o.dummy_vm_ops.iter_mut().zip(kallsyms.dummy_vm_ops()) {
+        *slot = addr;
+    }
     field("vm_fault", &["address"], &mut o.vmf_address, true)?;
+    // struct page is 64 bytes on x86-64; a power of two is what the programs can shift by.
+    if let Ok(size) = btf.struct_size("page")
+        && size.is_power_of_two()
+        && let Some(base) = kallsyms.data_address("vmemmap_base")
+    {
+        o.page_shift = size.trailing_zeros();
+        o.vmemmap_base = base;
+        named.insert("page.size".into(), size as u32);
+    }
 
     if let Some(tracefs) = tracefs {
         let mut tp = |group: &str, event: &str, fields: &mut [(&str, &mut u32)]| {

@@ -84,7 +84,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
     let tracefs = system::tracefs();
     let kallsyms = Kallsyms::load();
     let (offsets, named_offsets) =
-        plan::offsets(&kbtf, tracefs.as_deref()).map_err(SessionError::Layout)?;
+        plan::offsets(&kbtf, &kallsyms, tracefs.as_deref()).map_err(SessionError::Layout)?;
     let vm_flag_bits = plan::vm_flag_bits(&kbtf);
     let mut filter = setup.filter;
     for name in &setup.vma_flags {

@@ -268,6 +268,27 @@ impl Kallsyms {
         self.funcs.contains(name)
     }
 
+    /// Where the kernel's own (not a module's) data symbol `name` is.
+    pub fn data_address(&self, name: &str) -> Option<u64> {
+        self.data.iter().find(|(_, n)| n == name).map(|(a, _)| *a)
+    }
+
+    /// The empty `vm_operations_struct`s of vmas not yet through `->mmap`: `vma_dummy_vm_ops`,
+    /// or up to 6.1 the `dummy_vm_ops` static (suffixed `.NNN` by GCC) of each file that
+    /// inlines `vma_init` (include/linux/mm.h).
+    pub fn dummy_vm_ops(&self) -> Vec<u64> {
+        self.data
+            .iter()
+            .filter(|(_, n)| {
+                n == "vma_dummy_vm_ops"
+                    || n == "dummy_vm_ops"
+                    || n.strip_prefix("dummy_vm_ops.")
+                        .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
     /// The data symbol starting exactly at `addr` (a `vm_operations_struct` is a whole object).
     pub fn data_symbol(&self, addr: u64) -> Option<&str> {
         let i = self.data.partition_point(|(a, _)| *a < addr);
@@ -322,6 +343,18 @@ mod tests {
         assert!(k.addresses_visible);
         let hidden = Kallsyms::parse("0000000000000000 D generic_file_vm_ops\n");
         assert!(!hidden.addresses_visible);
+    }
+
+    /// The lines as 6.1 (GCC's numbered statics) and 6.12 print them; a module's look-alike
+    /// and a longer name are not the kernel's dummy.
+    #[test]
+    fn dummy_vm_ops_of_every_kernel_series() {
+        let k = Kallsyms::parse(
+            "ffffffff82a1c0c0 r dummy_vm_ops.252\nffffffff82a1d000 r dummy_vm_ops.7\nffffffff82a1e000 r dummy_vm_ops_table\nffffffffc0002000 r dummy_vm_ops\t[foo]\n",
+        );
+        assert_eq!(k.dummy_vm_ops(), [0xffffffff82a1c0c0, 0xffffffff82a1d000]);
+        let k = Kallsyms::parse("ffffffff82a1c0c0 R vma_dummy_vm_ops\n");
+        assert_eq!(k.dummy_vm_ops(), [0xffffffff82a1c0c0]);
     }
 
     #[test]

@@ -38,6 +38,12 @@
  *                    pfn, so that the generic vm_normal_page can tell raw pfns from COWed pages),
  *                    after which the driver puts its own vm_pgoff back: the special bit and the
  *                    linear rule disagree. MAP_PRIVATE, up to 4 MiB.
+ *   insert-page-wc   16 RAM pages (alloc_page) inserted with vm_insert_page at mmap into a vma
+ *                    whose vm_page_prot the driver made WC: insert_page takes the vma's
+ *                    protection as is and asks PAT nothing (mm/memory.c:insert_page), so the
+ *                    user mapping is WC while the linear map keeps the pages WB, the cache
+ *                    alias Documentation/arch/x86/pat.rst forbids (set_memory_wc first, or map
+ *                    WB). MAP_SHARED, up to 64 KiB.
  *
  * Device memory is BAR2 of a qemu ivshmem-plain device (1af4:1110, at least 128 MiB), bound as a
  * PCI driver. Its layout: [0, 16M) correct (reserved WC at probe, freed at remove);
@@ -91,6 +97,7 @@ enum bz_mode {
 	BZ_PAT_LEAK,
 	BZ_NOPAGE_LOOP,
 	BZ_COW_PGOFF,
+	BZ_INSERT_PAGE_WC,
 	BZ_NR_MODES,
 };
 
@@ -105,6 +112,7 @@ static const char *const bz_mode_names[BZ_NR_MODES] = {
 	[BZ_PAT_LEAK] = "pat-leak",
 	[BZ_NOPAGE_LOOP] = "nopage-loop",
 	[BZ_COW_PGOFF] = "cow-pgoff",
+	[BZ_INSERT_PAGE_WC] = "insert-page-wc",
 };
 
 /*
@@ -348,6 +356,31 @@ static int bz_mmap_remap(struct bz_file *bf, struct vm_area_struct *vma)
 	return 0;
 }
 
+/* insert-page-wc: every page inserted at mmap, so no fault reaches the driver. */
+static int bz_mmap_pages(struct bz_file *bf, struct vm_area_struct *vma)
+{
+	unsigned long i;
+	int ret;
+
+	if (is_cow_mapping(vma->vm_flags) || vma->vm_pgoff > BZ_RAM_PAGES ||
+	    vma_pages(vma) > BZ_RAM_PAGES - vma->vm_pgoff)
+		return -EINVAL;
+	ret = bz_alloc_ram(bf);
+	if (ret)
+		return ret;
+	/* The bug: RAM mapped WC with no set_memory_wc on its linear alias. */
+	vma->vm_page_prot = pgprot_writecombine(vma->vm_page_prot);
+	bz_set_flags(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	for (i = 0; i < vma_pages(vma); i++) {
+		/* Sets VM_MIXEDMAP on the first call; mmap holds mmap_lock for write. */
+		ret = vm_insert_page(vma, vma->vm_start + (i << PAGE_SHIFT),
+				     bf->ram[vma->vm_pgoff + i]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static int bz_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct bz_file *bf = file->private_data;
@@ -367,6 +400,9 @@ static int bz_mmap(struct file *file, struct vm_area_struct *vma)
 		ret = bz_make_shm(bf);
 		if (!ret)
 			bz_set_flags(vma, VM_DONTEXPAND | VM_DONTDUMP);
+		break;
+	case BZ_INSERT_PAGE_WC:
+		ret = bz_mmap_pages(bf, vma);
 		break;
 	case BZ_NONE:
 		ret = -EINVAL;

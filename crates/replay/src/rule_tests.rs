@@ -1882,6 +1882,127 @@ fn correct_drivers_seen_on_real_kernels_replay_clean() {
     table(&rows);
 }
 
+/// A vma whose protection asks for `c` (pgprot_writecombine and friends at mmap).
+fn vma_in(b: &mut TraceBuilder, c: Cache, driver: &str) -> crate::synth::Vma {
+    let mut v = b.vma(0x7f00_6000_0000, 2, true, 0, Some(driver));
+    v.prot = (v.prot & !pte::CACHE_MASK) | b.pat.prot_of(c).unwrap();
+    v
+}
+
+#[test]
+fn real_pages_and_untracked_mappings() {
+    let mut rows = vec![];
+    for series in Series::ALL {
+        rows.extend([
+            Row {
+                name: "vm_insert_page of a WB RAM page into a WC vma: a second cache mode",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    let mut v = vma_in(b, Cache::WC, "drm_gem_dma_vm_ops");
+                    b.insert_page(&v, v.start, 0x2_0000);
+                    b.munmap(&mut v);
+                },
+                tweak: none,
+                expect: Expect::Find(Rule::FindLinearAlias),
+            },
+            Row {
+                name: "vm_insert_page of a RAM page set WC, into a WC vma: right",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[(0x2_0000, 0x2_0001, Cache::WC)]);
+                    let mut v = vma_in(b, Cache::WC, "drm_gem_dma_vm_ops");
+                    b.insert_page(&v, v.start, 0x2_0000);
+                    b.munmap(&mut v);
+                },
+                tweak: none,
+                expect: Expect::Quiet(Rule::FindLinearAlias),
+            },
+            Row {
+                name: "->fault hands back a struct page of an MMIO pfn (the 2004 thread)",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    let mut v = vma_in(b, Cache::WB, "bugzoo_vm_ops [bugzoo]");
+                    b.fault_maps_page(&v, v.start, BAR);
+                    b.munmap(&mut v);
+                },
+                tweak: none,
+                expect: Expect::Find(Rule::FindPageForDevice),
+            },
+            Row {
+                name: "->fault hands back a RAM page: nothing to say",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    let mut v = vma_in(b, Cache::WB, "shmem_vm_ops");
+                    b.fault_maps_page(&v, v.start, 0x2_0000);
+                    b.munmap(&mut v);
+                },
+                tweak: none,
+                expect: Expect::Silent(Rule::FindPageForDevice),
+            },
+            Row {
+                name: "a driver's remap_pfn_range_notrack of WB RAM as WC",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    let mut v = b.vma(0x7f00_1000_0000, 2, true, 0, Some("i915_gem_vm_ops"));
+                    b.remap_notrack(&mut v, 0x2_0000, Cache::WC);
+                    b.munmap(&mut v);
+                },
+                tweak: none,
+                expect: Expect::Find(Rule::FindLinearAlias),
+            },
+            Row {
+                name: "arch_io_reserve_memtype_wc of a free BAR: WC, silent",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    b.arch_io_reserve_wc(BAR, 16);
+                },
+                tweak: none,
+                expect: Expect::Silent(Rule::PatReserve),
+            },
+            Row {
+                name: "arch_io_reserve_memtype_wc over a WB reservation: freed, -EBUSY",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[(BAR, BAR + 16, Cache::WB)], &[]);
+                    b.arch_io_reserve_wc(BAR, 16);
+                },
+                tweak: none,
+                expect: Expect::Clean(Rule::PatReserve),
+            },
+            Row {
+                name: "the same, but the kernel kept the WB reservation and said 0",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[(BAR, BAR + 16, Cache::WB)], &[]);
+                    b.arch_io_reserve_wc(BAR, 16);
+                },
+                tweak: |r| {
+                    let i = last(r, "arch_io_reserve_memtype_wc");
+                    r[i].ret = Some(0);
+                },
+                expect: Expect::Div(Rule::PatReserve),
+            },
+            Row {
+                name: "arch_io_reserve_memtype_wc in open, never freed, process gone",
+                series,
+                scenario: |b| {
+                    b.started_with(&[GUEST_RAM], &[], &[]);
+                    b.arch_io_reserve_wc(BAR, 16);
+                    b.exit();
+                },
+                tweak: none,
+                expect: Expect::Find(Rule::FindLeak),
+            },
+        ]);
+    }
+    table(&rows);
+}
+
 #[test]
 fn bug_classes_are_reported() {
     let mut rows = vec![];

@@ -183,6 +183,9 @@ rules! {
     FindPerPagePat = "find.per_page_pat", Finding,
         "a driver maps a large range of device memory page by page with no reservation: every fault pays a PAT lookup in the memtype tree and maps UC-, where one reservation (io_mapping, arch_io_reserve_memtype_wc) or one remap at mmap time would do",
         "arch/x86/mm/pat/memtype.c:lookup_memtype (memtype_lookup under memtype_lock on every insert); mm/memory.c:vmf_insert_pfn_prot; 2009 PAT thread";
+    FindPageForDevice = "find.page_for_device", Finding,
+        "a normal (non-special) PTE maps a pfn outside System RAM and outside device memory with struct pages: a driver handed out a struct page for device memory, whose refcount and rmap then point nowhere real",
+        "mm/memory.c:vm_insert_page, finish_fault/set_pte_range (vmf->page), vm_normal_page (a page for any pfn up to highest_memmap_pfn); the 2004 thread on ->nopage returning non-RAM";
     FindRamMemtype = "find.ram_memtype", Finding,
         "PAT answered a non-UC- cache mode for a pfn with no reservation in the trace: RAM with a set_memory_*/set_pages_* type, or a reservation older than the trace",
         "arch/x86/mm/pat/memtype.c:lookup_memtype, get_page_memtype";

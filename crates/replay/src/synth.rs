@@ -155,7 +155,19 @@ impl TraceBuilder {
             "unmap_page_range",
             "exceptions:page_fault_user",
             "filemap:mm_filemap_delete_from_page_cache",
+            "filemap:mm_filemap_add_to_page_cache",
             "sched:sched_process_fork",
+            "sched:sched_process_exit",
+            "vm_insert_page",
+            "remap_pfn_range_notrack",
+            "vm_iomap_memory",
+            "arch_io_reserve_memtype_wc",
+            "arch_io_free_memtype_wc",
+            if self.series == Series::V6_1 {
+                "do_set_pte"
+            } else {
+                "set_pte_range"
+            },
         ];
         if track {
             hooks.extend([
@@ -705,9 +717,112 @@ impl TraceBuilder {
         });
     }
 
-    /// `arch_io_reserve_memtype_wc` and friends: a reservation outside any mapping.
+    /// `memtype_reserve` called by a driver outside any mapping (ioremap and friends).
     pub fn reserve_io(&mut self, pfn: u64, pages: u64, c: Cache) -> (i64, Cache) {
         self.memtype_reserve(pfn, pages, c)
+    }
+
+    /// `arch_io_reserve_memtype_wc`: a WC reservation, given back (-EBUSY) when the type it
+    /// gets may not be WC's (memtype_reserve_io).
+    pub fn arch_io_reserve_wc(&mut self, pfn: u64, pages: u64) -> i64 {
+        self.open("arch_io_reserve_memtype_wc", |r| {
+            r.pfn = Some(pfn);
+            r.size = Some(pages * PAGE_SIZE);
+        });
+        let (rr, got) = self.memtype_reserve(pfn, pages, Cache::WC);
+        let ret = if rr != 0 {
+            rr
+        } else if !Cache::WC.may_become(got) {
+            self.memtype_free(pfn, pages);
+            errno::EBUSY
+        } else {
+            0
+        };
+        self.close(|r| r.ret = Some(ret));
+        ret
+    }
+
+    /// `vm_insert_page` of the page at `pfn`: a normal PTE with the vma's protection.
+    pub fn insert_page(&mut self, v: &Vma, addr: u64, pfn: u64) {
+        let snap = v.clone();
+        self.leaf("vm_insert_page", |r| {
+            Self::set_vma(r, &snap);
+            r.address = Some(addr);
+            r.pfn = Some(pfn);
+            r.ret = Some(0);
+        });
+        let cache = self.pat.of_prot(v.prot);
+        self.ptes.insert(
+            (v.mm, addr >> PAGE_SHIFT),
+            KPte {
+                pfn,
+                special: false,
+                cache,
+            },
+        );
+    }
+
+    /// A driver fault whose `->fault` hands back the page at `pfn` (`vmf->page`): the core maps
+    /// it with the vma's protection (finish_fault -> set_pte_range, do_set_pte on 6.1).
+    pub fn fault_maps_page(&mut self, v: &Vma, addr: u64, pfn: u64) {
+        let snap = v.clone();
+        self.vma_lock_attempt(v, addr, false);
+        let fl = self.fault_flags(false);
+        self.open("handle_mm_fault", |r| {
+            Self::set_vma(r, &snap);
+            r.address = Some(addr);
+            r.fault_flags = Some(fl);
+        });
+        let hook = if self.series == Series::V6_1 {
+            "do_set_pte"
+        } else {
+            "set_pte_range"
+        };
+        let page_addr = addr & !(PAGE_SIZE - 1);
+        self.leaf(hook, |r| {
+            Self::set_vma(r, &snap);
+            r.address = Some(page_addr);
+            r.pfn = Some(pfn);
+            r.size = Some(PAGE_SIZE);
+        });
+        self.close(|r| r.ret = Some(0));
+        let cache = self.pat.of_prot(v.prot);
+        self.ptes.insert(
+            (v.mm, addr >> PAGE_SHIFT),
+            KPte {
+                pfn,
+                special: false,
+                cache,
+            },
+        );
+    }
+
+    /// `remap_pfn_range_notrack` called by a driver: special PTEs in the cache mode `c` it
+    /// asks for, no PAT.
+    pub fn remap_notrack(&mut self, v: &mut Vma, pfn: u64, c: Cache) {
+        let pages = v.pages();
+        let prot = self.prot_with(v.prot, c);
+        let snap = v.clone();
+        self.leaf("remap_pfn_range_notrack", |r| {
+            Self::set_vma(r, &snap);
+            r.address = Some(snap.start);
+            r.pfn = Some(pfn);
+            r.size = Some(pages * PAGE_SIZE);
+            r.prot = Some(prot);
+            r.cache_req = Some(c.name().into());
+            r.ret = Some(0);
+        });
+        v.flags |= self.bits.remap_flags();
+        for j in 0..pages {
+            self.ptes.insert(
+                (v.mm, (v.start >> PAGE_SHIFT) + j),
+                KPte {
+                    pfn: pfn + j,
+                    special: true,
+                    cache: c,
+                },
+            );
+        }
     }
 
     /// munmap() of the first `pages` of `v`: the vma is split, and the unmapped head (a vma of

@@ -156,6 +156,18 @@ pub const MODES: &[Mode] = &[
         }],
         oops: false,
     },
+    Mode {
+        workload: "bugzoo-insert-page-wc",
+        outcomes: &[Outcome {
+            series: ALL,
+            // PAT never hears of these pages: only the model's RAM memtypes (the start state's
+            // kpageflags) tell the WC user mapping from the WB linear map.
+            rules: &["find.linear_alias"],
+            pat_lines: &[],
+            skip: None,
+        }],
+        oops: false,
+    },
 ];
 
 pub fn mode(workload: &str) -> Option<&'static Mode> {
@@ -227,7 +239,13 @@ pub fn hooks(workload: &str, series: Series) -> Option<Vec<Expect>> {
     };
     let mut v = match mode(workload)?.driver_mode() {
         "correct" | "ram-wc" | "per-page-pat" | "double-insert" => vec![fault, insert, cachemode],
-        "pat-leak" => vec![fault, insert, cachemode, any(&MemtypeReserve)],
+        "pat-leak" => vec![
+            fault,
+            insert,
+            cachemode,
+            any(&ArchIoReserveMemtypeWc),
+            any(&MemtypeReserve),
+        ],
         "stale-page" => vec![fault, any(&FilemapDelete), vnp(Check::Page)],
         "partial-untrack" => {
             let mut v = remap.to_vec();
@@ -235,6 +253,7 @@ pub fn hooks(workload: &str, series: Series) -> Option<Vec<Expect>> {
             v
         }
         "nopage-loop" => vec![fault, any(&PageFaultUser)],
+        "insert-page-wc" => vec![any(&VmInsertPage)],
         "cow-pgoff" => {
             let mut v = remap.to_vec();
             v.extend([

@@ -178,6 +178,12 @@ pub const WORKLOADS: &[Workload] = &[
         host: false,
         modules: &[],
     },
+    Workload {
+        name: "bugzoo-insert-page-wc",
+        about: "bugzoo: RAM pages vm_insert_page'd into a WC vma (a WC alias of WB linear-map pages)",
+        host: false,
+        modules: &[],
+    },
 ];
 
 pub fn workload(name: &str) -> Option<&'static Workload> {
@@ -228,12 +234,17 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
             page,
         ],
         // The guest's files are on tmpfs, whose pages enter the cache through
-        // shmem_add_to_page_cache: no add tracepoint (it is __filemap_add_folio's).
+        // shmem_add_to_page_cache: no add tracepoint (it is __filemap_add_folio's). Their
+        // faults map the cache's pages through do_set_pte, set_pte_range from 6.6 on.
         "file" => vec![
             any(&HandleMmFault),
             any(&PageFaultUser),
             any(&FilemapDelete),
             page,
+            Expect {
+                hooks: &[SetPteRange, DoSetPte],
+                check: Check::Any,
+            },
         ],
         // 7.x maps the vDSO data store as a VM_MIXEDMAP special mapping backed by real pages:
         // its faults install pages, no PFN insert.
@@ -247,7 +258,13 @@ pub fn expected(workload: &str, target: Target) -> Option<Vec<Expect>> {
             no_page,
         ],
         "devmem-cow" => vec![any(&HandleMmFault), remap_track, no_page, page],
-        "fbdev" => vec![remap_track, untrack, any(&MemtypeReserve)],
+        // fb_io_mmap -> vm_iomap_memory -> io_remap_pfn_range (drivers/video/fbdev/core).
+        "fbdev" => vec![
+            remap_track,
+            untrack,
+            any(&MemtypeReserve),
+            any(&VmIomapMemory),
+        ],
         "drm-bochs" if old => vec![
             any(&HandleMmFault),
             any(&VmfInsertPfnProt),

@@ -25,6 +25,8 @@ pub fn run(mode: &str) -> Result<()> {
         "pat-leak" => shared_device(mode, 16),
         "nopage-loop" => nopage_loop(),
         "cow-pgoff" => cow_pgoff(),
+        // Inserted at mmap: the touches fault nothing.
+        "insert-page-wc" => shared_device(mode, 16),
         _ => bail!("unknown bugzoo mode {mode}"),
     }
 }

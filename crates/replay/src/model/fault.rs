@@ -271,6 +271,7 @@ impl<S: Sink> Model<S> {
                     known: true,
                     anon: true,
                     since: r.seq(),
+                    judged: false,
                 };
                 self.install(space(r), pg, p, r);
             }

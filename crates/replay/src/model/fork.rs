@@ -5,7 +5,7 @@ use pfnscope_abi::bits::{PAGE_SHIFT, errno};
 use pfnscope_abi::{Cache, Hook};
 
 use super::state::{ForkCopy, Pte, RamKind};
-use super::{MAX_WALK, Model, show_ret, space};
+use super::{MAX_WALK, Model, hex, num, show_ret, space};
 use crate::memtype::Owner;
 use crate::report::Sink;
 use crate::rules::Rule;
@@ -164,10 +164,10 @@ impl<S: Sink> Model<S> {
                                         c.name()
                                     ),
                                     format!(
-                                        "pfn {:#x?}, size {:?}, {:?}",
-                                        rr.pfn(),
-                                        rr.size(),
-                                        req
+                                        "pfn {}, size {}, {}",
+                                        hex(rr.pfn()),
+                                        num(rr.size()),
+                                        req.map_or("unknown", Cache::name)
                                     ),
                                 )
                             },

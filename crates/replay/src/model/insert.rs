@@ -5,7 +5,7 @@ use pfnscope_abi::Hook;
 use pfnscope_abi::bits::{PAGE_SHIFT, pfn_t, pte, vm_fault as vf};
 
 use super::state::Pte;
-use super::{Model, is_dax, show_ret, space};
+use super::{Model, hex, is_dax, show_ret, space};
 use crate::report::{Outcome, Sink};
 use crate::rules::Rule;
 use crate::tree::Tree;
@@ -28,7 +28,7 @@ impl<S: Sink> Model<S> {
                 self.check(Rule::InsertVmaFlags, !bug && inner.vma_flags().is_none_or(|f| f == vm), &[r, inner], || {
                     (
                         "BUG_ON: exactly one of VM_PFNMAP/VM_MIXEDMAP, no COW VM_PFNMAP, same vma as the inner call".into(),
-                        format!("returned {} on vm_flags {vm:#x} (inner {:#x?})", show_ret(r.ret()), inner.vma_flags()),
+                        format!("returned {} on vm_flags {vm:#x} (inner {})", show_ret(r.ret()), hex(inner.vma_flags())),
                     )
                 });
             }
@@ -191,7 +191,7 @@ impl<S: Sink> Model<S> {
                 || {
                     (
                         format!("the lookup for pfn {pfn:#x}"),
-                        format!("a lookup for pfn {:#x?}", lr.pfn()),
+                        format!("a lookup for pfn {}", hex(lr.pfn())),
                     )
                 },
             );
@@ -237,6 +237,7 @@ impl<S: Sink> Model<S> {
                     }),
                     anon: false,
                     since: seq,
+                    judged: false,
                 };
                 self.install(sp, pg, p, r);
             }
@@ -244,9 +245,9 @@ impl<S: Sink> Model<S> {
             if let Some((pg, o)) = kept {
                 self.find(Rule::FindInsertOverPresent, &[r], r.driver(), || {
                     format!(
-                        "pfn {pfn:#x} inserted at {:#x}, where this fault had already mapped pfn {:#x?} (seq {}): the kernel kept the old PTE and returned NOPAGE",
+                        "pfn {pfn:#x} inserted at {:#x}, where this fault had already mapped pfn {} (seq {}): the kernel kept the old PTE and returned NOPAGE",
                         pg << PAGE_SHIFT,
-                        o.pfn,
+                        hex(o.pfn),
                         o.since
                     )
                 });

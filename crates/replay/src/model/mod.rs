@@ -10,6 +10,7 @@ mod fault;
 mod fork;
 mod insert;
 mod page_cache;
+mod pages;
 mod pat;
 mod remap;
 mod state;
@@ -61,6 +62,16 @@ fn show_ret(r: Option<i64>) -> String {
         Some(v) => format!("{v}"),
         None => "no return".into(),
     }
+}
+
+/// A field for a message: hex, or "unknown" where the trace lacks it (never `Some(..)`).
+fn hex(v: Option<u64>) -> String {
+    v.map_or_else(|| "unknown".into(), |v| format!("{v:#x}"))
+}
+
+/// As [`hex`], in decimal.
+fn num(v: Option<u64>) -> String {
+    v.map_or_else(|| "unknown".into(), |v| v.to_string())
 }
 
 /// Larger ranges are not walked page by page (a PUD is 262144 pages).
@@ -296,6 +307,10 @@ impl<S: Sink> Model<S> {
             }
             Hook::MemtypeFree => self.free(t, i, None),
             Hook::CopyPageRange => self.fork_copy(t, i),
+            Hook::VmInsertPage => self.insert_page(t, i),
+            Hook::SetPteRange | Hook::DoSetPte => self.set_pte(t, i),
+            Hook::RemapPfnRangeNotrack => self.remap_notrack(t, i),
+            Hook::ArchIoReserveMemtypeWc => self.io_reserve(t, i),
             Hook::UnmapPageRange => self.unmap(t, i),
             Hook::PageFaultUser | Hook::PageFaultKernel => self.tp_fault(t, i),
             Hook::FilemapDelete => self.page_cache_delete(t, i),

@@ -257,6 +257,63 @@ impl<S: Sink> Model<S> {
         }
     }
 
+    /// `arch_io_reserve_memtype_wc` (-> `memtype_reserve_io`): a WC reservation outside any
+    /// mapping; a granted type WC may not become is freed again and the call fails -EBUSY
+    /// (arch/x86/mm/pat/memtype.c:memtype_reserve_io, is_new_memtype_allowed).
+    pub(super) fn io_reserve(&mut self, t: &Tree, i: usize) {
+        let r = t.nodes[i].rec();
+        let reserve = t.kid(i, |h| h == Hook::MemtypeReserve);
+        let free = t.kid(i, |h| h == Hook::MemtypeFree);
+        // What a driver reserves in its own context (open, mmap) is its process's.
+        let owner = if i == 0 {
+            Owner::Process {
+                pid: r.pid(),
+                exited: false,
+            }
+        } else {
+            Owner::Other
+        };
+        let newt = reserve.and_then(|k| self.reserve(t, k, owner));
+        if let Some(k) = free {
+            self.free(t, k, Some(owner));
+        }
+        match (reserve, r.ret()) {
+            (Some(k), Some(ret)) => {
+                let rr = t.nodes[k].rec();
+                let isa = r.pfn().is_some_and(|p| is_isa_range(p, pages(r.size())));
+                let expected = match (rr.ret(), newt) {
+                    (Some(e), _) if e != 0 => Some(e),
+                    (Some(0), Some(n)) if !isa && !Cache::WC.may_become(n) => Some(errno::EBUSY),
+                    // memtype_kernel_map_sync failed: the trace cannot show why.
+                    (Some(0), _) if ret == errno::EBUSY && free.is_some() => None,
+                    (Some(0), _) => Some(0),
+                    _ => None,
+                };
+                match expected {
+                    Some(e) => self.check(Rule::PatReserve, ret == e, &[r, rr], || {
+                        (
+                            format!(
+                                "{e} (the reservation's result, -EBUSY for a type WC may not become)"
+                            ),
+                            format!("{ret} (reserve {:?}, granted {newt:?})", rr.ret()),
+                        )
+                    }),
+                    None => self.nc(Rule::PatReserve),
+                }
+            }
+            (None, Some(_)) if self.attached(Hook::MemtypeReserve) => self.diverge(
+                Rule::PatReserve,
+                &[r],
+                "a memtype_reserve of the range".into(),
+                "none".into(),
+            ),
+            _ => self.nc(Rule::PatReserve),
+        }
+        self.visit_kids(t, i, None, |h| {
+            !matches!(h, Hook::MemtypeReserve | Hook::MemtypeFree)
+        });
+    }
+
     /// `memtype_reserve`; returns `*new_type` as the trace shows it.
     pub(super) fn reserve(&mut self, t: &Tree, i: usize, owner: Owner) -> Option<Cache> {
         let r = t.nodes[i].rec();

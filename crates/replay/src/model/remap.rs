@@ -67,26 +67,12 @@ impl<S: Sink> Model<S> {
             });
         }
         if r.ret() == Some(0) {
-            let sp = space(r);
             let c = cache.or_else(|| {
                 (!self.pats.on)
                     .then(|| r.prot().map(|p| self.pat.of_prot(p)))
                     .flatten()
             });
-            let n = pages(Some(size));
-            if n <= MAX_WALK {
-                for j in 0..n {
-                    let p = Pte {
-                        pfn: Some(pfn.saturating_add(j)),
-                        special: Some(true),
-                        cache: c,
-                        known: true,
-                        anon: false,
-                        since: r.seq(),
-                    };
-                    self.install(sp, (addr >> PAGE_SHIFT) + j, p, r);
-                }
-            }
+            self.install_remap(r, addr, pfn, pages(Some(size)), c, false);
             if let Some(id) = r.vma_id() {
                 let pat = whole && tr == Some(0) && self.f.vm_pat_flag && self.f.track_pfn_hooks;
                 let st = self.vmas.map.entry(id).or_default();
@@ -105,7 +91,59 @@ impl<S: Sink> Model<S> {
                 }
             }
         }
-        self.visit_kids(t, i, None, |h| !h.is_remap_track());
+        // Its remap_pfn_range_notrack is this remap's second half, not a driver's own.
+        self.visit_kids(t, i, None, |h| {
+            !h.is_remap_track() && h != Hook::RemapPfnRangeNotrack
+        });
+    }
+
+    /// The special PTEs a remap sets: linear in the pfn, over the whole range; `judged`: their
+    /// linear-map aliases were checked (see [`Pte::judged`]).
+    fn install_remap(
+        &mut self,
+        r: Rec<'_>,
+        addr: u64,
+        pfn: u64,
+        n: u64,
+        c: Option<Cache>,
+        judged: bool,
+    ) {
+        if n > MAX_WALK {
+            return;
+        }
+        let sp = space(r);
+        for j in 0..n {
+            let p = Pte {
+                pfn: Some(pfn.saturating_add(j)),
+                special: Some(true),
+                cache: c,
+                known: true,
+                anon: false,
+                since: r.seq(),
+                judged: judged,
+            };
+            self.install(sp, (addr >> PAGE_SHIFT) + j, p, r);
+        }
+    }
+
+    /// `remap_pfn_range_notrack` called by a driver itself (under `remap_pfn_range` it is the
+    /// remap's own second half): PTEs with the driver's cache mode, which nothing checks. A RAM
+    /// page mapped in another mode than its memtype, or a pfn another mapping holds in another
+    /// mode, is an alias (the 2009 PAT thread).
+    pub(super) fn remap_notrack(&mut self, t: &Tree, i: usize) {
+        let r = t.nodes[i].rec();
+        self.vma_due(r);
+        if let (Some(0), Some(addr), Some(pfn), Some(size), Some(prot)) =
+            (r.ret(), r.address(), r.pfn(), r.size(), r.prot())
+        {
+            let c = self.pat.of_prot(prot);
+            let n = pages(Some(size));
+            self.install_remap(r, addr, pfn, n, Some(c), true);
+            for j in 0..n.min(MAX_WALK) {
+                self.linear_alias(r, pfn.saturating_add(j), c, ("prot", prot));
+            }
+        }
+        self.visit_kids(t, i, None, |_| true);
     }
 
     /// `track_pfn_remap` / `pfnmap_track` / a partial remap's `pfnmap_setup_cachemode`.

@@ -28,6 +28,10 @@ pub struct Pte {
     pub anon: bool,
     /// Seq of the event the model learned this PTE from (an insert, a remap, a copy, a look).
     pub since: u64,
+    /// Its RAM/linear-map alias was judged when it was installed (`vm_insert_page`, a fault's
+    /// `set_pte_range`, an untracked remap): a `vm_normal_page` of it later does not count
+    /// the same alias again.
+    pub judged: bool,
 }
 
 impl Pte {
@@ -131,6 +135,9 @@ pub(super) struct PhysMem {
     ram_types: IdMap<u64, (Cache, Option<u64>)>,
     /// The start state listed every non-WB RAM page: a page not in `ram_types` is WB.
     ram_types_known: bool,
+    /// Device memory the kernel gave struct pages (pmem, device-dax: /proc/iomem's
+    /// "Persistent Memory" resources), as pfn ranges; None without the start state's iomem.
+    memmap: Option<Vec<[u64; 2]>>,
 }
 
 /// Whether a pfn range is System RAM, as `pat_pagerange_is_ram` decides.
@@ -156,6 +163,19 @@ impl PhysMem {
             zero_pfn_known: meta.zero_pfn.is_some(),
             ..PhysMem::default()
         };
+        // Where the trace says where RAM is, the start state's iomem lists every device range
+        // (an empty list: none with struct pages).
+        if let Some(st) = &meta.start_state
+            && !m.ram.is_empty()
+        {
+            m.memmap = Some(
+                st.iomem
+                    .iter()
+                    .filter(|s| s.name.starts_with("Persistent Memory"))
+                    .map(|s| [s.start >> 12, s.end.div_ceil(4096)])
+                    .collect(),
+            );
+        }
         if let Some(spans) = meta
             .start_state
             .as_ref()
@@ -175,6 +195,14 @@ impl PhysMem {
             }
         }
         m
+    }
+
+    /// Whether device memory at `pfn` has struct pages, as far as the trace says (true when it
+    /// does not say).
+    pub(super) fn has_memmap(&self, pfn: u64) -> bool {
+        self.memmap
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|r| r[0] <= pfn && pfn < r[1]))
     }
 
     /// `pat_pagerange_is_ram`: the legacy ISA range counts as non-RAM (memtype.c clips it).

@@ -4,7 +4,7 @@ use pfnscope_abi::Hook;
 use pfnscope_abi::bits::{PAGE_SHIFT, PAGE_SIZE};
 use pfnscope_trace::Rec;
 
-use super::{Model, pages, space};
+use super::{Model, hex, num, pages, space};
 use crate::memtype::{FreeMatch, Owner};
 use crate::report::Sink;
 use crate::rules::Rule;
@@ -32,7 +32,7 @@ impl<S: Sink> Model<S> {
                     || {
                         (
                             format!("memtype_free of pfn {pfn:#x}, {size} bytes"),
-                            format!("pfn {:#x?}, size {:?}", fr.pfn(), fr.size()),
+                            format!("pfn {}, size {}", hex(fr.pfn()), num(fr.size())),
                         )
                     },
                 );
@@ -129,8 +129,11 @@ impl<S: Sink> Model<S> {
                             &[r, fr],
                             || {
                                 (
-                                    format!("memtype_free of pfn {exp_pfn:#x?}, {exp_size} bytes"),
-                                    format!("pfn {:#x?}, size {:?}", fr.pfn(), fr.size()),
+                                    format!(
+                                        "memtype_free of pfn {}, {exp_size} bytes",
+                                        hex(exp_pfn)
+                                    ),
+                                    format!("pfn {}, size {}", hex(fr.pfn()), num(fr.size())),
                                 )
                             },
                         );
@@ -187,7 +190,7 @@ impl<S: Sink> Model<S> {
                         || {
                             (
                                 format!("memtype_free of pfn {pfn:#x}, {size} bytes"),
-                                format!("pfn {:#x?}, size {:?}", fr.pfn(), fr.size()),
+                                format!("pfn {}, size {}", hex(fr.pfn()), num(fr.size())),
                             )
                         },
                     );

@@ -6,7 +6,7 @@ use pfnscope_abi::{Cache, Hook};
 use pfnscope_trace::{Rec, Record};
 
 use super::state::{Pte, RamKind};
-use super::{Model, space};
+use super::{Model, hex, space};
 use crate::report::{Outcome, Sink};
 use crate::rules::Rule;
 use crate::tree::Tree;
@@ -14,7 +14,15 @@ use crate::tree::Tree;
 impl<S: Sink> Model<S> {
     /// A PTE of a RAM page whose cache mode is not the page's memtype: the kernel's linear
     /// map of the page uses the memtype, so the page has two mappings that disagree.
-    fn linear_alias(&mut self, r: Rec<'_>, pfn: u64, cache: Cache, v: u64) {
+    /// `bits` are the PTE's own (`vm_normal_page`) or the protection it is made from (an
+    /// insert or remap), named by `what`.
+    pub(super) fn linear_alias(
+        &mut self,
+        r: Rec<'_>,
+        pfn: u64,
+        cache: Cache,
+        (what, bits): (&str, u64),
+    ) {
         if !self.pats.on || self.mem.ram_kind(pfn, 1) != RamKind::Ram {
             return;
         }
@@ -22,9 +30,9 @@ impl<S: Sink> Model<S> {
             Some((memtype, _)) if memtype != cache => {
                 self.find(Rule::FindLinearAlias, &[r], r.driver(), || {
                     format!(
-                        "RAM pfn {pfn:#x} mapped {} at {:#x?} (PTE {v:#x}) while its memtype, and the kernel's linear map, is {}",
+                        "RAM pfn {pfn:#x} mapped {} at {} ({what} {bits:#x}) while its memtype, and the kernel's linear map, is {}",
                         cache.name(),
-                        r.address(),
+                        hex(r.address()),
                         memtype.name()
                     )
                 })
@@ -78,7 +86,17 @@ impl<S: Sink> Model<S> {
             }
         }
         let zero = self.mem.zero_pfn == Some(pfn);
-        self.linear_alias(r, pfn, cache, v);
+        // A PTE the trace saw installed was judged there, with the same cache mode: asking
+        // again at its zap counted each alias twice.
+        let judged = address.is_some_and(|a| {
+            self.ptes
+                .map
+                .get(&(space(r), a >> PAGE_SHIFT))
+                .is_some_and(|m| m.judged && m.cache == Some(cache))
+        });
+        if !judged {
+            self.linear_alias(r, pfn, cache, ("PTE", v));
+        }
         if special {
             self.check(Rule::VnpSpecial, !page, &[r], || {
                 (
@@ -89,13 +107,14 @@ impl<S: Sink> Model<S> {
             if !page && r.driver().is_some() && plain_vma && !devmap && !zero {
                 self.find(Rule::FindBadSpecial, &[r], r.driver(), || {
                     format!(
-                        "special PTE in a vma without VM_PFNMAP/VM_MIXEDMAP: PTE {v:#x} at {:#x?}",
-                        r.address()
+                        "special PTE in a vma without VM_PFNMAP/VM_MIXEDMAP: PTE {v:#x} at {}",
+                        hex(r.address())
                     )
                 });
             }
         } else if page {
             self.sink.tally(Rule::VnpNormal, Outcome::Held);
+            self.page_for_device(r, pfn);
             self.mem.max_page_pfn = Some(self.mem.max_page_pfn.map_or(pfn, |m| m.max(pfn)));
         } else if self.mem.max_page_pfn.is_some_and(|m| m >= pfn) {
             self.diverge(
@@ -111,8 +130,8 @@ impl<S: Sink> Model<S> {
             self.nc(Rule::VnpNormal);
             self.find(Rule::FindBadNonSpecial, &[r], r.driver(), || {
                 format!(
-                    "no page for a non-special PTE: PTE {v:#x} at {:#x?}",
-                    r.address()
+                    "no page for a non-special PTE: PTE {v:#x} at {}",
+                    hex(r.address())
                 )
             });
         }
@@ -178,6 +197,7 @@ impl<S: Sink> Model<S> {
                     && vm_flags.is_some_and(|vm| b.is_cow(vm))
                     && known.is_some_and(|p| p.anon),
                 since: r.seq(),
+                judged: false,
             };
             // Special PTEs have no rmap: truncating or purging the page cannot unmap them, so
             // a driver that frees pages it still maps leaves user space a freed page.
@@ -220,8 +240,8 @@ impl<S: Sink> Model<S> {
                         self.check(Rule::PteState, !mism, &[r], || {
                             (
                                 format!(
-                                    "pfn {:#x?} special {:?} cache {:?}{}",
-                                    m.pfn,
+                                    "pfn {} special {:?} cache {:?}{}",
+                                    hex(m.pfn),
                                     m.special,
                                     m.cache.map(Cache::name),
                                     if m.anon { " (COW copy)" } else { "" }

@@ -10,6 +10,7 @@ mod kmod;
 mod mainjob;
 mod modules;
 mod qemu;
+mod report;
 mod setup;
 mod suite;
 mod testbox;

@@ -14,6 +14,8 @@ mod report;
 mod setup;
 mod suite;
 mod testbox;
+mod userbox;
+mod userspec;
 mod util;
 mod zoo;
 

@@ -16,6 +16,7 @@ mod suite;
 mod testbox;
 mod userbox;
 mod userspec;
+mod usertest;
 mod util;
 mod zoo;
 

@@ -54,22 +54,13 @@ pub fn replay(tools: &Tools, trace: &Path, dir: &Path) -> Result<Replayed> {
     let check_json = dir.join("replay-check.json");
     let overhead_json = dir.join("replay-overhead.json");
     for (what, out) in [("check", &check_json), ("overhead", &overhead_json)] {
-        let o = Command::new(&tools.replay)
-            .args([what, "--json"])
-            .arg(trace)
-            .output()
-            .with_context(|| format!("running {}", tools.replay.display()))?;
-        let usable = [ExitStatus::Ok, ExitStatus::Divergences, ExitStatus::Damaged]
-            .map(|s| Some(s as i32))
-            .contains(&o.status.code());
-        if !usable {
-            bail!(
-                "replay {what} {}: {}",
-                trace.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        std::fs::write(out, &o.stdout)?;
+        let mut c = Command::new(&tools.replay);
+        c.args([what, "--json"]).arg(trace);
+        let stdout = run_tool(
+            &mut c,
+            &[ExitStatus::Ok, ExitStatus::Divergences, ExitStatus::Damaged],
+        )?;
+        std::fs::write(out, stdout)?;
     }
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&check_json)?)
         .with_context(|| format!("{} is not JSON", check_json.display()))?;
@@ -102,18 +93,22 @@ pub fn report(tools: &Tools, trace: &Path, r: &Replayed, out: &Path) -> Result<P
         .arg(&r.overhead_json)
         .arg("-o")
         .arg(out);
+    run_tool(&mut c, &[ExitStatus::Ok, ExitStatus::Damaged])?;
+    Ok(out.join("index.html"))
+}
+
+/// Runs one of the workspace's tools; its stdout when it exits with one of `accepted`, else an
+/// error with its own message.
+fn run_tool(c: &mut Command, accepted: &[ExitStatus]) -> Result<Vec<u8>> {
     let o = c
         .output()
-        .with_context(|| format!("running {}", tools.analyzer.display()))?;
-    let whole_or_damaged = [ExitStatus::Ok, ExitStatus::Damaged]
-        .map(|s| Some(s as i32))
-        .contains(&o.status.code());
-    if !whole_or_damaged {
+        .with_context(|| format!("running {}", util::show(c)))?;
+    if !accepted.iter().any(|s| o.status.code() == Some(*s as i32)) {
         bail!(
-            "analyzer report {}: {}",
-            trace.display(),
+            "{}: {}",
+            util::show(c),
             String::from_utf8_lossy(&o.stderr).trim()
         );
     }
-    Ok(out.join("index.html"))
+    Ok(o.stdout)
 }

@@ -121,12 +121,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let busybox = find_static_busybox()?;
     let cache = util::cache_dir();
-    let apt = Apt::new(&cache)?;
-    println!(
-        "updating the private package lists under {}",
-        cache.join("apt").display()
-    );
-    let updated = apt.update();
+    let (apt, updated) = Apt::updated(&cache)?;
     let mut failures = Vec::new();
     for s in series {
         let one = Instant::now();
@@ -308,12 +303,7 @@ fn run_guest(
     }
     let work = out.join("work");
     std::fs::create_dir_all(&work)?;
-    println!(
-        "kernel {}: {} ({})",
-        k.series.name(),
-        k.release,
-        k.vmlinuz.display()
-    );
+    println!("{}", k.heading());
     let zoo_plan = zoo::plan(k, workloads, &util::cache_dir())?;
     for (w, why) in &zoo_plan.skipped {
         println!("SKIPPED: {w} on kernel {}: {why}", k.series.name());

@@ -41,12 +41,7 @@ const DISK_BYTES: u64 = 512 << 20;
 
 pub fn run(o: &Options) -> Result<()> {
     let cache = util::cache_dir();
-    let apt = Apt::new(&cache)?;
-    println!(
-        "updating the private package lists under {}",
-        cache.join("apt").display()
-    );
-    let updated = apt.update();
+    let (apt, updated) = Apt::updated(&cache)?;
     let busybox = testbox::find_static_busybox()?;
     let applets = applets(&busybox)?;
     // Everything that can refuse the request, for every kernel, before anything is built.
@@ -335,12 +330,7 @@ fn boot(
         }
     }
     std::fs::create_dir_all(&work)?;
-    println!(
-        "kernel {}: {} ({})",
-        k.series.name(),
-        k.release,
-        k.vmlinuz.display()
-    );
+    println!("{}", k.heading());
     let run_timeout_s = o.run_timeout_s.unwrap_or(RUN_TIMEOUT_S);
     let plan = UserPlan {
         boot_modules: p.boot_modules.clone(),

@@ -1,6 +1,6 @@
 //! Out-of-tree kernel modules built for a guest kernel against that exact release's Debian
-//! headers (`kmod/bugzoo` for the bug zoo; issue 24's `testbox --module SRC_DIR` reuses
-//! [`build`]).
+//! headers: `kmod/bugzoo` for the bug zoo, and any module given to `testbox --module
+//! SRC_DIR`.
 //!
 //! The build runs in a Debian chroot of the kernel's own suite, one per suite, made once with
 //! debootstrap and kept under the cache (`$PFNSCOPE_CACHE/chroots/{bookworm,sid}`): the 7.x

@@ -200,9 +200,9 @@ save() {
         off=$((off + ($(stat -c %s /tmp/save.tar) + 65535) / 65536))
     rm -f /tmp/save.tar
 }
-# watchdog SECONDS PID: past the limit, SIGTERM (the tracer finishes its file), and SIGKILL 10 s
-# later: the tracer then still waits for its command, which runs on. Then everything but this
-# script is killed, so that nothing of it is left for the next command.
+# watchdog SECONDS PID: past the limit SIGTERM, on which the tracer finishes its file, and
+# SIGKILL 10 s later, as the tracer then still waits for a command that runs on. The caller
+# then kills everything but this script: nothing is left for the next command.
 watchdog() {
     sleep $1 && touch /tmp/timed-out && kill -TERM $2 2>/dev/null && sleep 10 && kill -KILL $2 2>/dev/null
 }

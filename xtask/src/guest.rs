@@ -30,17 +30,11 @@ fn is_safe(word: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.,:=/".contains(&b))
 }
 
-/// The /init shell script (busybox sh). Results go to /out, which is written as a tar archive to
-/// the raw disk /dev/vda at the end; the serial console only carries progress lines.
-pub fn init_script(plan: &Plan) -> String {
-    for w in plan.boot_modules.iter().chain(&plan.record_args).chain(
-        plan.steps
-            .iter()
-            .flat_map(|s| s.modules.iter().chain([&s.workload])),
-    ) {
-        assert!(is_safe(w), "unsafe name in guest plan: {w:?}");
-    }
-    let mut s = String::from(
+/// The start of every /init: mounts, the helpers `say`, `kmsg` and `load`, the boot's facts.
+/// `box_dir` holds what belongs to the whole boot (`dmesg.txt`, `modules.log`, `uname.txt`,
+/// `cmdline.txt`).
+fn prelude(box_dir: &str) -> String {
+    format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -51,32 +45,58 @@ mount -t tmpfs tmpfs /tmp
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-mkdir -p /out
-say() { echo "PFNSCOPE: $*"; }
-# The kernel log in shares: what came since the last call, appended to /out/dmesg.txt and, with
-# a workload's name, kept as /out/NAME.dmesg (its own lines, e.g. PAT's complaints).
-kmsg() {
-    dmesg -c >/tmp/kmsg; cat /tmp/kmsg >>/out/dmesg.txt
-    if [ -n "$1" ]; then cp /tmp/kmsg "/out/$1.dmesg"; fi
-}
-load() {
-    if insmod /lib/modules/$1.ko 2>>/out/modules.log; then echo "loaded $1" >>/out/modules.log
-    else say "insmod $1 failed"; echo "FAILED $1" >>/out/modules.log; fi
-}
+mkdir -p /out {box_dir}
+say() {{ echo "PFNSCOPE: $*"; }}
+# The kernel log in shares: what came since the last call, appended to {box_dir}/dmesg.txt and,
+# given a file, kept there too (a workload's own lines, e.g. PAT's complaints).
+kmsg() {{
+    dmesg -c >/tmp/kmsg; cat /tmp/kmsg >>{box_dir}/dmesg.txt
+    if [ -n "$1" ]; then cp /tmp/kmsg "$1"; fi
+}}
+# load NAME [PARAM...]: insmod with the module's parameters.
+load() {{
+    m=$1; shift
+    if insmod /lib/modules/$m.ko "$@" 2>>{box_dir}/modules.log; then echo "loaded $m $*" >>{box_dir}/modules.log
+    else say "insmod $m failed"; echo "FAILED $m" >>{box_dir}/modules.log; fi
+}}
 say "init up: kernel $(uname -r)"
-uname -a >/out/uname.txt
-cat /proc/cmdline >/out/cmdline.txt
-"#,
-    );
+uname -a >{box_dir}/uname.txt
+cat /proc/cmdline >{box_dir}/cmdline.txt
+"#
+    )
+}
+
+/// Waits for the virtio disks the results go back on.
+fn wait_for_disks(disks: &[&str]) -> String {
+    let mut s = String::from("i=0\n");
+    let missing: Vec<String> = disks.iter().map(|d| format!("[ ! -b {d} ]")).collect();
+    s.push_str(&format!(
+        "while {{ {}; }} && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n",
+        missing.join(" || ")
+    ));
+    for d in disks {
+        s.push_str(&format!(
+            "[ -b {d} ] || say \"no {d}: results cannot be written back\"\n"
+        ));
+    }
+    s
+}
+
+/// The /init shell script (busybox sh). Results go to /out, which is written as a tar archive to
+/// the raw disk /dev/vda at the end; the serial console only carries progress lines.
+pub fn init_script(plan: &Plan) -> String {
+    for w in plan.boot_modules.iter().chain(&plan.record_args).chain(
+        plan.steps
+            .iter()
+            .flat_map(|s| s.modules.iter().chain([&s.workload])),
+    ) {
+        assert!(is_safe(w), "unsafe name in guest plan: {w:?}");
+    }
+    let mut s = prelude("/out");
     for m in &plan.boot_modules {
         s.push_str(&format!("load {m}\n"));
     }
-    s.push_str(
-        r#"i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-[ -b /dev/vda ] || say "no /dev/vda: results cannot be written back"
-"#,
-    );
+    s.push_str(&wait_for_disks(&["/dev/vda"]));
     if plan.trace {
         s.push_str(
             r#"tracer doctor --json >/out/doctor.json 2>/out/doctor.err
@@ -103,7 +123,7 @@ say "doctor rc=$(cat /out/doctor.rc)"
             ));
         }
         s.push_str(&format!(
-            "echo $? >/out/{w}.rc\nkmsg {w}\ncd /\nsay \"workload {w} rc=$(cat /out/{w}.rc)\"\n"
+            "echo $? >/out/{w}.rc\nkmsg /out/{w}.dmesg\ncd /\nsay \"workload {w} rc=$(cat /out/{w}.rc)\"\n"
         ));
     }
     s.push_str(&format!(
@@ -111,6 +131,130 @@ say "doctor rc=$(cat /out/doctor.rc)"
 lsmod >/out/lsmod.txt 2>&1
 cd /out && tar -cf /dev/vda . && sync && say "results written"
 cd /
+echo "{DONE}"
+reboot -f
+"#
+    ));
+    s
+}
+
+/// One `testbox --run` command: its results go to `/out/<name>/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRun {
+    pub name: String,
+    pub command: String,
+}
+
+/// The guest's plan for the user's own modules and commands (`testbox --run`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserPlan {
+    pub boot_modules: Vec<String>,
+    /// insmod after the boot modules, in this order, each with its parameters.
+    pub loads: Vec<(String, Vec<String>)>,
+    pub runs: Vec<UserRun>,
+    /// Seconds one command may take; then it and whatever it left running are killed.
+    pub run_timeout_s: u32,
+    /// Extra `tracer record` arguments.
+    pub record_args: Vec<String>,
+}
+
+/// What belongs to the whole boot, under /out (a run's name never starts with a dot).
+pub const USER_BOX: &str = ".box";
+/// A run's exit status when it ran out of time.
+pub const TIMED_OUT: u32 = 124;
+
+/// The progress line a run starts with and the prefix of the one it ends with (`rc=N`).
+pub fn run_marks(name: &str) -> (String, String) {
+    (
+        format!("{MARK} run {name} start"),
+        format!("{MARK} run {name} rc="),
+    )
+}
+
+/// The /init script for the user's commands. Results leave the guest as they come, so a guest
+/// that dies keeps what it made: after each command its directory is appended to /dev/vda as
+/// one more tar archive (the host reads them all with `tar --ignore-zeros`), and while a
+/// command runs its directory, trace so far included, is copied to /dev/vdb every two seconds.
+pub fn user_script(p: &UserPlan) -> String {
+    use crate::userspec::{is_module_name, module_arg, sh_quote};
+    for m in p.boot_modules.iter().chain(p.loads.iter().map(|l| &l.0)) {
+        assert!(is_module_name(m), "unsafe module name in guest plan: {m:?}");
+    }
+    for a in p.loads.iter().flat_map(|l| &l.1) {
+        assert!(module_arg(a).is_ok(), "unsafe module argument: {a:?}");
+    }
+    for w in p.runs.iter().map(|r| &r.name).chain(&p.record_args) {
+        assert!(is_safe(w), "unsafe name in guest plan: {w:?}");
+    }
+    let b = format!("/out/{USER_BOX}");
+    let mut s = prelude(&b);
+    for m in &p.boot_modules {
+        s.push_str(&format!("load {m}\n"));
+    }
+    s.push_str(&wait_for_disks(&["/dev/vda", "/dev/vdb"]));
+    s.push_str(
+        r#"off=0
+save() {
+    (cd /out && tar -cf /tmp/save.tar "$@") || return
+    dd if=/tmp/save.tar of=/dev/vda bs=65536 seek=$off conv=notrunc,fsync 2>/dev/null &&
+        off=$((off + ($(stat -c %s /tmp/save.tar) + 65535) / 65536))
+    rm -f /tmp/save.tar
+}
+# watchdog SECONDS PID: past the limit SIGTERM, on which the tracer finishes its file, and
+# SIGKILL 10 s later, as the tracer then still waits for a command that runs on. The caller
+# then kills everything but this script: nothing is left for the next command.
+watchdog() {
+    sleep $1 && touch /tmp/timed-out && kill -TERM $2 2>/dev/null && sleep 10 && kill -KILL $2 2>/dev/null
+}
+snapshots() {
+    while sleep 2; do
+        (cd /out && tar -cf /tmp/snap.tar "$1") &&
+            dd if=/tmp/snap.tar of=/dev/vdb bs=65536 conv=notrunc,fsync 2>/dev/null
+    done
+}
+"#,
+    );
+    for (m, args) in &p.loads {
+        let args: String = args.iter().map(|a| format!(" {}", sh_quote(a))).collect();
+        s.push_str(&format!("load {m}{args}\n"));
+    }
+    s.push_str(&format!("kmsg\nsave {USER_BOX}\n"));
+    let t = p.run_timeout_s;
+    let extra: String = p.record_args.iter().map(|a| format!(" {a}")).collect();
+    for r in &p.runs {
+        let (n, d) = (&r.name, format!("/out/{}", r.name));
+        let (start, end) = run_marks(n);
+        let start = start.trim_start_matches(MARK).trim();
+        let end = end.trim_start_matches(MARK).trim();
+        s.push_str(&format!(
+            r#"mkdir -p {d}
+kmsg
+say "{start}"
+snapshots {n} & snap=$!
+cd /root
+/bin/tracer record -q{extra} -o {d}/trace.arrows -- /bin/sh -c {cmd} >{d}/output.log 2>&1 </dev/null &
+tracer=$!
+watchdog {t} $tracer & dog=$!
+wait $tracer
+rc=$?
+cd /
+kill $dog 2>/dev/null
+if [ -e /tmp/timed-out ]; then rm /tmp/timed-out; rc={TIMED_OUT}; kill -9 -1; sleep 1; fi
+kill $snap 2>/dev/null; wait $snap 2>/dev/null
+echo $rc >{d}/rc
+kmsg {d}/dmesg.txt
+cat /sys/kernel/debug/x86/pat_memtype_list >{d}/pat_memtype_list.txt 2>&1
+cat /proc/iomem >{d}/iomem.txt
+save {n} {USER_BOX}
+say "{end}$rc"
+"#,
+            cmd = sh_quote(&r.command),
+        ));
+    }
+    s.push_str(&format!(
+        r#"kmsg
+lsmod >{b}/lsmod.txt 2>&1
+save {USER_BOX} && sync && say "results written"
 echo "{DONE}"
 reboot -f
 "#
@@ -163,10 +307,10 @@ mod tests {
         let load = s.find("load bochs\n").unwrap();
         let cut = load + s[load..].find("kmsg\n").unwrap();
         let run = s.find("/bin/workload drm-bochs").unwrap();
-        let kept = s.find("kmsg drm-bochs\n").unwrap();
+        let kept = s.find("kmsg /out/drm-bochs.dmesg\n").unwrap();
         // The driver's load messages stay out of the workload's share.
         assert!(load < cut && cut < run && run < kept);
-        assert!(s.find("kmsg anon\n").unwrap() < load);
+        assert!(s.find("kmsg /out/anon.dmesg\n").unwrap() < load);
         // The whole log still reaches dmesg.txt, in order, before the results are written.
         assert!(s.contains("cat /tmp/kmsg >>/out/dmesg.txt") && !s.contains("dmesg >"));
         let last = s.rfind("kmsg\n").unwrap();
@@ -195,5 +339,88 @@ mod tests {
         let mut p = plan(true);
         p.steps[0].workload = "anon; rm -rf /".into();
         init_script(&p);
+    }
+
+    fn user_plan() -> UserPlan {
+        UserPlan {
+            boot_modules: vec!["virtio_blk".into()],
+            loads: vec![
+                ("drm".into(), vec![]),
+                (
+                    "qxl".into(),
+                    vec!["num_heads=2".into(), "x='$(reboot)'".into()],
+                ),
+                ("pfndemo".into(), vec!["pages=16".into()]),
+            ],
+            runs: vec![
+                UserRun {
+                    name: "pfndemo-touch".into(),
+                    command: "pfndemo-touch 16".into(),
+                },
+                UserRun {
+                    name: "echo".into(),
+                    command: "echo c > /proc/sysrq-trigger; echo '$HOME'".into(),
+                },
+            ],
+            run_timeout_s: 60,
+            record_args: vec![],
+        }
+    }
+
+    #[test]
+    fn user_script_loads_in_order_with_quoted_parameters_then_runs_each_command_traced() {
+        let s = user_script(&user_plan());
+        let qxl = s
+            .find(r#"load qxl 'num_heads=2' 'x='\''$(reboot)'\'''"#)
+            .unwrap();
+        assert!(s.find("load drm\n").unwrap() < qxl);
+        assert!(qxl < s.find("load pfndemo 'pages=16'\n").unwrap());
+        let run = s
+            .find("/bin/tracer record -q -o /out/pfndemo-touch/trace.arrows -- /bin/sh -c 'pfndemo-touch 16' >/out/pfndemo-touch/output.log 2>&1 </dev/null &\n")
+            .unwrap();
+        assert!(s.find("load pfndemo").unwrap() < run);
+        assert!(s.contains(
+            r#"/bin/sh -c 'echo c > /proc/sysrq-trigger; echo '\''$HOME'\''' >/out/echo/output.log"#
+        ));
+        // Both disks are waited for before anything is saved.
+        assert!(s.find("[ ! -b /dev/vdb ]").unwrap() < s.find("save .box").unwrap());
+        assert!(s.trim_end().ends_with("reboot -f"));
+    }
+
+    #[test]
+    fn each_command_leaves_its_results_on_disk_before_the_next_starts() {
+        let s = user_script(&user_plan());
+        let say = |mark: &str| {
+            s.find(&format!("say \"{}", mark.trim_start_matches(MARK).trim()))
+                .unwrap()
+        };
+        let (start1, end1) = run_marks("pfndemo-touch");
+        let (start2, _) = run_marks("echo");
+        let snap = s.find("snapshots pfndemo-touch & snap=$!").unwrap();
+        let run = s.find("-o /out/pfndemo-touch/trace.arrows").unwrap();
+        let kept = s.find("echo $rc >/out/pfndemo-touch/rc").unwrap();
+        let pat = s
+            .find("cat /sys/kernel/debug/x86/pat_memtype_list >/out/pfndemo-touch/pat_memtype_list.txt")
+            .unwrap();
+        let iomem = s
+            .find("cat /proc/iomem >/out/pfndemo-touch/iomem.txt")
+            .unwrap();
+        let saved = s.find("save pfndemo-touch .box\n").unwrap();
+        assert!(say(&start1) < snap && snap < run && run < kept);
+        assert!(kept < pat && pat < iomem && iomem < saved && saved < say(&end1));
+        assert!(say(&end1) < say(&start2));
+        assert!(s.contains("kmsg /out/pfndemo-touch/dmesg.txt\n"));
+        // A timeout kills what the command left behind, and says so in its exit status.
+        let dog = s.find("watchdog 60 $tracer & dog=$!\n").unwrap();
+        assert!(run < dog && dog < kept);
+        assert!(s.contains(&format!("rc={TIMED_OUT}; kill -9 -1;")));
+    }
+
+    #[test]
+    #[should_panic(expected = "unsafe module argument")]
+    fn user_script_refuses_unchecked_module_arguments() {
+        let mut p = user_plan();
+        p.loads[0].1.push("a b".into());
+        user_script(&p);
     }
 }

@@ -173,6 +173,18 @@ impl Apt {
         c
     }
 
+    /// The private apt state under `cache`, and how updating its lists went (without network
+    /// the cached kernels still serve, see [`fetch`]).
+    pub fn updated(cache: &Path) -> Result<(Apt, Result<()>)> {
+        let apt = Apt::new(cache)?;
+        println!(
+            "updating the private package lists under {}",
+            cache.join("apt").display()
+        );
+        let updated = apt.update();
+        Ok((apt, updated))
+    }
+
     pub fn update(&self) -> Result<()> {
         let mut c = self.cmd("apt-get");
         c.arg("-q").arg("update");
@@ -220,6 +232,18 @@ pub struct Kernel {
     pub version: String,
     pub vmlinuz: PathBuf,
     pub modules: PathBuf,
+}
+
+impl Kernel {
+    /// A boot's first line: `kernel 6.12: 6.12.118+deb12-amd64 (.../vmlinuz-...)`.
+    pub fn heading(&self) -> String {
+        format!(
+            "kernel {}: {} ({})",
+            self.series.name(),
+            self.release,
+            self.vmlinuz.display()
+        )
+    }
 }
 
 fn locate(root: &Path, series: Series, release: &str, version: &str) -> Result<Kernel> {

@@ -1,6 +1,6 @@
 //! Out-of-tree kernel modules built for a guest kernel against that exact release's Debian
-//! headers (`kmod/bugzoo` for the bug zoo; issue 24's `testbox --module SRC_DIR` reuses
-//! [`build`]).
+//! headers: `kmod/bugzoo` for the bug zoo, and any module given to `testbox --module
+//! SRC_DIR`.
 //!
 //! The build runs in a Debian chroot of the kernel's own suite, one per suite, made once with
 //! debootstrap and kept under the cache (`$PFNSCOPE_CACHE/chroots/{bookworm,sid}`): the 7.x
@@ -531,13 +531,8 @@ pub fn build_warnings(log: &str) -> Vec<String> {
 }
 
 /// A module loads only into the release its `vermagic=` names.
-fn check_vermagic(ko: &[u8], release: &str) -> Result<()> {
-    let info = modules::elf_section(ko, ".modinfo").context("no .modinfo")?;
-    let vermagic = info
-        .split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"vermagic="))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .context("no vermagic")?;
+pub fn check_vermagic(ko: &[u8], release: &str) -> Result<()> {
+    let vermagic = modules::vermagic(ko).context("no vermagic in its .modinfo")?;
     if vermagic.split_whitespace().next() != Some(release) {
         bail!("vermagic {vermagic:?} is not for {release}");
     }

@@ -10,9 +10,13 @@ mod kmod;
 mod mainjob;
 mod modules;
 mod qemu;
+mod report;
 mod setup;
 mod suite;
 mod testbox;
+mod userbox;
+mod userspec;
+mod usertest;
 mod util;
 mod zoo;
 

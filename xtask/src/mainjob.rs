@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use pfnscope_trace::read_trace;
 
-use crate::util;
+use crate::{report, util};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,7 +43,6 @@ pub fn run(a: &Args) -> Result<()> {
         bail!("the main job installs packages and loads eBPF programs: run it as root");
     }
     let started = Instant::now();
-    let root = util::workspace_root();
     let target = util::target_dir();
     let out = a
         .out
@@ -54,18 +53,11 @@ pub fn run(a: &Args) -> Result<()> {
     step(1, "set-up (installs only what is missing)");
     exe(Command::new(&me).arg("setup"))?;
 
-    // The dev profile, shared with `cargo xtask test`: a release polars is another ~13 minutes
-    // of compiling on 2 cores, for reports on traces of a few thousand rows. (The tracer and the
-    // workloads are built in release by the test box steps.) Run `cargo build --release` for
-    // large traces.
     step(
         2,
         "building replay and analyzer (dev profile, shared with `cargo xtask test`)",
     );
-    exe(Command::new("cargo")
-        .current_dir(&root)
-        .args(["build", "-p", "replay", "-p", "analyzer"]))?;
-    let bin = |n: &str| target.join("debug").join(n);
+    let tools = report::Tools::build()?;
 
     step(
         3,
@@ -111,69 +103,23 @@ pub fn run(a: &Args) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         std::fs::copy(trace, dir.join("trace.arrows"))
             .with_context(|| format!("copying {}", trace.display()))?;
-        let check = dir.join("replay-check.json");
-        let o = Command::new(bin("replay"))
-            .args(["check", "--json"])
-            .arg(trace)
-            .output()?;
-        // Exit 1 means divergences were found: that is a result to report, not a failure here.
-        if !matches!(o.status.code(), Some(0) | Some(1)) {
-            bail!(
-                "replay check {}: {}",
-                trace.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
+        let r = report::replay(&tools, trace, &dir)?;
+        if let Some(d) = &r.damage {
+            bail!("replay {}: the trace is damaged: {d}", trace.display());
         }
-        std::fs::write(&check, &o.stdout)?;
-        let overhead = dir.join("replay-overhead.json");
-        let o = Command::new(bin("replay"))
-            .args(["overhead", "--json"])
-            .arg(trace)
-            .output()?;
-        if !o.status.success() {
-            bail!(
-                "replay overhead {}: {}",
-                trace.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        std::fs::write(&overhead, &o.stdout)?;
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&check)?)?;
-        let (div, find) = (
-            v["summary"]["divergences"].as_u64().unwrap_or(0),
-            v["summary"]["findings"].as_u64().unwrap_or(0),
-        );
-        // Findings are grouped by rule and driver: a WC downgrade on every page is one finding
-        // seen 1000 times, and the summary should say which.
-        let mut finding_rules = BTreeMap::new();
-        for f in v["findings"].as_array().into_iter().flatten() {
-            if let Some(rule) = f["rule"].as_str() {
-                *finding_rules.entry(rule.to_string()).or_insert(0u64) += 1;
-            }
-        }
+        let (div, find) = (r.divergences, r.findings);
         println!("  {name}: {div} divergences, {find} findings");
         rows.push(Row {
             name: name.clone(),
             trace: trace.clone(),
-            divergences: div,
-            findings: find,
-            finding_rules,
             stats: stats(trace)?,
+            replayed: r,
         });
     }
 
     step(6, "writing the reports");
     for r in &rows {
-        let dir = out.join(&r.name);
-        exe(Command::new(bin("analyzer"))
-            .args(["report"])
-            .arg(&r.trace)
-            .arg("--replay")
-            .arg(dir.join("replay-check.json"))
-            .arg("--replay")
-            .arg(dir.join("replay-overhead.json"))
-            .arg("-o")
-            .arg(&dir))?;
+        report::report(&tools, &r.trace, &r.replayed, &out.join(&r.name))?;
     }
     std::fs::write(out.join("index.html"), index_html(&rows))?;
 
@@ -188,10 +134,7 @@ pub fn run(a: &Args) -> Result<()> {
 struct Row {
     name: String,
     trace: PathBuf,
-    divergences: u64,
-    findings: u64,
-    /// Finding groups per rule id.
-    finding_rules: BTreeMap<String, u64>,
+    replayed: report::Replayed,
     stats: Stats,
 }
 
@@ -256,11 +199,11 @@ fn five_lines(rows: &[Row]) -> Vec<String> {
         .iter()
         .map(|(d, v)| format!("{d} {:.1} us", *v as f64 / 1e3))
         .collect();
-    let div: u64 = rows.iter().map(|r| r.divergences).sum();
-    let find: u64 = rows.iter().map(|r| r.findings).sum();
+    let div: u64 = rows.iter().map(|r| r.replayed.divergences).sum();
+    let find: u64 = rows.iter().map(|r| r.replayed.findings).sum();
     let mut rules: BTreeMap<&str, u64> = BTreeMap::new();
     for r in rows {
-        for (rule, n) in &r.finding_rules {
+        for (rule, n) in &r.replayed.finding_rules {
             *rules.entry(rule).or_default() += n;
         }
     }
@@ -330,8 +273,8 @@ fn index_html(rows: &[Row]) -> String {
             } else {
                 p99.join("<br>")
             },
-            r.divergences,
-            r.findings,
+            r.replayed.divergences,
+            r.replayed.findings,
             r.stats.dropped,
             n = esc(&r.name)
         );

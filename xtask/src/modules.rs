@@ -39,7 +39,22 @@ pub fn elf_section<'a>(elf: &'a [u8], name: &str) -> Option<&'a [u8]> {
     None
 }
 
-/// The `depends=` list of a `.modinfo` section (NUL-separated `key=value` strings).
+/// The first value of `key` in a `.modinfo` section (NUL-separated `key=value` strings).
+pub fn modinfo_value(modinfo: &[u8], key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    modinfo
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A module's `vermagic=` (`6.12.118+deb12-amd64 SMP preempt mod_unload modversions`): it loads
+/// only into the release its first word names.
+pub fn vermagic(ko: &[u8]) -> Option<String> {
+    modinfo_value(elf_section(ko, ".modinfo")?, "vermagic")
+}
+
+/// The `depends=` list of a `.modinfo` section.
 pub fn modinfo_depends(modinfo: &[u8]) -> Vec<String> {
     modinfo
         .split(|&b| b == 0)
@@ -103,10 +118,23 @@ pub fn load_order(
     Ok(out)
 }
 
+/// What a kernel's tree has under one module name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A loadable module file.
+    File,
+    /// Listed in `modules.builtin`: nothing to load, its parameters go on the command line.
+    BuiltIn,
+    /// Neither; `listed` says whether the package had a `modules.builtin` to tell by.
+    Missing { listed: bool },
+}
+
 /// The modules of one unpacked kernel.
 pub struct ModuleTree {
     files: BTreeMap<String, PathBuf>,
     builtin: HashSet<String>,
+    /// Whether the package carried `modules.builtin` (sid's split packages do not).
+    builtin_listed: bool,
     /// Decompressed modules, by name.
     plain: BTreeMap<String, Vec<u8>>,
 }
@@ -131,7 +159,9 @@ impl ModuleTree {
         }
         // Sid's split packages leave modules.builtin out; a module with no file is then taken as
         // built in, and the guest's insmod log shows if that was wrong.
-        let builtin = std::fs::read_to_string(dir.join("modules.builtin"))
+        let listed = std::fs::read_to_string(dir.join("modules.builtin")).ok();
+        let builtin = listed
+            .as_deref()
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.rsplit('/').next()?.strip_suffix(".ko").map(canonical))
@@ -139,8 +169,48 @@ impl ModuleTree {
         Ok(ModuleTree {
             files,
             builtin,
+            builtin_listed: listed.is_some(),
             plain: BTreeMap::new(),
         })
+    }
+
+    pub fn find(&self, name: &str) -> Found {
+        let name = canonical(name);
+        if self.files.contains_key(&name) {
+            Found::File
+        } else if self.builtin.contains(&name) {
+            Found::BuiltIn
+        } else {
+            Found::Missing {
+                listed: self.builtin_listed,
+            }
+        }
+    }
+
+    /// Up to `n` module names that contain `part`: suggestions for a name that is not there.
+    pub fn similar(&self, part: &str, n: usize) -> Vec<&str> {
+        let part = canonical(part);
+        let mut names: Vec<&str> = self
+            .files
+            .keys()
+            .chain(self.builtin.iter())
+            .filter(|m| m.contains(&part) || (m.len() > 3 && part.contains(m.as_str())))
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(n);
+        names
+    }
+
+    /// `depends=` of a module file; `None` for a name with no file (built in).
+    pub fn depends(&mut self, name: &str) -> Result<Option<Vec<String>>> {
+        let Some(data) = self.plain(name)? else {
+            return Ok(None);
+        };
+        let info = elf_section(data, ".modinfo")
+            .with_context(|| format!("module {name} has no .modinfo"))?;
+        Ok(Some(modinfo_depends(info)))
     }
 
     fn plain(&mut self, name: &str) -> Result<Option<&[u8]>> {
@@ -167,14 +237,7 @@ impl ModuleTree {
                 println!("  module {w}: {how}");
             }
         }
-        load_order(wanted, already, |m| {
-            let Some(data) = self.plain(m)? else {
-                return Ok(None);
-            };
-            let info = elf_section(data, ".modinfo")
-                .with_context(|| format!("module {m} has no .modinfo"))?;
-            Ok(Some(modinfo_depends(info)))
-        })
+        load_order(wanted, already, |m| self.depends(m))
     }
 
     pub fn data(&mut self, name: &str) -> Result<Vec<u8>> {
@@ -184,7 +247,8 @@ impl ModuleTree {
     }
 }
 
-fn decompress(path: &Path) -> Result<Vec<u8>> {
+/// A module file's plain ELF: `.ko` as it is, `.ko.xz`, `.ko.zst` and `.ko.gz` decompressed.
+pub fn decompress(path: &Path) -> Result<Vec<u8>> {
     let n = path.to_string_lossy();
     let tool = if n.ends_with(".xz") {
         "xz"
@@ -204,6 +268,37 @@ fn decompress(path: &Path) -> Result<Vec<u8>> {
         bail!("{tool} -dc {n}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(out.stdout)
+}
+
+/// A minimal ELF64 with a null section, `.modinfo` and `.shstrtab`: a stand-in module for
+/// tests (one that no kernel would load).
+pub fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
+    let shstrtab = b"\0.modinfo\0.shstrtab\0";
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    let modinfo_off = f.len();
+    f.extend_from_slice(modinfo);
+    let strtab_off = f.len();
+    f.extend_from_slice(shstrtab);
+    while !f.len().is_multiple_of(8) {
+        f.push(0);
+    }
+    let shoff = f.len();
+    let section = |name: u32, off: usize, size: usize| {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(&name.to_le_bytes());
+        h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
+        h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
+        h
+    };
+    f.extend(section(0, 0, 0));
+    f.extend(section(1, modinfo_off, modinfo.len()));
+    f.extend(section(10, strtab_off, shstrtab.len()));
+    f[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+    f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+    f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+    f[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
+    f
 }
 
 #[cfg(test)]
@@ -309,36 +404,6 @@ mod tests {
         let info = b"license=GPL\0depends=drm,drm-kms-helper,ttm\0retpoline=Y\0name=bochs\0";
         assert_eq!(modinfo_depends(info), ["drm", "drm_kms_helper", "ttm"]);
         assert!(modinfo_depends(b"license=GPL\0depends=\0name=drm\0").is_empty());
-    }
-
-    /// A minimal ELF64 with a null section, `.modinfo` and `.shstrtab`.
-    fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
-        let shstrtab = b"\0.modinfo\0.shstrtab\0";
-        let mut f = vec![0u8; 64];
-        f[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        let modinfo_off = f.len();
-        f.extend_from_slice(modinfo);
-        let strtab_off = f.len();
-        f.extend_from_slice(shstrtab);
-        while !f.len().is_multiple_of(8) {
-            f.push(0);
-        }
-        let shoff = f.len();
-        let section = |name: u32, off: usize, size: usize| {
-            let mut h = vec![0u8; 64];
-            h[..4].copy_from_slice(&name.to_le_bytes());
-            h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
-            h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
-            h
-        };
-        f.extend(section(0, 0, 0));
-        f.extend(section(1, modinfo_off, modinfo.len()));
-        f.extend(section(10, strtab_off, shstrtab.len()));
-        f[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
-        f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
-        f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
-        f[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
-        f
     }
 
     #[test]

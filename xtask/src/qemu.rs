@@ -14,10 +14,14 @@ pub struct Boot<'a> {
     pub label: &'a str,
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
-    pub disk: &'a Path,
+    /// Raw virtio disks, /dev/vda first.
+    pub disks: &'a [PathBuf],
+    /// Kernel parameters after [`CMDLINE`] (a later one wins).
+    pub cmdline: &'a [String],
     pub console: &'a Path,
     pub timeout: Duration,
-    /// More qemu arguments (devices some workloads need).
+    /// More qemu arguments (devices some workloads need), after the box's own: where an
+    /// option can be given once (`-vga`, `-m`), these win.
     pub devices: &'a [String],
 }
 
@@ -71,11 +75,17 @@ pub fn args(b: &Boot) -> Vec<String> {
     .to_vec();
     a.extend(["-kernel".into(), b.vmlinuz.display().to_string()]);
     a.extend(["-initrd".into(), b.initrd.display().to_string()]);
-    a.extend(["-append".into(), CMDLINE.into()]);
-    a.extend([
-        "-drive".into(),
-        format!("file={},format=raw,if=virtio", b.disk.display()),
-    ]);
+    let cmdline = std::iter::once(CMDLINE)
+        .chain(b.cmdline.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    a.extend(["-append".into(), cmdline]);
+    for d in b.disks {
+        a.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=virtio", d.display()),
+        ]);
+    }
     a.extend(b.devices.iter().cloned());
     a
 }

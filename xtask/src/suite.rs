@@ -14,7 +14,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::util;
+use crate::kernels::Series;
+use crate::{usertest, util};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,7 +39,7 @@ struct Tally {
 }
 
 /// Runs a command, echoing its output, and hands every line to `seen`.
-fn stream(cmd: &mut Command, mut seen: impl FnMut(&str)) -> Result<bool> {
+pub fn stream(cmd: &mut Command, mut seen: impl FnMut(&str)) -> Result<bool> {
     println!("==> {}", util::show(cmd));
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -139,6 +140,25 @@ pub fn run(a: &Args) -> Result<()> {
         )?;
         t.skipped += skipped;
         stage(&mut t, &format!("testbox --kernel {}", a.kernel), ok);
+        // One more boot, on one kernel: the user's side of the box (`--run`).
+        let series = crate::testbox::pick_series(std::slice::from_ref(&a.kernel))?;
+        let kernel = match series.first() {
+            Some(&first) if !series.contains(&Series::V6_12) => first,
+            _ => Series::V6_12,
+        };
+        for (name, v) in usertest::run(kernel.name()) {
+            match v {
+                usertest::Verdict::Pass => stage(&mut t, &name, true),
+                usertest::Verdict::Fail(why) => {
+                    println!("{name}: FAILED: {why}");
+                    stage(&mut t, &name, false);
+                }
+                usertest::Verdict::Skip(why) => {
+                    println!("SKIPPED: {name}: {why}");
+                    t.skipped += 1;
+                }
+            }
+        }
     }
 
     let mut skipped_lines = 0;

@@ -13,7 +13,7 @@ use workload::expect::{self, Target, WORKLOADS};
 use crate::cpio::Cpio;
 use crate::kernels::{self, Apt, Kernel, Series};
 use crate::modules::ModuleTree;
-use crate::{check, guest, qemu, util, zoo};
+use crate::{check, guest, qemu, userbox, userspec, util, zoo};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,8 +21,43 @@ pub struct Args {
     #[arg(long, default_value = "all")]
     kernel: Vec<String>,
     /// Workloads to run (default: all that run where the box runs; see `workload --list`).
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., conflicts_with = "run")]
     workload: Vec<String>,
+    /// Your command, run by /bin/sh -c under `tracer record` in the guest (repeatable, each
+    /// traced on its own); its results go to target/testbox/<kernel>/<name>/, named after the
+    /// program, and are replayed and reported on the host. Replaces the built-in workloads.
+    #[arg(long = "run", value_name = "CMD ARGS", conflicts_with_all = ["host", "no_trace"])]
+    run: Vec<String>,
+    /// Your module: a source directory (Kbuild or Makefile), built against the guest kernel's
+    /// own headers, or a prebuilt FILE.ko for exactly that kernel (repeatable). Loaded after the
+    /// --load ones.
+    #[arg(long = "module", value_name = "SRC_DIR|FILE.ko", requires = "run")]
+    module: Vec<PathBuf>,
+    /// A module of the guest kernel's own tree, loaded with its dependencies and parameters
+    /// (`--load loop:max_loop=4`; repeatable). Also sets the parameters of a --module.
+    #[arg(long = "load", value_name = "NAME[:ARGS]", requires = "run")]
+    load: Vec<String>,
+    /// A static binary, script or data file for the guest (repeatable). Default place:
+    /// /bin/NAME when executable, else /root/NAME (the commands' working directory).
+    #[arg(long = "file", value_name = "HOST_PATH[:GUEST_PATH]", requires = "run")]
+    file: Vec<String>,
+    /// More qemu arguments, e.g. "-device intel-iommu" or "-vga qxl" (after the box's own:
+    /// an option given once wins over the box's).
+    #[arg(
+        long,
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        requires = "run"
+    )]
+    qemu_args: Vec<String>,
+    /// More kernel parameters, after the box's own.
+    #[arg(
+        long,
+        value_name = "PARAMS",
+        allow_hyphen_values = true,
+        requires = "run"
+    )]
+    cmdline: Vec<String>,
     /// Keep the initramfs and disk image under target/testbox/<kernel>/work.
     #[arg(long)]
     keep: bool,
@@ -33,7 +68,8 @@ pub struct Args {
     /// Run the workloads without the tracer: proves the box and the workloads, checks no hooks.
     #[arg(long)]
     no_trace: bool,
-    /// Hard limit for one boot in seconds (default: scaled by the number of workloads).
+    /// Hard limit for one boot in seconds (default: scaled by the number of workloads); with
+    /// --run, each command's limit (default 240), the boot's being 120 s more per command.
     #[arg(long)]
     timeout: Option<u64>,
     /// Extra arguments for `tracer record` in the guest (whitespace-separated), e.g. "--buffer-mb 64".
@@ -48,9 +84,31 @@ const GUEST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 /// Seconds one traced workload may take in the guest (TCG is 10-50x slower than the host).
 const WORKLOAD_TIMEOUT_S: u32 = 240;
 /// virtio-blk carries the results back; on some kernels these are built in.
-const BOOT_MODULES: [&str; 2] = ["virtio_pci", "virtio_blk"];
+pub const BOOT_MODULES: [&str; 2] = ["virtio_pci", "virtio_blk"];
 
 pub fn run(args: &Args) -> Result<()> {
+    if !args.run.is_empty() {
+        let request = userspec::Request::parse(
+            &args.module,
+            &args.load,
+            &args.file,
+            &args.qemu_args,
+            &args.cmdline,
+            &args.run,
+        )?;
+        return userbox::run(&userbox::Options {
+            request,
+            series: pick_series(&args.kernel)?,
+            run_timeout_s: args.timeout.map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
+            keep: args.keep,
+            record_args: args
+                .record_args
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            tracer_bin: args.tracer_bin.clone(),
+        });
+    }
     let workloads = pick_workloads(&args.workload, args.host)?;
     if args.host {
         return run_host(&workloads, args);
@@ -63,12 +121,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let busybox = find_static_busybox()?;
     let cache = util::cache_dir();
-    let apt = Apt::new(&cache)?;
-    println!(
-        "updating the private package lists under {}",
-        cache.join("apt").display()
-    );
-    let updated = apt.update();
+    let (apt, updated) = Apt::updated(&cache)?;
     let mut failures = Vec::new();
     for s in series {
         let one = Instant::now();
@@ -100,7 +153,7 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn results_root() -> PathBuf {
+pub fn results_root() -> PathBuf {
     util::target_dir().join("testbox")
 }
 
@@ -161,12 +214,12 @@ pub fn pick_workloads(requested: &[String], host: bool) -> Result<Vec<&'static s
         .collect())
 }
 
-struct GuestBins {
-    tracer: Option<PathBuf>,
-    workload: PathBuf,
+pub struct GuestBins {
+    pub tracer: Option<PathBuf>,
+    pub workload: PathBuf,
 }
 
-fn build_guest_binaries(with_tracer: bool) -> Result<GuestBins> {
+pub fn build_guest_binaries(with_tracer: bool) -> Result<GuestBins> {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(util::workspace_root()).args([
         "build",
@@ -199,7 +252,7 @@ fn build_guest_binaries(with_tracer: bool) -> Result<GuestBins> {
     })
 }
 
-fn static_binary(p: &Path) -> Result<PathBuf> {
+pub fn static_binary(p: &Path) -> Result<PathBuf> {
     let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
     if !is_static(&data) {
         bail!(
@@ -226,7 +279,7 @@ pub fn is_static(elf: &[u8]) -> bool {
     (0..phnum).all(|i| rd((phoff + i * phentsize) as usize, 4).is_some_and(|t| t != 3))
 }
 
-fn find_static_busybox() -> Result<PathBuf> {
+pub fn find_static_busybox() -> Result<PathBuf> {
     for p in ["/bin/busybox", "/usr/bin/busybox"] {
         if let Ok(data) = std::fs::read(p)
             && is_static(&data)
@@ -250,12 +303,7 @@ fn run_guest(
     }
     let work = out.join("work");
     std::fs::create_dir_all(&work)?;
-    println!(
-        "kernel {}: {} ({})",
-        k.series.name(),
-        k.release,
-        k.vmlinuz.display()
-    );
+    println!("{}", k.heading());
     let zoo_plan = zoo::plan(k, workloads, &util::cache_dir())?;
     for (w, why) in &zoo_plan.skipped {
         println!("SKIPPED: {w} on kernel {}: {why}", k.series.name());
@@ -288,29 +336,7 @@ fn run_guest(
         loaded.iter().cloned().collect::<Vec<_>>().join(" ")
     );
 
-    let mut cpio = Cpio::new();
-    for d in [
-        "bin",
-        "dev",
-        "proc",
-        "sys",
-        "tmp",
-        "out",
-        "lib",
-        "lib/modules",
-        "etc",
-        "root",
-    ] {
-        cpio.dir(d);
-    }
-    // The kernel opens the initial console before /init can mount devtmpfs.
-    cpio.char_dev("dev/console", 0o600, 5, 1);
-    cpio.char_dev("dev/null", 0o666, 1, 3);
-    cpio.file("bin/busybox", 0o755, &std::fs::read(busybox)?);
-    cpio.file("bin/workload", 0o755, &std::fs::read(&bins.workload)?);
-    if let Some(t) = &bins.tracer {
-        cpio.file("bin/tracer", 0o755, &std::fs::read(t)?);
-    }
+    let mut cpio = base_cpio(bins, busybox)?;
     for m in plan
         .boot_modules
         .iter()
@@ -322,17 +348,7 @@ fn run_guest(
         };
         cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &data);
     }
-    let script = guest::init_script(&plan);
-    cpio.file("init", 0o755, script.as_bytes());
-    let cpio_path = work.join("initramfs.cpio");
-    std::fs::write(&cpio_path, cpio.finish())?;
-    util::run(
-        Command::new("gzip")
-            .args(["-1", "-n", "-f"])
-            .arg(&cpio_path),
-    )?;
-    let initrd = work.join("initramfs.cpio.gz");
-    std::fs::write(work.join("init"), &script)?;
+    let initrd = write_initrd(cpio, &guest::init_script(&plan), &work)?;
 
     let disk = work.join("results.img");
     qemu::blank_disk(&disk, 512 << 20)?;
@@ -350,7 +366,8 @@ fn run_guest(
         label: k.series.name(),
         vmlinuz: &k.vmlinuz,
         initrd: &initrd,
-        disk: &disk,
+        disks: std::slice::from_ref(&disk),
+        cmdline: &[],
         console: &console_path,
         timeout,
         devices: &devices,
@@ -454,6 +471,53 @@ fn run_guest(
         );
     }
     Ok(())
+}
+
+/// The initramfs's directories.
+pub const BASE_DIRS: [&str; 10] = [
+    "bin",
+    "dev",
+    "proc",
+    "sys",
+    "tmp",
+    "out",
+    "lib",
+    "lib/modules",
+    "etc",
+    "root",
+];
+
+/// The initramfs every guest starts from: its directories, console, busybox, and the static
+/// `workload` and (when tracing) `tracer`.
+pub fn base_cpio(bins: &GuestBins, busybox: &Path) -> Result<Cpio> {
+    let mut cpio = Cpio::new();
+    for d in BASE_DIRS {
+        cpio.dir(d);
+    }
+    // The kernel opens the initial console before /init can mount devtmpfs.
+    cpio.char_dev("dev/console", 0o600, 5, 1);
+    cpio.char_dev("dev/null", 0o666, 1, 3);
+    cpio.file("bin/busybox", 0o755, &std::fs::read(busybox)?);
+    cpio.file("bin/workload", 0o755, &std::fs::read(&bins.workload)?);
+    if let Some(t) = &bins.tracer {
+        cpio.file("bin/tracer", 0o755, &std::fs::read(t)?);
+    }
+    Ok(cpio)
+}
+
+/// Adds `script` as /init, writes the gzipped initramfs under `work` (with a copy of /init to
+/// read) and returns its path.
+pub fn write_initrd(mut cpio: Cpio, script: &str, work: &Path) -> Result<PathBuf> {
+    cpio.file("init", 0o755, script.as_bytes());
+    let cpio_path = work.join("initramfs.cpio");
+    std::fs::write(&cpio_path, cpio.finish())?;
+    util::run(
+        Command::new("gzip")
+            .args(["-1", "-n", "-f"])
+            .arg(&cpio_path),
+    )?;
+    std::fs::write(work.join("init"), script)?;
+    Ok(work.join("initramfs.cpio.gz"))
 }
 
 /// Orders the modules a step wants and adds them to those loaded (the module tree's resolve).

@@ -26,4 +26,8 @@ fn usage() {
     eprintln!(
         "\n  file takes an optional directory for its scratch file (default $TMPDIR or /tmp)"
     );
+    eprintln!(
+        "  drm-dumb DRIVER (not in the test box's table): a dumb buffer of any DRM driver,\n  \
+         mapped and touched, e.g. `workload drm-dumb qxl` in `cargo xtask testbox --run`"
+    );
 }

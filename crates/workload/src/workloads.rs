@@ -22,6 +22,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "fbdev" => fbdev(),
         "drm-bochs" => drm_bochs(),
         "drm-vgem" => drm_vgem(),
+        "drm-dumb" => drm_dumb(args.first().map(String::as_str)),
         "dax" => dax(),
         "fsdax" => fsdax(),
         _ if name.starts_with(crate::bugzoo::PREFIX) => {
@@ -324,18 +325,32 @@ fn drm_bochs() -> Result<()> {
 }
 
 fn drm_vgem() -> Result<()> {
-    let (card, fd) = drm::open_card("vgem")?;
+    dumb_buffer("vgem", "drm-vgem", 0x1111_0000)
+}
+
+/// Not in the table: a dumb buffer of any DRM driver that has them, mapped and touched, for
+/// tracing a driver the box has no workload for (`testbox --load qxl --run "workload drm-dumb
+/// qxl"`).
+fn drm_dumb(driver: Option<&str>) -> Result<()> {
+    let driver =
+        driver.context("drm-dumb needs a DRM driver's name, e.g. `workload drm-dumb qxl`")?;
+    dumb_buffer(driver, "drm-dumb", 0x2222_0000)
+}
+
+/// A 512x512 dumb buffer on `driver`'s card: mapped, every page written, one read back.
+fn dumb_buffer(driver: &str, label: &str, pattern: u32) -> Result<()> {
+    let (card, fd) = drm::open_card(driver)?;
     let bo = drm::create_dumb(&fd, 512, 512)?;
     let m = map_bo(&fd, &bo)?;
-    m.write_all(0x1111_0000);
+    m.write_all(pattern);
     ensure!(
-        m.read_page(5) == 0x1111_0005,
-        "write through the vgem mapping lost"
+        m.read_page(5) == pattern ^ 5,
+        "write through the {driver} mapping lost"
     );
     drop(m);
     drm::destroy_dumb(&fd, bo.handle)?;
     println!(
-        "drm-vgem: {card} dumb buffer of {} bytes mapped and touched",
+        "{label}: {card} dumb buffer of {} bytes mapped and touched",
         bo.size
     );
     Ok(())

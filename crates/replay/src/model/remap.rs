@@ -120,7 +120,7 @@ impl<S: Sink> Model<S> {
                 known: true,
                 anon: false,
                 since: r.seq(),
-                judged: judged,
+                judged,
             };
             self.install(sp, (addr >> PAGE_SHIFT) + j, p, r);
         }

@@ -8,30 +8,32 @@ use anyhow::{Context, Result};
 
 use crate::util;
 
+/// A Debian kernel the test box boots, by its upstream series. Not the replay's rule set
+/// (`pfnscope_abi::kernel::Series`): 7.2 falls in the 6.16 rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Series {
+pub enum BoxKernel {
     V6_1,
     V6_12,
     V7_2,
 }
 
-pub const ALL: [Series; 3] = [Series::V6_1, Series::V6_12, Series::V7_2];
+pub const ALL: [BoxKernel; 3] = [BoxKernel::V6_1, BoxKernel::V6_12, BoxKernel::V7_2];
 
-impl Series {
-    pub fn parse(s: &str) -> Option<Series> {
+impl BoxKernel {
+    pub fn parse(s: &str) -> Option<BoxKernel> {
         match s {
-            "6.1" => Some(Series::V6_1),
-            "6.12" => Some(Series::V6_12),
-            "7.2" => Some(Series::V7_2),
+            "6.1" => Some(BoxKernel::V6_1),
+            "6.12" => Some(BoxKernel::V6_12),
+            "7.2" => Some(BoxKernel::V7_2),
             _ => None,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Series::V6_1 => "6.1",
-            Series::V6_12 => "6.12",
-            Series::V7_2 => "7.2",
+            BoxKernel::V6_1 => "6.1",
+            BoxKernel::V6_12 => "6.12",
+            BoxKernel::V7_2 => "7.2",
         }
     }
 }
@@ -48,12 +50,12 @@ pub struct Selection {
 /// The newest amd64 flavour of `series` among the package names apt knows. 6.1 and 6.12 ship the
 /// kernel and its modules in one `linux-image-*` package (bookworm); sid's 7.x `linux-image-*` is
 /// a meta package over `linux-binary-*` (vmlinuz) and `linux-modules-*`.
-pub fn select(series: Series, names: &[&str]) -> Option<Selection> {
+pub fn select(series: BoxKernel, names: &[&str]) -> Option<Selection> {
     // (prefix, suffix) around one number, the ABI or patch level we maximise.
     let (prefix, suffix) = match series {
-        Series::V6_1 => ("linux-image-6.1.0-", "-amd64"),
-        Series::V6_12 => ("linux-image-6.12.", "+deb12-amd64"),
-        Series::V7_2 => ("linux-binary-7.2.", "-amd64"),
+        BoxKernel::V6_1 => ("linux-image-6.1.0-", "-amd64"),
+        BoxKernel::V6_12 => ("linux-image-6.12.", "+deb12-amd64"),
+        BoxKernel::V7_2 => ("linux-binary-7.2.", "-amd64"),
     };
     let best = names
         .iter()
@@ -61,7 +63,7 @@ pub fn select(series: Series, names: &[&str]) -> Option<Selection> {
             let mid = n.strip_prefix(prefix)?.strip_suffix(suffix)?;
             // sid names carry a Debian suffix ("13+deb14"); the others are just the number.
             let (num, rest) = match series {
-                Series::V7_2 => mid.split_once("+deb")?,
+                BoxKernel::V7_2 => mid.split_once("+deb")?,
                 _ => (mid, ""),
             };
             if num.is_empty()
@@ -79,11 +81,11 @@ pub fn select(series: Series, names: &[&str]) -> Option<Selection> {
         .max()?;
     let name = best.2;
     let release = name.strip_prefix(match series {
-        Series::V7_2 => "linux-binary-",
+        BoxKernel::V7_2 => "linux-binary-",
         _ => "linux-image-",
     })?;
     let mut packages = vec![name.to_string()];
-    if series == Series::V7_2 {
+    if series == BoxKernel::V7_2 {
         packages.push(format!("linux-modules-{release}"));
     }
     Some(Selection {
@@ -226,7 +228,7 @@ impl Apt {
 /// An unpacked kernel: vmlinuz and its modules directory.
 #[derive(Clone, Debug)]
 pub struct Kernel {
-    pub series: Series,
+    pub series: BoxKernel,
     pub release: String,
     /// The Debian package version (`6.1.192-3`): a release string can be rebuilt.
     pub version: String,
@@ -246,7 +248,7 @@ impl Kernel {
     }
 }
 
-fn locate(root: &Path, series: Series, release: &str, version: &str) -> Result<Kernel> {
+fn locate(root: &Path, series: BoxKernel, release: &str, version: &str) -> Result<Kernel> {
     let vmlinuz = [
         root.join(format!("boot/vmlinuz-{release}")),
         root.join(format!("usr/lib/modules/{release}/vmlinuz")),
@@ -275,7 +277,7 @@ const COMPLETE: &str = ".pfnscope-complete";
 /// The newest kernel of `series`, downloaded and unpacked unless the cache already has that exact
 /// version. Without network the newest cached one is used, with a warning.
 pub fn fetch(
-    series: Series,
+    series: BoxKernel,
     apt: &Apt,
     updated: Result<(), &anyhow::Error>,
     cache: &Path,
@@ -330,7 +332,7 @@ pub fn fetch(
     locate(&dir, series, &sel.release, &version)
 }
 
-fn cached_fallback(series: Series, base: &Path) -> Result<Kernel> {
+fn cached_fallback(series: BoxKernel, base: &Path) -> Result<Kernel> {
     let mut entries: Vec<_> = std::fs::read_dir(base)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -379,17 +381,17 @@ mod tests {
 
     #[test]
     fn picks_the_newest_plain_amd64_flavour() {
-        let s = select(Series::V6_1, NAMES).unwrap();
+        let s = select(BoxKernel::V6_1, NAMES).unwrap();
         assert_eq!(s.release, "6.1.0-54-amd64");
         assert_eq!(s.packages, ["linux-image-6.1.0-54-amd64"]);
-        let s = select(Series::V6_12, NAMES).unwrap();
+        let s = select(BoxKernel::V6_12, NAMES).unwrap();
         assert_eq!(s.release, "6.12.117+deb12-amd64");
         assert_eq!(s.packages, ["linux-image-6.12.117+deb12-amd64"]);
     }
 
     #[test]
     fn sid_takes_binary_and_modules_packages() {
-        let s = select(Series::V7_2, NAMES).unwrap();
+        let s = select(BoxKernel::V7_2, NAMES).unwrap();
         assert_eq!(s.release, "7.2.13+deb14-amd64");
         assert_eq!(
             s.packages,
@@ -403,13 +405,13 @@ mod tests {
     #[test]
     fn numbers_compare_numerically_and_missing_series_is_none() {
         let s = select(
-            Series::V6_1,
+            BoxKernel::V6_1,
             &["linux-image-6.1.0-9-amd64", "linux-image-6.1.0-10-amd64"],
         )
         .unwrap();
         assert_eq!(s.release, "6.1.0-10-amd64");
-        assert!(select(Series::V7_2, &["linux-image-6.1.0-9-amd64"]).is_none());
-        assert!(select(Series::V6_12, &["linux-image-6.12.x+deb12-amd64"]).is_none());
+        assert!(select(BoxKernel::V7_2, &["linux-image-6.1.0-9-amd64"]).is_none());
+        assert!(select(BoxKernel::V6_12, &["linux-image-6.12.x+deb12-amd64"]).is_none());
     }
 
     #[test]

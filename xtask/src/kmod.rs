@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::kernels::{self, Kernel, Series};
+use crate::kernels::{self, BoxKernel, Kernel};
 use crate::{modules, util};
 
 /// Why a module cannot be built on this machine (no root, no debootstrap, no network, no headers
@@ -44,10 +44,10 @@ pub enum Suite {
 impl Suite {
     /// The suite that carries the headers of a test box kernel (kernels.rs picks them from the
     /// same suites).
-    pub fn of(series: Series) -> Suite {
+    pub fn of(series: BoxKernel) -> Suite {
         match series {
-            Series::V6_1 | Series::V6_12 => Suite::Bookworm,
-            Series::V7_2 => Suite::Sid,
+            BoxKernel::V6_1 | BoxKernel::V6_12 => Suite::Bookworm,
+            BoxKernel::V7_2 => Suite::Sid,
         }
     }
 
@@ -621,9 +621,9 @@ mod tests {
 
     #[test]
     fn suites_for_the_test_box_kernels() {
-        assert_eq!(Suite::of(Series::V6_1), Suite::Bookworm);
-        assert_eq!(Suite::of(Series::V6_12), Suite::Bookworm);
-        assert_eq!(Suite::of(Series::V7_2), Suite::Sid);
+        assert_eq!(Suite::of(BoxKernel::V6_1), Suite::Bookworm);
+        assert_eq!(Suite::of(BoxKernel::V6_12), Suite::Bookworm);
+        assert_eq!(Suite::of(BoxKernel::V7_2), Suite::Sid);
         let s = Suite::Bookworm.sources("http://m/debian", "http://m/debian-security");
         assert!(s.contains("http://m/debian-security bookworm-security main"));
         assert_eq!(Suite::Sid.sources("M", "S"), "deb M sid main\n");

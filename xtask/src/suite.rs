@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::kernels::Series;
+use crate::kernels::BoxKernel;
 use crate::{usertest, util};
 
 #[derive(clap::Args)]
@@ -143,8 +143,8 @@ pub fn run(a: &Args) -> Result<()> {
         // One more boot, on one kernel: the user's side of the box (`--run`).
         let series = crate::testbox::pick_series(std::slice::from_ref(&a.kernel))?;
         let kernel = match series.first() {
-            Some(&first) if !series.contains(&Series::V6_12) => first,
-            _ => Series::V6_12,
+            Some(&first) if !series.contains(&BoxKernel::V6_12) => first,
+            _ => BoxKernel::V6_12,
         };
         for (name, v) in usertest::run(kernel.name()) {
             match v {

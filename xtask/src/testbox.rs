@@ -11,7 +11,7 @@ use workload::bugzoo;
 use workload::expect::{self, Target, WORKLOADS};
 
 use crate::cpio::Cpio;
-use crate::kernels::{self, Apt, Kernel, Series};
+use crate::kernels::{self, Apt, BoxKernel, Kernel};
 use crate::modules::ModuleTree;
 use crate::{check, guest, qemu, userbox, userspec, util, zoo};
 
@@ -157,14 +157,14 @@ pub fn results_root() -> PathBuf {
     util::target_dir().join("testbox")
 }
 
-pub fn pick_series(requested: &[String]) -> Result<Vec<Series>> {
+pub fn pick_series(requested: &[String]) -> Result<Vec<BoxKernel>> {
     let mut out = Vec::new();
     for r in requested.iter().flat_map(|r| r.split(',')) {
-        let add: Vec<Series> = if r == "all" {
+        let add: Vec<BoxKernel> = if r == "all" {
             kernels::ALL.to_vec()
         } else {
             vec![
-                Series::parse(r)
+                BoxKernel::parse(r)
                     .with_context(|| format!("unknown kernel {r}: use 6.1, 6.12, 7.2 or all"))?,
             ]
         };
@@ -690,7 +690,7 @@ mod tests {
         assert_eq!(pick_series(&["all".into()]).unwrap(), kernels::ALL);
         assert_eq!(
             pick_series(&["7.2".into(), "6.1,7.2".into()]).unwrap(),
-            [Series::V7_2, Series::V6_1]
+            [BoxKernel::V7_2, BoxKernel::V6_1]
         );
         assert!(pick_series(&["5.10".into()]).is_err());
     }

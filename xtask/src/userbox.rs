@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::guest::{self, UserPlan, UserRun};
-use crate::kernels::{self, Apt, Kernel, Series};
+use crate::kernels::{self, Apt, BoxKernel, Kernel};
 use crate::modules::{self, Found, ModuleTree};
 use crate::testbox::{self, GuestBins};
 use crate::userspec::{self, ModuleSrc, Request, Run};
@@ -21,7 +21,7 @@ use crate::{check, kmod, qemu, report, util};
 
 pub struct Options {
     pub request: Request,
-    pub series: Vec<Series>,
+    pub series: Vec<BoxKernel>,
     /// Each command's limit in seconds (`--timeout`).
     pub run_timeout_s: Option<u32>,
     pub keep: bool,

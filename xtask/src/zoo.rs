@@ -161,11 +161,11 @@ pub fn qemu_args() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::Series;
+    use crate::kernels::BoxKernel;
 
     fn kernel(release: &str) -> Kernel {
         Kernel {
-            series: Series::V6_12,
+            series: BoxKernel::V6_12,
             release: release.into(),
             version: "1".into(),
             vmlinuz: PathBuf::new(),

@@ -3,7 +3,7 @@
 //!
 //! No trace is committed: the seeds are built here from `target/testbox/<kernel>/*.arrows`,
 //! each whole (when small) and cut at a third (a trace that stops mid-batch), plus the
-//! regression files under `crates/trace-format/tests/data/`. Inputs the fuzzer finds
+//! regression files under `crates/pfnscope-trace/tests/data/`. Inputs the fuzzer finds
 //! interesting are kept between runs in a directory of their own.
 
 use std::{
@@ -42,7 +42,7 @@ pub fn run(a: &Args) -> Result<()> {
     }
     let n = build_seeds(
         &traces,
-        &root.join("crates/trace-format/tests/data"),
+        &root.join("crates/pfnscope-trace/tests/data"),
         &seeds,
     )?;
     if dir_bytes(&found) > FOUND_MAX {

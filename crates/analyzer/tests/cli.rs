@@ -855,7 +855,7 @@ fn no_command_writes_over_its_input() {
     assert!(std::fs::read_to_string(&out).unwrap().starts_with("seq,"));
 }
 
-#[path = "../../trace-format/tests/matrix/mod.rs"]
+#[path = "../../pfnscope-trace/tests/matrix/mod.rs"]
 mod matrix;
 
 /// Issue 21's damage matrix: every reading command of the analyzer, on every kind of damage,

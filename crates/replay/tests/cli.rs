@@ -204,7 +204,7 @@ fn bad_input_exits_three_with_one_line() {
 #[test]
 fn a_batch_arrow_panics_on_is_one_warning_line() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../trace-format/tests/data/fuzz-dict-offsets-panic.arrows");
+        .join("../pfnscope-trace/tests/data/fuzz-dict-offsets-panic.arrows");
     for cmd in ["check", "overhead"] {
         let o = replay(&[cmd, p.to_str().unwrap()]);
         let (out, err) = text(&o);
@@ -376,7 +376,7 @@ fn rules_lists_and_explains_rules() {
     assert!(err.contains("unknown rule `pat.nope`"), "{err}");
 }
 
-#[path = "../../trace-format/tests/matrix/mod.rs"]
+#[path = "../../pfnscope-trace/tests/matrix/mod.rs"]
 mod matrix;
 
 /// Issue 21's damage matrix: `replay check` and `replay overhead` on every kind of damage give

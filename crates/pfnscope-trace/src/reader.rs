@@ -11,11 +11,10 @@ use arrow_ipc::reader::StreamReader;
 
 use crate::{
     checked::CheckedStream,
-    columns::{Rows, decode},
+    columns::{Record, Rows},
     damage::{Damage, ReadSoFar, one_line},
     guard::guard_panics,
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
-    record::Record,
 };
 
 // An I/O or polars error is part of the message, so it is a field named `err`, not `source`:
@@ -183,7 +182,7 @@ impl<R: Read> TraceReader<R> {
             StreamReader::try_new(stream, projection).map(|r| {
                 // SAFETY: arrow's own validation of every array (3.4% of a `replay check`,
                 // mostly its pass over every dictionary key) is left out. Its batches reach
-                // nothing but [`decode`] and [`Rows::new`] (see `next_checked`): both read
+                // nothing but [`Rows::new`] (see `next_checked`): both read
                 // them only through safe, bounds-checked accessors, and check themselves what
                 // they rely on (column lengths, dictionary keys and values, plain strings).
                 unsafe { r.with_skip_validation(true) }
@@ -242,7 +241,9 @@ impl<R: Read> TraceReader<R> {
     /// the rest of the file cannot be read or the file stops without the marker (the damage
     /// says what and how much came before).
     pub fn next_batch(&mut self) -> Result<Option<Vec<Record>>, Damage> {
-        self.next_checked(decode)
+        self.next_checked(|b, first| {
+            Rows::new(b, first).map(|r| (0..r.len()).map(|i| r.record(i)).collect())
+        })
     }
 
     /// The next batch checked and kept for reading row by row (see [`Rows`]), where

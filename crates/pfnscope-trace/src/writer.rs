@@ -17,10 +17,9 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 
 use crate::{
     checksum::{CHECKSUMS_CRC32, CHECKSUMS_KEY, seal, stamp},
-    columns::{Builders, fields},
+    columns::{Builders, Record, fields},
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
     output::{Existing, NewFile, OutputError},
-    record::Record,
 };
 
 /// The IPC end-of-stream marker: continuation, then a metadata length of 0. Readers that find

@@ -204,7 +204,7 @@ fn tracer_check(path: &Path, mib: usize) -> Result<String> {
         .events()
         .filter(|r| r.hook == "exceptions:page_fault_user" || r.hook == "handle_mm_fault")
         .count();
-    let dropped: u64 = t.counters().iter().map(|c| c.1).sum();
+    let dropped: u64 = t.counters.total().dropped;
     let pages = (mib << 20) / 4096;
     if faults < pages {
         bail!("the traced run recorded {faults} faults for {pages} pages touched");

@@ -64,7 +64,7 @@ pub fn verify(workload: &str, target: Target, trace: &Trace) -> Vec<String> {
     if let Some(d) = &trace.damage {
         problems.push(format!("trace damaged: {d}"));
     }
-    let dropped: u64 = trace.counters().iter().map(|c| c.1).sum();
+    let dropped: u64 = trace.counters.total().dropped;
     if dropped > 0 {
         problems.push(format!("{dropped} events dropped (ring buffer full)"));
     }

@@ -179,7 +179,7 @@ fn stats(path: &Path) -> Result<Stats> {
         s.p99_by_driver
             .insert(d, v[(v.len() * 99 / 100).min(v.len() - 1)]);
     }
-    s.dropped = t.counters().iter().map(|c| c.1).sum();
+    s.dropped = t.counters.total().dropped;
     Ok(s)
 }
 

@@ -7,15 +7,13 @@
 //! chosen by a `match` on the raw bits.
 
 use polars::prelude::*;
-use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray, Utf8Array, Utf8ViewArray};
+use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray, Utf8Array};
 use polars_arrow::bitmap::{Bitmap, MutableBitmap};
-use polars_arrow::datatypes::ArrowDataType;
-use polars_arrow::record_batch::RecordBatchT;
+use polars_arrow::datatypes::{ArrowDataType, Field as ArrowField};
 
 use pfnscope_abi::Hook;
 use pfnscope_abi::bits::{VmBits, fault_flag, x86_pf};
 use pfnscope_abi::hook::Ret;
-use pfnscope_trace::COUNTERS_HOOK;
 
 /// The kinds of vma, in the order they are tested.
 pub const VMA_KINDS: [&str; 6] = ["pfnmap", "mixedmap", "io", "file", "anonymous", "special"];
@@ -87,42 +85,23 @@ pub fn fault_type(fault_flags: Option<u32>, error_code: Option<u32>) -> Option<u
     Some(2 * what + usize::from(!user))
 }
 
-/// A string column of one batch, whatever arrow string layout the writer chose: names are
-/// dictionaries since trace schema 2, plain strings before.
-enum Strings<'a> {
-    Small(&'a Utf8Array<i32>),
-    Large(&'a Utf8Array<i64>),
-    View(&'a Utf8ViewArray),
-    /// polars has checked every key against the values (`DictionaryArray::try_new`).
-    Dict(&'a DictionaryArray<i32>, Box<Strings<'a>>),
-    Null,
-}
+/// A names column of one batch: a dictionary, as the trace crate hands every names column
+/// over (older traces' plain strings included); `None` where the batch has no such column.
+struct Strings<'a>(Option<(&'a DictionaryArray<i32>, &'a Utf8Array<i32>)>);
 
 impl<'a> Strings<'a> {
     fn of(a: Option<&'a dyn Array>) -> Strings<'a> {
-        let Some(a) = a else { return Strings::Null };
-        let any = a.as_any();
-        if let Some(s) = any.downcast_ref::<Utf8Array<i32>>() {
-            Strings::Small(s)
-        } else if let Some(s) = any.downcast_ref::<Utf8Array<i64>>() {
-            Strings::Large(s)
-        } else if let Some(s) = any.downcast_ref::<Utf8ViewArray>() {
-            Strings::View(s)
-        } else if let Some(d) = any.downcast_ref::<DictionaryArray<i32>>() {
-            Strings::Dict(d, Box::new(Strings::of(Some(d.values().as_ref()))))
-        } else {
-            Strings::Null
-        }
+        Strings(a.and_then(|a| {
+            let d = a.as_any().downcast_ref::<DictionaryArray<i32>>()?;
+            let values = d.values().as_any().downcast_ref::<Utf8Array<i32>>()?;
+            Some((d, values))
+        }))
     }
 
     fn get(&self, i: usize) -> Option<&'a str> {
-        match self {
-            Strings::Small(a) => a.is_valid(i).then(|| a.value(i)),
-            Strings::Large(a) => a.is_valid(i).then(|| a.value(i)),
-            Strings::View(a) => a.is_valid(i).then(|| a.value(i)),
-            Strings::Dict(a, values) => values.get(a.keys().get(i)? as usize),
-            Strings::Null => None,
-        }
+        let (d, values) = self.0?;
+        // Keys in range: the trace crate validated the batch.
+        d.keys().get(i).map(|k| values.value(k as usize))
     }
 }
 
@@ -215,7 +194,6 @@ pub(crate) fn categorical() -> DataType {
 #[derive(Clone, Copy)]
 struct HookKind {
     id: u32,
-    counter: bool,
     fault: bool,
     vm_fault_ret: bool,
 }
@@ -225,13 +203,11 @@ type PatKey = (Option<u32>, Option<u32>, Option<u32>, Option<u32>);
 
 /// What one batch became.
 pub(crate) struct Parts {
-    /// The analysis columns of [`crate::Trace::events`], counter rows removed.
+    /// The analysis columns of [`crate::Trace::events`].
     pub events: DataFrame,
     /// Rows with a cache mode, counted per `hook`, `driver`, `cache_req`, `cache_out`
     /// (`count`).
     pub pat: DataFrame,
-    /// `cpu`, `dropped`, `unpaired`, `read_failed` of the counter rows.
-    pub counters: DataFrame,
 }
 
 /// Turns batches into [`Parts`]; keeps the string caches from one batch to the next.
@@ -276,7 +252,6 @@ impl Compactor {
         }
         let k = HookKind {
             id: self.mapping.insert_cat(name)?,
-            counter: name == COUNTERS_HOOK,
             fault: Hook::parse(name).is_some_and(Hook::is_fault),
             vm_fault_ret: Hook::parse(name).and_then(Hook::ret) == Some(Ret::VmFault),
         };
@@ -316,19 +291,6 @@ impl Compactor {
         )
     }
 
-    /// Counter rows of a batch (for the full export, whose events keep every row).
-    pub fn counter_mask(&mut self, batch: &Batch) -> PolarsResult<BooleanChunked> {
-        let hooks = Strings::of(batch.get("hook"));
-        let mut out = Vec::with_capacity(batch.height);
-        for i in 0..batch.height {
-            out.push(match hooks.get(i) {
-                Some(h) => self.hook(h)?.counter,
-                None => false,
-            });
-        }
-        Ok(BooleanChunked::from_slice("counter".into(), &out))
-    }
-
     pub fn compact(&mut self, batch: &Batch) -> PolarsResult<Parts> {
         let n = batch.height;
         let hooks = Strings::of(batch.get("hook"));
@@ -341,8 +303,6 @@ impl Compactor {
         let ff = Numbers::<u32>::of(batch.get("fault_flags"));
         let ec = Numbers::<u32>::of(batch.get("error_code"));
 
-        let mut keep = Vec::with_capacity(n);
-        let mut counter_rows = Vec::new();
         let (mut hook, mut driver, mut comm) = (
             CatColumn::with_capacity(n),
             CatColumn::with_capacity(n),
@@ -358,12 +318,6 @@ impl Compactor {
                 Some(name) => Some(self.hook(name)?),
                 None => None,
             };
-            if h.is_some_and(|h| h.counter) {
-                counter_rows.push(i as IdxSize);
-                keep.push(false);
-                continue;
-            }
-            keep.push(true);
             let d = drivers.get(i);
             let d_id = d.map(|d| self.drivers.id(d)).transpose()?;
             hook.push(h.map(|h| h.id));
@@ -397,27 +351,13 @@ impl Compactor {
                 None => Column::full_null(name.into(), n, &dtype),
             })
         };
-        let mut plain = DataFrame::new_infer_height(vec![
+        let plain = DataFrame::new_infer_height(vec![
             numeric("ts_ns", DataType::UInt64)?,
             numeric("latency_ns", DataType::UInt64)?,
             numeric("pid", DataType::UInt32)?,
             numeric("ret", DataType::Int64)?,
             numeric("fault_flags", DataType::UInt32)?,
         ])?;
-        let counters = if counter_rows.is_empty() {
-            DataFrame::empty_with_schema(&counter_schema())
-        } else {
-            let idx = IdxCa::from_vec("idx".into(), counter_rows);
-            let df = DataFrame::new_infer_height(vec![
-                numeric("cpu", DataType::UInt32)?,
-                numeric("dropped", DataType::UInt64)?,
-                numeric("unpaired", DataType::UInt64)?,
-                numeric("read_failed", DataType::UInt64)?,
-            ])?;
-            let df = df.take(&idx)?;
-            plain = plain.filter(&BooleanChunked::from_slice("keep".into(), &keep))?;
-            df
-        };
         let [ts, lat, pid, ret, ffl] = plain.into_columns().try_into().expect("five columns");
         let events = DataFrame::new_infer_height(vec![
             ts,
@@ -449,37 +389,24 @@ impl Compactor {
             po.finish("cache_out"),
             UInt64Chunked::from_vec("count".into(), pat_n).into_column(),
         ])?;
-        Ok(Parts {
-            events,
-            pat,
-            counters,
-        })
+        Ok(Parts { events, pat })
     }
-}
-
-fn counter_schema() -> Schema {
-    Schema::from_iter([
-        Field::new("cpu".into(), DataType::UInt32),
-        Field::new("dropped".into(), DataType::UInt64),
-        Field::new("unpaired".into(), DataType::UInt64),
-        Field::new("read_failed".into(), DataType::UInt64),
-    ])
 }
 
 /// A decoded batch with its columns found by name.
 pub(crate) struct Batch<'a> {
     pub height: usize,
-    names: &'a [String],
+    fields: &'a [ArrowField],
     arrays: &'a [Box<dyn Array>],
 }
 
 impl<'a> Batch<'a> {
-    /// `names` are the batch's column names, in the order of its arrays.
-    pub fn new(names: &'a [String], batch: &'a RecordBatchT<Box<dyn Array>>) -> Self {
+    /// `fields` name the arrays, in order; each has `height` rows.
+    pub fn new(fields: &'a [ArrowField], arrays: &'a [Box<dyn Array>], height: usize) -> Self {
         Batch {
-            height: batch.height(),
-            names,
-            arrays: batch.arrays(),
+            height,
+            fields,
+            arrays,
         }
     }
 
@@ -487,15 +414,15 @@ impl<'a> Batch<'a> {
     pub fn empty() -> Batch<'static> {
         Batch {
             height: 0,
-            names: &[],
+            fields: &[],
             arrays: &[],
         }
     }
 
     fn get(&self, name: &str) -> Option<&'a dyn Array> {
-        self.names
+        self.fields
             .iter()
-            .position(|n| n == name)
+            .position(|f| f.name == name)
             .map(|i| &*self.arrays[i])
     }
 }

@@ -302,7 +302,7 @@ pub fn replay_sections(page: &mut Page, r: &Replay, overhead_chart: bool) {
                         d.expected.clone(),
                         d.observed.clone(),
                         seqs(&d.seqs),
-                        d.source.clone(),
+                        d.source.to_string(),
                     ]
                 })
                 .collect();
@@ -329,15 +329,16 @@ pub fn replay_sections(page: &mut Page, r: &Replay, overhead_chart: bool) {
         let rules: Vec<Vec<String>> = c
             .rule_table
             .iter()
-            .filter(|r| r.held + r.failed + r.not_checkable > 0)
+            .filter(|r| r.tally != Default::default())
             .map(|r| {
+                let (i, t) = (&r.rule, r.tally);
                 vec![
-                    r.id.clone(),
-                    r.kind.clone(),
-                    r.held.to_string(),
-                    r.failed.to_string(),
-                    r.not_checkable.to_string(),
-                    r.what.clone(),
+                    i.id.clone(),
+                    i.kind.clone(),
+                    t.held.to_string(),
+                    t.failed.to_string(),
+                    t.not_checkable.to_string(),
+                    i.what.clone(),
                 ]
             })
             .collect();

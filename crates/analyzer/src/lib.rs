@@ -43,6 +43,7 @@
 //! assert_eq!(s.vm_fault_mix[0].bits, vec![("NOPAGE".to_string(), 4)]);
 //! ```
 
+mod arrow_ffi;
 mod compact;
 pub mod diff;
 pub mod error;

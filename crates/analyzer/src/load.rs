@@ -1,24 +1,21 @@
-//! Loading a trace into polars: validated by `pfnscope_trace`, read batch by batch with polars'
-//! own IPC reader, and narrowed as it goes so a 10 M-event trace stays well under 1 GiB.
+//! Loading a trace into polars: read and validated batch by batch by `pfnscope_trace` (which
+//! also reads older schemas into the current form and hands the loss counters out apart),
+//! handed to polars through Arrow's C data interface ([`crate::arrow_ffi`]), and narrowed as it
+//! goes so a 10 M-event trace stays well under 1 GiB.
 //!
 //! The full table has 41 columns, mostly 8-byte integers, and every string a 16-byte view: over
 //! 3 GiB at 10 M rows. The compact form keeps the dozen columns the tables and plots use, turns
 //! strings into categoricals (4 bytes a row), and derives `vma_kind` and `fault_type` from the
 //! raw flags so those do not have to be kept.
 
-use std::{
-    fs::File,
-    io::{self, BufReader, Read, Seek, SeekFrom},
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
-use pfnscope_trace::{CheckedStream, Damage, ReadSoFar, TraceMeta, TraceReader};
+use pfnscope_trace::{Damage, LossCounters, TraceMeta, TraceReader};
 use polars::prelude::*;
-use polars_arrow::io::ipc::read::{StreamReader, StreamState, read_stream_metadata};
 
 use crate::{
+    arrow_ffi,
     compact::{Batch, Compactor, Parts},
     error::{AnalyzerError, Result},
 };
@@ -28,7 +25,8 @@ use crate::{
 pub enum Columns {
     /// The analysis columns (see [`Trace::events`]).
     Compact,
-    /// Every row and column of the trace plus `vma_kind` and `fault_type` (for export).
+    /// Every event row and every column of the trace plus `vma_kind` and `fault_type` (for
+    /// export).
     Full,
 }
 
@@ -53,8 +51,9 @@ impl Default for LoadOptions {
 pub struct Trace {
     pub path: PathBuf,
     pub meta: TraceMeta,
-    /// One row per event. In [`Columns::Full`] mode: every row and column of the file plus
-    /// `vma_kind` and `fault_type`. Compact (counter rows removed) columns: `ts_ns`, `latency_ns`, `hook`,
+    /// One row per event. In [`Columns::Full`] mode: every event row (the loss counters are
+    /// not rows: see `counters`) and every column of the file, with `seq` and absolute ids, plus
+    /// `vma_kind` and `fault_type`. Compact columns: `ts_ns`, `latency_ns`, `hook`,
     /// `driver`, `vma_kind`, `fault_type`, `comm`, `pid`, `ret`, `fault_flags`, `is_fault`
     /// (a page fault: `handle_mm_fault` or a fault tracepoint) and `vm_fault_ret` (`ret`
     /// holds VM_FAULT bits).
@@ -63,8 +62,8 @@ pub struct Trace {
     /// `cache_req`, `cache_out` (`count`).
     /// Empty in [`Columns::Full`] mode, where `events` has them.
     pub pat: DataFrame,
-    /// Final tracer counters per CPU: `cpu`, `dropped`, `unpaired`, `read_failed`.
-    pub counters: DataFrame,
+    /// The tracer's final loss counters per CPU.
+    pub counters: LossCounters,
     /// Set when the file is not whole (cut short, truncated, corrupt): what was lost and how
     /// much was kept, as every reader of the trace says it.
     pub damage: Option<Damage>,
@@ -89,11 +88,14 @@ impl Trace {
     /// Like [`Trace::load`], but a trace without events loads as empty frames.
     pub fn load_allow_empty(path: &Path, opts: &LoadOptions) -> Result<Trace> {
         // pfnscope_trace decides what is a trace: empty files, foreign files and newer schema
-        // versions are refused there, with its wording.
-        let (meta, checked) = {
-            let r = TraceReader::open(path)?;
-            (r.meta().clone(), r.checks_checksums())
+        // versions are refused there, with its wording; it also says what damage stopped it,
+        // as it does for the replay.
+        let unread = match opts.columns {
+            Columns::Compact => COMPACT_UNREAD,
+            Columns::Full => &[],
         };
+        let mut reader = TraceReader::open_without(path, unread)?;
+        let meta = reader.meta().clone();
         let pl = |what: &'static str| {
             move |err| AnalyzerError::Polars {
                 path: path.to_owned(),
@@ -101,117 +103,52 @@ impl Trace {
                 err,
             }
         };
-        let file = File::open(path).map_err(|err| {
-            AnalyzerError::Trace(pfnscope_trace::TraceError::Open {
-                path: path.to_owned(),
-                err,
-            })
-        })?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        opts.progress.set_length(len);
-        // Every message is checked before polars sees it: its IPC reader trusts claimed lengths.
-        // The checks also classify what stops the stream, so that this reader and the replay's
-        // agree on the damage (see `pfnscope_trace::ReadSoFar`).
-        let mut input = CheckedStream::new(Progressed {
-            inner: BufReader::with_capacity(1 << 20, file),
-            pos: 0,
-            bar: opts.progress.clone(),
-        });
-        let md = read_stream_metadata(&mut input).map_err(pl("reading the schema"))?;
-        let bits = meta.vm_bits(false);
-
-        let names: Vec<String> = md.schema.iter_names().map(|n| n.to_string()).collect();
-        // Without checksums, damage in a column shows only when the column is decompressed:
-        // read them all, as the replay then does, so that both see the same damage.
-        let projection: Vec<usize> = match opts.columns {
-            Columns::Compact if checked => names
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| COMPACT_INPUT.contains(&n.as_str()))
-                .map(|(i, _)| i)
-                .collect(),
-            _ => (0..names.len()).collect(),
-        };
-        let batch_names: Vec<String> = projection.iter().map(|&i| names[i].clone()).collect();
-        let empty_input = DataFrame::empty_with_schema(&Schema::from_arrow_schema(&md.schema));
-        let mut compactor = Compactor::new(bits).map_err(pl("preparing categories"))?;
-
+        opts.progress
+            .set_length(std::fs::metadata(path).map_or(0, |m| m.len()));
+        let mut compactor =
+            Compactor::new(meta.vm_bits(false)).map_err(pl("preparing categories"))?;
         let mut parts: Vec<Parts> = Vec::new();
-        let mut read = ReadSoFar::new(path, input.offset(), Some(len));
-        let mut error = None;
-        let at = AtomicU64::new(input.offset());
+        let mut failed = None;
         // Reading and decompressing the next batch overlaps with compacting this one.
-        std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel(2);
-            let tracked = Tracked {
-                stream: &mut input,
-                at: &at,
-            };
-            let mut reader = StreamReader::new(tracked, md, Some(projection));
-            let at = &at;
-            scope.spawn(move || {
-                loop {
-                    // A panic in the IPC reader on crafted bytes is a corrupt batch.
-                    let item = match pfnscope_trace::guard_panics(|| reader.next()) {
-                        Ok(Some(item)) => item,
-                        Ok(None) => break,
-                        Err(e) => Err(PolarsError::ComputeError(e.into())),
-                    };
-                    let end = !matches!(item, Ok(StreamState::Some(_)));
-                    if tx.send((item, at.load(Ordering::Relaxed))).is_err() || end {
-                        break;
-                    }
+        let damage = reader.pipelined(TraceReader::next_arrow, |rb, bytes| {
+            opts.progress.set_position(bytes);
+            if failed.is_some() {
+                return;
+            }
+            let part = arrow_ffi::import(&rb).and_then(|(fields, arrays)| {
+                let b = Batch::new(&fields, &arrays, rb.num_rows());
+                match opts.columns {
+                    Columns::Compact => compactor.compact(&b),
+                    Columns::Full => full(&mut compactor, &b, fields.clone(), arrays.clone()),
                 }
             });
-            for (item, end) in rx {
-                match item {
-                    // The end of the file between two batches; the end-of-stream marker ends
-                    // the channel. Which one it was is the verdict's business.
-                    Ok(StreamState::Waiting) => break,
-                    Ok(StreamState::Some(rb)) => {
-                        let first_seq = read.records;
-                        read.batch(rb.height() as u64, end);
-                        let b = Batch::new(&batch_names, &rb);
-                        let part = match opts.columns {
-                            Columns::Compact => compactor.compact(&b),
-                            Columns::Full => {
-                                full(&mut compactor, &b, DataFrame::from(rb.clone()), first_seq)
-                            }
-                        };
-                        parts.push(part.map_err(pl("narrowing a batch"))?);
-                    }
-                    Err(e) => {
-                        error = Some(e.to_string());
-                        break;
-                    }
-                }
+            match part {
+                Ok(p) => parts.push(p),
+                Err(e) => failed = Some(e),
             }
-            Ok(())
-        })?;
-        let damage = read.verdict(&input, error);
-        let rows = read.records;
+        });
+        if let Some(e) = failed {
+            return Err(pl("narrowing a batch")(e));
+        }
         opts.progress.finish_and_clear();
 
-        let (events, pat, counters) = if parts.is_empty() {
+        let (events, pat) = if parts.is_empty() {
             let p = match opts.columns {
                 Columns::Compact => compactor.compact(&Batch::empty()),
-                Columns::Full => full(&mut compactor, &Batch::empty(), empty_input, 0),
+                Columns::Full => full(&mut compactor, &Batch::empty(), vec![], vec![]),
             }
             .map_err(pl("narrowing"))?;
-            (p.events, p.pat, p.counters)
+            (p.events, p.pat)
         } else {
             let mut events = Vec::with_capacity(parts.len());
             let mut pat = Vec::with_capacity(parts.len());
-            let mut counters = Vec::with_capacity(parts.len());
             for p in parts {
                 events.push(p.events);
                 pat.push(p.pat);
-                counters.push(p.counters);
             }
             (
                 stack(events).map_err(pl("joining batches"))?,
                 stack(pat).map_err(pl("joining batches"))?,
-                stack(counters).map_err(pl("joining batches"))?,
             )
         };
         let events = if opts.columns == Columns::Compact {
@@ -219,25 +156,14 @@ impl Trace {
         } else {
             events
         };
-        let counters = counters
-            .lazy()
-            .group_by_stable([col("cpu")])
-            .agg([
-                col("dropped").last(),
-                col("unpaired").last(),
-                col("read_failed").last(),
-            ])
-            .sort(["cpu"], Default::default())
-            .collect()
-            .map_err(pl("reading counters"))?;
         Ok(Trace {
             path: path.to_owned(),
             meta,
             events,
             pat,
-            counters,
+            counters: reader.counters().clone(),
             damage,
-            rows,
+            rows: reader.rows_read(),
         })
     }
 
@@ -272,25 +198,38 @@ impl Trace {
     }
 }
 
-/// The columns the compact form is made from.
-const COMPACT_INPUT: &[&str] = &[
-    "ts_ns",
-    "latency_ns",
+/// The columns the compact form is not made from, left compressed: the compact form reads
+/// `ts_ns`, `latency_ns`, `pid`, `comm`, `hook`, `driver`, `file_id`, `vma_flags`,
+/// `fault_flags`, `error_code`, `ret`, `cache_req` and `cache_out`.
+const COMPACT_UNREAD: &[&str] = &[
+    "id",
+    "parent",
     "cpu",
-    "pid",
-    "comm",
-    "hook",
-    "driver",
-    "file_id",
-    "vma_flags",
-    "fault_flags",
-    "error_code",
-    "ret",
-    "cache_req",
-    "cache_out",
+    "tid",
+    "mode",
+    "address",
+    "vma_id",
+    "vma_start",
+    "vma_end",
+    "vma_pgoff",
+    "vma_prot",
+    "vma_cache",
+    "mm_id",
+    "pte",
+    "page",
+    "pfn",
+    "size",
+    "prot",
+    "prot_out",
+    "write",
+    "ino",
+    "index",
+    "dev",
+    "child_pid",
     "dropped",
     "unpaired",
     "read_failed",
+    "pfn_flags",
 ];
 
 fn no_pat() -> DataFrame {
@@ -300,44 +239,22 @@ fn no_pat() -> DataFrame {
     )]))
 }
 
-/// Every column of the batch (`df`, the same rows as `b`, the first of them row `first_seq` of
-/// the file) plus `vma_kind` and `fault_type`; the counters apart as well.
+/// Every column of the batch (`fields` and `arrays`, the rows of `b`, with `seq` and the ids
+/// as the trace crate writes them out) plus `vma_kind` and `fault_type`.
 fn full(
     compactor: &mut Compactor,
     b: &Batch,
-    mut df: DataFrame,
-    first_seq: u64,
+    fields: Vec<polars_arrow::datatypes::Field>,
+    arrays: Vec<Box<dyn polars_arrow::array::Array>>,
 ) -> PolarsResult<Parts> {
-    // Schema 3 stores no `seq`: it is the row's position in the file, which is what replay
-    // reports cite, so an export carries it as schema 1 and 2 traces did.
-    if df.column("seq").is_err() {
-        let seq: Vec<u64> = (first_seq..first_seq + df.height() as u64).collect();
-        df.insert_column(0, Column::new("seq".into(), seq))?;
-    }
-    // Schema 4 stores each id as the difference from the row before it in the batch (Int64,
-    // wrapping); an export carries the ids themselves, as schema 1 to 3 stored them.
-    if let Ok(deltas) = df.column("id").and_then(|c| c.i64().cloned()) {
-        let ids = pfnscope_trace::ids_from_deltas(deltas.iter().map(|d| d.unwrap_or(0)));
-        df.replace("id", Column::new("id".into(), ids))?;
-    }
+    let schema = fields.into_iter().map(|f| (f.name.clone(), f)).collect();
+    let rb = polars_arrow::record_batch::RecordBatchT::try_new(b.height, Arc::new(schema), arrays)?;
+    let mut df = DataFrame::from(rb);
     let (kind, ftype) = compactor.labels(b);
-    let is_counter = compactor.counter_mask(b)?;
     df.hstack_mut(&[kind, ftype])?;
-    let counters = df
-        .filter(&is_counter)?
-        .lazy()
-        .select(["cpu", "dropped", "unpaired", "read_failed"].map(|c| {
-            col(c).cast(if c == "cpu" {
-                DataType::UInt32
-            } else {
-                DataType::UInt64
-            })
-        }))
-        .collect()?;
     Ok(Parts {
         events: df,
         pat: no_pat(),
-        counters,
     })
 }
 
@@ -368,43 +285,4 @@ fn stack(dfs: Vec<DataFrame>) -> PolarsResult<DataFrame> {
     // No rechunk: it would copy every column once more (2x peak memory at 10 M rows), and the
     // queries and the plot loops read chunked columns as they are.
     Ok(acc)
-}
-
-/// The stream polars reads, publishing how far it got to the thread that compacts batches
-/// (polars keeps its reader to itself).
-struct Tracked<'a, R> {
-    stream: &'a mut CheckedStream<R>,
-    at: &'a AtomicU64,
-}
-
-impl<R: Read> Read for Tracked<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.stream.read(buf)?;
-        self.at.store(self.stream.offset(), Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-impl<R: Read> Seek for Tracked<'_, R> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let p = self.stream.seek(to)?;
-        self.at.store(p, Ordering::Relaxed);
-        Ok(p)
-    }
-}
-
-/// Counts bytes for the progress bar.
-struct Progressed<R> {
-    inner: R,
-    pos: u64,
-    bar: ProgressBar,
-}
-
-impl<R: Read> Read for Progressed<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos += n as u64;
-        self.bar.set_position(self.pos);
-        Ok(n)
-    }
 }

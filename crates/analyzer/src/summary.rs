@@ -131,13 +131,7 @@ pub struct PatRow {
 }
 
 /// Final tracer counters of one CPU.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CpuCounters {
-    pub cpu: u32,
-    pub dropped: u64,
-    pub unpaired: u64,
-    pub read_failed: u64,
-}
+pub use pfnscope_trace::CpuCounters;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Summary {
@@ -172,7 +166,7 @@ impl Summary {
             vm_fault_mix: mix_table(trace).map_err(pl("VM_FAULT table"))?,
             retries: retry_table(trace).map_err(pl("retry table"))?,
             pat: pat_table(trace).map_err(pl("PAT table"))?,
-            counters: counter_rows(trace).map_err(pl("counters"))?,
+            counters: trace.counters.per_cpu().copied().collect(),
             ..Summary::header(trace, by)
         })
     }
@@ -566,21 +560,6 @@ fn pat_table(trace: &Trace) -> PolarsResult<Vec<PatRow>> {
             requested: req[i].clone(),
             obtained: out[i].clone(),
             count: count[i],
-        })
-        .collect())
-}
-
-fn counter_rows(trace: &Trace) -> PolarsResult<Vec<CpuCounters>> {
-    let df = &trace.counters;
-    let cpu = u64s(df, "cpu")?;
-    let [d, u, r] = ["dropped", "unpaired", "read_failed"].map(|n| u64s(df, n));
-    let (d, u, r) = (d?, u?, r?);
-    Ok((0..df.height())
-        .map(|i| CpuCounters {
-            cpu: cpu[i] as u32,
-            dropped: d[i],
-            unpaired: u[i],
-            read_failed: r[i],
         })
         .collect())
 }

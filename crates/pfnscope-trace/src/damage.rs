@@ -7,17 +7,18 @@
 
 use std::{fmt, path::Path};
 
-use serde::{Serialize, Serializer, ser::SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::checked::CheckedStream;
 
 /// Why a reader stopped before the end of a finished recording.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DamageKind {
     /// The file ends between two batches without the end-of-stream marker: the tracer was
     /// killed, the machine crashed or the disk filled. Every batch on disk was read; what
     /// happened after the last flush (up to a second of events) is not in the file.
+    #[default]
     CutShort,
     /// The file ends inside a message: a batch was being written when the recording stopped,
     /// or a copy of the file was cut.
@@ -166,18 +167,44 @@ impl fmt::Display for Damage {
     }
 }
 
-/// JSON: the class, the numbers and the message, so tools need not parse the words.
+/// A [`Damage`] as reports carry it (JSON): the class, the numbers and the message, so tools
+/// need not parse the words. Read back by the analyzer from the replay's reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DamageReport {
+    pub kind: DamageKind,
+    pub batch: u64,
+    pub records_kept: u64,
+    pub batches_kept: u64,
+    pub bytes_kept: u64,
+    pub file_bytes: Option<u64>,
+    /// [`Damage`]'s one-line message.
+    pub message: String,
+}
+
+impl From<&Damage> for DamageReport {
+    fn from(d: &Damage) -> DamageReport {
+        DamageReport {
+            kind: d.kind,
+            batch: d.batch,
+            records_kept: d.records_kept,
+            batches_kept: d.batches_kept,
+            bytes_kept: d.bytes_kept,
+            file_bytes: d.file_bytes,
+            message: d.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for DamageReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Serialize for Damage {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut o = s.serialize_struct("Damage", 7)?;
-        o.serialize_field("kind", &self.kind)?;
-        o.serialize_field("batch", &self.batch)?;
-        o.serialize_field("records_kept", &self.records_kept)?;
-        o.serialize_field("batches_kept", &self.batches_kept)?;
-        o.serialize_field("bytes_kept", &self.bytes_kept)?;
-        o.serialize_field("file_bytes", &self.file_bytes)?;
-        o.serialize_field("message", &self.to_string())?;
-        o.end()
+        DamageReport::from(self).serialize(s)
     }
 }
 

@@ -4,8 +4,6 @@
 
 use std::process::ExitCode;
 
-use crate::damage::Damage;
-
 /// What a run of a reading command concluded, as its exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ExitStatus {
@@ -34,8 +32,8 @@ Exit status (the same for replay check/overhead and analyzer summary/report/expo
 
 impl ExitStatus {
     /// The status of a run that read trace(s) with this damage and found `divergences`.
-    pub fn after_reading<'a>(
-        damage: impl IntoIterator<Item = Option<&'a Damage>>,
+    pub fn after_reading<D>(
+        damage: impl IntoIterator<Item = Option<D>>,
         divergences: bool,
     ) -> ExitStatus {
         if damage.into_iter().any(|d| d.is_some()) {
@@ -71,7 +69,7 @@ impl From<ExitStatus> for ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::damage::DamageKind;
+    use crate::damage::{Damage, DamageKind};
 
     #[test]
     fn damage_wins_over_divergences_and_the_help_names_every_status() {

@@ -38,8 +38,8 @@ pub use checked::{Broken, CheckedStream};
 pub use checksum::CHECKSUMS_KEY;
 pub use columns::compat::ids_from_deltas;
 pub use columns::{COLUMNS, Rec, Record, Rows};
-pub use counters::COUNTERS_HOOK;
-pub use damage::{Damage, DamageKind, ReadSoFar};
+pub use counters::{CpuCounters, LossCounters};
+pub use damage::{Damage, DamageKind, DamageReport, ReadSoFar};
 pub use exit::{EXIT_STATUS_HELP, ExitStatus};
 pub use guard::guard_panics;
 pub use meta::{

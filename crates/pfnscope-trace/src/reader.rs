@@ -11,7 +11,8 @@ use arrow_ipc::reader::StreamReader;
 
 use crate::{
     checked::CheckedStream,
-    columns::{Record, Rows},
+    columns::{Record, Rows, compat},
+    counters::{self, COUNTER_COLUMNS, LossCounters},
     damage::{Damage, ReadSoFar, one_line},
     guard::guard_panics,
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
@@ -47,41 +48,19 @@ pub enum TraceError {
 #[derive(Debug, Default)]
 pub struct Trace {
     pub meta: TraceMeta,
+    /// The events (the loss counters' rows are in `counters`).
     pub records: Vec<Record>,
+    /// The tracer's final loss counters per CPU.
+    pub counters: LossCounters,
     /// Set when the file is not whole (cut short, truncated or corrupt): what went wrong and
     /// how much was recovered. `records` holds everything before the damage.
     pub damage: Option<Damage>,
 }
 
 impl Trace {
-    /// Final counter values per CPU from the counter rows (cumulative; the last one wins).
-    pub fn counters(&self) -> Vec<(u32, u64, u64, u64)> {
-        let mut per_cpu = std::collections::BTreeMap::new();
-        for r in self
-            .records
-            .iter()
-            .filter(|r| r.hook == crate::COUNTERS_HOOK)
-        {
-            per_cpu.insert(
-                r.cpu,
-                (
-                    r.dropped.unwrap_or(0),
-                    r.unpaired.unwrap_or(0),
-                    r.read_failed.unwrap_or(0),
-                ),
-            );
-        }
-        per_cpu
-            .into_iter()
-            .map(|(c, (d, u, f))| (c, d, u, f))
-            .collect()
-    }
-
-    /// The events, without counter rows.
+    /// The events: every record (the reader hands the counters out apart).
     pub fn events(&self) -> impl Iterator<Item = &Record> {
-        self.records
-            .iter()
-            .filter(|r| r.hook != crate::COUNTERS_HOOK)
+        self.records.iter()
     }
 }
 
@@ -96,6 +75,7 @@ pub struct TraceReader<R: Read> {
     read: ReadSoFar,
     done: bool,
     unread: &'static [&'static str],
+    counters: LossCounters,
 }
 
 impl TraceReader<BufReader<File>> {
@@ -175,7 +155,10 @@ impl<R: Read> TraceReader<R> {
                     .filter(|_| stream.checks_checksums())
                     .map(|s| {
                         (0..s.fields().len())
-                            .filter(|&i| !unread.contains(&s.field(i).name().as_str()))
+                            .filter(|&i| {
+                                let name = s.field(i).name().as_str();
+                                !unread.contains(&name) || COUNTER_COLUMNS.contains(&name)
+                            })
                             .collect()
                     }),
             };
@@ -225,11 +208,19 @@ impl<R: Read> TraceReader<R> {
             meta,
             done: false,
             unread,
+            counters: LossCounters::default(),
         })
     }
 
     pub fn meta(&self) -> &TraceMeta {
         &self.meta
+    }
+
+    /// The tracer's loss counters per CPU, as of the last batch read: the final ones once
+    /// every batch is read. The reader takes them out of the batches it hands on
+    /// ([`crate::counters`]).
+    pub fn counters(&self) -> &LossCounters {
+        &self.counters
     }
 
     /// Whether the trace's batches are checked against checksums as they are read.
@@ -258,6 +249,18 @@ impl<R: Read> TraceReader<R> {
         })
     }
 
+    /// The next batch as an Arrow batch in the current form, validated, with `seq` and absolute
+    /// ids written out (see `compat::normalize`): for a reader that takes Arrow arrays as they
+    /// are (the analyzer hands them to polars). Damage as for [`Self::next_batch`].
+    pub fn next_arrow(&mut self) -> Result<Option<RecordBatch>, Damage> {
+        self.next_checked(compat::normalize)
+    }
+
+    /// Rows of the file read so far, counter rows included.
+    pub fn rows_read(&self) -> u64 {
+        self.read.records
+    }
+
     /// Bytes of the file read so far: what a progress bar can show before the number of rows
     /// is known.
     pub fn bytes_read(&self) -> u64 {
@@ -278,11 +281,20 @@ impl<R: Read> TraceReader<R> {
             .unwrap_or_else(|e| Some(Err(arrow_schema::ArrowError::IpcError(e))));
         let decoded = match next {
             None => None,
-            Some(Ok(batch)) => Some(
-                guard_panics(|| check(&batch, self.read.records))
+            Some(Ok(batch)) => {
+                let (first, rows) = (self.read.records, batch.num_rows() as u64);
+                let counters = &mut self.counters;
+                Some(
+                    guard_panics(|| {
+                        let (batch, found) = counters::split(batch, first)?;
+                        let out = check(&batch, first)?;
+                        found.into_iter().for_each(|c| counters.update(c));
+                        Ok(out)
+                    })
                     .and_then(|r| r)
-                    .map(|out| (out, batch.num_rows() as u64)),
-            ),
+                    .map(|out| (out, rows)),
+                )
+            }
             Some(Err(e)) => Some(Err(e.to_string())),
         };
         let error = match decoded {
@@ -298,6 +310,41 @@ impl<R: Read> TraceReader<R> {
             None => Ok(None),
             Some(d) => Err(d),
         }
+    }
+}
+
+impl<R: Read + Send> TraceReader<R> {
+    /// Hands every batch, as `next` reads it ([`Self::next_rows`], [`Self::next_arrow`]), to
+    /// `f` in order, while another thread reads and decompresses the next ones. `f` also gets
+    /// the bytes of the file read up to the end of the batch. Returns the damage that ended a
+    /// trace that is not whole.
+    pub fn pipelined<T: Send>(
+        &mut self,
+        next: fn(&mut Self) -> Result<Option<T>, Damage>,
+        mut f: impl FnMut(T, u64),
+    ) -> Option<Damage> {
+        // Two batches wait between reading and the consumer, so that neither thread waits for
+        // the other while one batch takes longer than usual.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(T, u64)>(2);
+        std::thread::scope(|s| {
+            let read = s.spawn(move || {
+                loop {
+                    match next(self) {
+                        Ok(Some(batch)) => {
+                            if tx.send((batch, self.bytes_read())).is_err() {
+                                return None;
+                            }
+                        }
+                        Ok(None) => return None,
+                        Err(d) => return Some(d),
+                    }
+                }
+            });
+            for (batch, bytes) in rx {
+                f(batch, bytes);
+            }
+            read.join().expect("the trace reader thread panicked")
+        })
     }
 }
 
@@ -326,5 +373,6 @@ fn collect<R: Read>(mut r: TraceReader<R>) -> Result<Trace, TraceError> {
             }
         }
     }
+    trace.counters = r.counters;
     Ok(trace)
 }

@@ -18,6 +18,7 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 use crate::{
     checksum::{CHECKSUMS_CRC32, CHECKSUMS_KEY, seal, stamp},
     columns::{Builders, Record, fields},
+    counters::CpuCounters,
     meta::{CURRENT_SCHEMA_VERSION, META_KEY, SCHEMA_VERSION_KEY, TraceMeta},
     output::{Existing, NewFile, OutputError},
 };
@@ -195,6 +196,14 @@ impl TraceWriter {
     /// Queues one record. Its `seq` is not written: readers take the row's position.
     pub fn push(&mut self, r: &Record) {
         self.pending.push(r);
+    }
+
+    /// Queues the tracer's loss counters, read at `ts_ns` (CLOCK_MONOTONIC): the writer stores
+    /// them with the batch (see [`crate::counters`]); readers hand them out apart.
+    pub fn push_counters(&mut self, counters: &[CpuCounters], ts_ns: u64) {
+        for c in counters {
+            self.pending.push(&c.to_record(ts_ns));
+        }
     }
 
     pub fn pending(&self) -> usize {

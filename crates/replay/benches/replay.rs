@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use pfnscope_abi::kernel::Series;
 use pfnscope_abi::{Cache, bits::PAGE_SIZE};
 use replay::kernel::KernelRules;
-use replay::report::Collector;
+use replay::report::Results;
 use replay::synth::TraceBuilder;
 use replay::{CheckOptions, Engine, check_file, overhead_file};
 
@@ -124,7 +124,7 @@ fn main() {
     let series = Series::V6_12;
     let mut b = TraceBuilder::new(series);
     let meta = b.meta();
-    let mut engine = Engine::new(&meta, KernelRules::for_series(series), Collector::new());
+    let mut engine = Engine::new(&meta, KernelRules::for_series(series), Results::new());
     let (mut fed, mut in_engine) = (0u64, Duration::ZERO);
     let mut chunk_rounds = 0;
     while fed < target {

@@ -1,10 +1,8 @@
 //! The replay engine: feeds a trace's calls through tree reassembly ([`crate::tree`]) into the
-//! reference model ([`crate::model`]), and keeps the tracer's loss counters.
-
-use std::collections::HashMap;
+//! reference model ([`crate::model`]).
 
 use pfnscope_abi::Hook;
-use pfnscope_trace::{Rec, Record, Rows, TraceMeta};
+use pfnscope_trace::{LossCounters, Record, Rows, TraceMeta};
 
 use crate::feed::{Consumer, Feed};
 use crate::kernel::KernelRules;
@@ -12,25 +10,12 @@ use crate::model::Model;
 use crate::report::{Losses, Sink};
 use crate::tree::Tree;
 
-/// The model and the loss counters, fed by [`Feed`].
+/// The model, fed by [`Feed`].
 struct Run<S: Sink> {
     model: Model<S>,
-    losses: HashMap<u32, (u64, u64, u64)>,
 }
 
 impl<S: Sink> Consumer for Run<S> {
-    fn counters(&mut self, r: Rec<'_>) {
-        // Cumulative per CPU: the last row wins.
-        self.losses.insert(
-            r.cpu(),
-            (
-                r.dropped().unwrap_or(0),
-                r.unpaired().unwrap_or(0),
-                r.read_failed().unwrap_or(0),
-            ),
-        );
-    }
-
     #[inline]
     fn call(&mut self, hook: Option<Hook>) {
         if let Some(h) = hook {
@@ -48,6 +33,8 @@ impl<S: Sink> Consumer for Run<S> {
 pub struct Engine<S: Sink> {
     feed: Feed,
     run: Run<S>,
+    /// The tracer's final loss counters, summed over CPUs.
+    losses: Losses,
 }
 
 impl<S: Sink> Engine<S> {
@@ -56,8 +43,8 @@ impl<S: Sink> Engine<S> {
             feed: Feed::default(),
             run: Run {
                 model: Model::new(meta, rules, sink),
-                losses: HashMap::new(),
             },
+            losses: Losses::default(),
         }
     }
 
@@ -80,14 +67,19 @@ impl<S: Sink> Engine<S> {
         self.feed.events()
     }
 
+    /// The tracer's loss counters for the trace (its reader hands them out): calls whose
+    /// parent never came are only a divergence where nothing was lost.
+    pub fn set_losses(&mut self, counters: &LossCounters) {
+        let t = counters.total();
+        self.losses = Losses {
+            dropped: t.dropped,
+            unpaired: t.unpaired,
+            read_failed: t.read_failed,
+        };
+    }
+
     pub fn losses(&self) -> Losses {
-        let mut l = Losses::default();
-        for (d, u, f) in self.run.losses.values() {
-            l.dropped += d;
-            l.unpaired += u;
-            l.read_failed += f;
-        }
-        l
+        self.losses.clone()
     }
 
     /// Drains what is left, runs the end-of-trace rules and hands the sink back.

@@ -4,15 +4,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use pfnscope_abi::Hook;
-use pfnscope_trace::{Rec, Record, Rows};
+use pfnscope_trace::{Record, Rows};
 
-use crate::hook::{HookCache, RowKind};
+use crate::hook::HookCache;
 use crate::tree::{Assembler, Orphan, Tree};
 
 /// What a consumer of a trace does with what [`Feed`] hands it.
 pub trait Consumer {
-    /// A counter row (not a call; not counted as an event).
-    fn counters(&mut self, r: Rec<'_>);
     /// A call of `hook` was taken, before any tree it completes.
     fn call(&mut self, hook: Option<Hook>);
     /// A complete tree.
@@ -44,10 +42,7 @@ pub struct Feed {
 impl Feed {
     /// Takes a record built in memory.
     pub fn push(&mut self, rec: Record, c: &mut impl Consumer) {
-        let RowKind::Call(hook) = self.hooks.get(&rec.hook) else {
-            c.counters(Rec::Record(&rec));
-            return;
-        };
+        let hook = self.hooks.get(&rec.hook);
         self.events += 1;
         self.asm.push(rec, hook);
         c.call(hook);
@@ -60,10 +55,7 @@ impl Feed {
         #[cfg(test)]
         self.seen.push(Rc::downgrade(&rows));
         for i in 0..rows.len() {
-            let RowKind::Call(hook) = self.hooks.get(&rows.hook(i)) else {
-                c.counters(Rec::Row(&rows, i));
-                continue;
-            };
+            let hook = self.hooks.get(&rows.hook(i));
             self.events += 1;
             self.asm.push_row(&rows, i, hook);
             c.call(hook);
@@ -109,7 +101,7 @@ impl Feed {
         }
     }
 
-    /// Calls taken so far (counter rows are not calls).
+    /// Calls taken so far.
     pub fn events(&self) -> u64 {
         self.events
     }

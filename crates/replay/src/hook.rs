@@ -1,33 +1,18 @@
-//! A trace row's `hook` name, decoded once per distinct name into what the engine needs.
+//! A trace row's `hook` name, decoded once per distinct name into the hook the engine knows it
+//! as (`None` for a hook this build does not know, a newer tracer's: its calls still link their
+//! children).
 
 use pfnscope_abi::Hook;
-
-/// What a row is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RowKind {
-    /// A probed call or tracepoint hit; `None` for a hook this build does not know (a newer
-    /// tracer's): its calls still link their children.
-    Call(Option<Hook>),
-    /// The tracer's cumulative loss counters ([`pfnscope_trace::COUNTERS_HOOK`]), not a call.
-    Counters,
-}
-
-impl RowKind {
-    pub fn of(name: &str) -> RowKind {
-        if name == pfnscope_trace::COUNTERS_HOOK {
-            RowKind::Counters
-        } else {
-            RowKind::Call(Hook::parse(name))
-        }
-    }
-}
 
 /// Hooks of the names met last. Names are interned, so a name's storage identifies it: one
 /// pointer compare instead of matching the string against every hook name on every record. A
 /// direct-mapped table by that address: a trace has a dozen hooks, and scanning a list of the
 /// recent ones was 50 instructions a record.
+/// A name and the hook it decodes to.
+type Slot = Option<(pfnscope_trace::Sym, Option<Hook>)>;
+
 pub struct HookCache {
-    slots: Box<[Option<(pfnscope_trace::Sym, RowKind)>]>,
+    slots: Box<[Slot]>,
 }
 
 impl Default for HookCache {
@@ -44,7 +29,7 @@ impl HookCache {
     const SHIFT: u32 = u64::BITS - Self::SLOTS.trailing_zeros();
 
     #[inline]
-    pub fn get(&mut self, name: &pfnscope_trace::Sym) -> RowKind {
+    pub fn get(&mut self, name: &pfnscope_trace::Sym) -> Option<Hook> {
         // Fibonacci hashing of the address (cells are word-aligned: the low bits carry nothing).
         let i = (((name.addr() as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> Self::SHIFT)
             as usize;
@@ -54,7 +39,7 @@ impl HookCache {
         {
             return *h;
         }
-        let h = RowKind::of(name);
+        let h = Hook::parse(name);
         *slot = Some((*name, h));
         h
     }
@@ -67,28 +52,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_hook_name_decodes() {
-        for h in Hook::all() {
-            assert_eq!(RowKind::of(h.name()), RowKind::Call(Some(h)), "{h}");
-        }
-        assert_eq!(RowKind::of("do_something_else"), RowKind::Call(None));
-        assert_eq!(
-            RowKind::of(pfnscope_trace::COUNTERS_HOOK),
-            RowKind::Counters
-        );
-    }
-
-    #[test]
     fn the_cache_answers_like_the_names() {
         let mut c = HookCache::default();
         let mut names: Vec<Sym> = Hook::all().map(|h| h.name().into()).collect();
         names.push("do_something_else".into());
-        names.push(pfnscope_trace::COUNTERS_HOOK.into());
         // More names than the cache has slots, twice over, so hits and evictions both happen.
         names.extend((0..2 * HookCache::SLOTS).map(|i| Sym::from(format!("other_{i}"))));
         for _ in 0..2 {
             for n in &names {
-                assert_eq!(c.get(n), RowKind::of(n), "{n}");
+                assert_eq!(c.get(n), Hook::parse(n), "{n}");
             }
         }
     }

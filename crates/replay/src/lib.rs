@@ -31,7 +31,8 @@
 //! ```
 //!
 //! # The `replay check --json` report
-//! One JSON object (`schema` = [`report::REPORT_SCHEMA`], `pfnscope.replay.check/1`):
+//! One JSON object (`schema` = [`replay_report::CHECK_SCHEMA`], `pfnscope.replay.check/1`;
+//! its types, which the analyzer reads it with, are `replay_report`'s):
 //! - `trace`, `kernel_release` (from the trace), `rules` (`6.1`, `6.12` or `6.16+`),
 //!   `rules_note` (null, or why the rule set is a guess), `events` (rows replayed),
 //!   `damage` (null for a whole trace, else {`kind`: `cut_short` / `truncated` / `corrupt`,
@@ -76,6 +77,6 @@ pub mod tree;
 pub type IdMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 pub use engine::Engine;
-pub use report::{Collector, Divergence, Finding, Report, Sink};
+pub use report::{Divergence, Finding, Report, Results, Sink};
 pub use rules::Rule;
 pub use run::{CheckOptions, ReplayError, check_file, check_records, each_batch, overhead_file};

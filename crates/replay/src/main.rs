@@ -98,7 +98,7 @@ fn main() -> ExitCode {
 }
 
 /// The one line that says a trace is not whole; the rest of the output covers what was read.
-fn warn_damage(damage: Option<&pfnscope_trace::Damage>) {
+fn warn_damage(damage: Option<&replay_report::DamageReport>) {
     if let Some(d) = damage {
         eprintln!("replay: warning: {d}");
     }

@@ -1,29 +1,27 @@
-//! Results: the sink the engine writes to, and the report a CLI prints.
+//! Results: the sink the engine writes to ([`Results`]), and the report a CLI prints. The
+//! report's JSON shape is declared once, in `replay_report`, which the analyzer reads it with.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::{Deref, DerefMut};
 
-use pfnscope_trace::Damage;
+use replay_report::{CHECK_SCHEMA, CheckReport, CheckTotals};
+pub use replay_report::{Losses, RuleTally};
 use serde::Serialize;
 
 use crate::rules::{Rule, RuleInfo};
 
 /// Kernel != model.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Divergence {
-    pub rule: Rule,
-    /// What the model expected and what the trace shows, in words.
-    pub expected: String,
-    pub observed: String,
-    /// `seq` (row numbers) of the events involved, the deciding event first.
-    pub seqs: Vec<u64>,
-    /// Their call ids.
-    pub ids: Vec<u64>,
-    pub source: &'static str,
-}
+pub type Divergence = replay_report::Divergence<Rule>;
+
+/// One finding kind on one driver, with how often it happened.
+pub type FindingGroup = replay_report::FindingGroup<Rule>;
+
+/// A rule of the catalogue and its tally.
+pub type RuleRow = replay_report::RuleRow<RuleInfo>;
 
 /// Kernel == model, but worth a driver author's eye.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Finding {
     pub rule: Rule,
     pub message: String,
@@ -54,29 +52,10 @@ pub trait Sink {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RuleTally {
-    pub held: u64,
-    pub failed: u64,
-    pub not_checkable: u64,
-}
-
-/// One finding kind on one driver, with how often it happened.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FindingGroup {
-    pub rule: Rule,
-    pub driver: Option<String>,
-    pub count: u64,
-    /// The first occurrence's message and events.
-    pub message: String,
-    pub seqs: Vec<u64>,
-    pub ids: Vec<u64>,
-    pub source: &'static str,
-}
-
-/// Keeps everything, except that divergences past `max_divergences` are only counted.
+/// The sink a check run keeps its results in: everything, except that divergences past
+/// `max_divergences` are only counted.
 #[derive(Debug)]
-pub struct Collector {
+pub struct Results {
     pub max_divergences: usize,
     pub divergences: Vec<Divergence>,
     pub divergences_total: u64,
@@ -92,9 +71,9 @@ pub const MAX_LISTED: usize = 10_000;
 /// Divergences of one rule the text report shows.
 const SHOWN_PER_RULE: usize = 20;
 
-impl Collector {
-    pub fn new() -> Collector {
-        Collector {
+impl Results {
+    pub fn new() -> Results {
+        Results {
             max_divergences: MAX_LISTED,
             divergences: Vec::new(),
             divergences_total: 0,
@@ -104,13 +83,13 @@ impl Collector {
     }
 }
 
-impl Default for Collector {
-    fn default() -> Collector {
-        Collector::new()
+impl Default for Results {
+    fn default() -> Results {
+        Results::new()
     }
 }
 
-impl Sink for Collector {
+impl Sink for Results {
     fn divergence(&mut self, d: Divergence) {
         self.divergences_total += 1;
         if self.divergences.len() < self.max_divergences {
@@ -146,7 +125,7 @@ impl Sink for Collector {
                 message: f.message,
                 seqs: f.seqs,
                 ids: f.ids,
-                source: f.source,
+                source: f.source.into(),
             });
     }
 
@@ -160,60 +139,27 @@ impl Sink for Collector {
     }
 }
 
-/// Identifier of the JSON report shape; bump on an incompatible change.
-pub const REPORT_SCHEMA: &str = "pfnscope.replay.check/1";
-
+/// The `replay check` report: the shared JSON shape ([`CheckReport`]) holding the rule
+/// catalogue's own types. Its JSON form is documented in the crate docs.
 #[derive(Clone, Debug, Serialize)]
-pub struct RuleRow {
-    #[serde(flatten)]
-    pub rule: RuleInfo,
-    #[serde(flatten)]
-    pub tally: RuleTally,
+#[serde(transparent)]
+pub struct Report(pub CheckReport<Rule, RuleInfo>);
+
+impl Deref for Report {
+    type Target = CheckReport<Rule, RuleInfo>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Losses {
-    pub dropped: u64,
-    pub unpaired: u64,
-    pub read_failed: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    pub divergences: u64,
-    pub findings: u64,
-    pub finding_groups: usize,
-    pub checks: u64,
-    pub not_checkable: u64,
-    /// `not_checkable` over every application of a rule: the trace's blind spot.
-    pub not_checkable_share: f64,
-}
-
-/// The `replay check` report. Its JSON form is documented in the crate docs.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub schema: &'static str,
-    pub trace: String,
-    pub kernel_release: String,
-    pub rules: String,
-    pub rules_note: Option<String>,
-    pub events: u64,
-    /// Set when the trace file is not whole (cut short, truncated, corrupt): the class, what
-    /// was replayed and what was lost.
-    pub damage: Option<Damage>,
-    /// The damage's message: what `pfnscope.replay.check/1` tools read.
-    pub truncated: Option<String>,
-    pub losses: Losses,
-    pub summary: Summary,
-    pub rule_table: Vec<RuleRow>,
-    pub divergences: Vec<Divergence>,
-    /// Divergences counted but not listed (past the list's cap).
-    pub divergences_omitted: u64,
-    pub findings: Vec<FindingGroup>,
+impl DerefMut for Report {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Report {
-    pub fn from_collector(c: Collector, head: ReportHead) -> Report {
+    pub fn from_results(c: Results, head: ReportHead) -> Report {
         let rule_table: Vec<RuleRow> = Rule::ALL
             .iter()
             .map(|r| RuleRow {
@@ -227,20 +173,20 @@ impl Report {
             .sum();
         let not_checkable: u64 = rule_table.iter().map(|r| r.tally.not_checkable).sum();
         let findings: Vec<FindingGroup> = c.findings.into_values().collect();
-        Report {
-            schema: REPORT_SCHEMA,
+        Report(CheckReport {
+            schema: CHECK_SCHEMA.into(),
             trace: head.trace,
             kernel_release: head.kernel_release,
             rules: head.rules,
             rules_note: head.rules_note,
             events: head.events,
             truncated: head.damage.as_ref().map(|d| d.to_string()),
-            damage: head.damage,
+            damage: head.damage.as_ref().map(Into::into),
             losses: head.losses,
-            summary: Summary {
+            summary: CheckTotals {
                 divergences: c.divergences_total,
                 findings: findings.iter().map(|f| f.count).sum(),
-                finding_groups: findings.len(),
+                finding_groups: findings.len() as u64,
                 checks,
                 not_checkable,
                 not_checkable_share: share(not_checkable, checks),
@@ -249,7 +195,7 @@ impl Report {
             divergences_omitted: c.divergences_total - c.divergences.len() as u64,
             divergences: c.divergences,
             findings,
-        }
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -379,7 +325,7 @@ pub struct ReportHead {
     pub rules: String,
     pub rules_note: Option<String>,
     pub events: u64,
-    pub damage: Option<Damage>,
+    pub damage: Option<pfnscope_trace::Damage>,
     pub losses: Losses,
 }
 
@@ -387,7 +333,7 @@ pub struct ReportHead {
 mod tests {
     use super::*;
 
-    fn diverge(c: &mut Collector, rule: Rule, seq: u64) {
+    fn diverge(c: &mut Results, rule: Rule, seq: u64) {
         c.tally(rule, Outcome::Failed);
         c.divergence(Divergence {
             rule,
@@ -395,7 +341,7 @@ mod tests {
             observed: format!("o{seq}"),
             seqs: vec![seq],
             ids: vec![seq],
-            source: rule.source(),
+            source: rule.source().into(),
         });
     }
 
@@ -403,13 +349,13 @@ mod tests {
     /// few of each and counts the rest, listed or not.
     #[test]
     fn text_report_groups_divergences_by_rule() {
-        let mut c = Collector::new();
+        let mut c = Results::new();
         c.max_divergences = 30;
         diverge(&mut c, Rule::PatLookup, 0);
         for seq in 1..=40 {
             diverge(&mut c, Rule::TraceParent, seq);
         }
-        let text = Report::from_collector(
+        let text = Report::from_results(
             c,
             ReportHead {
                 trace: "t".into(),

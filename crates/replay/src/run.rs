@@ -3,14 +3,14 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
 
 use pfnscope_trace::{Damage, Record, Rows, TraceError, TraceMeta, TraceReader};
 
 use crate::engine::Engine;
 use crate::kernel::{BadRelease, KernelRules};
-use crate::overhead::{Overhead, OverheadReport};
-use crate::report::{Collector, Report, ReportHead};
+use crate::overhead::Overhead;
+use crate::report::{Report, ReportHead, Results};
+use replay_report::OverheadReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -43,10 +43,10 @@ pub fn check_records(
     trace: &str,
 ) -> Report {
     let head_rules = rules.clone();
-    let mut e = Engine::new(meta, rules, Collector::new());
+    let mut e = Engine::new(meta, rules, Results::new());
     e.push_all(records);
     let (c, losses, events) = e.finish();
-    Report::from_collector(
+    Report::from_results(
         c,
         ReportHead {
             trace: trace.to_string(),
@@ -109,15 +109,16 @@ pub fn check_file(
     let meta = reader.meta().clone();
     let rules = rules_for(&meta, opts.kernel_rules.as_deref())?;
     let head_rules = rules.clone();
-    let mut e = Engine::new(&meta, rules, Collector::new());
+    let mut e = Engine::new(&meta, rules, Results::new());
     let mut rows = 0u64;
     let damage = each_batch(&mut reader, |batch, bytes| {
         rows += batch.len() as u64;
         e.push_rows(batch);
         progress(rows, bytes);
     });
+    e.set_losses(reader.counters());
     let (c, losses, events) = e.finish();
-    Ok(Report::from_collector(
+    Ok(Report::from_results(
         c,
         ReportHead {
             trace: path.display().to_string(),
@@ -148,40 +149,18 @@ pub fn overhead_file(
         progress(rows, bytes);
     });
     let mut report = o.finish(&path.display().to_string(), top);
-    report.damage = damage;
+    report.damage = damage.as_ref().map(Into::into);
     Ok(report)
 }
 
 /// Hands every batch of `reader` to `f`, in order, checked and ready to be read a row at a
-/// time ([`Rows`]), while another thread reads and decompresses the next ones. `f` also gets
-/// the bytes of the file read up to the end of the batch. Returns the damage that ended a
-/// trace that is not whole.
+/// time ([`Rows`]), while another thread reads and decompresses the next ones
+/// ([`TraceReader::pipelined`]). Returns the damage that ended a trace that is not whole.
 pub fn each_batch<R: Read + Send>(
     reader: &mut TraceReader<R>,
-    mut f: impl FnMut(Rows, u64),
+    f: impl FnMut(Rows, u64),
 ) -> Option<Damage> {
-    // Two batches wait between reading and replaying, so that neither thread waits for the
-    // other while one batch takes longer than usual.
-    let (tx, rx) = sync_channel::<(Rows, u64)>(2);
-    std::thread::scope(|s| {
-        let read = s.spawn(move || {
-            loop {
-                match reader.next_rows() {
-                    Ok(Some(rows)) => {
-                        if tx.send((rows, reader.bytes_read())).is_err() {
-                            return None;
-                        }
-                    }
-                    Ok(None) => return None,
-                    Err(d) => return Some(d),
-                }
-            }
-        });
-        for (rows, bytes) in rx {
-            f(rows, bytes);
-        }
-        read.join().expect("the trace reader thread panicked")
-    })
+    reader.pipelined(TraceReader::next_rows, f)
 }
 
 #[cfg(test)]
@@ -249,7 +228,6 @@ mod tests {
         use crate::feed::{Consumer, Feed, HELD_ROWS};
         use crate::tree::Tree;
         use pfnscope_abi::Hook;
-        use pfnscope_trace::Rec;
 
         let p = tmp("stragglers");
         let (batches, per) = (120u64, 2000u64);
@@ -281,7 +259,6 @@ mod tests {
 
         struct Nothing;
         impl Consumer for Nothing {
-            fn counters(&mut self, _: Rec<'_>) {}
             fn call(&mut self, _: Option<Hook>) {}
             fn tree(&mut self, _: &Tree) {}
         }

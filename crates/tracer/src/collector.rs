@@ -14,7 +14,7 @@ use std::{
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use pfnscope_abi::{Event, counter};
-use pfnscope_trace::{COUNTERS_HOOK, Record, TraceWriter, WriteError};
+use pfnscope_trace::{CpuCounters, TraceWriter, WriteError};
 
 use crate::decode::Decoder;
 
@@ -23,18 +23,19 @@ const MAX_BATCH: usize = 64 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const POLL_EVERY: Duration = Duration::from_millis(1);
 
+/// What a recording wrote, for the line the tracer prints at the end.
 #[derive(Default, Debug)]
-pub struct Summary {
+pub struct Recorded {
     pub events: u64,
     pub per_hook: BTreeMap<String, u64>,
-    /// Final counters per CPU: (cpu, dropped, unpaired, read_failed).
-    pub per_cpu: Vec<(u32, u64, u64, u64)>,
+    /// Final loss counters per CPU.
+    pub per_cpu: Vec<CpuCounters>,
     pub elapsed: Duration,
 }
 
-impl Summary {
+impl Recorded {
     pub fn dropped(&self) -> u64 {
-        self.per_cpu.iter().map(|c| c.1).sum()
+        self.per_cpu.iter().map(|c| c.dropped).sum()
     }
 }
 
@@ -72,7 +73,7 @@ fn misses_in(fdinfo: &str) -> Option<u64> {
 }
 
 impl Collector {
-    fn drain(&mut self, summary: &mut Summary) -> usize {
+    fn drain(&mut self, summary: &mut Recorded) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
             if item.len() < size_of::<Event>() {
@@ -98,7 +99,7 @@ impl Collector {
         n
     }
 
-    fn read_counters(&self) -> Vec<(u32, u64, u64, u64)> {
+    fn read_counters(&self) -> Vec<CpuCounters> {
         let get = |idx| {
             self.counters
                 .get(&idx, 0)
@@ -113,31 +114,20 @@ impl Collector {
         // Counted per program by the kernel: booked on CPU 0's row so the totals are right.
         let misses = recursion_misses(&self.programs);
         (0..d.len())
-            .map(|cpu| {
-                (
-                    cpu as u32,
-                    d[cpu],
-                    u.get(cpu).copied().unwrap_or(0) + if cpu == 0 { misses } else { 0 },
-                    f.get(cpu).copied().unwrap_or(0),
-                )
+            .map(|cpu| CpuCounters {
+                cpu: cpu as u32,
+                dropped: d[cpu],
+                unpaired: u.get(cpu).copied().unwrap_or(0) + if cpu == 0 { misses } else { 0 },
+                read_failed: f.get(cpu).copied().unwrap_or(0),
             })
             .collect()
     }
 
-    fn push_counters(&mut self, now_ns: u64) -> Vec<(u32, u64, u64, u64)> {
+    /// Queues the counters with the batch being written (the reader hands them out apart
+    /// from the events) and returns them.
+    fn push_counters(&mut self, now_ns: u64) -> Vec<CpuCounters> {
         let c = self.read_counters();
-        for &(cpu, dropped, unpaired, read_failed) in &c {
-            self.writer.push(&Record {
-                hook: COUNTERS_HOOK.into(),
-                mode: "user".into(),
-                ts_ns: now_ns,
-                cpu,
-                dropped: Some(dropped),
-                unpaired: Some(unpaired),
-                read_failed: Some(read_failed),
-                ..Default::default()
-            });
-        }
+        self.writer.push_counters(&c, now_ns);
         c
     }
 
@@ -146,7 +136,7 @@ impl Collector {
     pub async fn run<T>(
         self,
         stop: impl Future<Output = T>,
-    ) -> (Result<Summary, (WriteError, Summary)>, Option<T>) {
+    ) -> (Result<Recorded, (WriteError, Recorded)>, Option<T>) {
         let mut why = None;
         let res = self.run_inner(stop, &mut why).await;
         (res, why)
@@ -156,8 +146,8 @@ impl Collector {
         mut self,
         stop: impl Future<Output = T>,
         why: &mut Option<T>,
-    ) -> Result<Summary, (WriteError, Summary)> {
-        let mut summary = Summary::default();
+    ) -> Result<Recorded, (WriteError, Recorded)> {
+        let mut summary = Recorded::default();
         let started = Instant::now();
         let tty = std::io::stderr().is_terminal();
         let status_every = if tty {

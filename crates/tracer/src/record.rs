@@ -16,7 +16,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     cli::RecordArgs,
-    collector::{Collector, Summary, monotonic_ns},
+    collector::{Collector, Recorded, monotonic_ns},
     decode::{Decoder, PAT_TABLE},
     session::{self, Setup},
 };
@@ -493,7 +493,7 @@ fn resolve_command(name: &str) -> anyhow::Result<PathBuf> {
     bail!("command not found: {name}")
 }
 
-fn print_summary(s: &Summary, path: &str) {
+fn print_summary(s: &Recorded, path: &str) {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "tracer: wrote {} events to {path} ({:.1} MiB) in {:.1} s",
@@ -504,8 +504,8 @@ fn print_summary(s: &Summary, path: &str) {
     for (hook, n) in &s.per_hook {
         eprintln!("  {hook:<45} {n:>10}");
     }
-    let drops: Vec<String> = s.per_cpu.iter().map(|c| c.1.to_string()).collect();
-    let unpaired: u64 = s.per_cpu.iter().map(|c| c.2).sum();
+    let drops: Vec<String> = s.per_cpu.iter().map(|c| c.dropped.to_string()).collect();
+    let unpaired: u64 = s.per_cpu.iter().map(|c| c.unpaired).sum();
     eprintln!(
         "  dropped: {} (per CPU: {}); unpaired returns: {unpaired}",
         s.dropped(),

@@ -95,8 +95,8 @@ fn fault_count_matches_pages_touched() {
         "{fault_hook}: {seen} of {PAGES} pages seen\n{stderr}"
     );
     // No counter row reports losses.
-    for (cpu, dropped, _, _) in t.counters() {
-        assert_eq!(dropped, 0, "cpu {cpu} dropped events");
+    for c in t.counters.per_cpu() {
+        assert_eq!(c.dropped, 0, "cpu {} dropped events", c.cpu);
     }
     // tp_btf finds the vma: an anonymous, private one without vm_ops.
     if let Some(r) = t.events().find(|r| {

@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output},
 };
 
-use pfnscope_trace::{COUNTERS_HOOK, PlanEntry, Record, RungFailure, TraceMeta, TraceWriter};
+use pfnscope_trace::{CpuCounters, PlanEntry, Record, RungFailure, TraceMeta, TraceWriter};
 
 pub const TTM: &str = "drm_gem_ttm_vm_ops [drm_ttm_helper]";
 pub const SHMEM: &str = "drm_gem_shmem_vm_ops [drm_shmem_helper]";
@@ -228,23 +228,17 @@ pub fn fault_trace(path: &Path, shape: &Shape) -> u64 {
             rows += 2;
         }
         if (i + 1) % per_batch == 0 || i + 1 == shape.faults {
-            for c in 0..2u32 {
-                w.push(&Record {
-                    ts_ns: ts,
-                    cpu: c,
-                    hook: COUNTERS_HOOK.into(),
-                    comm: "tracer".into(),
-                    dropped: Some(if c == 1 {
-                        shape.dropped * (i as u64 + 1) / shape.faults as u64
-                    } else {
-                        0
-                    }),
-                    unpaired: Some(0),
-                    read_failed: Some(0),
-                    ..Default::default()
-                });
-                rows += 1;
-            }
+            let counters = [0, 1].map(|cpu| CpuCounters {
+                cpu,
+                dropped: if cpu == 1 {
+                    shape.dropped * (i as u64 + 1) / shape.faults as u64
+                } else {
+                    0
+                },
+                ..Default::default()
+            });
+            w.push_counters(&counters, ts);
+            rows += 2;
             w.flush_batch().unwrap();
         }
     }

@@ -4,10 +4,10 @@
 //!
 //! | schema | difference | read by |
 //! |---|---|---|
-//! | 1 | names as plain `Utf8` strings, not dictionaries | [`plain_names`] |
-//! | 1-2 | each row's position in a `seq` column, not the row number | [`seq_column`] |
-//! | 1-3 | `id` as absolute `UInt64`, not differences | [`Id`] |
-//! | 1-4 | loss counters as rows of a reserved hook | [`crate::counters`] (new traces too, see there) |
+//! | 1 | names as plain `Utf8` strings, not dictionaries | [`plain_names`], [`normalize`] |
+//! | 1-2 | each row's position in a `seq` column, not the row number | [`seq_column`], [`normalize`] |
+//! | 1-3 | `id` as absolute `UInt64`, not differences | [`Id`], [`normalize`] |
+//! | all | loss counters as rows of a reserved hook | `crate::counters` (the reader takes them out) |
 //! | until 2026-11 | LZ4 batches | arrow (the codec is recorded per batch); [`crate::CheckedStream`] bounds its ratio |
 //! | until 2026-12 | no checksums | the schema says so ([`crate::CHECKSUMS_KEY`]); readers then decode every column |
 //! | until 2026-12 | no `start_state` in the metadata | `TraceMeta`'s serde defaults |
@@ -15,9 +15,12 @@
 use std::sync::Arc;
 
 use arrow_array::builder::Int64Builder;
-use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray, UInt64Array,
+    types::Int32Type,
+};
 use arrow_buffer::ScalarBuffer;
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Field, Schema};
 
 use super::kinds::{
     Bits, Column, RawOwned, U64, bytes, check_strings, covers, downcast, owned_column,
@@ -104,4 +107,45 @@ impl Column for Id {
     fn at(o: &ScalarBuffer<u64>, i: usize) -> u64 {
         o.get(i).copied().unwrap_or_default()
     }
+}
+
+/// `batch` in the current form with each row's position and id written out, for readers that
+/// take Arrow batches as they are (the analyzer, through Arrow's C data interface) and for
+/// taking rows out of the middle of a batch (after which neither could be derived from the row
+/// number): a `seq` column first (unless the batch has one, schemas 1 and 2) counting from
+/// `first_seq`, absolute `UInt64` ids in place of schema 4's differences, names as dictionaries
+/// where schema 1 wrote plain strings. Every column is validated first: arrow's reader left it
+/// to us (see `TraceReader::from_reader`), and a reader of these batches trusts them.
+pub(crate) fn normalize(batch: &RecordBatch, first_seq: u64) -> Result<RecordBatch, String> {
+    let n = batch.num_rows() as u64;
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    if batch.column_by_name(SEQ).is_none() {
+        fields.push(Field::new(SEQ, DataType::UInt64, false));
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            first_seq..first_seq + n,
+        )));
+    }
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let name = f.name();
+        c.to_data()
+            .validate_full()
+            .map_err(|e| format!("column `{name}` {e}"))?;
+        if name == "id" && c.data_type() == &DataType::Int64 {
+            let ids = Id::own(c.as_ref(), &mut Interner::default())
+                .map_err(|e| format!("column `id` {e}"))?;
+            fields.push(Field::new("id", DataType::UInt64, false));
+            columns.push(Arc::new(UInt64Array::new(ids, None)));
+        } else if let Some(s) = c.as_any().downcast_ref::<StringArray>() {
+            let names: DictionaryArray<Int32Type> = s.iter().collect();
+            fields.push(Field::new(name, names.data_type().clone(), f.is_nullable()));
+            columns.push(Arc::new(names));
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| e.to_string())
 }

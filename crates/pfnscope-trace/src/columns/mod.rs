@@ -6,7 +6,7 @@
 #[macro_use]
 mod table;
 pub(crate) mod compat;
-mod kinds;
+pub(crate) mod kinds;
 mod names;
 #[cfg(test)]
 mod tests;

@@ -150,7 +150,7 @@ impl<S: Sink> Model<S> {
             observed,
             seqs: recs.iter().map(|r| r.seq()).collect(),
             ids: recs.iter().map(|r| r.id()).collect(),
-            source: rule.source(),
+            source: rule.source().into(),
         });
     }
 

@@ -541,9 +541,18 @@ fn pat_table(trace: &Trace) -> PolarsResult<Vec<PatRow>> {
         .group_by(keys.map(col))
         .agg([col("count").sum().cast(DataType::UInt64)])
         .with_columns(keys.map(|k| col(k).cast(DataType::String)))
+        // Every key breaks ties: the group-by hands groups over in an order that varies from
+        // run to run, and rows of equal count and hook came out in either order.
         .sort_by_exprs(
-            [col("count"), col("hook")],
-            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+            [
+                col("count"),
+                col("hook"),
+                col("driver"),
+                col("cache_req"),
+                col("cache_out"),
+            ],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([true, false, false, false, false]),
         )
         .collect()?;
     let [hook, driver, req, out] = keys.map(|k| strings(&df, k, "-"));

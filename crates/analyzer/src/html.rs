@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::{
     replay::Replay,
     summary::{LatencyRow, Summary},
-    text::{LATENCY_HEAD, fmt_ns, latency_cells, retry_cells},
+    text::{LATENCY_HEAD, fmt_ns, latency_cells, mix_cells, retry_cells},
 };
 
 pub fn escape(s: &str) -> String {
@@ -118,32 +118,7 @@ pub fn latency_table(page: &mut Page, first: &str, rows: &[LatencyRow], with_lat
 pub fn summary_sections(page: &mut Page, s: &Summary) {
     if !s.vm_fault_mix.is_empty() {
         page.h2("VM_FAULT return mix", "vm-fault");
-        let rows: Vec<Vec<String>> = s
-            .vm_fault_mix
-            .iter()
-            .map(|m| {
-                let bits: Vec<String> = m
-                    .bits
-                    .iter()
-                    .map(|(n, c)| {
-                        format!(
-                            "{n} {c} ({:.1}%)",
-                            100.0 * *c as f64 / m.calls.max(1) as f64
-                        )
-                    })
-                    .collect();
-                vec![
-                    m.hook.clone(),
-                    m.calls.to_string(),
-                    m.zero.to_string(),
-                    if bits.is_empty() {
-                        "-".into()
-                    } else {
-                        bits.join(", ")
-                    },
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = s.vm_fault_mix.iter().map(|m| mix_cells(m, true)).collect();
         page.table(&["hook", "calls", "returned 0", "VM_FAULT bits set"], &rows);
     }
     if !s.retries.is_empty() {

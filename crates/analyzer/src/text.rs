@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::summary::{LatencyRow, RetryRow, Summary};
+use crate::summary::{LatencyRow, MixRow, RetryRow, Summary};
 
 /// `850 ns`, `12.3 µs`, `1.45 ms`, `2.10 s`.
 pub fn fmt_ns(ns: f64) -> String {
@@ -81,6 +81,32 @@ pub(crate) fn retry_cells(r: &RetryRow) -> Vec<String> {
     ]
 }
 
+/// One row of the VM_FAULT mix, for the text and the HTML report alike; `shares` adds each
+/// bit's share of the calls (the HTML page has the room).
+pub(crate) fn mix_cells(m: &MixRow, shares: bool) -> Vec<String> {
+    let bits: Vec<String> = m
+        .bits
+        .iter()
+        .map(|(n, c)| match shares {
+            true => format!(
+                "{n} {c} ({:.1}%)",
+                100.0 * *c as f64 / m.calls.max(1) as f64
+            ),
+            false => format!("{n} {c}"),
+        })
+        .collect();
+    vec![
+        m.hook.clone(),
+        m.calls.to_string(),
+        m.zero.to_string(),
+        if bits.is_empty() {
+            "-".into()
+        } else {
+            bits.join(", ")
+        },
+    ]
+}
+
 pub(crate) const LATENCY_HEAD: [&str; 9] = [
     "", "count", "timed", "mean", "p50", "p90", "p99", "p99.9", "max",
 ];
@@ -126,23 +152,7 @@ pub fn render(s: &Summary) -> String {
 
     if !s.vm_fault_mix.is_empty() {
         let _ = writeln!(o, "\nVM_FAULT RETURNS");
-        let rows: Vec<Vec<String>> = s
-            .vm_fault_mix
-            .iter()
-            .map(|m| {
-                let bits: Vec<String> = m.bits.iter().map(|(n, c)| format!("{n} {c}")).collect();
-                vec![
-                    m.hook.clone(),
-                    m.calls.to_string(),
-                    m.zero.to_string(),
-                    if bits.is_empty() {
-                        "-".into()
-                    } else {
-                        bits.join(", ")
-                    },
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = s.vm_fault_mix.iter().map(|m| mix_cells(m, false)).collect();
         o.push_str(&table(&["hook", "calls", "0", "bits set"], &rows));
     }
     if !s.retries.is_empty() {

@@ -626,3 +626,66 @@ fn a_name_that_is_not_utf8_is_damage() {
     assert!(d.to_string().contains("`hook`"), "{d}");
     assert!(t.records.is_empty());
 }
+
+/// The loss counters' rows are taken out of every batch and handed out apart, as the last
+/// values per CPU; the other rows keep their positions in the file and their ids, whether the
+/// counters end the batch (as the tracer writes them) or stand in its middle (a hand-made file),
+/// through every reader: records, rows read in place, and the Arrow batches the analyzer takes.
+#[test]
+fn counters_are_handed_out_apart_wherever_they_stand() {
+    use pfnscope_trace::{CpuCounters, LossCounters};
+    let p = tmp("counters");
+    let mut w = TraceWriter::create(&p, &TraceMeta::default()).unwrap();
+    let counters = |dropped| {
+        [0, 1].map(|cpu| CpuCounters {
+            cpu,
+            dropped: dropped * u64::from(cpu),
+            unpaired: 1,
+            read_failed: 2,
+        })
+    };
+    // Batch 1: rows 0-2, counters at 3-4, rows 5-6; batch 2: rows 7-8, counters at 9-10.
+    let mut want = vec![];
+    for (seq, counters_next) in [(0, false), (1, false), (2, true), (5, false), (6, false)] {
+        let r = Record { seq, ..sample(seq) };
+        w.push(&r);
+        want.push(r);
+        if counters_next {
+            w.push_counters(&counters(5), 42);
+        }
+    }
+    w.flush_batch().unwrap();
+    for seq in [7, 8] {
+        let r = Record { seq, ..sample(seq) };
+        w.push(&r);
+        want.push(r);
+    }
+    w.push_counters(&counters(9), 43);
+    w.finish().unwrap();
+
+    let mut last = LossCounters::default();
+    counters(9).into_iter().for_each(|c| last.update(c));
+    let t = read_trace(&p).unwrap();
+    assert_eq!(t.records, want);
+    assert_eq!(t.counters, last);
+    assert_eq!(t.counters.total().dropped, 9);
+
+    let mut r = TraceReader::open(&p).unwrap();
+    let mut seqs_ids = vec![];
+    while let Some(b) = r.next_arrow().unwrap() {
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::UInt64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        seqs_ids.extend(col("seq").into_iter().zip(col("id")));
+    }
+    let want_seqs_ids: Vec<(u64, u64)> = want.iter().map(|r| (r.seq, r.id)).collect();
+    assert_eq!(seqs_ids, want_seqs_ids);
+    assert_eq!(r.counters(), &last);
+    assert_eq!(r.rows_read(), 11);
+}

@@ -17,7 +17,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::{
     checksum::{self, CHECKSUMS_CRC32, CHECKSUMS_KEY},
-    damage::DamageKind,
+    damage::{DamageKind, StreamEnd},
 };
 
 /// Largest IPC metadata block accepted (ours are a few KiB).
@@ -95,6 +95,15 @@ impl<R> CheckedStream<R> {
     /// The damage a read failed on, if one did.
     pub fn broken(&self) -> Option<&Broken> {
         self.broken.as_ref()
+    }
+
+    /// How the stream stopped, for [`crate::ReadSoFar::verdict`].
+    pub fn stopped(&self) -> StreamEnd<'_> {
+        StreamEnd {
+            saw_end_marker: self.marker,
+            broken: self.broken.as_ref().map(|b| (b.kind, b.why.as_str())),
+            offset: self.offset(),
+        }
     }
 
     /// Whether every batch message is checked against a checksum (known once the schema is

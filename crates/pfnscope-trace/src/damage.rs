@@ -9,7 +9,16 @@ use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::checked::CheckedStream;
+/// How a stream of messages stopped, as [`crate::CheckedStream::stopped`] saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamEnd<'a> {
+    /// It ended with the end-of-stream marker.
+    pub saw_end_marker: bool,
+    /// The damage a read failed on, if one did: its class and what is wrong.
+    pub broken: Option<(DamageKind, &'a str)>,
+    /// Bytes of the stream handed on.
+    pub offset: u64,
+}
 
 /// Why a reader stopped before the end of a finished recording.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,14 +99,14 @@ impl ReadSoFar {
         self.bytes = end;
     }
 
-    /// The verdict once the reader on `stream` stopped: at the end of the file (`error` is
+    /// The verdict once the stream stopped (`end`): at the end of the file (`error` is
     /// None), or on a batch it could not read (`error` is the Arrow reader's or the decoder's
     /// message, used when the framing checks found nothing wrong). None: the trace is whole.
-    pub fn verdict<R>(&self, stream: &CheckedStream<R>, error: Option<String>) -> Option<Damage> {
-        let (kind, detail) = match (error, stream.broken()) {
-            (None, _) if stream.saw_end_marker() => return None,
+    pub fn verdict(&self, end: StreamEnd<'_>, error: Option<String>) -> Option<Damage> {
+        let (kind, detail) = match (error, end.broken) {
+            (None, _) if end.saw_end_marker => return None,
             (None, _) => (DamageKind::CutShort, String::new()),
-            (Some(_), Some(b)) => (b.kind, one_line(&b.why)),
+            (Some(_), Some((kind, why))) => (kind, one_line(why)),
             (Some(e), None) => (
                 DamageKind::Corrupt,
                 format!("cannot be decoded ({})", one_line(&e)),
@@ -112,13 +121,9 @@ impl ReadSoFar {
             records_kept: self.records,
             batches_kept: self.batches,
             // Cut short: everything up to the end of the file was read.
-            bytes_kept: if cut_short {
-                stream.offset()
-            } else {
-                self.bytes
-            },
+            bytes_kept: if cut_short { end.offset } else { self.bytes },
             file_bytes: if cut_short {
-                Some(stream.offset())
+                Some(end.offset)
             } else {
                 self.file_bytes
             },

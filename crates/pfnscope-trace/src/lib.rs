@@ -39,7 +39,7 @@ pub use checksum::CHECKSUMS_KEY;
 pub use columns::compat::ids_from_deltas;
 pub use columns::{COLUMNS, Rec, Record, Rows};
 pub use counters::{CpuCounters, LossCounters};
-pub use damage::{Damage, DamageKind, DamageReport, ReadSoFar};
+pub use damage::{Damage, DamageKind, DamageReport, ReadSoFar, StreamEnd};
 pub use exit::{EXIT_STATUS_HELP, ExitStatus};
 pub use guard::guard_panics;
 pub use meta::{

@@ -306,7 +306,7 @@ impl<R: Read> TraceReader<R> {
             None => None,
         };
         self.done = true;
-        match self.read.verdict(self.inner.get_ref(), error) {
+        match self.read.verdict(self.inner.get_ref().stopped(), error) {
             None => Ok(None),
             Some(d) => Err(d),
         }

@@ -16,7 +16,8 @@ use pfnscope_abi::bits::{PAGE_SIZE, pte};
 use pfnscope_abi::{Cache, Hook};
 use pfnscope_trace::{Record, TraceMeta};
 
-use crate::mutate::{Mutant, MutationKind, spread};
+use crate::kernel::KernelRules;
+use crate::mutate::{Mutant, MutationKind, MutationScore, score_of, spread};
 
 fn hook(r: &Record) -> Option<Hook> {
     Hook::parse(&r.hook)
@@ -63,6 +64,12 @@ fn mapping_inserts(records: &[Record]) -> Vec<usize> {
         .filter(|&i| records[i].ret == Some(0x100) && records[i].pfn.is_some())
         .filter(|&i| lookup_of(records, i).is_some())
         .collect()
+}
+
+/// [`crate::mutate::score`] for the honest mutants: a new divergence or a new finding flags
+/// one.
+pub fn score(records: &[Record], meta: &TraceMeta, rules: &KernelRules) -> MutationScore {
+    score_of(records, meta, rules, mutants(records, meta), true)
 }
 
 pub fn mutants(records: &[Record], meta: &TraceMeta) -> Vec<Mutant> {

@@ -28,7 +28,7 @@ pub enum MutationKind {
     InsertIntoPlainVma,
     StaleFaultVma,
     WritableCowPfn,
-    // The honest ones (crate::honest): what a real kernel or driver bug looks like.
+    // The honest ones (`honest.rs`): what a real kernel or driver bug looks like.
     ChangedPfn,
     ChangedAddress,
     RamDevicePfn,
@@ -373,19 +373,9 @@ pub fn score(records: &[Record], meta: &TraceMeta, rules: &KernelRules) -> Mutat
     score_of(records, meta, rules, mutants(records, meta), false)
 }
 
-/// [`score`] for the honest mutants ([`crate::honest`]): a new divergence or a new finding
-/// flags one.
-pub fn honest_score(records: &[Record], meta: &TraceMeta, rules: &KernelRules) -> MutationScore {
-    score_of(
-        records,
-        meta,
-        rules,
-        crate::honest::mutants(records, meta),
-        true,
-    )
-}
-
-fn score_of(
+/// Replays `records` and each of `mutants`; with `with_findings` a new finding flags a mutant
+/// too.
+pub(crate) fn score_of(
     records: &[Record],
     meta: &TraceMeta,
     rules: &KernelRules,

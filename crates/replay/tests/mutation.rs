@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use pfnscope_abi::bits::pfn_t;
 use pfnscope_abi::kernel::Series;
+use replay::honest;
 use replay::kernel::KernelRules;
-use replay::mutate::{MutationScore, honest_score, score};
+use replay::mutate::{MutationScore, score};
 use replay::run::rules_for;
 use replay::synth::workload;
 
@@ -210,7 +211,7 @@ fn real_traces_from_the_test_box() {
             &path.display().to_string(),
             &score(&t.records, &t.meta, &rules),
         );
-        let h = honest_score(&t.records, &t.meta, &rules);
+        let h = honest::score(&t.records, &t.meta, &rules);
         println!(
             "{} honest: {}/{} flagged ({:.1}%) per kind {:?}; the unmutated trace: {} divergences",
             path.display(),

@@ -57,11 +57,13 @@
 pub mod allocator;
 pub mod engine;
 pub mod feed;
+#[cfg(feature = "test-fixtures")]
 pub mod honest;
 pub mod hook;
 pub mod kernel;
 pub mod memtype;
 pub mod model;
+#[cfg(feature = "test-fixtures")]
 pub mod mutate;
 pub mod overhead;
 pub mod report;
@@ -69,6 +71,7 @@ pub mod report;
 mod rule_tests;
 pub mod rules;
 pub mod run;
+#[cfg(any(test, feature = "test-fixtures"))]
 pub mod synth;
 pub mod tree;
 

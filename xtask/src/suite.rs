@@ -6,13 +6,9 @@
 //! It ends with one `tests: N passed, N failed, N skipped` line summing the cargo test results
 //! and the test box stages, so a reader (or CI) sees the whole verdict last.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Instant,
-};
+use std::{process::Command, time::Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::kernels::BoxKernel;
 use crate::{usertest, util};
@@ -36,37 +32,6 @@ struct Tally {
     failed: u64,
     skipped: u64,
     failures: Vec<String>,
-}
-
-/// Runs a command, echoing its output, and hands every line to `seen`.
-pub fn stream(cmd: &mut Command, mut seen: impl FnMut(&str)) -> Result<bool> {
-    println!("==> {}", util::show(cmd));
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| util::show(cmd))?;
-    let err = child.stderr.take().unwrap();
-    // stderr on its own thread: both pipes must drain or the child blocks.
-    let errs = std::thread::spawn(move || {
-        let mut lines = vec![];
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("{l}");
-            lines.push(l);
-        }
-        lines
-    });
-    for l in BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        println!("{l}");
-        seen(&l);
-    }
-    for l in errs.join().unwrap_or_default() {
-        seen(&l);
-    }
-    Ok(child.wait()?.success())
 }
 
 /// `test result: ok. 18 passed; 0 failed; 1 ignored; ...`
@@ -99,18 +64,18 @@ pub fn run(a: &Args) -> Result<()> {
         }
     };
 
-    let setup_ok = stream(Command::new(std::env::current_exe()?).arg("setup"), |_| {})?;
+    let setup_ok = util::stream(Command::new(std::env::current_exe()?).arg("setup"), |_| {})?;
     if !setup_ok {
         bail!("cargo xtask setup failed: nothing else can run (see above)");
     }
-    let ok = stream(
+    let ok = util::stream(
         Command::new("cargo")
             .current_dir(&root)
             .args(["fmt", "--all", "--check"]),
         |_| {},
     )?;
     stage(&mut t, "cargo fmt --check", ok);
-    let ok = stream(
+    let ok = util::stream(
         Command::new("cargo").current_dir(&root).args([
             "clippy",
             "--all-targets",
@@ -126,7 +91,7 @@ pub fn run(a: &Args) -> Result<()> {
         t.skipped += 1;
         println!("SKIPPED test box: --no-testbox");
     } else {
-        let ok = stream(
+        let ok = util::stream(
             Command::new(std::env::current_exe()?).args(["testbox", "--host"]),
             |_| {},
         )?;
@@ -134,14 +99,14 @@ pub fn run(a: &Args) -> Result<()> {
         // A workload the box could not run on a kernel (a bug zoo mode impossible there, its
         // driver not buildable here) prints one `SKIPPED:` line.
         let mut skipped = 0;
-        let ok = stream(
+        let ok = util::stream(
             Command::new(std::env::current_exe()?).args(["testbox", "--kernel", &a.kernel]),
             |l| skipped += u64::from(l.starts_with("SKIPPED")),
         )?;
         t.skipped += skipped;
         stage(&mut t, &format!("testbox --kernel {}", a.kernel), ok);
         // One more boot, on one kernel: the user's side of the box (`--run`).
-        let series = crate::testbox::pick_series(std::slice::from_ref(&a.kernel))?;
+        let series = crate::select::pick_series(std::slice::from_ref(&a.kernel))?;
         let kernel = match series.first() {
             Some(&first) if !series.contains(&BoxKernel::V6_12) => first,
             _ => BoxKernel::V6_12,
@@ -162,7 +127,7 @@ pub fn run(a: &Args) -> Result<()> {
     }
 
     let mut skipped_lines = 0;
-    let ok = stream(
+    let ok = util::stream(
         Command::new("cargo").current_dir(&root).args(["test"]),
         |l| {
             if let Some((p, f, i)) = cargo_result(l) {
@@ -187,7 +152,7 @@ pub fn run(a: &Args) -> Result<()> {
         t.skipped += 1;
         println!("SKIPPED fuzz: --fuzz-seconds 0");
     } else {
-        let ok = stream(
+        let ok = util::stream(
             Command::new(std::env::current_exe()?).args([
                 "fuzz",
                 "--seconds",

@@ -8,11 +8,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use workload::bugzoo;
-use workload::expect::{self, Target, WORKLOADS};
+use workload::expect::{self, Target};
 
-use crate::cpio::Cpio;
-use crate::kernels::{self, Apt, BoxKernel, Kernel};
+use crate::initramfs::{
+    BOOT_MODULES, GuestBins, base_cpio, build_guest_binaries, find_static_busybox, static_binary,
+    write_initrd,
+};
+use crate::kernels::{self, Apt, Kernel};
 use crate::modules::ModuleTree;
+use crate::select::{pick_series, pick_workloads};
+use crate::util::results_root;
 use crate::{check, guest, qemu, userbox, userspec, util, zoo};
 
 #[derive(clap::Args)]
@@ -80,11 +85,8 @@ pub struct Args {
     tracer_bin: Option<PathBuf>,
 }
 
-const GUEST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 /// Seconds one traced workload may take in the guest (TCG is 10-50x slower than the host).
 const WORKLOAD_TIMEOUT_S: u32 = 240;
-/// virtio-blk carries the results back; on some kernels these are built in.
-pub const BOOT_MODULES: [&str; 2] = ["virtio_pci", "virtio_blk"];
 
 pub fn run(args: &Args) -> Result<()> {
     if !args.run.is_empty() {
@@ -151,143 +153,6 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("testbox failed for kernel(s) {}", failures.join(", "));
     }
     Ok(())
-}
-
-pub fn results_root() -> PathBuf {
-    util::target_dir().join("testbox")
-}
-
-pub fn pick_series(requested: &[String]) -> Result<Vec<BoxKernel>> {
-    let mut out = Vec::new();
-    for r in requested.iter().flat_map(|r| r.split(',')) {
-        let add: Vec<BoxKernel> = if r == "all" {
-            kernels::ALL.to_vec()
-        } else {
-            vec![
-                BoxKernel::parse(r)
-                    .with_context(|| format!("unknown kernel {r}: use 6.1, 6.12, 7.2 or all"))?,
-            ]
-        };
-        for s in add {
-            if !out.contains(&s) {
-                out.push(s);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Requested workloads in the table's order (which the guest depends on: DRM drivers last).
-pub fn pick_workloads(requested: &[String], host: bool) -> Result<Vec<&'static str>> {
-    let requested: Vec<&str> = requested
-        .iter()
-        .flat_map(|r| r.split(','))
-        .filter(|r| !r.is_empty())
-        .collect();
-    for r in &requested {
-        let w = expect::workload(r).with_context(|| {
-            format!(
-                "unknown workload {r}; known: {}",
-                WORKLOADS
-                    .iter()
-                    .map(|w| w.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-        if host && !w.host {
-            bail!(
-                "workload {r} needs a guest (its driver is not on this machine); host workloads: anon, file, vvar"
-            );
-        }
-    }
-    Ok(WORKLOADS
-        .iter()
-        .filter(|w| {
-            if requested.is_empty() {
-                !host || w.host
-            } else {
-                requested.contains(&w.name)
-            }
-        })
-        .map(|w| w.name)
-        .collect())
-}
-
-pub struct GuestBins {
-    pub tracer: Option<PathBuf>,
-    pub workload: PathBuf,
-}
-
-pub fn build_guest_binaries(with_tracer: bool) -> Result<GuestBins> {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(util::workspace_root()).args([
-        "build",
-        "--release",
-        "--target",
-        GUEST_TRIPLE,
-        "-p",
-        "workload",
-    ]);
-    if with_tracer {
-        c.args(["-p", "tracer"]);
-    }
-    // Static for the busybox guest, which has no libc. Per-target flags rather than RUSTFLAGS, so
-    // proc-macros and build scripts (and tracer's nested eBPF build) are left alone.
-    c.env(
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-        "-C target-feature=+crt-static",
-    );
-    println!("building static guest binaries: {}", util::show(&c));
-    util::run(&mut c)?;
-    let dir = util::target_dir().join(GUEST_TRIPLE).join("release");
-    let tracer = if with_tracer {
-        Some(static_binary(&dir.join("tracer"))?)
-    } else {
-        None
-    };
-    Ok(GuestBins {
-        tracer,
-        workload: static_binary(&dir.join("workload"))?,
-    })
-}
-
-pub fn static_binary(p: &Path) -> Result<PathBuf> {
-    let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    if !is_static(&data) {
-        bail!(
-            "{} is dynamically linked and cannot run in the guest (RUSTFLAGS in the environment overrides the per-target static flag?)",
-            p.display()
-        );
-    }
-    Ok(p.to_path_buf())
-}
-
-/// An ELF64 executable without a PT_INTERP segment needs no dynamic loader.
-pub fn is_static(elf: &[u8]) -> bool {
-    let rd = |o: usize, n: usize| {
-        elf.get(o..o + n)
-            .map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
-    };
-    if elf.get(..5) != Some(b"\x7fELF\x02") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (rd(0x20, 8), rd(0x36, 2), rd(0x38, 2))
-    else {
-        return false;
-    };
-    (0..phnum).all(|i| rd((phoff + i * phentsize) as usize, 4).is_some_and(|t| t != 3))
-}
-
-pub fn find_static_busybox() -> Result<PathBuf> {
-    for p in ["/bin/busybox", "/usr/bin/busybox"] {
-        if let Ok(data) = std::fs::read(p)
-            && is_static(&data)
-        {
-            return Ok(PathBuf::from(p));
-        }
-    }
-    bail!("no static busybox found (apt-get install busybox-static, or cargo xtask setup)")
 }
 
 fn run_guest(
@@ -473,53 +338,6 @@ fn run_guest(
     Ok(())
 }
 
-/// The initramfs's directories.
-pub const BASE_DIRS: [&str; 10] = [
-    "bin",
-    "dev",
-    "proc",
-    "sys",
-    "tmp",
-    "out",
-    "lib",
-    "lib/modules",
-    "etc",
-    "root",
-];
-
-/// The initramfs every guest starts from: its directories, console, busybox, and the static
-/// `workload` and (when tracing) `tracer`.
-pub fn base_cpio(bins: &GuestBins, busybox: &Path) -> Result<Cpio> {
-    let mut cpio = Cpio::new();
-    for d in BASE_DIRS {
-        cpio.dir(d);
-    }
-    // The kernel opens the initial console before /init can mount devtmpfs.
-    cpio.char_dev("dev/console", 0o600, 5, 1);
-    cpio.char_dev("dev/null", 0o666, 1, 3);
-    cpio.file("bin/busybox", 0o755, &std::fs::read(busybox)?);
-    cpio.file("bin/workload", 0o755, &std::fs::read(&bins.workload)?);
-    if let Some(t) = &bins.tracer {
-        cpio.file("bin/tracer", 0o755, &std::fs::read(t)?);
-    }
-    Ok(cpio)
-}
-
-/// Adds `script` as /init, writes the gzipped initramfs under `work` (with a copy of /init to
-/// read) and returns its path.
-pub fn write_initrd(mut cpio: Cpio, script: &str, work: &Path) -> Result<PathBuf> {
-    cpio.file("init", 0o755, script.as_bytes());
-    let cpio_path = work.join("initramfs.cpio");
-    std::fs::write(&cpio_path, cpio.finish())?;
-    util::run(
-        Command::new("gzip")
-            .args(["-1", "-n", "-f"])
-            .arg(&cpio_path),
-    )?;
-    std::fs::write(work.join("init"), script)?;
-    Ok(work.join("initramfs.cpio.gz"))
-}
-
 /// Orders the modules a step wants and adds them to those loaded (the module tree's resolve).
 type Stage<'a> = dyn FnMut(&[String], &mut HashSet<String>) -> Result<Vec<String>> + 'a;
 
@@ -684,29 +502,7 @@ fn run_host(workloads: &[&str], args: &Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn series_selection() {
-        assert_eq!(pick_series(&["all".into()]).unwrap(), kernels::ALL);
-        assert_eq!(
-            pick_series(&["7.2".into(), "6.1,7.2".into()]).unwrap(),
-            [BoxKernel::V7_2, BoxKernel::V6_1]
-        );
-        assert!(pick_series(&["5.10".into()]).is_err());
-    }
-
-    #[test]
-    fn workload_selection_keeps_table_order() {
-        let all = pick_workloads(&[], false).unwrap();
-        assert_eq!(all.len(), WORKLOADS.len());
-        assert_eq!(pick_workloads(&[], true).unwrap(), ["anon", "file", "vvar"]);
-        assert_eq!(
-            pick_workloads(&["drm-vgem".into(), "anon,fbdev".into()], false).unwrap(),
-            ["anon", "fbdev", "drm-vgem"]
-        );
-        assert!(pick_workloads(&["pci-bar".into()], true).is_err());
-        assert!(pick_workloads(&["nope".into()], false).is_err());
-    }
+    use crate::initramfs::is_static;
 
     #[test]
     fn the_zoo_driver_loads_before_the_first_zoo_workload() {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::guest::{self, UserPlan, UserRun};
+use crate::initramfs::{self, GuestBins};
 use crate::kernels::{self, Apt, BoxKernel, Kernel};
 use crate::modules::{self, Found, ModuleTree};
-use crate::testbox::{self, GuestBins};
 use crate::userspec::{self, ModuleSrc, Request, Run};
 use crate::{check, kmod, qemu, report, util};
 
@@ -42,7 +42,7 @@ const DISK_BYTES: u64 = 512 << 20;
 pub fn run(o: &Options) -> Result<()> {
     let cache = util::cache_dir();
     let (apt, updated) = Apt::updated(&cache)?;
-    let busybox = testbox::find_static_busybox()?;
+    let busybox = initramfs::find_static_busybox()?;
     let applets = applets(&busybox)?;
     // Everything that can refuse the request, for every kernel, before anything is built.
     let mut prepared = Vec::new();
@@ -52,9 +52,9 @@ pub fn run(o: &Options) -> Result<()> {
             .with_context(|| format!("kernel {} ({})", s.name(), k.release))?;
         prepared.push((k, p));
     }
-    let mut bins = testbox::build_guest_binaries(o.tracer_bin.is_none())?;
+    let mut bins = initramfs::build_guest_binaries(o.tracer_bin.is_none())?;
     if let Some(t) = &o.tracer_bin {
-        bins.tracer = Some(testbox::static_binary(t)?);
+        bins.tracer = Some(initramfs::static_binary(t)?);
     }
     let tools = report::Tools::build()?;
     let mut failed = Vec::new();
@@ -103,7 +103,7 @@ fn prepare(k: &Kernel, req: &Request, cache: &Path, applets: &HashSet<String>) -
     let mut tree = ModuleTree::open(&k.modules)?;
     let user = user_modules(k, req, cache)?;
     let mut loaded = HashSet::new();
-    let boot_modules = tree.resolve(&testbox::BOOT_MODULES.map(String::from), &loaded)?;
+    let boot_modules = tree.resolve(&initramfs::BOOT_MODULES.map(String::from), &loaded)?;
     loaded.extend(boot_modules.iter().cloned());
 
     let mut args: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -322,7 +322,7 @@ fn boot(
     tools: &report::Tools,
 ) -> Result<()> {
     let runs = &o.request.runs;
-    let out = testbox::results_root().join(k.series.name());
+    let out = util::results_root().join(k.series.name());
     let work = out.join(WORK);
     for d in runs.iter().map(|r| out.join(&r.name)).chain([work.clone()]) {
         if d.exists() {
@@ -460,11 +460,11 @@ fn initramfs(
     busybox: &Path,
     work: &Path,
 ) -> Result<PathBuf> {
-    let mut cpio = testbox::base_cpio(bins, busybox)?;
+    let mut cpio = initramfs::base_cpio(bins, busybox)?;
     for (m, data) in &p.modules {
         cpio.file(&format!("lib/modules/{m}.ko"), 0o644, data);
     }
-    let mut dirs: HashSet<String> = testbox::BASE_DIRS.iter().map(|d| d.to_string()).collect();
+    let mut dirs: HashSet<String> = initramfs::BASE_DIRS.iter().map(|d| d.to_string()).collect();
     for (guest, mode, data) in &p.files {
         let parts: Vec<&str> = guest.trim_start_matches('/').split('/').collect();
         for i in 1..parts.len() {
@@ -475,7 +475,7 @@ fn initramfs(
         }
         cpio.file(&parts.join("/"), *mode, data);
     }
-    testbox::write_initrd(cpio, &guest::user_script(plan), work)
+    initramfs::write_initrd(cpio, &guest::user_script(plan), work)
 }
 
 /// One line for each thing that went wrong with the guest itself: a panic, a hang (`hung`: the

@@ -295,7 +295,7 @@ pub fn sh_quote(s: &str) -> String {
 /// whether the guest will have a file there.
 pub fn unrunnable(data: &[u8], guest_has: impl Fn(&str) -> bool) -> Option<String> {
     if data.starts_with(b"\x7fELF") {
-        if !crate::testbox::is_static(data) {
+        if !crate::initramfs::is_static(data) {
             return Some(
                 "it is dynamically linked and the guest has no libc: link it statically (cc -static; for Rust RUSTFLAGS='-C target-feature=+crt-static' cargo build --target x86_64-unknown-linux-gnu)".into(),
             );

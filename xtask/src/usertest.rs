@@ -11,7 +11,7 @@ use std::process::Command;
 
 use pfnscope_trace::read_trace;
 
-use crate::{modules, suite, testbox, util};
+use crate::{modules, util};
 
 pub enum Verdict {
     Pass,
@@ -50,7 +50,7 @@ fn testbox(args: &[&str]) -> Result<(bool, String), String> {
     let mut c = Command::new(exe);
     c.arg("testbox").args(args);
     let mut text = String::new();
-    let ok = suite::stream(&mut c, |l| {
+    let ok = util::stream(&mut c, |l| {
         text.push_str(l);
         text.push('\n');
     })
@@ -176,7 +176,7 @@ fn end_to_end(kernel: &str, scratch: &Path) -> Verdict {
     if let Some(l) = text.lines().find(|l| l.contains("cannot build it for")) {
         return Verdict::Skip(l.trim().to_string());
     }
-    let out = testbox::results_root().join(kernel);
+    let out = util::results_root().join(kernel);
     match check_end_to_end(ok, &text, &out) {
         Ok(()) => Verdict::Pass,
         Err(why) => fail(why),

@@ -1,5 +1,6 @@
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -87,4 +88,40 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Where the test box leaves each kernel's results.
+pub fn results_root() -> PathBuf {
+    target_dir().join("testbox")
+}
+
+/// Runs a command, echoing its output, and hands every line to `seen`.
+pub fn stream(cmd: &mut Command, mut seen: impl FnMut(&str)) -> Result<bool> {
+    println!("==> {}", show(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| show(cmd))?;
+    let err = child.stderr.take().unwrap();
+    // stderr on its own thread: both pipes must drain or the child blocks.
+    let errs = std::thread::spawn(move || {
+        let mut lines = vec![];
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("{l}");
+            lines.push(l);
+        }
+        lines
+    });
+    for l in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        println!("{l}");
+        seen(&l);
+    }
+    for l in errs.join().unwrap_or_default() {
+        seen(&l);
+    }
+    Ok(child.wait()?.success())
 }

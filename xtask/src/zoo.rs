@@ -205,7 +205,7 @@ mod tests {
     fn every_mode_has_a_workload_the_test_box_knows() {
         for m in bugzoo::MODES {
             assert!(
-                crate::testbox::pick_workloads(&[m.workload.to_string()], false).is_ok(),
+                crate::select::pick_workloads(&[m.workload.to_string()], false).is_ok(),
                 "{}",
                 m.workload
             );

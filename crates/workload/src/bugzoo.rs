@@ -9,7 +9,7 @@
 use pfnscope_abi::Hook;
 use pfnscope_abi::kernel::Series;
 
-use crate::expect::{Check, Expect, any};
+use crate::expectation::{Check, Expect, any};
 
 /// Every rule set.
 const ALL: &[Series] = &Series::ALL;
@@ -278,38 +278,6 @@ pub fn hooks(workload: &str, series: Series) -> Option<Vec<Expect>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expect::Target;
-    use crate::expect::{WORKLOADS, expected, workload};
-
-    #[test]
-    fn every_mode_is_a_workload_and_every_zoo_workload_a_mode() {
-        for m in MODES {
-            let w =
-                workload(m.workload).unwrap_or_else(|| panic!("{} not in WORKLOADS", m.workload));
-            assert!(!w.host, "{} needs the driver: guest only", m.workload);
-        }
-        for w in WORKLOADS.iter().filter(|w| w.name.starts_with(PREFIX)) {
-            assert!(mode(w.name).is_some(), "{} has no mode", w.name);
-        }
-        assert_eq!(mode("bugzoo-ram-wc").unwrap().driver_mode(), "ram-wc");
-    }
-
-    #[test]
-    fn every_mode_has_one_outcome_and_hooks_per_series() {
-        for m in MODES {
-            for s in Series::ALL {
-                let n = m.outcomes.iter().filter(|o| o.series.contains(&s)).count();
-                assert_eq!(n, 1, "{} has {n} outcomes for {s}", m.workload);
-                let o = m.outcome(s).unwrap();
-                assert!(o.skip.is_none_or(|why| !why.is_empty()), "{}", m.workload);
-                let e = expected(m.workload, Target::Guest(s)).unwrap();
-                assert!(!e.is_empty(), "{} reaches no hook on {s}", m.workload);
-                assert_eq!(Some(e), hooks(m.workload, s));
-            }
-            assert!(!m.oops, "{}: no mode may oops", m.workload);
-            assert!(expected(m.workload, Target::Host).is_none());
-        }
-    }
 
     #[test]
     fn rule_ids_and_patterns_are_well_formed() {

@@ -3,43 +3,10 @@
 //!
 //! Kept free of any system calls so the host-side checker (xtask) can use it on any machine.
 
-use pfnscope_abi::kernel::Series;
 use pfnscope_abi::{Hook, Mode};
 
-/// Where a workload runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// A Debian kernel under qemu, by the rule set it falls in: every hook kind attaches.
-    Guest(Series),
-    /// This machine's own kernel, where only tracepoints attach.
-    Host,
-}
-
-/// A condition on the rows of one hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Check {
-    /// At least one row.
-    Any,
-    /// At least one `vm_normal_page` row that returned no page (a raw PFN).
-    NoPage,
-    /// At least one `vm_normal_page` row that returned a page (e.g. a COWed copy).
-    Page,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expect {
-    /// The hook, or several: rows of any of them count (a function renamed between releases).
-    pub hooks: &'static [Hook],
-    pub check: Check,
-}
-
-/// Rows of `hook` count.
-pub(crate) const fn any(hook: &'static Hook) -> Expect {
-    Expect {
-        hooks: std::slice::from_ref(hook),
-        check: Check::Any,
-    }
-}
+use crate::expectation::any;
+pub use crate::expectation::{Check, Expect, Target};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Workload {
@@ -326,6 +293,8 @@ pub fn mode_ok(hook: Hook, mode: Mode, fentry_refused: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bugzoo::{MODES, PREFIX, hooks, mode};
+    use pfnscope_abi::kernel::Series;
 
     #[test]
     fn every_workload_has_guest_expectations_on_every_series() {
@@ -425,5 +394,36 @@ mod tests {
         assert!(mode_ok(PageFaultUser, Mode::TpBtf, false));
         assert!(mode_ok(FilemapDelete, Mode::Tracepoint, false));
         assert!(!mode_ok(FilemapDelete, Mode::Kprobe, true));
+    }
+
+    // The bug zoo's table against the workload table.
+    #[test]
+    fn every_mode_is_a_workload_and_every_zoo_workload_a_mode() {
+        for m in MODES {
+            let w =
+                workload(m.workload).unwrap_or_else(|| panic!("{} not in WORKLOADS", m.workload));
+            assert!(!w.host, "{} needs the driver: guest only", m.workload);
+        }
+        for w in WORKLOADS.iter().filter(|w| w.name.starts_with(PREFIX)) {
+            assert!(mode(w.name).is_some(), "{} has no mode", w.name);
+        }
+        assert_eq!(mode("bugzoo-ram-wc").unwrap().driver_mode(), "ram-wc");
+    }
+
+    #[test]
+    fn every_mode_has_one_outcome_and_hooks_per_series() {
+        for m in MODES {
+            for s in Series::ALL {
+                let n = m.outcomes.iter().filter(|o| o.series.contains(&s)).count();
+                assert_eq!(n, 1, "{} has {n} outcomes for {s}", m.workload);
+                let o = m.outcome(s).unwrap();
+                assert!(o.skip.is_none_or(|why| !why.is_empty()), "{}", m.workload);
+                let e = expected(m.workload, Target::Guest(s)).unwrap();
+                assert!(!e.is_empty(), "{} reaches no hook on {s}", m.workload);
+                assert_eq!(Some(e), hooks(m.workload, s));
+            }
+            assert!(!m.oops, "{}: no mode may oops", m.workload);
+            assert!(expected(m.workload, Target::Host).is_none());
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod dax;
 #[cfg(target_os = "linux")]
 pub mod drm;
 pub mod expect;
+pub mod expectation;
 #[cfg(target_os = "linux")]
 pub mod sys;
 #[cfg(target_os = "linux")]

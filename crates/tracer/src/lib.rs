@@ -18,6 +18,7 @@ pub mod cli;
 pub mod collector;
 pub mod decode;
 pub mod doctor;
+pub mod iomem;
 pub mod plan;
 pub mod record;
 pub mod session;

@@ -181,22 +181,10 @@ pub fn iomem_spans(text: &str) -> Vec<IomemSpan> {
     let mut out: Vec<IomemSpan> = vec![];
     // The enclosing resources of the current line, by depth: (name, in RAM, pci device).
     let mut stack: Vec<(String, bool, Option<String>)> = vec![];
-    for line in text.lines() {
-        let depth = (line.len() - line.trim_start().len()) / 2;
-        let Some((range, name)) = line.trim_start().split_once(" : ") else {
-            continue;
-        };
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (
-            u64::from_str_radix(a.trim(), 16),
-            u64::from_str_radix(b.trim(), 16),
-        ) else {
-            continue;
-        };
+    for r in crate::iomem::resources(text) {
+        let (depth, a, b) = (r.depth, r.start, r.last);
         stack.truncate(depth);
-        let name = name.trim().to_string();
+        let name = r.name.to_string();
         let parent_ram = stack.last().is_some_and(|s| s.1);
         let ram = parent_ram || name == "System RAM";
         let pci = if is_pci_address(&name) {

@@ -153,32 +153,11 @@ pub fn iomem() -> String {
 
 /// Top-level "System RAM" ranges of /proc/iomem as [first pfn, end pfn).
 pub fn system_ram(text: &str) -> Vec<[u64; 2]> {
-    let mut out = vec![];
-    for line in text.lines() {
-        // Nested resources are indented; RAM is a top-level entry.
-        if line.starts_with(' ') {
-            continue;
-        }
-        let Some((range, name)) = line.split_once(" : ") else {
-            continue;
-        };
-        if name.trim() != "System RAM" {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (
-            u64::from_str_radix(a.trim(), 16),
-            u64::from_str_radix(b.trim(), 16),
-        ) else {
-            continue;
-        };
-        if b > a {
-            out.push([a >> 12, (b + 1) >> 12]);
-        }
-    }
-    out
+    // Nested resources are indented; RAM is a top-level entry.
+    crate::iomem::resources(text)
+        .filter(|r| r.depth == 0 && r.name == "System RAM" && r.last > r.start)
+        .map(|r| [r.start >> 12, (r.last + 1) >> 12])
+        .collect()
 }
 
 /// The shared zero page's pfn: `empty_zero_page` sits in the kernel image, which /proc/iomem
@@ -196,11 +175,9 @@ pub fn zero_pfn(k: &Kallsyms, iomem: &str) -> Option<u64> {
 fn zero_pfn_from(k: &Kallsyms, iomem: &str) -> Option<u64> {
     let text = k.text?;
     let zero = k.data.iter().find(|(_, n)| n == "empty_zero_page")?.0;
-    let code = iomem.lines().find_map(|l| {
-        let (range, name) = l.trim_start().split_once(" : ")?;
-        (name.trim() == "Kernel code")
-            .then(|| u64::from_str_radix(range.split_once('-')?.0, 16).ok())?
-    })?;
+    let code = crate::iomem::resources(iomem)
+        .find(|r| r.name == "Kernel code")?
+        .start;
     Some((code + zero.checked_sub(text)?) >> 12)
 }
 

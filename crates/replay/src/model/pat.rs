@@ -241,20 +241,22 @@ impl<S: Sink> Model<S> {
         if req == got {
             return;
         }
+        // Typed until the message: the rule is decided on the modes, the words come last.
+        let rule = match (req, got) {
+            (_, Cache::WB) => Rule::FindWcToWb,
+            (Cache::WC | Cache::WT, Cache::UcMinus | Cache::UC) => Rule::FindWcDowngrade,
+            _ => Rule::FindCacheChanged,
+        };
         let (req, got) = (req.name(), got.name());
-        if got == "WB" {
-            self.find(Rule::FindWcToWb, &[r], drv, || {
+        self.find(rule, &[r], drv, || match rule {
+            Rule::FindWcToWb => {
                 format!("{req} requested, WB mapped: pfn {pfn:#x} is WB ({why}), so the mapping is cached")
-            });
-        } else if matches!(req, "WC" | "WT") && matches!(got, "UC-" | "UC") {
-            self.find(Rule::FindWcDowngrade, &[r], drv, || {
+            }
+            Rule::FindWcDowngrade => {
                 format!("{req} requested, {got} mapped: pfn {pfn:#x} has no {req} reservation")
-            });
-        } else {
-            self.find(Rule::FindCacheChanged, &[r], drv, || {
-                format!("{req} requested, {got} mapped at pfn {pfn:#x}: {why}")
-            });
-        }
+            }
+            _ => format!("{req} requested, {got} mapped at pfn {pfn:#x}: {why}"),
+        });
     }
 
     /// `arch_io_reserve_memtype_wc` (-> `memtype_reserve_io`): a WC reservation outside any

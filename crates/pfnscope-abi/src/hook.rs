@@ -54,6 +54,8 @@ pub enum Hook {
     FilemapAdd,
     SchedProcessFork,
     SchedProcessExit,
+    SchedSwitch,
+    SchedWaking,
 }
 
 /// What an argument slot means. Slots are found by parameter name in the kernel's BTF, so a
@@ -105,6 +107,8 @@ pub enum Role {
     Dev,
     ParentPid,
     ChildPid,
+    /// `sched:sched_switch` rows: see [`crate::episode`] for the slots.
+    Episode,
 }
 
 /// What a function returns, and so what a trace's `ret` holds.
@@ -595,10 +599,39 @@ pub static HOOKS: [HookDef; Hook::COUNT] = [
         fallback: &[],
         note: "kernel/exit.c:do_exit",
     },
+    HookDef {
+        hook: Hook::SchedSwitch,
+        name: "sched:sched_switch",
+        kind: Kind::Tracepoint {
+            group: "sched",
+            event: "sched_switch",
+            rungs: &[Mode::TpBtf],
+            fields: &[Role::Episode],
+        },
+        kernels: Kernels::All,
+        what: "off-CPU time inside a traced call: one row per episode, with the kernel stack where the task blocked and its waker",
+        fallback: &[],
+        note: "kernel/sched/core.c:__schedule (current is still the task switched out)",
+    },
+    HookDef {
+        hook: Hook::SchedWaking,
+        name: "sched:sched_waking",
+        kind: Kind::Tracepoint {
+            group: "sched",
+            event: "sched_waking",
+            rungs: &[Mode::TpBtf],
+            // No rows of its own: it names the waker in the episode of the task it wakes.
+            fields: &[],
+        },
+        kernels: Kernels::All,
+        what: "who woke a task blocked inside a traced call (recorded in its sched_switch row)",
+        fallback: &[],
+        note: "kernel/sched/core.c:try_to_wake_up; sched_waking, not sched_wakeup, runs in the waker's context (sched_wakeup may run on the wakee's CPU from an IPI)",
+    },
 ];
 
 impl Hook {
-    pub const COUNT: usize = Hook::SchedProcessExit as usize + 1;
+    pub const COUNT: usize = Hook::SchedWaking as usize + 1;
     /// Function hooks come first; everything from here on is a tracepoint.
     pub const FIRST_TRACEPOINT: Hook = Hook::PageFaultUser;
 
@@ -667,6 +700,11 @@ impl Hook {
             self,
             Hook::HandleMmFault | Hook::PageFaultUser | Hook::PageFaultKernel
         )
+    }
+
+    /// The scheduler hooks that measure off-CPU time inside traced calls.
+    pub fn is_offcpu(self) -> bool {
+        matches!(self, Hook::SchedSwitch | Hook::SchedWaking)
     }
 
     /// A driver's PFN insert, at any page-table level.

@@ -49,6 +49,10 @@ pub mod flags {
     pub const HAS_VMA: u8 = 1 << 1;
     /// `ptr_entry` / `ptr_exit` were read successfully.
     pub const HAS_PTR: u8 = 1 << 2;
+    /// An off-CPU episode whose `parent` is the task's last fault entry, which it may have left
+    /// already (where no function hook attached, the programs cannot see a fault's end): user
+    /// space keeps it only if its kernel stack runs through the fault entry.
+    pub const IN_CALL_UNSURE: u8 = 1 << 3;
 }
 
 /// A snapshot of a `vm_area_struct`, read at the call's entry with offsets from the kernel's BTF.
@@ -86,6 +90,14 @@ pub struct Event {
     /// The u64 behind the argument slot `HookSpec::ptr_slot` (a `pgprot_t *`), before and after.
     pub ptr_entry: u64,
     pub ptr_exit: u64,
+    /// Time the task spent switched out between entry and return (`sched:sched_switch`
+    /// episodes added up; 0 when none or when off-CPU time is not traced).
+    pub offcpu_ns: u64,
+    /// Stack ids in the `STACKS` map plus one (0: no stack was taken): the kernel stack and
+    /// the user stack of the call, taken at its return when it was slower than the stack
+    /// threshold ([`StackConfig`]); for an off-CPU episode, the kernel stack at switch-out.
+    pub kstack: u32,
+    pub ustack: u32,
     pub vma: VmaSnapshot,
     pub pid: u32,
     pub tid: u32,
@@ -167,6 +179,10 @@ pub struct Offsets {
     /// Address of the kernel variable `vmemmap_base` (arch/x86/mm/kaslr.c: the array's start,
     /// randomized with the rest of the direct map), 0 when kallsyms does not name it.
     pub vmemmap_base: u64,
+    /// `task_struct`'s `pid` (the thread id) and `tgid`: the `sched_switch` and
+    /// `sched_waking` programs read the tasks they are handed.
+    pub task_pid: u32,
+    pub task_tgid: u32,
     /// The empty `vm_operations_struct` a vma has until its driver's `->mmap` sets its own
     /// (`vma_dummy_vm_ops`, mm/vma_init.c; up to 6.1 a `dummy_vm_ops` static in each file that
     /// inlines `vma_init`), 0 for unused slots. A vma that has it is named by its file's
@@ -204,6 +220,8 @@ impl Offsets {
         file_f_op: u32::MAX,
         reserved: 0,
         vmemmap_base: 0,
+        task_pid: u32::MAX,
+        task_tgid: u32::MAX,
         dummy_vm_ops: [0; DUMMY_VM_OPS],
     };
 }
@@ -246,6 +264,44 @@ impl Filter {
     };
 }
 
+/// When the programs take stacks (a read-only global, `STACK_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackConfig {
+    /// A call whose entry-to-return time is at least this gets its kernel and user stacks,
+    /// taken at its return; [`StackConfig::OFF`]'s `u64::MAX`: never. Deciding at the return
+    /// keeps fast calls free of the unwind.
+    pub min_ns: u64,
+    /// Non-zero: also take the stacks of entry-only tracepoint faults (`--stacks=all`; they
+    /// have no latency to compare).
+    pub at_entry: u8,
+    pub _pad: [u8; 7],
+}
+
+impl StackConfig {
+    pub const OFF: StackConfig = StackConfig {
+        min_ns: u64::MAX,
+        at_entry: 0,
+        _pad: [0; 7],
+    };
+}
+
+/// Frames kept per stack (the kernel's `PERF_MAX_STACK_DEPTH`, what `STACKS` stores).
+pub const MAX_STACK_FRAMES: usize = 127;
+
+/// `Event::args` of a `sched:sched_switch` row (an off-CPU episode inside a probed call).
+pub mod episode {
+    /// The waker's thread and process id (0: woken by no traced wakeup, e.g. preempted).
+    pub const WAKER_TID: usize = 0;
+    pub const WAKER_PID: usize = 1;
+    /// 1 when the task was preempted (still runnable), 0 when it blocked.
+    pub const PREEMPTED: usize = 2;
+    /// CLOCK_MONOTONIC of the wakeup, 0 when none was seen.
+    pub const WAKE_TS: usize = 3;
+    /// The waker's name, 16 bytes in two slots.
+    pub const WAKER_COMM: usize = 4;
+}
+
 /// Per-CPU counters (array map `COUNTERS`, one slot per index below).
 pub mod counter {
     /// Ring buffer full: an event was lost.
@@ -264,6 +320,7 @@ mod pod {
     unsafe impl aya::Pod for super::HookSpec {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Filter {}
+    unsafe impl aya::Pod for super::StackConfig {}
 }
 
 #[cfg(test)]
@@ -277,10 +334,11 @@ mod tests {
         assert_eq!(size_of::<VmaSnapshot>(), 9 * 8);
         assert_eq!(
             size_of::<Event>(),
-            4 * 8 + MAX_ARGS * 8 + 3 * 8 + 9 * 8 + 16 + COMM_LEN
+            4 * 8 + MAX_ARGS * 8 + 4 * 8 + 8 + 9 * 8 + 16 + COMM_LEN
         );
         assert_eq!(size_of::<HookSpec>(), 8);
-        assert_eq!(size_of::<Offsets>(), 22 * 4 + 8 + 4 * 8);
+        assert_eq!(size_of::<Offsets>(), 22 * 4 + 8 + 2 * 4 + 4 * 8);
+        assert_eq!(size_of::<StackConfig>(), 16);
         assert_eq!(size_of::<Filter>(), 8 + COMM_LEN + 3 * 8 + 8);
     }
 }

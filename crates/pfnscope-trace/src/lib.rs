@@ -44,7 +44,7 @@ pub use exit::{EXIT_STATUS_HELP, ExitStatus};
 pub use guard::guard_panics;
 pub use meta::{
     CURRENT_SCHEMA_VERSION, IomemSpan, META_KEY, MemtypeSpan, PlanEntry, RungFailure,
-    SCHEMA_VERSION_KEY, StartState, TraceMeta,
+    SCHEMA_VERSION_KEY, StacksMeta, StartState, TraceMeta,
 };
 pub use output::{Existing, NewFile, OutputError};
 pub use reader::{Trace, TraceError, TraceReader, read_trace, read_trace_bytes};

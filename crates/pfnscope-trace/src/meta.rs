@@ -10,8 +10,10 @@ pub const META_KEY: &str = "pfnscope.meta";
 /// Schema-metadata key holding the schema version as a decimal string, readable without JSON.
 pub const SCHEMA_VERSION_KEY: &str = "pfnscope.schema_version";
 /// Bump on any change a reader of the previous version would misread. 4: `id` is stored as
-/// differences (see `columns::Id`).
-pub const CURRENT_SCHEMA_VERSION: u32 = 4;
+/// differences (see `columns::Id`). 5: off-CPU episodes (`sched:sched_switch` rows, children
+/// of the call they blocked in, which a reader that does not know them would take for calls)
+/// and the stack and off-CPU columns.
+pub const CURRENT_SCHEMA_VERSION: u32 = 5;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraceMeta {
@@ -53,6 +55,25 @@ pub struct TraceMeta {
     /// traces recorded before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_state: Option<StartState>,
+    /// What stacks and off-CPU time this recording asked for and what it could have. None in
+    /// traces recorded before either existed (schema 4 and older).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<StacksMeta>,
+}
+
+/// `tracer record --stacks`: the threshold the programs applied, and what was missing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StacksMeta {
+    /// As given (`100us`, `all`, `off`).
+    pub requested: String,
+    /// Calls at least this slow got their stacks at their return; None: no stacks.
+    pub threshold_ns: Option<u64>,
+    /// Entry-only fault tracepoints got their stacks too (`--stacks=all`).
+    pub at_entry: bool,
+    /// Off-CPU episodes were traced (`sched:sched_switch` attached).
+    pub offcpu: bool,
+    /// What could not be had, one sentence each (a bad threshold, a rung without returns).
+    pub missing: Vec<String>,
 }
 
 /// State older than the trace, read when recording started. Each part is None when it could not

@@ -182,7 +182,7 @@ fn round_trip_keeps_every_field_and_the_metadata() {
     assert_eq!(t.damage, None);
     assert_eq!(t.records, all);
     assert_eq!(t.meta.kernel_release, "6.12.0-test");
-    assert_eq!(t.meta.schema_version, 4);
+    assert_eq!(t.meta.schema_version, 5);
     assert_eq!(t.meta.hook_plan[0].mode.as_deref(), Some("fentry"));
 }
 

@@ -18,6 +18,7 @@ use crate::{
     filter::{addr_allowed, process_allowed, vma_allowed},
     maps::{CALLS_LIVE, HOOK_SPECS, OPEN, SCRATCH, TASKS, TaskStack, bump, next_id, offsets},
     mem::{set, zero},
+    stacks,
     vma::{read_u64_at, snapshot},
 };
 
@@ -36,7 +37,7 @@ fn page_to_pfn(page: u64, o: &Offsets) -> u64 {
 }
 
 #[inline(always)]
-fn open_key(tid: u32, depth: u64) -> u64 {
+pub fn open_key(tid: u32, depth: u64) -> u64 {
     ((tid as u64) << 8) | depth
 }
 
@@ -94,6 +95,9 @@ pub fn begin_at(hook: u16, mode: u8, pid_tgid: u64, now: u64) -> Option<&'static
     set(&mut ev.ptr_exit, 0);
     set(&mut ev.parent, 0);
     set(&mut ev.id, 0);
+    set(&mut ev.offcpu_ns, 0);
+    set(&mut ev.kstack, 0);
+    set(&mut ev.ustack, 0);
     zero(&mut ev.vma);
     Some(ev)
 }
@@ -301,6 +305,7 @@ pub fn leave<C: EbpfContext>(ctx: &C, hook: u16, ret: u64) {
     ev.ts_exit = unsafe { bpf_ktime_get_ns() };
     ev.ret = ret;
     ev.flags |= flags::HAS_RET;
+    stacks::at_return(ctx, ev);
     if spec.ptr_slot != NO_SLOT && (spec.ptr_slot as usize) < MAX_ARGS {
         if let Some(v) = read_u64_at(ev.args[spec.ptr_slot as usize], 0) {
             ev.ptr_exit = v;

@@ -17,6 +17,8 @@ mod filter;
 mod functions;
 mod maps;
 mod mem;
+mod offcpu;
+mod stacks;
 mod tracepoints;
 mod vma;
 

@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use pfnscope_abi::{Event, Filter, Hook, HookSpec, Offsets, counter};
+use pfnscope_abi::{Event, Filter, Hook, HookSpec, Offsets, StackConfig, counter};
 
 /// User space raises this with `EbpfLoader::set_max_entries` (`--buffer-mb`).
 #[map]
@@ -125,3 +125,58 @@ pub fn next_id(cpu: u32) -> u64 {
         None => 0,
     }
 }
+
+/// Kernel and user stacks, by id (`Event::kstack`/`ustack` hold the id plus one). Identical
+/// stacks share an id, so a blocking site hit a thousand times is stored once. A full bucket
+/// loses the new stack rather than replace one an event in flight may still name
+/// (no `BPF_F_REUSE_STACKID`).
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+#[unsafe(no_mangle)]
+pub static STACK_CONFIG: StackConfig = StackConfig::OFF;
+
+#[inline(always)]
+pub fn stack_config() -> &'static StackConfig {
+    unsafe { &*core::ptr::read_volatile(&&STACK_CONFIG) }
+}
+
+/// A task switched out inside a probed call (or, where no function hook attached, after its
+/// last fault entry on this CPU), until it runs again.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Blocked {
+    pub ts_out: u64,
+    /// The innermost open call (the fault itself on the tracepoint rung).
+    pub parent: u64,
+    /// Open calls of the task then: each gets the episode's time added at switch-in.
+    pub depth: u64,
+    pub wake_ts: u64,
+    /// The waker's `pid_tgid` as `bpf_get_current_pid_tgid` gives it.
+    pub waker: u64,
+    pub waker_comm: [u64; 2],
+    pub comm: [u64; 2],
+    pub tgid: u32,
+    pub kstack: u32,
+    pub preempted: u32,
+    pub flags: u32,
+}
+
+#[map]
+pub static BLOCKED: LruHashMap<u32, Blocked> = LruHashMap::with_max_entries(8192, 0);
+
+/// The last fault entry each CPU saw (tracepoint rung): which thread, and the fault's id. A
+/// task that blocks inside that fault does so on this CPU, before anything else runs here.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastFault {
+    pub tid: u64,
+    pub id: u64,
+}
+
+#[map]
+pub static LAST_FAULT: PerCpuArray<LastFault> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch for a [`Blocked`] being built (kept off the 512-byte stack).
+#[map]
+pub static BLOCKED_SCRATCH: PerCpuArray<Blocked> = PerCpuArray::with_max_entries(1, 0);

@@ -5,6 +5,7 @@
 use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_find_vma, bpf_get_current_task_btf},
@@ -18,8 +19,11 @@ use crate::{
     context::{begin, begin_at, current_parent, read_comm, spec, task_gone, user_mode_parent},
     emit::emit,
     filter::{addr_allowed, process_allowed, vma_allowed},
-    maps::{COMM_EPOCH, TGIDS, VMA_CACHE, VmaCache, comm_epoch, filter, next_id, offsets},
+    maps::{
+        COMM_EPOCH, LAST_FAULT, TGIDS, VMA_CACHE, VmaCache, comm_epoch, filter, next_id, offsets,
+    },
     mem::{copy, zero_in},
+    stacks,
     vma::snapshot,
 };
 
@@ -36,7 +40,15 @@ extern "C" fn found_vma(_task: *mut c_void, vma: *mut c_void, out: *mut c_void) 
 }
 
 #[inline(always)]
-fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, find_vma: bool) {
+fn page_fault<C: EbpfContext>(
+    ctx: &C,
+    hook_id: u16,
+    mode: u8,
+    address: u64,
+    ip: u64,
+    error_code: u64,
+    find_vma: bool,
+) {
     if spec(hook_id).is_none() || !addr_allowed(address) {
         return;
     }
@@ -106,6 +118,14 @@ fn page_fault(hook_id: u16, mode: u8, address: u64, ip: u64, error_code: u64, fi
         current_parent(ev.tid)
     };
     ev.id = next_id(ev.cpu);
+    stacks::at_entry(ctx, ev);
+    // Where no function hook attached, an off-CPU episode on this CPU before anything else
+    // faults here may be inside this fault (`offcpu::switched_out`).
+    if let Some(l) = LAST_FAULT.get_ptr_mut(0) {
+        let l = unsafe { &mut *l };
+        l.tid = ev.tid as u64;
+        l.id = ev.id;
+    }
     emit(ev);
 }
 
@@ -154,6 +174,7 @@ pub fn task_rename_raw(_ctx: RawTracePointContext) -> u32 {
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
     page_fault(
+        &ctx,
         Hook::PageFaultUser as u16,
         Mode::TpBtf as u8,
         ctx.arg(0),
@@ -167,6 +188,7 @@ pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> u32 {
     page_fault(
+        &ctx,
         Hook::PageFaultKernel as u16,
         Mode::TpBtf as u8,
         ctx.arg(0),
@@ -180,6 +202,7 @@ pub fn page_fault_kernel_btf(ctx: BtfTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user_raw(ctx: RawTracePointContext) -> u32 {
     page_fault(
+        &ctx,
         Hook::PageFaultUser as u16,
         Mode::RawTp as u8,
         ctx.arg(0),
@@ -193,6 +216,7 @@ pub fn page_fault_user_raw(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "page_fault_kernel")]
 pub fn page_fault_kernel_raw(ctx: RawTracePointContext) -> u32 {
     page_fault(
+        &ctx,
         Hook::PageFaultKernel as u16,
         Mode::RawTp as u8,
         ctx.arg(0),
@@ -226,6 +250,7 @@ fn tp_field_u32(ctx: &TracePointContext, off: u32) -> u64 {
 fn page_fault_tp(ctx: &TracePointContext, hook_id: u16) {
     let o = offsets();
     page_fault(
+        ctx,
         hook_id,
         Mode::Tracepoint as u8,
         tp_field(ctx, o.tp_fault_address),

@@ -7,7 +7,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
 use pfnscope_abi::{
-    Filter, Hook, HookSpec, Mode, Offsets,
+    Filter, Hook, HookSpec, Mode, Offsets, StackConfig,
     hook::{HookDef, Kind},
 };
 use pfnscope_trace::RungFailure;
@@ -25,7 +25,12 @@ pub enum LoadError {
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
 /// Loads the object with the runtime settings baked in as read-only globals.
-pub fn load(offsets: &Offsets, filter: &Filter, ring_bytes: u32) -> Result<Ebpf, LoadError> {
+pub fn load(
+    offsets: &Offsets,
+    filter: &Filter,
+    stacks: &StackConfig,
+    ring_bytes: u32,
+) -> Result<Ebpf, LoadError> {
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones ignore it, and a
     // container may forbid raising it, so a failure here is not an error.
     let rlim = libc::rlimit {
@@ -36,6 +41,7 @@ pub fn load(offsets: &Offsets, filter: &Filter, ring_bytes: u32) -> Result<Ebpf,
     EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
         .override_global("FILTER", filter, true)
+        .override_global("STACK_CONFIG", stacks, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(chain(&e)))

@@ -60,6 +60,15 @@ pub struct RecordArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = 16, value_parser = parse_buffer_mb)]
     pub buffer_mb: u32,
+    /// Kernel and user stacks of faults and driver calls slower than THRESHOLD (default
+    /// 100us), taken at their return so that fast calls do not pay: `--stacks=2ms`,
+    /// `--stacks=all` (every call, and every entry-only fault).
+    #[arg(long, value_name = "THRESHOLD", num_args = 0..=1, require_equals = true,
+          default_missing_value = crate::stacks::DEFAULT_THRESHOLD)]
+    pub stacks: Option<String>,
+    /// No stacks at all.
+    #[arg(long, conflicts_with = "stacks")]
+    pub no_stacks: bool,
     /// No live status line.
     #[arg(short, long)]
     pub quiet: bool,

@@ -82,7 +82,9 @@ impl Collector {
             // SAFETY: the programs submit whole `Event`s; the ring gives no alignment promise.
             let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
             drop(item);
-            let r = self.decoder.decode(&ev);
+            let Some(r) = self.decoder.decode(&ev) else {
+                continue;
+            };
             match summary.per_hook.get_mut(r.hook.as_str()) {
                 Some(n) => *n += 1,
                 None => {

@@ -5,14 +5,18 @@
 use std::collections::HashMap;
 
 use pfnscope_abi::{
-    Cache, Event, Hook, Mode, PatTable,
+    COMM_LEN, Cache, Event, Hook, Mode, PatTable,
     bits::{PAGE_SHIFT, PAGE_SIZE, pfn_t, pte},
     flags,
     hook::{Ret, Role},
 };
 use pfnscope_trace::{Interner, Record, Sym};
 
-use crate::{plan::Resolved, system::Kallsyms};
+use crate::{
+    plan::Resolved,
+    stacks::{self, Stacks},
+    system::Kallsyms,
+};
 
 /// The PAT table protections are decoded with: Linux's own (see README, Limits).
 pub const PAT_TABLE: PatTable = PatTable::LINUX;
@@ -46,6 +50,8 @@ pub struct Decoder {
     unknown_ops: Ids,
     /// Hook, mode, comm and cache names repeat on every event: one allocation each.
     names: Interner,
+    /// The stack map, where stacks are recorded.
+    stacks: Option<Stacks>,
 }
 
 impl Decoder {
@@ -64,7 +70,13 @@ impl Decoder {
             drivers: HashMap::new(),
             unknown_ops: Ids::default(),
             names: Interner::default(),
+            stacks: None,
         }
+    }
+
+    /// Names the frames of the stacks events record (`Event::kstack`, `ustack`).
+    pub fn set_stacks(&mut self, stacks: Stacks) {
+        self.stacks = Some(stacks);
     }
 
     fn driver(&mut self, ops: u64) -> Option<Sym> {
@@ -84,7 +96,9 @@ impl Decoder {
         Some(name)
     }
 
-    pub fn decode(&mut self, ev: &Event) -> Record {
+    /// The event as a trace row; None for an off-CPU episode that turned out not to be inside
+    /// a fault ([`pfnscope_abi::flags::IN_CALL_UNSURE`]).
+    pub fn decode(&mut self, ev: &Event) -> Option<Record> {
         let comm_len = ev
             .comm
             .iter()
@@ -127,7 +141,50 @@ impl Decoder {
         if let Some(h) = Hook::from_u16(ev.hook) {
             self.decode_args(h, ev, &mut r);
         }
-        r
+        if let Some(st) = self.stacks.as_mut() {
+            r.kstack = st.kernel(ev.kstack);
+            r.ustack = st.user(ev.pid, ev.ustack);
+        }
+        if ev.hook == Hook::SchedSwitch as u16 {
+            self.episode(ev, &mut r)?;
+        } else if ev.offcpu_ns != 0 || self.offcpu_traced(ev) {
+            r.offcpu_ns = Some(ev.offcpu_ns);
+        }
+        Some(r)
+    }
+
+    /// Whether the call's off-CPU time was measured: it returned while `sched_switch` was
+    /// attached.
+    fn offcpu_traced(&self, ev: &Event) -> bool {
+        ev.flags & flags::HAS_RET != 0 && self.hooks[Hook::SchedSwitch as usize].is_some()
+    }
+
+    /// An off-CPU episode's own columns. None: not inside a fault after all.
+    fn episode(&mut self, ev: &Event, r: &mut Record) -> Option<()> {
+        use pfnscope_abi::episode as e;
+        r.offcpu_ns = Some(ev.offcpu_ns);
+        if ev.flags & flags::IN_CALL_UNSURE != 0 && !r.kstack.is_some_and(|k| stacks::in_fault(&k))
+        {
+            return None;
+        }
+        let preempted = ev.args[e::PREEMPTED] != 0;
+        r.preempted = Some(preempted);
+        r.block_site = if preempted {
+            Some(self.names.get("(preempted)"))
+        } else {
+            r.kstack
+                .and_then(|k| stacks::blocking_site(k.as_str()).map(|s| self.names.get(s)))
+        };
+        if ev.args[e::WAKER_TID] != 0 {
+            r.waker_tid = Some(ev.args[e::WAKER_TID] as u32);
+            r.waker_pid = Some(ev.args[e::WAKER_PID] as u32);
+            let mut comm = [0u8; COMM_LEN];
+            comm[..8].copy_from_slice(&ev.args[e::WAKER_COMM].to_le_bytes());
+            comm[8..].copy_from_slice(&ev.args[e::WAKER_COMM + 1].to_le_bytes());
+            let len = comm.iter().position(|c| *c == 0).unwrap_or(COMM_LEN);
+            r.waker_comm = Some(self.names.get(&String::from_utf8_lossy(&comm[..len])));
+        }
+        Some(())
     }
 
     /// Argument slots (a function's parameters, a tracepoint's fields) by their role.
@@ -189,7 +246,7 @@ impl Decoder {
                 Role::Index => r.index = Some(v),
                 Role::Dev => r.dev = Some(v),
                 Role::ChildPid => r.child_pid = Some(v as u32),
-                Role::Ip | Role::ParentPid => {}
+                Role::Ip | Role::ParentPid | Role::Episode => {}
             }
         }
         // A PTE-level insert without a protection argument (vmf_insert_pfn,
@@ -279,7 +336,7 @@ mod tests {
             [0, 0x7f00_0000_1000, (3 << 60) | 0xfd001, 0x2f, 0, 0],
         );
         ev.ret = 0xffff_ffff_0000_0100; // garbage above vm_fault_t's 32 bits
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!(r.hook, "vmf_insert_pfn_prot");
         assert_eq!(r.mode, "fentry");
         assert_eq!(r.comm, "bochs-test");
@@ -308,7 +365,7 @@ mod tests {
             Hook::VmfInsertMixed,
             [0, 0x7f00_0000_1000, (3 << 60) | 0x34203, 0, 0, 0],
         );
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!(r.pfn, Some(0x34203));
         assert_eq!(r.pfn_flags, Some(3 << 60));
     }
@@ -326,7 +383,7 @@ mod tests {
         );
         ev.vma.vm_ops = 0xffff_ffff_c000_2000; // not in kallsyms
         ev.vma.vm_file = 0xffff_8880_aaaa_0000;
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!(r.driver.as_deref(), Some("vm_ops#1"));
         assert_eq!(r.file_id, Some(1));
         assert_eq!(r.fault_flags, Some(0x1255));
@@ -337,8 +394,8 @@ mod tests {
         );
         let mut ev2 = ev;
         ev2.vma.ptr = 0xffff_8880_9999_0000;
-        assert_eq!(d.decode(&ev2).vma_id, Some(2));
-        assert_eq!(d.decode(&ev).vma_id, Some(1));
+        assert_eq!(d.decode(&ev2).unwrap().vma_id, Some(2));
+        assert_eq!(d.decode(&ev).unwrap().vma_id, Some(1));
     }
 
     #[test]
@@ -355,7 +412,7 @@ mod tests {
         ev.flags |= flags::HAS_PTR;
         ev.ptr_entry = 0x8000_0000_0000_002f; // WC requested
         ev.ptr_exit = 0x8000_0000_0000_0037; // UC- granted
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!(
             (r.cache_req.as_deref(), r.cache_out.as_deref()),
             (Some("WC"), Some("UC-"))
@@ -399,7 +456,7 @@ mod tests {
             [0, 0x7f00_0000_0000, 0x8000_0000_000a_0237, 0, 0, 0],
         );
         ev.ret = 0;
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!(
             (r.pfn, r.page, r.pte),
             (Some(0xa0), Some(false), Some(0x8000_0000_000a_0237))
@@ -410,7 +467,7 @@ mod tests {
             [0, 0x7f00_0000_0000, 0xa0, 0x10000, 0x8000_0000_0000_0027, 0],
         );
         ev.ret = (-22i64) as u64 & 0xffff_ffff;
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!(
             (r.ret, r.size, r.cache_req.as_deref()),
             (Some(-22), Some(0x10000), Some("WB"))
@@ -422,7 +479,7 @@ mod tests {
         );
         ev.flags = flags::HAS_RET | flags::HAS_PTR;
         ev.ptr_exit = 0xdead_beef_0000_0002; // enum is 32 bits: upper half is whatever followed it
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!((r.pfn, r.size), (Some(0xa0), Some(0x10000)));
         assert_eq!(
             (r.cache_req.as_deref(), r.cache_out.as_deref()),
@@ -441,7 +498,7 @@ mod tests {
         let mut ev = event(Hook::PageFaultUser, [0x5555_0000_1000, 0, 0x6, 0, 0, 0]);
         ev.flags = 0;
         ev.mode = Mode::TpBtf as u8;
-        let r = d.decode(&ev);
+        let r = d.decode(&ev).unwrap();
         assert_eq!(
             (r.address, r.error_code, r.latency_ns),
             (Some(0x5555_0000_1000), Some(6), None)

@@ -74,6 +74,7 @@ pub fn report() -> Report {
         let mut filter = Filter::ALL;
         filter.by_tgid = 1;
         let setup = Setup {
+            stacks: pfnscope_abi::StackConfig::OFF,
             hooks: None,
             filter,
             vma_flags: vec![],

@@ -8,7 +8,8 @@
 //! - [`btf`], [`system`], [`plan`]: what the running kernel has, resolved into per-hook specs and
 //!   struct offsets for the generic programs;
 //! - [`attach`], [`session`]: loading and the attach ladder (fentry -> kprobe -> tracepoint);
-//! - [`decode`], [`collector`]: events to records, records to disk;
+//! - [`decode`], [`collector`]: events to records, records to disk; [`stacks`]: the stacks
+//!   events name, symbolized;
 //! - [`record`], [`doctor`]: the two commands.
 //!
 
@@ -22,5 +23,6 @@ pub mod iomem;
 pub mod plan;
 pub mod record;
 pub mod session;
+pub mod stacks;
 pub mod start_state;
 pub mod system;

@@ -195,6 +195,9 @@ pub fn offsets(
         *slot = addr;
     }
     field("vm_fault", &["address"], &mut o.vmf_address, true)?;
+    // Off-CPU episodes: the tasks `sched_switch` and `sched_waking` are handed.
+    field("task_struct", &["pid"], &mut o.task_pid, false)?;
+    field("task_struct", &["tgid"], &mut o.task_tgid, false)?;
     // struct page is 64 bytes on x86-64; a power of two is what the programs can shift by.
     if let Ok(size) = btf.struct_size("page")
         && size.is_power_of_two()

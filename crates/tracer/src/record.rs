@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use pfnscope_abi::{COMM_LEN, Filter};
 use pfnscope_trace::{Existing, TraceMeta, TraceWriter};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -19,6 +19,7 @@ use crate::{
     collector::{Collector, Recorded, monotonic_ns},
     decode::{Decoder, PAT_TABLE},
     session::{self, Setup},
+    stacks::{StackRequest, Stacks},
 };
 
 /// Why the recording ended.
@@ -64,7 +65,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         filter.addr_lo = lo;
         filter.addr_hi = hi;
     }
+    let (stack_request, bad_stacks) =
+        StackRequest::from_arg(args.stacks.as_deref(), args.no_stacks);
+    if let Some(why) = &bad_stacks {
+        eprintln!("tracer: {why}");
+    }
     let setup = Setup {
+        stacks: stack_request.config(),
         hooks: hooks.as_deref(),
         filter,
         vma_flags: args.vma_flags.clone().map(|v| v.0).unwrap_or_default(),
@@ -95,6 +102,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         _ => {}
     }
 
+    let stacks_meta = crate::stacks::describe(&args, &stack_request, bad_stacks, &s.plan);
+    if !args.quiet {
+        for m in &stacks_meta.missing {
+            eprintln!("tracer: stacks: {m}");
+        }
+    }
     let u = &s.uname;
     let iomem = crate::system::iomem();
     let system_ram = crate::system::system_ram(&iomem);
@@ -127,6 +140,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         system_ram,
         zero_pfn: crate::system::zero_pfn(&s.kallsyms, &iomem),
         start_state: Some(start_state),
+        stacks: Some(stacks_meta),
         ..Default::default()
     };
     let writer = TraceWriter::create_with(&args.output, &meta, existing)?;
@@ -140,10 +154,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             .take_map("COUNTERS")
             .ok_or_else(|| anyhow!("eBPF object lacks COUNTERS"))?,
     )?;
-    let decoder = Decoder::new(
+    let mut decoder = Decoder::new(
         std::mem::take(&mut s.attached),
         std::mem::take(&mut s.kallsyms),
     );
+    if let Some(map) = s.ebpf.take_map("STACKS") {
+        decoder.set_stacks(Stacks::new(StackTraceMap::try_from(map)?, args.quiet));
+    }
     let collector = Collector {
         ring,
         counters,

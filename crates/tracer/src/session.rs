@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::Ebpf;
 use pfnscope_abi::{
-    Filter, Hook, HookSpec, Mode,
+    Filter, Hook, HookSpec, Mode, StackConfig,
     hook::{HOOKS, HookDef},
 };
 use pfnscope_trace::PlanEntry;
@@ -72,6 +72,8 @@ pub struct Setup<'a> {
     /// vm_flags names (`VM_PFNMAP`, ...) for the in-kernel vma filter; bits come from BTF.
     pub vma_flags: Vec<String>,
     pub ring_bytes: u32,
+    /// When the programs take stacks (`--stacks`).
+    pub stacks: StackConfig,
 }
 
 pub fn start(setup: &Setup) -> Result<Session, SessionError> {
@@ -93,7 +95,7 @@ pub fn start(setup: &Setup) -> Result<Session, SessionError> {
             .copied()
             .ok_or_else(|| SessionError::Layout(format!("unknown vm flag {name}")))?;
     }
-    let mut ebpf = attach::load(&offsets, &filter, setup.ring_bytes)?;
+    let mut ebpf = attach::load(&offsets, &filter, &setup.stacks, setup.ring_bytes)?;
     let ebpf_log = init_ebpf_log(&mut ebpf);
     // Before any hook: a name cached by the first events must already be kept honest.
     if let Err(why) = attach::comm_cache(&mut ebpf)? {

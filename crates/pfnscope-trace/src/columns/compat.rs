@@ -7,6 +7,7 @@
 //! | 1 | names as plain `Utf8` strings, not dictionaries | [`plain_names`], [`normalize`] |
 //! | 1-2 | each row's position in a `seq` column, not the row number | [`seq_column`], [`normalize`] |
 //! | 1-3 | `id` as absolute `UInt64`, not differences | [`Id`], [`normalize`] |
+//! | 1-4 | no off-CPU, stack or waker columns, no `sched:sched_switch` rows | absent columns read as None ([`owned_column`]); `TraceMeta::stacks` is None |
 //! | all | loss counters as rows of a reserved hook | `crate::counters` (the reader takes them out) |
 //! | until 2026-11 | LZ4 batches | arrow (the codec is recorded per batch); [`crate::CheckedStream`] bounds its ratio |
 //! | until 2026-12 | no checksums | the schema says so ([`crate::CHECKSUMS_KEY`]); readers then decode every column |

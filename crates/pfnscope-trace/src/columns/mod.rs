@@ -84,4 +84,23 @@ columns! {
     /// 1 << 61, PFN_MAP 1 << 60, PFN_SPECIAL 1 << 59); None where the argument is a plain pfn
     /// (6.17+, vmf_insert_pfn_prot) or the trace predates the column.
     pfn_flags: OptU64,
+    /// Time switched out between entry and return (the sum of the call's `sched:sched_switch`
+    /// episodes); on a `sched:sched_switch` row, that episode's. None where off-CPU time was
+    /// not traced (schema 4 and older, `--hooks` without the sched hooks).
+    offcpu_ns: OptU64,
+    /// Kernel and user stack, outermost frame first, frames joined by `;` (the folded form
+    /// flame graphs read): kernel frames `function+0xoff [module]`, user frames
+    /// `function+0xoff (binary)` or `build-id:HEX+0xoff` where the binary was not readable.
+    /// Taken at the return of calls slower than the stack threshold; on a
+    /// `sched:sched_switch` row, the kernel stack where the task blocked.
+    kstack: OptStr,
+    ustack: OptStr,
+    /// `sched:sched_switch` rows: the function the task blocked in (`folio_wait_bit_common`,
+    /// `rwsem_down_read_slowpath`, ...; `(preempted)` when it was still runnable), and who
+    /// woke it (None when no wakeup was seen, as after a preemption).
+    block_site: OptStr,
+    preempted: OptBool,
+    waker_tid: OptU32,
+    waker_pid: OptU32,
+    waker_comm: OptStr,
 }

@@ -27,6 +27,11 @@ fn usage() {
         "\n  file takes an optional directory for its scratch file (default $TMPDIR or /tmp)"
     );
     eprintln!(
+        "  cold-file [DIR]: a file in DIR (default $TMPDIR or /var/tmp; not tmpfs) dropped from the\n  \
+         page cache, then faulted page by page: faults that wait for disk reads\n  \
+         mmap-contend: faults while another thread changes the same vma: faults that wait for mmap_lock"
+    );
+    eprintln!(
         "  drm-dumb DRIVER (not in the test box's table): a dumb buffer of any DRM driver,\n  \
          mapped and touched, e.g. `workload drm-dumb qxl` in `cargo xtask testbox --run`"
     );

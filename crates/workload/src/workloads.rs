@@ -25,6 +25,8 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "drm-dumb" => drm_dumb(args.first().map(String::as_str)),
         "dax" => dax(),
         "fsdax" => fsdax(),
+        "cold-file" => crate::blocking::cold_file(args.first().map(String::as_str)),
+        "mmap-contend" => crate::blocking::mmap_contend(),
         _ if name.starts_with(crate::bugzoo::PREFIX) => {
             zoo::run(&name[crate::bugzoo::PREFIX.len()..])
         }

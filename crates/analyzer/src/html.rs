@@ -92,6 +92,18 @@ impl Page {
         );
     }
 
+    /// An interactive SVG (a flame graph: hover for a frame's share, click to zoom), embedded
+    /// as an object so its script runs.
+    pub fn flame(&mut self, stem: &str, caption: &str) {
+        let _ = writeln!(
+            self.body,
+            "<figure><object type=\"image/svg+xml\" data=\"{s}.svg\" width=\"100%\"></object>\
+<figcaption>{c} (<a href=\"{s}.svg\">SVG</a>)</figcaption></figure>",
+            s = escape(stem),
+            c = escape(caption)
+        );
+    }
+
     pub fn finish(self, title: &str) -> String {
         format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -56,6 +56,7 @@ pub mod report;
 pub mod series;
 pub mod summary;
 pub mod text;
+pub mod why;
 
 pub use error::{AnalyzerError, Result};
 pub use load::{Columns, LoadOptions, Trace};

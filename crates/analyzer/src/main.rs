@@ -53,17 +53,22 @@ enum By {
     VmaKind,
     Process,
     FaultType,
+    /// Fault time by kernel+user stack, and the sites faults blocked at per driver (traces
+    /// recorded with stacks and off-CPU time).
+    Stack,
 }
 
-impl From<By> for GroupBy {
-    fn from(b: By) -> GroupBy {
-        match b {
+impl By {
+    /// The latency table's grouping; None for `--by stack`, which has tables of its own.
+    fn group(self) -> Option<GroupBy> {
+        Some(match self {
             By::Hook => GroupBy::Hook,
             By::Driver => GroupBy::Driver,
             By::VmaKind => GroupBy::VmaKind,
             By::Process => GroupBy::Process,
             By::FaultType => GroupBy::FaultType,
-        }
+            By::Stack => return None,
+        })
     }
 }
 
@@ -160,7 +165,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let damage = match cli.cmd {
         Cmd::Summary { trace, json, by } => {
             let t = load(&trace, q)?;
-            let s = Summary::compute(&t, by.into())?;
+            let Some(by) = by.group() else {
+                let w = analyzer::why::Why::compute(&trace)?;
+                if json {
+                    print_stdout(&format!("{}\n", serde_json::to_string_pretty(&w)?))?;
+                } else {
+                    print_stdout(&text::render_why(&w))?;
+                }
+                return Ok(ExitStatus::after_reading([t.damage.as_ref()], false));
+            };
+            let s = Summary::compute(&t, by)?;
             if json {
                 print_stdout(&format!("{}\n", serde_json::to_string_pretty(&s)?))?;
             } else {

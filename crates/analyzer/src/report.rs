@@ -189,6 +189,11 @@ pub fn write_report(
     }
     bar.inc(1);
 
+    if trace.meta.stacks.is_some() {
+        bar.set_message("stacks and off-CPU time");
+        why_sections(&mut page, trace, dir)?;
+    }
+
     for (by, s) in &extra {
         let (title, id) = match by {
             GroupBy::VmaKind => ("Fault latency by vma kind", "by-vma-kind"),
@@ -353,4 +358,67 @@ fn hook_plan(page: &mut Page, trace: &Trace) {
         })
         .collect();
     page.table(&["hook", "symbol", "mode", "rungs that failed"], &rows);
+}
+
+/// Why faults were slow: flame graphs of fault time by stack, on-CPU and off-CPU, and the
+/// sites faults blocked at per driver (traces recorded with stacks and off-CPU time).
+fn why_sections(page: &mut Page, trace: &Trace, dir: &Path) -> Result<()> {
+    let w = crate::why::Why::compute(&trace.path)?;
+    page.h2("Why faults were slow", "why");
+    page.p(&format!(
+        "{} faults, {} with a stack; {} off-CPU episodes inside traced calls.",
+        w.faults, w.faults_with_stack, w.episodes
+    ));
+    for m in &w.missing {
+        page.note(m);
+    }
+    let on_title = if w.on_cpu_unit == "ns" {
+        "On-CPU fault time by stack (latency minus time switched out)"
+    } else {
+        "Faults by stack (counts: faults have no latency in this trace)"
+    };
+    if crate::why::Why::flame_graph(
+        &w.on_cpu,
+        on_title,
+        w.on_cpu_unit,
+        &dir.join("flame_oncpu.svg"),
+    )? {
+        page.flame("flame_oncpu", on_title);
+    } else {
+        page.note("No fault has a stack: none was slower than the stack threshold (`tracer record --stacks=THRESHOLD`).");
+    }
+    let off_title = "Off-CPU time inside faults, by the fault's user stack and the kernel stack where it blocked";
+    if crate::why::Why::flame_graph(&w.off_cpu, off_title, "ns", &dir.join("flame_offcpu.svg"))? {
+        page.flame("flame_offcpu", off_title);
+    } else {
+        page.note("No fault was switched out while it ran.");
+    }
+    page.h2("Top blocking sites per driver", "blocking-sites");
+    let rows: Vec<Vec<String>> = w
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                s.driver.clone(),
+                s.site.clone(),
+                s.episodes.to_string(),
+                fmt_ns(s.offcpu_ns as f64),
+                format!("{:.1} %", s.share * 100.0),
+                s.waker.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    page.table(
+        &[
+            "driver",
+            "blocked in",
+            "episodes",
+            "off-CPU",
+            "share of fault time",
+            "woken by (mostly)",
+        ],
+        &rows,
+    );
+    page.note("A wakeup from interrupt context (a disk completion) names the task the interrupt happened to hit.");
+    Ok(())
 }

@@ -249,3 +249,67 @@ mod tests {
         assert_eq!(t, "a      n\nlong   1\nx     22\n");
     }
 }
+
+/// `analyzer summary --by stack`: fault time by stack, then the blocking sites per driver.
+pub fn render_why(w: &crate::why::Why) -> String {
+    use crate::why::short_stack;
+    let mut out = String::new();
+    if !w.recorded {
+        out.push_str("This trace was recorded without stacks or off-CPU time (before schema 5): record it again with `tracer record` (stacks of calls slower than 100us by default).\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "{} faults, {} with a stack; {} off-CPU episodes inside them\n",
+        w.faults, w.faults_with_stack, w.episodes
+    ));
+    for m in &w.missing {
+        out.push_str(&format!("note: {m}\n"));
+    }
+    out.push_str("\nFAULT TIME BY STACK (user > kernel, innermost frames last)\n");
+    let rows: Vec<Vec<String>> = w
+        .stacks
+        .iter()
+        .take(20)
+        .map(|r| {
+            vec![
+                r.faults.to_string(),
+                r.latency_ns.map_or("-".into(), |l| fmt_ns(l as f64)),
+                r.latency_ns
+                    .map_or("-".into(), |l| fmt_ns(l as f64 / r.faults.max(1) as f64)),
+                fmt_ns(r.offcpu_ns as f64),
+                short_stack(&r.stack, 6),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["faults", "total", "mean", "off-CPU", "stack"],
+        &rows,
+    ));
+    out.push_str("\nTOP BLOCKING SITES PER DRIVER\n");
+    let rows: Vec<Vec<String>> = w
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                s.driver.clone(),
+                s.site.clone(),
+                s.episodes.to_string(),
+                fmt_ns(s.offcpu_ns as f64),
+                format!("{:.1}%", s.share * 100.0),
+                s.waker.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "driver",
+            "blocked in",
+            "episodes",
+            "off-CPU",
+            "share",
+            "woken by (mostly)",
+        ],
+        &rows,
+    ));
+    out
+}

@@ -224,32 +224,6 @@ pub fn losses_after(d: &pfnscope_trace::Damage) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn units() {
-        assert_eq!(fmt_ns(850.0), "850 ns");
-        assert_eq!(fmt_ns(12_300.0), "12.3 µs");
-        assert_eq!(fmt_ns(2_000.0), "2 µs");
-        assert_eq!(fmt_ns(1_450_000.0), "1.45 ms");
-        assert_eq!(fmt_ns(2.1e9), "2.10 s");
-    }
-
-    #[test]
-    fn table_aligns() {
-        let t = table(
-            &["a", "n"],
-            &[
-                vec!["long".into(), "1".into()],
-                vec!["x".into(), "22".into()],
-            ],
-        );
-        assert_eq!(t, "a      n\nlong   1\nx     22\n");
-    }
-}
-
 /// `analyzer summary --by stack`: fault time by stack, then the blocking sites per driver.
 pub fn render_why(w: &crate::why::Why) -> String {
     use crate::why::short_stack;
@@ -312,4 +286,30 @@ pub fn render_why(w: &crate::why::Why) -> String {
         &rows,
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_ns(850.0), "850 ns");
+        assert_eq!(fmt_ns(12_300.0), "12.3 µs");
+        assert_eq!(fmt_ns(2_000.0), "2 µs");
+        assert_eq!(fmt_ns(1_450_000.0), "1.45 ms");
+        assert_eq!(fmt_ns(2.1e9), "2.10 s");
+    }
+
+    #[test]
+    fn table_aligns() {
+        let t = table(
+            &["a", "n"],
+            &[
+                vec!["long".into(), "1".into()],
+                vec!["x".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "a      n\nlong   1\nx     22\n");
+    }
 }

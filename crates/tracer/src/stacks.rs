@@ -149,7 +149,7 @@ pub fn parse_threshold(s: &str) -> Result<StackRequest, String> {
         _ => return Err(format!("unknown unit `{unit}` (use ns, us, ms or s)")),
     };
     let ns = v * scale;
-    if !(ns.is_finite() && ns >= 1.0 && ns <= 3600e9) {
+    if !(ns.is_finite() && (1.0..=3600e9).contains(&ns)) {
         return Err(format!("`{t}` is not between 1ns and 1 hour"));
     }
     Ok(StackRequest::Slower(ns as u64))

@@ -104,10 +104,17 @@ pub fn touch(mib: usize) -> Result<()> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Untraced,
+    /// Without stacks: the tracer as it was before stacks existed, the baseline they are held to.
     Tracer,
+    /// The default: stacks of calls slower than 100us, decided at their return. No fault of the
+    /// storm is that slow, so this should cost what `Tracer` costs.
+    TracerStacks,
+    /// Stacks of every call and every fault, to show what they cost (next to `perf record -g`).
+    TracerStacksAll,
     /// Attached, every hit filtered out at once: the floor any tracepoint program pays here.
     TracerFloor,
     Perf,
+    PerfStacks,
     Bpftrace,
 }
 
@@ -115,9 +122,12 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Untraced => "untraced",
-            Mode::Tracer => "tracer record",
+            Mode::Tracer => "tracer record --no-stacks",
+            Mode::TracerStacks => "tracer record (stacks of calls over 100us, the default)",
+            Mode::TracerStacksAll => "tracer record --stacks=all",
             Mode::TracerFloor => "tracer record --addr-range 0-1 (floor: all filtered)",
             Mode::Perf => "perf record -e exceptions:page_fault_user",
+            Mode::PerfStacks => "perf record -g -e exceptions:page_fault_user",
             Mode::Bpftrace => "bpftrace count of exceptions:page_fault_user",
         }
     }
@@ -151,20 +161,33 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
             c = Command::new(&t.xtask);
             c.args(["__touch", &mib.to_string()]);
         }
-        Mode::Tracer | Mode::TracerFloor => {
+        Mode::Tracer | Mode::TracerStacks | Mode::TracerStacksAll | Mode::TracerFloor => {
             c = Command::new(&t.tracer);
             // Each round replaces the last one's trace.
             c.args(["record", "--quiet", "--force", "-o"])
                 .arg(t.scratch.join("bench.arrows"));
-            if mode == Mode::TracerFloor {
-                c.args(["--addr-range", "0-1"]);
+            match mode {
+                Mode::TracerFloor => {
+                    c.args(["--addr-range", "0-1"]);
+                }
+                Mode::Tracer => {
+                    c.arg("--no-stacks");
+                }
+                Mode::TracerStacksAll => {
+                    c.arg("--stacks=all");
+                }
+                _ => {}
             }
             c.arg("--");
             touch(&mut c);
         }
-        Mode::Perf => {
+        Mode::Perf | Mode::PerfStacks => {
             c = Command::new(t.perf.as_ref().unwrap());
-            c.args(["record", "-q", "-e", "exceptions:page_fault_user", "-o"])
+            c.args(["record", "-q"]);
+            if mode == Mode::PerfStacks {
+                c.arg("-g");
+            }
+            c.args(["-e", "exceptions:page_fault_user", "-o"])
                 .arg(t.scratch.join("perf.data"))
                 .arg("--");
             touch(&mut c);
@@ -191,14 +214,19 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
     let ns = touch_ns(&stdout)
         .with_context(|| format!("{}: no touch_ns in output: {stdout}", mode.name()))?;
     let note = match mode {
-        Mode::Tracer => Some(tracer_check(&t.scratch.join("bench.arrows"), mib)?),
+        Mode::Tracer | Mode::TracerStacks | Mode::TracerStacksAll => Some(tracer_check(
+            &t.scratch.join("bench.arrows"),
+            mib,
+            mode == Mode::TracerStacksAll,
+        )?),
         _ => None,
     };
     Ok((ns, note))
 }
 
-/// The traced run must really have seen the storm, and without losses.
-fn tracer_check(path: &Path, mib: usize) -> Result<String> {
+/// The traced run must really have seen the storm, and without losses; with `--stacks=all`,
+/// every fault of it must carry its stacks (else the row would time a tracer that took none).
+fn tracer_check(path: &Path, mib: usize, all_stacks: bool) -> Result<String> {
     let t = pfnscope_trace::read_trace(path)?;
     let faults = t
         .events()
@@ -212,7 +240,16 @@ fn tracer_check(path: &Path, mib: usize) -> Result<String> {
     if dropped > 0 {
         bail!("the traced run dropped {dropped} events");
     }
-    Ok(format!("{faults} faults recorded, 0 dropped"))
+    let stacked = t
+        .events()
+        .filter(|r| r.hook == "exceptions:page_fault_user" && r.kstack.is_some())
+        .count();
+    if all_stacks && stacked < pages {
+        bail!("--stacks=all recorded stacks for {stacked} faults of {pages} pages touched");
+    }
+    Ok(format!(
+        "{faults} faults recorded, 0 dropped, {stacked} user faults with a stack"
+    ))
 }
 
 fn median(v: &mut [u64]) -> u64 {
@@ -250,9 +287,19 @@ fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
         bpftrace: which("bpftrace"),
         scratch,
     };
-    let mut modes = vec![Mode::Untraced, Mode::Tracer, Mode::TracerFloor];
+    let mut modes = vec![
+        Mode::Untraced,
+        Mode::Tracer,
+        Mode::TracerStacks,
+        Mode::TracerStacksAll,
+        Mode::TracerFloor,
+    ];
     let mut skipped = vec![];
-    for (m, tool) in [(Mode::Perf, &tools.perf), (Mode::Bpftrace, &tools.bpftrace)] {
+    for (m, tool) in [
+        (Mode::Perf, &tools.perf),
+        (Mode::PerfStacks, &tools.perf),
+        (Mode::Bpftrace, &tools.bpftrace),
+    ] {
         match tool {
             None => skipped.push(format!(
                 "{}: not installed (`cargo xtask setup` installs it)",

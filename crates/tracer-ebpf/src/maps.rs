@@ -133,6 +133,21 @@ pub fn next_id(cpu: u32) -> u64 {
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 
+/// Set on this CPU while `bpf_get_stackid` walks a user stack. The walk reads user memory
+/// with page faults disabled, and a frame pointer that is really data (code built without
+/// frame pointers) can point at a page not yet present: the fault it takes fires
+/// `page_fault_kernel` (arch/x86/mm/fault.c:trace_page_fault_entries runs before the
+/// pagefault_disabled check) inside our own program. Those faults are the tracer's, not the
+/// task's, and the nested program would reuse the per-CPU `SCRATCH` event the outer one is
+/// filling: the fault programs ignore them while this is set.
+#[map]
+pub static IN_STACK_WALK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn in_stack_walk() -> bool {
+    IN_STACK_WALK.get(0).is_some_and(|v| *v != 0)
+}
+
 #[unsafe(no_mangle)]
 pub static STACK_CONFIG: StackConfig = StackConfig::OFF;
 

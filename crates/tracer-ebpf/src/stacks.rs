@@ -6,14 +6,22 @@ use core::ffi::c_void;
 use aya_ebpf::{EbpfContext, bindings::BPF_F_USER_STACK, helpers::generated::bpf_get_stackid};
 use pfnscope_abi::Event;
 
-use crate::maps::{STACKS, stack_config};
+use crate::maps::{IN_STACK_WALK, STACKS, stack_config};
 
 /// The current task's stack in `STACKS`, as its id plus one; 0 when it could not be taken
 /// (no frames, a full bucket).
 #[inline(always)]
 pub fn stack_id<C: EbpfContext>(ctx: &C, user: bool) -> u32 {
     let flags = if user { BPF_F_USER_STACK as u64 } else { 0 };
+    // See `maps::IN_STACK_WALK`: faults the walk takes are ours, not the task's.
+    let guard = IN_STACK_WALK.get_ptr_mut(0);
+    if let Some(g) = guard {
+        unsafe { *g = 1 };
+    }
     let id = unsafe { bpf_get_stackid(ctx.as_ptr(), &STACKS as *const _ as *mut c_void, flags) };
+    if let Some(g) = guard {
+        unsafe { *g = 0 };
+    }
     if id < 0 {
         0
     } else {

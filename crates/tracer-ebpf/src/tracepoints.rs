@@ -20,7 +20,8 @@ use crate::{
     emit::emit,
     filter::{addr_allowed, process_allowed, vma_allowed},
     maps::{
-        COMM_EPOCH, LAST_FAULT, TGIDS, VMA_CACHE, VmaCache, comm_epoch, filter, next_id, offsets,
+        COMM_EPOCH, LAST_FAULT, TGIDS, VMA_CACHE, VmaCache, comm_epoch, filter, in_stack_walk,
+        next_id, offsets,
     },
     mem::{copy, zero_in},
     stacks,
@@ -49,7 +50,7 @@ fn page_fault<C: EbpfContext>(
     error_code: u64,
     find_vma: bool,
 ) {
-    if spec(hook_id).is_none() || !addr_allowed(address) {
+    if spec(hook_id).is_none() || !addr_allowed(address) || in_stack_walk() {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();

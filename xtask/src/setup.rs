@@ -68,27 +68,34 @@ fn cargo_fuzz(args: &Args) -> Result<()> {
     )
 }
 
-/// Python modules the tests read traces with, to check that other Arrow readers open what
-/// pfnscope writes. Not fatal: without them those checks print `SKIPPED` (a system Python may
-/// refuse pip).
-const PYTHON_MODULES: &[&str] = &["pyarrow", "polars"];
+/// Python packages the tests read pfnscope's files with, to check them with decoders other than
+/// its own: Arrow readers for traces, Perfetto's generated protobuf classes for the timeline
+/// export. (pip name, module to import.) Not fatal: without them those checks print `SKIPPED`
+/// (a system Python may refuse pip).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("pyarrow", "pyarrow"),
+    ("polars", "polars"),
+    ("protobuf", "google.protobuf"),
+    (
+        "perfetto",
+        "perfetto.protos.perfetto.trace.perfetto_trace_pb2",
+    ),
+];
 
 fn python_readers(args: &Args) -> Result<()> {
-    let missing: Vec<&str> = PYTHON_MODULES
+    let missing: Vec<&str> = PYTHON_PACKAGES
         .iter()
-        .copied()
-        .filter(|m| {
+        .filter(|(_, m)| {
             !Command::new("python3")
                 .args(["-c", &format!("import {m}")])
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
+        .map(|(pip, _)| *pip)
         .collect();
     if missing.is_empty() {
-        println!(
-            "setup: python modules present ({})",
-            PYTHON_MODULES.join(" ")
-        );
+        let all: Vec<&str> = PYTHON_PACKAGES.iter().map(|(pip, _)| *pip).collect();
+        println!("setup: python modules present ({})", all.join(" "));
         return Ok(());
     }
     let mut pip = Command::new("python3");

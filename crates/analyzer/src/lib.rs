@@ -50,6 +50,7 @@ pub mod error;
 pub mod export;
 pub mod html;
 pub mod load;
+pub mod perfetto;
 pub mod plots;
 pub mod replay;
 pub mod report;

@@ -11,7 +11,7 @@ use analyzer::{
     AnalyzerError, GroupBy, LoadOptions, Replay, ReportOptions, Summary, Trace, diff, export, text,
     write_report,
 };
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pfnscope_trace::{EXIT_STATUS_HELP, Existing, ExitStatus, print_stdout};
@@ -78,6 +78,8 @@ enum Format {
     Csv,
     Json,
     Ndjson,
+    /// A Perfetto timeline (TrackEvent protobuf) for ui.perfetto.dev.
+    Perfetto,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +116,10 @@ enum Cmd {
         /// Replace OUT if it exists (a regular file, not the trace).
         #[arg(long)]
         force: bool,
+        /// With --format perfetto: a `replay check --json` report of this trace, whose
+        /// divergences and findings become instants at their deciding calls.
+        #[arg(long)]
+        replay: Option<PathBuf>,
     },
     /// Per-driver fault latency of two traces, with a bootstrap test for noise.
     Diff {
@@ -209,15 +215,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
         Cmd::Export {
             trace,
+            format: Format::Perfetto,
+            out,
+            force,
+            replay,
+        } => {
+            let existing = Existing::replace_if(force);
+            let (w, damage) =
+                analyzer::perfetto::export(&trace, replay.as_deref(), &out, existing)?;
+            warn_damage(damage.as_ref());
+            print_stdout(&format!(
+                "{} rows on {} thread tracks, {} divergences and findings -> {}\n",
+                w.rows,
+                w.threads,
+                w.rule_events,
+                out.display()
+            ))?;
+            vec![damage]
+        }
+        Cmd::Export {
+            trace,
             format,
             out,
             force,
+            replay,
         } => {
+            if replay.is_some() {
+                bail!(
+                    "--replay goes with --format perfetto (the table formats carry the trace's rows only)"
+                );
+            }
             let f = match format {
                 Format::Parquet => export::Format::Parquet,
                 Format::Csv => export::Format::Csv,
                 Format::Json => export::Format::Json,
                 Format::Ndjson => export::Format::Ndjson,
+                Format::Perfetto => unreachable!("handled above"),
             };
             let existing = Existing::replace_if(force);
             let (rows, damage) = export::export(&trace, f, &out, existing, &loading(q))?;

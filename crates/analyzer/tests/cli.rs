@@ -882,11 +882,16 @@ fn damage_matrix_every_command_exit_status_and_message() {
         let out = dir.join(format!("out-{}", case.name));
         let o = out.to_str().unwrap();
         let csv = format!("{o}.csv");
-        let runs: [(&str, Vec<&str>); 4] = [
+        let timeline = format!("{o}.pftrace");
+        let runs: [(&str, Vec<&str>); 5] = [
             ("analyzer summary", vec!["summary", p]),
             (
                 "analyzer export",
                 vec!["export", p, "--format", "csv", "-o", &csv],
+            ),
+            (
+                "analyzer export --format perfetto",
+                vec!["export", p, "--format", "perfetto", "-o", &timeline],
             ),
             ("analyzer report", vec!["report", p, "-o", o]),
             ("analyzer diff", vec!["diff", c, p]),

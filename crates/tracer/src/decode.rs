@@ -142,6 +142,7 @@ impl Decoder {
             self.decode_args(h, ev, &mut r);
         }
         if let Some(st) = self.stacks.as_mut() {
+            st.saw(ev.pid, r.comm);
             r.kstack = st.kernel(ev.kstack);
             r.ustack = st.user(ev.pid, ev.ustack);
         }

@@ -4,7 +4,10 @@
 //! ELF symbols of what is mapped (`function+0xoff (binary)`), or `build-id:HEX+0xoff` where
 //! the binary is not readable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+};
 
 use aya::maps::{MapData, StackTraceMap};
 use blazesym::{
@@ -12,7 +15,7 @@ use blazesym::{
     normalize::{Normalizer, UserMeta},
     symbolize::{
         Input, Symbolized, Symbolizer,
-        source::{Kernel, Process, Source},
+        source::{Elf, Kernel, Process, Source},
     },
 };
 use pfnscope_abi::StackConfig;
@@ -268,6 +271,9 @@ pub struct Stacks {
     modules: Vec<Module>,
     kernel: HashMap<u32, Option<Sym>>,
     user: HashMap<(u32, u32), Option<Sym>>,
+    /// Each process's executable mappings as last read while it ran, under the comm it had
+    /// then (a new comm: an exec, read again).
+    maps: HashMap<u32, (Sym, Vec<FileMap>)>,
     /// Binaries whose symbols could not be read: said once each.
     unreadable: BTreeSet<String>,
     quiet: bool,
@@ -287,6 +293,7 @@ impl Stacks {
             modules: modules(),
             kernel: HashMap::new(),
             user: HashMap::new(),
+            maps: HashMap::new(),
             unreadable: BTreeSet::new(),
             quiet,
         }
@@ -341,6 +348,18 @@ impl Stacks {
         fold(frames.split_off(keep))
     }
 
+    /// An event of process `pid`, named `comm`, was decoded: the first of the process (or of
+    /// its new program, after an exec) reads its mappings while it still runs. A short command
+    /// is often gone by the time its last stacks are decoded, and its mappings with it.
+    pub fn saw(&mut self, pid: u32, comm: Sym) {
+        if self.maps.get(&pid).is_some_and(|(c, _)| *c == comm) {
+            return;
+        }
+        if let Some(maps) = read_maps(pid) {
+            self.maps.insert(pid, (comm, maps));
+        }
+    }
+
     /// The user stack an event names, of the process `pid`, folded.
     pub fn user(&mut self, pid: u32, id_plus_one: u32) -> Option<Sym> {
         let id = id_plus_one.checked_sub(1)?;
@@ -348,7 +367,9 @@ impl Stacks {
             return *s;
         }
         let s = self.ips(id).map(|ips| {
-            let (folded, unreadable) = user_frames(&self.symbolizer, &self.normalizer, pid, &ips);
+            let cached = self.maps.get(&pid).map(|(_, m)| m.as_slice());
+            let (folded, unreadable) =
+                user_frames(&self.symbolizer, &self.normalizer, pid, &ips, cached);
             for path in unreadable {
                 if self.unreadable.insert(path.clone()) && !self.quiet {
                     eprintln!(
@@ -363,12 +384,71 @@ impl Stacks {
     }
 }
 
+/// An executable file mapping of a process (`/proc/PID/maps`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileMap {
+    start: u64,
+    end: u64,
+    /// File offset of `start`.
+    offset: u64,
+    path: PathBuf,
+}
+
+/// The executable file mappings of a running process; None when it is gone.
+fn read_maps(pid: u32) -> Option<Vec<FileMap>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(parse_maps(&text))
+}
+
+/// `start-end perms offset dev inode path` (fs/proc/task_mmu.c `show_map_vma`), hex numbers;
+/// only executable mappings of files that still exist.
+fn parse_maps(text: &str) -> Vec<FileMap> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_ascii_whitespace();
+            let (range, perms, offset) = (f.next()?, f.next()?, f.next()?);
+            let path = f.nth(2)?;
+            if !perms.contains('x') || !path.starts_with('/') || l.ends_with(" (deleted)") {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some(FileMap {
+                start: u64::from_str_radix(a, 16).ok()?,
+                end: u64::from_str_radix(b, 16).ok()?,
+                offset: u64::from_str_radix(offset, 16).ok()?,
+                path: PathBuf::from(path),
+            })
+        })
+        .collect()
+}
+
+/// A frame of a process that is gone, named from the mappings read while it ran: the binary's
+/// ELF symbols at the address's file offset, or the binary and that offset.
+fn frame_from_maps(symbolizer: &Symbolizer, maps: &[FileMap], ip: u64) -> Option<String> {
+    let m = maps.iter().find(|m| m.start <= ip && ip < m.end)?;
+    let off = ip - m.start + m.offset;
+    let binary = m
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let src = Source::Elf(Elf::new(&m.path));
+    Some(
+        match symbolizer.symbolize_single(&src, Input::FileOffset(off)) {
+            Ok(Symbolized::Sym(s)) => format!("{}+{:#x} ({binary})", clean(&s.name), s.offset),
+            _ => format!("{binary}+{off:#x}"),
+        },
+    )
+}
+
 /// User frames of process `pid`, folded, and the binaries whose symbols could not be read.
+/// Where the process is gone, `cached` (its mappings as read while it ran) still names them.
 fn user_frames(
     symbolizer: &Symbolizer,
     normalizer: &Normalizer,
     pid: u32,
     ips: &[u64],
+    cached: Option<&[FileMap]>,
 ) -> (String, Vec<String>) {
     let src = Source::Process(Process::new(Pid::from(pid)));
     let syms = symbolizer.symbolize(&src, Input::AbsAddr(ips));
@@ -411,7 +491,11 @@ fn user_frames(
                         frames.push(format!("build-id:{id}+{off:#x}"));
                     }
                     // The process is gone, or the address is in no file (JIT, anonymous).
-                    None => frames.push(format!("{ip:#x}")),
+                    None => frames.push(
+                        cached
+                            .and_then(|m| frame_from_maps(symbolizer, m, *ip))
+                            .unwrap_or_else(|| format!("{ip:#x}")),
+                    ),
                 },
             }
         }
@@ -456,9 +540,79 @@ mod tests {
         let ip = a_function_of_ours() + 4;
         let sym = Symbolizer::builder().enable_demangling(true).build();
         let norm = Normalizer::builder().enable_build_ids(true).build();
-        let (folded, unreadable) = user_frames(&sym, &norm, std::process::id(), &[ip]);
+        let (folded, unreadable) = user_frames(&sym, &norm, std::process::id(), &[ip], None);
         assert!(folded.contains("a_function_of_ours+0x4 ("), "{folded}");
         assert!(unreadable.is_empty(), "{unreadable:?}");
+    }
+
+    /// A process that exited before its stack was decoded is named from the mappings read
+    /// while it ran: here a child running this test binary, which prints where one of its
+    /// functions is and exits. Without the maps, the frame is only its address.
+    #[test]
+    fn a_gone_process_is_named_from_the_mappings_read_while_it_ran() {
+        // The child: say where the function is, then live a little and exit.
+        if let Some(out) = std::env::var_os("PFNSCOPE_FN_OUT") {
+            std::fs::write(out, format!("{:x}", a_function_of_ours() + 4)).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            return;
+        }
+        let out = std::env::temp_dir().join(format!("pfnscope-fn-{}", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "stacks::tests::a_gone_process_is_named_from_the_mappings_read_while_it_ran",
+                "--test-threads=1",
+            ])
+            .env("PFNSCOPE_FN_OUT", &out)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let ip = loop {
+            if let Ok(hex) = std::fs::read_to_string(&out)
+                && let Ok(ip) = u64::from_str_radix(hex.trim(), 16)
+            {
+                break ip;
+            }
+            assert!(started.elapsed().as_secs() < 30, "the child never said");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let maps = read_maps(child.id()).expect("the child runs");
+        assert!(child.wait().unwrap().success());
+        let _ = std::fs::remove_file(&out);
+        let (sym, norm) = (
+            Symbolizer::builder().enable_demangling(true).build(),
+            Normalizer::builder().enable_build_ids(true).build(),
+        );
+        let (gone, _) = user_frames(&sym, &norm, child.id(), &[ip], None);
+        assert_eq!(
+            gone,
+            format!("{ip:#x}"),
+            "the child is gone: no name without its maps"
+        );
+        let (named, _) = user_frames(&sym, &norm, child.id(), &[ip], Some(&maps));
+        assert!(named.contains("a_function_of_ours+0x4 ("), "{named}");
+    }
+
+    #[test]
+    fn maps_lines_as_the_kernel_prints_them() {
+        let text = "\
+00400000-00401000 r--p 00000000 fe:01 123  /usr/bin/workload
+00401000-00480000 r-xp 00001000 fe:01 123  /usr/bin/workload
+7f0000000000-7f0000021000 r-xp 00002000 fe:01 77  /lib/x86_64-linux-gnu/libc.so.6 (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0  [stack]
+7ffd00100000-7ffd00102000 r-xp 00000000 00:00 0  [vdso]
+";
+        assert_eq!(
+            parse_maps(text),
+            [FileMap {
+                start: 0x401000,
+                end: 0x480000,
+                offset: 0x1000,
+                path: "/usr/bin/workload".into()
+            }]
+        );
     }
 
     #[test]

@@ -274,7 +274,18 @@ mod tests {
             (&["record", "-o", "tcp://box"], "tcp://HOST:PORT"),
             (&["record", "--retry-for", "0"], "0 < SECONDS"),
             (&["collect", "-d", "x"], "--token-file"),
-            (&["collect", "-d", "x", "--token-file", "t", "--max-streams", "0"], "0"),
+            (
+                &[
+                    "collect",
+                    "-d",
+                    "x",
+                    "--token-file",
+                    "t",
+                    "--max-streams",
+                    "0",
+                ],
+                "0",
+            ),
         ];
         for (args, want) in table {
             let e = parse(args).unwrap_err().to_string();

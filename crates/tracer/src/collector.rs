@@ -148,11 +148,7 @@ impl Collector {
         (res, why)
     }
 
-    async fn run_inner<T>(
-        mut self,
-        stop: impl Future<Output = T>,
-        why: &mut Option<T>,
-    ) -> Outcome {
+    async fn run_inner<T>(mut self, stop: impl Future<Output = T>, why: &mut Option<T>) -> Outcome {
         let mut summary = Recorded::default();
         let (flush_every, max_batch) = self.sink.rhythm();
         let started = Instant::now();

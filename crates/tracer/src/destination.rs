@@ -41,9 +41,9 @@ pub fn parse(s: &str) -> Result<Destination, String> {
     }
     if let Some(addr) = s.strip_prefix("tcp://") {
         let addr = addr.trim_end_matches('/');
-        let port_ok = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let port_ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !port_ok {
             return Err(format!(
                 "`{s}`: give the collector as tcp://HOST:PORT, e.g. tcp://127.0.0.1:{}",

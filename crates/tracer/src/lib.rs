@@ -15,6 +15,7 @@
 pub mod attach;
 pub mod btf;
 pub mod cli;
+pub mod collect;
 pub mod collector;
 pub mod decode;
 pub mod destination;

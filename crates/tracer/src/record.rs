@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use pfnscope_abi::{COMM_LEN, Filter};
-use pfnscope_trace::{Existing, TraceMeta, TraceWriter, stream::{StreamId, Token}};
+use pfnscope_trace::{
+    Existing, TraceMeta, TraceWriter,
+    stream::{StreamId, Token},
+};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
@@ -516,7 +519,10 @@ fn resolve_command(name: &str) -> anyhow::Result<PathBuf> {
 /// link comes back, greeted).
 fn check_destination(args: &RecordArgs, existing: Existing) -> anyhow::Result<Option<Greeted>> {
     if args.token_file.is_some() && !args.output.is_collector() {
-        bail!("--token-file is for a collector (-o tcp://HOST:PORT or virtio:NAME), not for {}", args.output);
+        bail!(
+            "--token-file is for a collector (-o tcp://HOST:PORT or virtio:NAME), not for {}",
+            args.output
+        );
     }
     match &args.output {
         Destination::File(path) => {
@@ -525,13 +531,18 @@ fn check_destination(args: &RecordArgs, existing: Existing) -> anyhow::Result<Op
         }
         Destination::Stdout => {
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                bail!("-o - writes the binary trace to standard output, which is a terminal: redirect it (> t.arrows) or pipe it");
+                bail!(
+                    "-o - writes the binary trace to standard output, which is a terminal: redirect it (> t.arrows) or pipe it"
+                );
             }
             Ok(None)
         }
         Destination::Tcp(_) | Destination::Virtio(_) => {
             let Some(token_file) = &args.token_file else {
-                bail!("{} needs the collector's token: add --token-file FILE (the file `tracer collect --token-file` was given)", args.output);
+                bail!(
+                    "{} needs the collector's token: add --token-file FILE (the file `tracer collect --token-file` was given)",
+                    args.output
+                );
             };
             let token = Token::read(token_file)?;
             let dir = &args.fallback_dir;
@@ -593,7 +604,11 @@ fn print_summary(s: &Recorded, dest: &Destination, delivered: Option<&Delivered>
             d.dest,
             s.elapsed.as_secs_f64(),
             d.acked_events,
-            if d.complete { ", and the end of the stream" } else { "" }
+            if d.complete {
+                ", and the end of the stream"
+            } else {
+                ""
+            }
         ),
         _ => eprintln!(
             "tracer: wrote {} events to {dest} in {:.1} s",

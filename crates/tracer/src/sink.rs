@@ -8,7 +8,9 @@ use std::{
     time::Duration,
 };
 
-use pfnscope_trace::{CpuCounters, Record, TraceMeta, TraceWriter, WriteError, stream::StreamEncoder};
+use pfnscope_trace::{
+    CpuCounters, Record, TraceMeta, TraceWriter, WriteError, stream::StreamEncoder,
+};
 
 use crate::send::{Delivery, Greeted, Sender};
 
@@ -49,8 +51,7 @@ pub enum Sink {
 pub struct Streamed<T> {
     encoder: StreamEncoder,
     to: T,
-    /// Counter rows among the pending ones (not events).
-    pending_counters: u64,
+    /// Events that left.
     rows_out: u64,
 }
 
@@ -88,24 +89,13 @@ impl Sink {
         }
     }
 
-    /// A row of loss counters: pushed like a record, but not counted as an event.
     /// Queues the loss counters read at `ts_ns`: a file keeps them with its batch; a stream
     /// carries them as rows of the batch, as the file format stores them.
     pub fn push_counters(&mut self, counters: &[CpuCounters], ts_ns: u64) {
         match self {
             Sink::File(w) => w.push_counters(counters, ts_ns),
-            Sink::Stdout(s) => {
-                for c in counters {
-                    s.encoder.push(&c.to_record(ts_ns));
-                    s.pending_counters += 1;
-                }
-            }
-            Sink::Collector(s) => {
-                for c in counters {
-                    s.encoder.push(&c.to_record(ts_ns));
-                    s.pending_counters += 1;
-                }
-            }
+            Sink::Stdout(s) => s.encoder.push_counters(counters, ts_ns),
+            Sink::Collector(s) => s.encoder.push_counters(counters, ts_ns),
         }
     }
 
@@ -164,7 +154,6 @@ impl<T> Streamed<T> {
         Streamed {
             encoder,
             to,
-            pending_counters: 0,
             rows_out: 0,
         }
     }
@@ -181,9 +170,8 @@ impl<T> Streamed<T> {
         else {
             return Ok(());
         };
-        let events = batch.rows - std::mem::take(&mut self.pending_counters);
-        out(&mut self.to, batch.bytes, events, self.rows_out)?;
-        self.rows_out += batch.rows;
+        out(&mut self.to, batch.bytes, batch.events, self.rows_out)?;
+        self.rows_out += batch.events;
         Ok(())
     }
 }

@@ -4,9 +4,9 @@
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::{
-    columns::Builders,
+    columns::{Builders, Record},
+    counters::CpuCounters,
     meta::TraceMeta,
-    record::Record,
     writer::{Encoder, trace_schema},
 };
 
@@ -16,6 +16,8 @@ pub struct StreamEncoder {
     schema: SchemaRef,
     encoder: Encoder,
     pending: Builders,
+    /// Counter rows among the pending ones (not events).
+    pending_counters: u64,
     schema_bytes: Vec<u8>,
 }
 
@@ -23,7 +25,8 @@ pub struct StreamEncoder {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedBatch {
     pub bytes: Vec<u8>,
-    pub rows: u64,
+    /// Events in it (rows that are not loss counters).
+    pub events: u64,
 }
 
 impl StreamEncoder {
@@ -36,6 +39,7 @@ impl StreamEncoder {
             schema,
             encoder,
             pending: Builders::default(),
+            pending_counters: 0,
             schema_bytes,
         })
     }
@@ -51,6 +55,16 @@ impl StreamEncoder {
         self.pending.push(r);
     }
 
+    /// Queues the tracer's loss counters, read at `ts_ns`, with the batch: stored as a file
+    /// stores them ([`crate::counters`]), so the collector's file reads like the tracer's.
+    pub fn push_counters(&mut self, counters: &[CpuCounters], ts_ns: u64) {
+        for c in counters {
+            self.pending.push(&c.to_record(ts_ns));
+            self.pending_counters += 1;
+        }
+    }
+
+    /// Rows pending, counter rows included.
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
@@ -62,11 +76,12 @@ impl StreamEncoder {
         if rows == 0 {
             return Ok(None);
         }
+        let events = rows - std::mem::take(&mut self.pending_counters);
         let batch = self.pending.finish(self.schema.clone())?;
         let mut bytes = Vec::new();
         self.encoder.forget_dictionaries(&self.schema);
         self.encoder.batch(&batch, &mut bytes)?;
-        Ok(Some(EncodedBatch { bytes, rows }))
+        Ok(Some(EncodedBatch { bytes, events }))
     }
 }
 

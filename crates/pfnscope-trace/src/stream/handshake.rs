@@ -64,9 +64,13 @@ pub enum HelloError {
         "an Arrow IPC stream without the pfnscope handshake, so without the token: send it with `tracer record -o tcp://HOST:PORT --token-file FILE`"
     )]
     ArrowWithoutHandshake,
-    #[error("not a pfnscope stream (it starts with {first}): send with `tracer record -o tcp://HOST:PORT`")]
+    #[error(
+        "not a pfnscope stream (it starts with {first}): send with `tracer record -o tcp://HOST:PORT`"
+    )]
     NotAStream { first: String },
-    #[error("protocol version {0}, this collector speaks {VERSION}: use the same pfnscope on both ends")]
+    #[error(
+        "protocol version {0}, this collector speaks {VERSION}: use the same pfnscope on both ends"
+    )]
     Version(String),
     #[error("no token: give the sender the collector's token with --token-file")]
     NoToken,
@@ -300,7 +304,10 @@ mod tests {
                 HelloError::Version("2".into()),
             ),
             (b"pfnscope-stream 1 00000000deadbeef 1", HelloError::NoToken),
-            (b"pfnscope-stream 1 00000000deadbeef 1 ", HelloError::NoToken),
+            (
+                b"pfnscope-stream 1 00000000deadbeef 1 ",
+                HelloError::NoToken,
+            ),
             (
                 b"pfnscope-stream 1 beef 1 tok",
                 HelloError::Malformed("no stream id".into()),
@@ -344,7 +351,12 @@ mod tests {
         assert!(!t.matches(&format!("{TOKEN}x")));
         assert!(!t.matches(""));
         assert!(format!("{t:?}").find(TOKEN).is_none());
-        for bad in ["", "short", "has a space in it, so no", "tab\tin-the-middle-of-it"] {
+        for bad in [
+            "",
+            "short",
+            "has a space in it, so no",
+            "tab\tin-the-middle-of-it",
+        ] {
             assert!(Token::new(bad).is_err(), "{bad:?}");
         }
         let dir = std::env::temp_dir().join(format!("pfnscope-token-{}", std::process::id()));

@@ -9,11 +9,11 @@ use arrow_ipc::reader::StreamDecoder;
 use crate::{
     checked::{Broken, CheckedStream},
     columns::Rows,
+    counters::{self, CpuCounters},
     damage::DamageKind,
     guard::guard_panics,
     meta::TraceMeta,
     reader::{TraceError, TraceReader},
-    record::COUNTERS_HOOK,
 };
 
 /// What came next on a stream.
@@ -27,12 +27,11 @@ pub enum Received<'a> {
     /// One batch: its dictionaries and the record batch, as they came.
     Batch {
         bytes: &'a [u8],
-        rows: u64,
         /// Rows that are events (the others carry loss counters).
         events: u64,
-        /// The ring-buffer drops the batch's counter rows report, summed over CPUs (they are
-        /// cumulative: the latest batch's say how many so far); None if it has none.
-        dropped: Option<u64>,
+        /// The loss counters the batch carries, taken out as every trace reader takes them
+        /// ([`crate::LossCounters::update`] keeps the latest per CPU).
+        counters: Vec<CpuCounters>,
     },
     /// The end-of-stream marker: the sender finished.
     End,
@@ -67,6 +66,8 @@ pub struct Incoming<R> {
     limit: u64,
     messages: u64,
     batches: u64,
+    /// Rows of the batches read so far, counter rows included: the next batch's first `seq`.
+    rows: u64,
 }
 
 impl<R: Read> Incoming<R> {
@@ -82,11 +83,12 @@ impl<R: Read> Incoming<R> {
             limit,
             messages: 0,
             batches: 0,
+            rows: 0,
         }
     }
 
     /// The next schema, batch or end marker.
-    pub fn next(&mut self) -> Result<Received<'_>, IncomingError> {
+    pub fn next_message(&mut self) -> Result<Received<'_>, IncomingError> {
         if self.unit_done {
             self.unit.clear();
             self.unit_done = false;
@@ -150,17 +152,22 @@ impl<R: Read> Incoming<R> {
                     let decoded = feed(&mut self.decoder, message)
                         .map_err(|e| damage(format!("cannot be decoded ({e})")))?
                         .ok_or_else(|| damage("decodes to no batch".into()))?;
-                    let rows = guard_panics(|| Rows::new(&decoded, 0))
-                        .and_then(|r| r)
-                        .map_err(|e| damage(format!("cannot be decoded ({e})")))?;
+                    // As the trace readers read it: counters taken out, every event row decoded.
+                    let first = self.rows;
+                    let rows = decoded.num_rows() as u64;
+                    let (events, counters) = guard_panics(|| {
+                        let (events, counters) = counters::split(decoded, first)?;
+                        Rows::new(&events, first).map(|r| (r.len() as u64, counters))
+                    })
+                    .and_then(|r| r)
+                    .map_err(|e| damage(format!("cannot be decoded ({e})")))?;
                     self.batches += 1;
+                    self.rows += rows;
                     self.unit_done = true;
-                    let (counters, dropped) = counters(&rows);
                     return Ok(Received::Batch {
                         bytes: &self.unit,
-                        rows: rows.len() as u64,
-                        events: rows.len() as u64 - counters,
-                        dropped,
+                        events,
+                        counters,
                     });
                 }
                 other => {
@@ -204,25 +211,11 @@ fn feed(
     .map_err(|e| e.to_string())
 }
 
-/// The batch's counter rows, and the ring-buffer drops they report, summed over CPUs (the
-/// last row of each CPU).
-fn counters(rows: &Rows) -> (u64, Option<u64>) {
-    let mut per_cpu = std::collections::BTreeMap::new();
-    let mut n = 0;
-    for i in 0..rows.len() {
-        if rows.hook(i).as_str() == COUNTERS_HOOK {
-            per_cpu.insert(rows.cpu(i), rows.dropped(i).unwrap_or(0));
-            n += 1;
-        }
-    }
-    (n, (!per_cpu.is_empty()).then(|| per_cpu.values().sum()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        record::Record,
+        columns::Record,
         stream::{END_OF_STREAM, StreamEncoder},
     };
 
@@ -242,12 +235,14 @@ mod tests {
                     ..Default::default()
                 });
             }
-            e.push(&Record {
-                hook: COUNTERS_HOOK.into(),
-                cpu: 1,
-                dropped: Some(b as u64),
-                ..Default::default()
-            });
+            e.push_counters(
+                &[CpuCounters {
+                    cpu: 1,
+                    dropped: b as u64,
+                    ..Default::default()
+                }],
+                7,
+            );
             out.push(e.batch().unwrap().unwrap().bytes);
         }
         (e.schema_message().to_vec(), out)
@@ -262,7 +257,7 @@ mod tests {
         }
         wire.extend_from_slice(&END_OF_STREAM);
         let mut r = Incoming::new(&wire[..], "peer", 1 << 20);
-        match r.next().unwrap() {
+        match r.next_message().unwrap() {
             Received::Schema { meta, bytes } => {
                 assert_eq!(meta.host, "box");
                 assert_eq!(bytes, &schema[..]);
@@ -270,21 +265,25 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for (i, b) in batches.iter().enumerate() {
-            match r.next().unwrap() {
+            match r.next_message().unwrap() {
                 Received::Batch {
                     bytes,
-                    rows,
                     events,
-                    dropped,
+                    counters,
                 } => {
                     assert_eq!(bytes, &b[..]);
-                    assert_eq!((rows, events), (11, 10));
-                    assert_eq!(dropped, Some(i as u64));
+                    assert_eq!(events, 10);
+                    let want = CpuCounters {
+                        cpu: 1,
+                        dropped: i as u64,
+                        ..Default::default()
+                    };
+                    assert_eq!(counters, [want]);
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert!(matches!(r.next().unwrap(), Received::End));
+        assert!(matches!(r.next_message().unwrap(), Received::End));
         assert_eq!(r.batches(), 3);
     }
 
@@ -294,7 +293,7 @@ mod tests {
         let check = |wire: &[u8], limit: u64, want: &str| {
             let mut r = Incoming::new(wire, "peer", limit);
             let e = loop {
-                match r.next() {
+                match r.next_message() {
                     Ok(Received::End) => panic!("{want}: read to the end"),
                     Ok(_) => {}
                     Err(e) => break e,
@@ -316,7 +315,11 @@ mod tests {
         flipped[at] ^= 0x10;
         check(&flipped, 1 << 20, "checksum");
         // Messages over the limit.
-        check(&[&schema[..], &batches[0]].concat(), 600, "more than the 600");
+        check(
+            &[&schema[..], &batches[0]].concat(),
+            600,
+            "more than the 600",
+        );
         // An Arrow stream whose schema is not a trace's.
         let mut foreign = Vec::new();
         {

@@ -187,7 +187,7 @@ impl Connection {
         let mut incoming = Incoming::new(&mut self.input, &peer, shared.max_message);
         let mut name = format!("stream from {peer}");
         loop {
-            let trouble = match incoming.next() {
+            let trouble = match incoming.next_message() {
                 Ok(Received::Schema { meta, bytes }) => {
                     name = format!("box {} ({}, {peer})", meta.host, meta.kernel_release);
                     match shared.streams.start(slot, &meta, bytes, no) {
@@ -209,11 +209,10 @@ impl Connection {
                 Ok(Received::Batch {
                     bytes,
                     events,
-                    dropped,
-                    ..
+                    counters,
                 }) => {
                     let now = shared.streams.now_ms();
-                    match slot.append(no, bytes, events, dropped, now) {
+                    match slot.append(no, bytes, events, &counters, now) {
                         Ok(seq) => {
                             let ack = Reply::Ack { id: slot.id, seq };
                             let _ = self.replies.write_all(ack.line().as_bytes());
@@ -281,7 +280,10 @@ impl Connection {
             slot.stats.events.load(Ordering::Relaxed),
         );
         let kept = match slot.path() {
-            Some(p) => format!("{} keeps its {batches} batches ({events} events)", p.display()),
+            Some(p) => format!(
+                "{} keeps its {batches} batches ({events} events)",
+                p.display()
+            ),
             None => "nothing was written".into(),
         };
         match (self.halt.get(), e) {
@@ -317,7 +319,9 @@ impl Connection {
             }
             (
                 None,
-                e @ (IncomingError::NotArrow(_) | IncomingError::NoSchema | IncomingError::Schema(_)),
+                e @ (IncomingError::NotArrow(_)
+                | IncomingError::NoSchema
+                | IncomingError::Schema(_)),
             ) => {
                 self.refuse(&format!("{name}: {e}"), &e.to_string());
             }
@@ -356,7 +360,10 @@ fn path(slot: &Slot) -> String {
 /// closed before its first byte.
 fn read_line(r: &mut BufReader<Patient>) -> io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
-    let n = r.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
+    let n = r
+        .by_ref()
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)?;
     if n == 0 {
         return Ok(None);
     }

@@ -77,8 +77,8 @@ impl Listener {
                     std::fs::remove_file(p)
                         .map_err(|e| format!("--listen unix:{}: {e}", p.display()))?;
                 }
-                let l =
-                    UnixListener::bind(p).map_err(|e| format!("--listen unix:{}: {e}", p.display()))?;
+                let l = UnixListener::bind(p)
+                    .map_err(|e| format!("--listen unix:{}: {e}", p.display()))?;
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
                     .map_err(|e| format!("--listen unix:{}: {e}", p.display()))?;
                 Listener::Unix(l, p.clone())
@@ -277,9 +277,7 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let f = d.join("file");
         std::fs::write(&f, "keep").unwrap();
-        let e = Listener::bind(&ListenAddr::Unix(f.clone()))
-            .err()
-            .unwrap();
+        let e = Listener::bind(&ListenAddr::Unix(f.clone())).err().unwrap();
         assert!(e.contains("not a socket"), "{e}");
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "keep");
         let s = d.join("sock");

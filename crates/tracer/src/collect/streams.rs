@@ -18,7 +18,7 @@ use std::{
 };
 
 use pfnscope_trace::{
-    Existing, NewFile, OutputError, TraceMeta,
+    CpuCounters, Existing, LossCounters, NewFile, OutputError, TraceMeta,
     stream::{END_OF_STREAM, Hello, StreamId},
 };
 
@@ -45,7 +45,10 @@ pub enum State {
 pub struct Stats {
     pub events: AtomicU64,
     pub batches: AtomicU64,
+    /// Ring-buffer drops, summed over CPUs, as the latest loss counters say.
     pub dropped: AtomicU64,
+    /// Unpaired calls and failed vma reads, as the latest loss counters say.
+    pub lost: AtomicU64,
     /// Milliseconds since the collector started, at the last batch.
     pub last_batch_ms: AtomicU64,
 }
@@ -66,6 +69,8 @@ struct Inner {
     /// The connection that may write (a newer one takes over from one that broke unseen).
     owner: u64,
     state: State,
+    /// The latest loss counters per CPU, as a reader of the file will hand them out.
+    counters: LossCounters,
 }
 
 /// A stream's file.
@@ -127,6 +132,7 @@ impl Streams {
                         last_seq: hello.next - 1,
                         owner: conn,
                         state: State::Open,
+                        counters: LossCounters::default(),
                     }),
                 })
             })
@@ -205,20 +211,23 @@ impl Streams {
 }
 
 impl Slot {
-    /// Appends one batch (`events` events, the sender's drops so far); the batch's number.
+    /// Appends one batch (`events` events, the loss counters it carries); the batch's number.
     pub fn append(
         &self,
         conn: u64,
         bytes: &[u8],
         events: u64,
-        dropped: Option<u64>,
+        counters: &[CpuCounters],
         now_ms: u64,
     ) -> Result<u64, AppendError> {
         let mut s = self.inner.lock().expect("stream");
         if s.owner != conn {
             return Err(AppendError::TakenOver);
         }
-        let f = s.file.as_mut().expect("a stream's batches follow its schema");
+        let f = s
+            .file
+            .as_mut()
+            .expect("a stream's batches follow its schema");
         f.append(bytes).map_err(|err| AppendError::Write {
             path: f.out.path().to_path_buf(),
             err,
@@ -226,8 +235,13 @@ impl Slot {
         s.last_seq += 1;
         self.stats.events.fetch_add(events, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        if let Some(d) = dropped {
-            self.stats.dropped.store(d, Ordering::Relaxed);
+        if !counters.is_empty() {
+            counters.iter().for_each(|c| s.counters.update(*c));
+            let total = s.counters.total();
+            self.stats.dropped.store(total.dropped, Ordering::Relaxed);
+            self.stats
+                .lost
+                .store(total.unpaired + total.read_failed, Ordering::Relaxed);
         }
         self.stats.last_batch_ms.store(now_ms, Ordering::Relaxed);
         Ok(s.last_seq)
@@ -241,11 +255,10 @@ impl Slot {
             return Err(AppendError::TakenOver);
         }
         if let Some(f) = s.file.as_mut() {
-            f.append(&END_OF_STREAM)
-                .map_err(|err| AppendError::Write {
-                    path: f.out.path().to_path_buf(),
-                    err,
-                })?;
+            f.append(&END_OF_STREAM).map_err(|err| AppendError::Write {
+                path: f.out.path().to_path_buf(),
+                err,
+            })?;
         }
         s.state = state;
         Ok(s.last_seq)

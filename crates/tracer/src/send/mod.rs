@@ -272,7 +272,9 @@ impl Run {
                 }
                 Event::Reply(Reply::Error(why)) => {
                     self.link = None;
-                    self.keep_the_rest_locally(format!("the collector gave up on the stream: {why}"));
+                    self.keep_the_rest_locally(format!(
+                        "the collector gave up on the stream: {why}"
+                    ));
                 }
                 Event::Reply(Reply::Ok { .. }) => {}
                 Event::Closed(why) => self.lose(why),

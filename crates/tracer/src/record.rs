@@ -215,7 +215,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     if let Delivered::Stream(d) = &delivered
         && let Some(why) = stream_trouble(d)
     {
-        bail!("{why}");
+        // Its own status: the recording is kept, but not all of it where it was sent.
+        eprintln!("tracer: {why}");
+        return Ok(STREAM_INCOMPLETE);
     }
     Ok(match stop {
         Some(Stop::ChildExited(code)) if code != 0 => {
@@ -560,6 +562,10 @@ fn check_destination(args: &RecordArgs, existing: Existing) -> anyhow::Result<Op
         }
     }
 }
+
+/// `tracer record`'s exit status when the collector did not get the whole trace: the rest is
+/// in the local file the message names (or counted as lost).
+pub const STREAM_INCOMPLETE: i32 = 3;
 
 /// What went wrong with a stream, if anything: the rest in a local file, or events lost.
 fn stream_trouble(d: &send::Delivery) -> Option<String> {

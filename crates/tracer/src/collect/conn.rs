@@ -84,6 +84,18 @@ impl Read for Patient {
                     self.last = Instant::now();
                     return Ok(n);
                 }
+                // A sender that dies with replies unread resets the connection: it went away,
+                // as if it had closed it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    return Ok(0);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -184,7 +196,7 @@ impl Connection {
     fn stream(&mut self, slot: &Arc<Slot>) -> bool {
         let shared = self.shared.clone();
         let (peer, no) = (self.peer.clone(), self.no);
-        let mut incoming = Incoming::new(&mut self.input, &peer, shared.max_message);
+        let mut incoming = Incoming::new(&mut self.input, "the stream", shared.max_message);
         let mut name = format!("stream from {peer}");
         loop {
             let trouble = match incoming.next_message() {
@@ -313,6 +325,16 @@ impl Connection {
             (None, IncomingError::Stopped) => {
                 let why = format!(
                     "the sender went away after batch {batches}: {kept}, and ends there (cut short, as readers will say) unless it comes back"
+                );
+                slot.set(self.no, State::Detached(why.clone()));
+                self.shared.say(&format!("{name}: {why}"));
+            }
+            (None, IncomingError::Damage { batch, broken })
+                if broken.kind == DamageKind::Truncated =>
+            {
+                let why = format!(
+                    "the sender went away inside batch {batch} ({}): {kept}, and ends there (cut short, as readers will say) unless it comes back",
+                    broken.why
                 );
                 slot.set(self.no, State::Detached(why.clone()));
                 self.shared.say(&format!("{name}: {why}"));

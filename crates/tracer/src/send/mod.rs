@@ -256,8 +256,13 @@ impl Run {
     fn replies(&mut self) {
         let Some(link) = &self.link else { return };
         let mut events = vec![];
+        // A closed link says so on every call: it is the last event.
         while let Some(ev) = link.next_event(Instant::now()) {
+            let closed = matches!(ev, Event::Closed(_));
             events.push(ev);
+            if closed {
+                break;
+            }
         }
         for ev in events {
             match ev {

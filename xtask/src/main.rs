@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation (`setup`, `testbox`, `test`, `bench`).
 
 mod bench;
+mod bench_collect;
 mod check;
 mod cpio;
 mod fuzz;
@@ -12,6 +13,7 @@ mod modules;
 mod qemu;
 mod report;
 mod setup;
+mod stream;
 mod suite;
 mod testbox;
 mod userbox;
@@ -48,6 +50,16 @@ enum Cmd {
     /// The fault generator the overhead benchmark times (touches MIB of fresh anonymous memory).
     #[command(hide = true, name = "__touch")]
     Touch { mib: usize },
+    /// A streaming sender the collector benchmark runs (BATCHES batches to ADDR, every PACE_MS
+    /// milliseconds, 0: as fast as acknowledged).
+    #[command(hide = true, name = "__send")]
+    Send {
+        addr: String,
+        batches: u64,
+        id: u64,
+        #[arg(default_value_t = 0)]
+        pace_ms: u64,
+    },
 }
 
 fn main() {
@@ -60,6 +72,12 @@ fn main() {
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Fuzz(a) => fuzz::run(&a),
         Cmd::Touch { mib } => bench::touch(mib),
+        Cmd::Send {
+            addr,
+            batches,
+            id,
+            pace_ms,
+        } => bench_collect::send(&addr, batches, id, pace_ms),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

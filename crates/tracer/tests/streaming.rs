@@ -416,7 +416,7 @@ impl HandSender {
     /// Whether the collector closed the connection (after at most one more reply).
     fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.replies.read_to_end(&mut rest), Ok(_))
+        self.replies.read_to_end(&mut rest).is_ok()
     }
 }
 

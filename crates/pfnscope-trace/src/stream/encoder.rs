@@ -99,6 +99,54 @@ mod tests {
         }
     }
 
+    /// A stream reads exactly as the file the tracer would have written from the same records
+    /// and loss counters: same events, same counters, same metadata.
+    #[test]
+    fn a_stream_reads_like_the_file_of_the_same_recording() {
+        let meta = TraceMeta {
+            host: "box".into(),
+            kernel_release: "6.12.0".into(),
+            ..Default::default()
+        };
+        let dir = std::env::temp_dir().join(format!("pfnscope-enc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.arrows");
+        let mut file = crate::TraceWriter::create(&path, &meta).unwrap();
+        let mut e = StreamEncoder::new(&meta).unwrap();
+        let mut bytes = e.schema_message().to_vec();
+        for b in 0..3u64 {
+            for i in 0..5 {
+                let r = record("handle_mm_fault", ["a", "b"][i % 2], b * 10 + i as u64);
+                file.push(&r);
+                e.push(&r);
+            }
+            let c = [0, 1].map(|cpu| CpuCounters {
+                cpu,
+                dropped: b + u64::from(cpu),
+                unpaired: 2 * b,
+                read_failed: 1,
+            });
+            file.push_counters(&c, 1000 + b);
+            e.push_counters(&c, 1000 + b);
+            file.flush_batch().unwrap();
+            let batch = e.batch().unwrap().unwrap();
+            assert_eq!(batch.events, 5, "counter rows are not events");
+            bytes.extend_from_slice(&batch.bytes);
+        }
+        file.finish().unwrap();
+        bytes.extend_from_slice(&END_OF_STREAM);
+        let (f, s) = (
+            crate::read_trace(&path).unwrap(),
+            read_trace_bytes(&bytes).unwrap(),
+        );
+        assert_eq!(s.damage, None);
+        assert_eq!(s.records, f.records);
+        assert_eq!(s.counters, f.counters);
+        assert_eq!(s.counters.total().dropped, 2 + 3);
+        assert_eq!(s.meta, f.meta);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// The schema and any run of later batches read as a whole trace: every batch brings its
     /// own dictionaries.
     #[test]

@@ -52,6 +52,7 @@ pub fn serve(conn: Conn, peer: String, shared: Arc<Shared>, no: u64) {
         peer,
         shared,
         no,
+        finished: 0,
     };
     while c.one_stream() {}
     c.input.get_ref().conn.shutdown();
@@ -127,6 +128,8 @@ struct Connection {
     peer: String,
     shared: Arc<Shared>,
     no: u64,
+    /// Streams this connection carried to their end marker.
+    finished: u64,
 }
 
 impl Connection {
@@ -144,7 +147,15 @@ impl Connection {
 
     /// Serves one stream; whether the connection may carry another.
     fn one_stream(&mut self) -> bool {
-        let line = match read_line(&mut self.input) {
+        // After a finished stream the connection may wait for the next as long as it likes: a
+        // virtio-serial port stays connected while the guest does other things between
+        // tracers. Only a first handshake and a stream under way have the stall timeout.
+        if self.finished > 0 {
+            self.input.get_mut().stall = Duration::MAX;
+        }
+        let line = read_line(&mut self.input);
+        self.input.get_mut().stall = self.shared.stall;
+        let line = match line {
             Ok(Some(l)) => l,
             // Closed between streams: all is well.
             Ok(None) => return false,
@@ -235,6 +246,7 @@ impl Connection {
                 }
                 Ok(Received::End) => match slot.finish(no, State::Finished) {
                     Ok(seq) => {
+                        self.finished += 1;
                         let done = Reply::Done { id: slot.id, seq };
                         let _ = self.replies.write_all(done.line().as_bytes());
                         shared.say(&format!(

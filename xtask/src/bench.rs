@@ -116,6 +116,8 @@ pub fn touch(mib: usize) -> Result<()> {
 enum Mode {
     Untraced,
     Tracer,
+    /// `tracer record -o -` into a file: the streaming rhythm and encoding without a collector.
+    TracerStdout,
     /// `tracer record -o tcp://...` to a `tracer collect` on loopback.
     TracerStream,
     /// Attached, every hit filtered out at once: the floor any tracepoint program pays here.
@@ -129,6 +131,7 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Tracer => "tracer record",
+            Mode::TracerStdout => "tracer record -o - (stream form, no collector)",
             Mode::TracerStream => "tracer record -o tcp:// (collector on loopback)",
             Mode::TracerFloor => "tracer record --addr-range 0-1 (floor: all filtered)",
             Mode::Perf => "perf record -e exceptions:page_fault_user",
@@ -178,6 +181,12 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
             c.arg("--");
             touch(&mut c);
         }
+        Mode::TracerStdout => {
+            c = Command::new(&t.tracer);
+            c.args(["record", "--quiet", "-o", "-", "--"])
+                .stdout(std::fs::File::create(t.scratch.join("stdout.arrows"))?);
+            touch(&mut c);
+        }
         Mode::TracerStream => {
             c = Command::new(&t.tracer);
             c.args(["record", "--quiet", "-o"])
@@ -213,10 +222,16 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
     if !out.status.success() {
         bail!("{} failed: {}", mode.name(), util::tail(&stderr, 5));
     }
-    let ns = touch_ns(&stdout)
-        .with_context(|| format!("{}: no touch_ns in output: {stdout}", mode.name()))?;
+    // With -o - the command's own output goes to standard error.
+    let ns = touch_ns(if mode == Mode::TracerStdout {
+        &stderr
+    } else {
+        &stdout
+    })
+    .with_context(|| format!("{}: no touch_ns in output: {stdout}", mode.name()))?;
     let note = match mode {
         Mode::Tracer => Some(tracer_check(&t.scratch.join("bench.arrows"), mib)?),
+        Mode::TracerStdout => Some(tracer_check(&t.scratch.join("stdout.arrows"), mib)?),
         Mode::TracerStream => {
             // The collector's file of this run (the only one: each is checked, then removed).
             let files: Vec<PathBuf> = std::fs::read_dir(&t.collector.1)?
@@ -292,6 +307,7 @@ fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
     let mut modes = vec![
         Mode::Untraced,
         Mode::Tracer,
+        Mode::TracerStdout,
         Mode::TracerStream,
         Mode::TracerFloor,
     ];

@@ -394,6 +394,10 @@ impl HandSender {
     }
 
     fn batch(&mut self, n: u64) {
+        self.try_batch(n).unwrap();
+    }
+
+    fn try_batch(&mut self, n: u64) -> std::io::Result<()> {
         for i in 0..n {
             self.enc.push(&Record {
                 hook: "exceptions:page_fault_user".into(),
@@ -410,7 +414,7 @@ impl HandSender {
             1,
         );
         let b = self.enc.batch().unwrap().unwrap();
-        self.s.write_all(&b.bytes).unwrap();
+        self.s.write_all(&b.bytes)
     }
 
     /// Whether the collector closed the connection (after at most one more reply).
@@ -552,4 +556,85 @@ fn bad_input_is_one_line_and_a_closed_connection_while_other_streams_go_on() {
         }
     }
     assert_eq!(whole, 1);
+}
+
+#[test]
+fn a_full_disk_is_one_line_and_the_file_keeps_every_complete_batch() {
+    if not_root() {
+        return;
+    }
+    let base = tmpdir("full");
+    let disk = base.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let c_disk = std::ffi::CString::new(disk.to_str().unwrap()).unwrap();
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c_disk.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"size=256k".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        skip(&format!(
+            "cannot mount a small tmpfs: {}",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    let token = base.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let log = base.join("collect.log");
+    let mut child = Command::new(TRACER)
+        .args(["collect", "--listen", "127.0.0.1:0", "-q", "-d"])
+        .arg(disk.join("traces"))
+        .arg("--token-file")
+        .arg(&token)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let mut s = HandSender::connect(&addr, TOKEN, 9);
+    assert!(matches!(s.reply(), Some(Reply::Ok { .. })));
+    s.schema();
+    let mut acked = 0;
+    let why = loop {
+        if s.try_batch(2000).is_err() {
+            break s.reply();
+        }
+        match s.reply() {
+            Some(Reply::Ack { seq, .. }) => acked = seq,
+            other => break other,
+        }
+        assert!(acked < 10_000, "the disk never filled");
+    };
+    assert_eq!(
+        why,
+        Some(Reply::Error("the collector's disk is full".into()))
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(disk.join("traces"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let t = read_trace(&files[0]);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    unsafe { libc::umount2(c_disk.as_ptr(), libc::MNT_DETACH) };
+    let log = std::fs::read_to_string(&log).unwrap();
+    let full: Vec<&str> = log.lines().filter(|l| l.contains("disk full")).collect();
+    assert_eq!(full.len(), 1, "{log}");
+    assert!(
+        full[0].contains(&format!("keeps its {acked} batches")),
+        "{log}"
+    );
+    // Every batch it acknowledged, and not a byte of the one that did not fit.
+    let t = t.unwrap();
+    assert_eq!(t.records.len() as u64, acked * 2000);
+    assert_eq!(t.damage.map(|d| d.kind), Some(DamageKind::CutShort));
 }

@@ -638,3 +638,87 @@ fn a_full_disk_is_one_line_and_the_file_keeps_every_complete_batch() {
     assert_eq!(t.records.len() as u64, acked * 2000);
     assert_eq!(t.damage.map(|d| d.kind), Some(DamageKind::CutShort));
 }
+
+/// A connection that breaks inside a batch: the sender comes back with the same stream id, the
+/// collector says which batch it has, and the stream goes on in the same file, whole.
+#[test]
+fn a_sender_that_comes_back_goes_on_in_the_same_file() {
+    let base = tmpdir("resume");
+    let c = Collector::start(&base, &[]);
+    let mut s = HandSender::connect(&c.addr, TOKEN, 7);
+    assert!(matches!(s.reply(), Some(Reply::Ok { have: 0, .. })));
+    s.schema();
+    s.batch(10);
+    assert!(matches!(s.reply(), Some(Reply::Ack { seq: 1, .. })));
+    // Half of batch 2, then the connection is gone.
+    for i in 0..20 {
+        s.enc.push(&Record {
+            hook: "exceptions:page_fault_user".into(),
+            address: Some(i),
+            ..Default::default()
+        });
+    }
+    let two = s.enc.batch().unwrap().unwrap().bytes;
+    s.s.write_all(&two[..two.len() / 2]).unwrap();
+    s.s.shutdown(std::net::Shutdown::Both).unwrap();
+    c.wait_for("went away inside batch 2", 1);
+
+    let mut back = HandSender::connect(&c.addr, TOKEN, 7);
+    // The hello said `next 1`; the collector has batch 1.
+    assert!(matches!(back.reply(), Some(Reply::Ok { have: 1, .. })));
+    back.schema();
+    back.s.write_all(&two).unwrap();
+    assert!(matches!(back.reply(), Some(Reply::Ack { seq: 2, .. })));
+    back.batch(5);
+    assert!(matches!(back.reply(), Some(Reply::Ack { seq: 3, .. })));
+    back.s.write_all(&END_OF_STREAM).unwrap();
+    assert!(matches!(back.reply(), Some(Reply::Done { seq: 3, .. })));
+    let traces = c.traces();
+    let (_, log) = c.stop();
+    assert_eq!(traces.len(), 1, "{log}");
+    assert!(log.contains("back; "), "{log}");
+    let t = read_trace(&traces[0]).unwrap();
+    assert_eq!(t.damage, None);
+    assert_eq!(t.records.len(), 10 + 20 + 5);
+}
+
+/// SIGTERM while streams are open: each file gets its end marker after its last complete
+/// batch, and each sender hears where its file ends (`bye`), to keep the rest itself.
+#[test]
+fn sigterm_finishes_every_open_stream() {
+    let base = tmpdir("sigterm");
+    let c = Collector::start(&base, &[]);
+    let mut senders: Vec<HandSender> = (0..3)
+        .map(|i| HandSender::connect(&c.addr, TOKEN, 20 + i))
+        .collect();
+    for (i, s) in senders.iter_mut().enumerate() {
+        assert!(matches!(s.reply(), Some(Reply::Ok { .. })));
+        s.schema();
+        for b in 1..=i as u64 + 1 {
+            s.batch(10);
+            assert!(matches!(s.reply(), Some(Reply::Ack { seq, .. }) if seq == b));
+        }
+    }
+    let traces = c.traces();
+    let (rc, log) = c.stop();
+    assert_eq!(rc, 0, "{log}");
+    for (i, s) in senders.iter_mut().enumerate() {
+        let n = i as u64 + 1;
+        assert!(
+            matches!(s.reply(), Some(Reply::Bye { seq, .. }) if seq == n),
+            "{log}"
+        );
+    }
+    assert_eq!(traces.len(), 3);
+    let mut events: Vec<usize> = traces
+        .iter()
+        .map(|p| {
+            let t = read_trace(p).unwrap();
+            assert_eq!(t.damage, None, "{}", p.display());
+            t.records.len()
+        })
+        .collect();
+    events.sort();
+    assert_eq!(events, [10, 20, 30]);
+    assert_eq!(log.matches("stopped by SIGTERM").count(), 3, "{log}");
+}

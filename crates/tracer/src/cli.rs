@@ -293,6 +293,18 @@ mod tests {
         }
     }
 
+    /// The collector listens on loopback unless told otherwise: reachable from elsewhere only
+    /// on purpose.
+    #[test]
+    fn collect_listens_on_loopback_by_default() {
+        let c = parse(&["collect", "-d", "x", "--token-file", "t"]).unwrap();
+        let Command::Collect(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.listen, "127.0.0.1:7430");
+        assert_eq!(a.stall_timeout, Duration::from_secs(60));
+    }
+
     #[test]
     fn good_values() {
         assert_eq!(parse_addr_range("0x1000-0x3000"), Ok((0x1000, 0x3000)));

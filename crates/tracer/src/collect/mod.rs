@@ -94,7 +94,10 @@ pub fn run(args: CollectArgs) -> anyhow::Result<i32> {
     } else {
         Duration::from_secs(10)
     };
-    let mut live = Live::default();
+    let mut live = Live {
+        seen: Default::default(),
+        at: Instant::now(),
+    };
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut last_live = Instant::now();
     while listen::stop_signal().is_none() {
@@ -178,17 +181,17 @@ fn refuse_busy(mut conn: Conn, peer: &str, shared: &Shared, max: u32) {
 }
 
 /// The live lines: one per box with events/s, drops and the age of its last batch.
-#[derive(Default)]
 struct Live {
-    /// Events per stream at the last print, and when.
+    /// Events per stream at the last print.
     seen: std::collections::HashMap<u64, u64>,
-    at: Option<Instant>,
+    /// When the last print was (or the collector started).
+    at: Instant,
 }
 
 impl Live {
     fn print(&mut self, shared: &Shared) {
-        let secs = self.at.map_or(1.0, |t| t.elapsed().as_secs_f64()).max(1e-3);
-        self.at = Some(Instant::now());
+        let secs = self.at.elapsed().as_secs_f64().max(1e-3);
+        self.at = Instant::now();
         let now = shared.streams.now_ms();
         let _g = shared.log.lock().expect("log");
         let mut err = std::io::stderr().lock();

@@ -39,6 +39,16 @@ enum What {
         #[arg(long)]
         no_write: bool,
     },
+    /// `tracer collect` with 1, 4 and 16 senders on loopback: events/s, collector CPU per
+    /// million events, batch latency to disk; written to BENCHMARKS.md.
+    Collect {
+        /// Batches (of 4096 events) per row, split among its senders.
+        #[arg(long, default_value_t = 960)]
+        batches: u64,
+        /// Print only; do not rewrite BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Replay throughput on a generated trace (`cargo bench -p replay`): events per second on
     /// one core and per CPU-second of `replay check`, and peak memory.
     Replay {
@@ -62,6 +72,7 @@ pub fn run(a: &Args) -> Result<()> {
             mib,
             no_write,
         } => overhead(rounds, mib, no_write),
+        What::Collect { batches, no_write } => crate::bench_collect::collect(batches, no_write),
         // The profile `replay` is meant to be built with for large traces (see Cargo.toml).
         What::Replay { events } => cargo_bench(
             "replay",
@@ -111,6 +122,10 @@ enum Mode {
     TracerStacks,
     /// Stacks of every call and every fault, to show what they cost (next to `perf record -g`).
     TracerStacksAll,
+    /// `tracer record -o -` into a file: the streaming rhythm and encoding without a collector.
+    TracerStdout,
+    /// `tracer record -o tcp://...` to a `tracer collect` on loopback.
+    TracerStream,
     /// Attached, every hit filtered out at once: the floor any tracepoint program pays here.
     TracerFloor,
     Perf,
@@ -125,6 +140,8 @@ impl Mode {
             Mode::Tracer => "tracer record --no-stacks",
             Mode::TracerStacks => "tracer record (stacks of calls over 100us, the default)",
             Mode::TracerStacksAll => "tracer record --stacks=all",
+            Mode::TracerStdout => "tracer record --no-stacks -o - (stream form, no collector)",
+            Mode::TracerStream => "tracer record --no-stacks -o tcp:// (collector on loopback)",
             Mode::TracerFloor => "tracer record --addr-range 0-1 (floor: all filtered)",
             Mode::Perf => "perf record -e exceptions:page_fault_user",
             Mode::PerfStacks => "perf record -g -e exceptions:page_fault_user",
@@ -149,6 +166,8 @@ struct Tools {
     perf: Option<PathBuf>,
     bpftrace: Option<PathBuf>,
     scratch: PathBuf,
+    /// The loopback collector of [`Mode::TracerStream`]: its address and directory.
+    collector: (String, PathBuf),
 }
 
 fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> {
@@ -181,6 +200,21 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
             c.arg("--");
             touch(&mut c);
         }
+        Mode::TracerStdout => {
+            c = Command::new(&t.tracer);
+            c.args(["record", "--quiet", "--no-stacks", "-o", "-", "--"])
+                .stdout(std::fs::File::create(t.scratch.join("stdout.arrows"))?);
+            touch(&mut c);
+        }
+        Mode::TracerStream => {
+            c = Command::new(&t.tracer);
+            c.args(["record", "--quiet", "--no-stacks", "-o"])
+                .arg(format!("tcp://{}", t.collector.0))
+                .arg("--token-file")
+                .arg(t.scratch.join("token"))
+                .arg("--");
+            touch(&mut c);
+        }
         Mode::Perf | Mode::PerfStacks => {
             c = Command::new(t.perf.as_ref().unwrap());
             c.args(["record", "-q"]);
@@ -211,14 +245,32 @@ fn run_once(mode: Mode, t: &Tools, mib: usize) -> Result<(u64, Option<String>)> 
     if !out.status.success() {
         bail!("{} failed: {}", mode.name(), util::tail(&stderr, 5));
     }
-    let ns = touch_ns(&stdout)
-        .with_context(|| format!("{}: no touch_ns in output: {stdout}", mode.name()))?;
+    // With -o - the command's own output goes to standard error.
+    let ns = touch_ns(if mode == Mode::TracerStdout {
+        &stderr
+    } else {
+        &stdout
+    })
+    .with_context(|| format!("{}: no touch_ns in output: {stdout}", mode.name()))?;
     let note = match mode {
         Mode::Tracer | Mode::TracerStacks | Mode::TracerStacksAll => Some(tracer_check(
             &t.scratch.join("bench.arrows"),
             mib,
             mode == Mode::TracerStacksAll,
         )?),
+        Mode::TracerStdout => Some(tracer_check(&t.scratch.join("stdout.arrows"), mib, false)?),
+        Mode::TracerStream => {
+            // The collector's file of this run (the only one: each is checked, then removed).
+            let files: Vec<PathBuf> = std::fs::read_dir(&t.collector.1)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()?;
+            let [f] = &files[..] else {
+                bail!("{} files from one streamed run: {files:?}", files.len());
+            };
+            let note = tracer_check(f, mib, false)?;
+            std::fs::remove_file(f)?;
+            Some(note)
+        }
         _ => None,
     };
     Ok((ns, note))
@@ -280,18 +332,22 @@ fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
                 .find(|p| p.is_file())
         })
     };
+    let (mut collector, collector_at) = start_collector(&tracer, &scratch)?;
     let tools = Tools {
         xtask,
         tracer,
         perf: which("perf"),
         bpftrace: which("bpftrace"),
         scratch,
+        collector: collector_at,
     };
     let mut modes = vec![
         Mode::Untraced,
         Mode::Tracer,
         Mode::TracerStacks,
         Mode::TracerStacksAll,
+        Mode::TracerStdout,
+        Mode::TracerStream,
         Mode::TracerFloor,
     ];
     let mut skipped = vec![];
@@ -330,6 +386,9 @@ fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
             }
         }
     }
+    // SAFETY: our own child's pid.
+    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
+    collector.wait()?;
     let base = median(&mut times[0].clone()) as f64;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -370,6 +429,35 @@ fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
         eprintln!("BENCHMARKS.md updated");
     }
     Ok(())
+}
+
+/// A `tracer collect` on a free loopback port for the streaming mode: the process, its address
+/// and its directory.
+fn start_collector(
+    tracer: &Path,
+    scratch: &Path,
+) -> Result<(std::process::Child, (String, PathBuf))> {
+    use std::io::BufRead;
+    let dir = scratch.join("streams");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(scratch.join("token"), "bench-overhead-token-0123456789\n")?;
+    let mut c = Command::new(tracer)
+        .args(["collect", "--listen", "127.0.0.1:0", "-q", "-d"])
+        .arg(&dir)
+        .arg("--token-file")
+        .arg(scratch.join("token"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(scratch.join("collect.log"))?)
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().expect("piped")).read_line(&mut line)?;
+    let addr = line
+        .strip_prefix("listening ")
+        .context("the collector did not start")?
+        .trim()
+        .to_string();
+    Ok((c, (addr, dir)))
 }
 
 /// Replaces the `##` section starting with `heading` (or appends it), leaving the others alone.

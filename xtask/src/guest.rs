@@ -156,6 +156,9 @@ pub struct UserPlan {
     pub run_timeout_s: u32,
     /// Extra `tracer record` arguments.
     pub record_args: Vec<String>,
+    /// Each trace goes to the host's collector through the virtio-serial port instead of a
+    /// file in the guest ([`crate::stream`]).
+    pub stream: bool,
 }
 
 /// What belongs to the whole boot, under /out (a run's name never starts with a dot).
@@ -232,7 +235,7 @@ kmsg
 say "{start}"
 snapshots {n} & snap=$!
 cd /root
-/bin/tracer record -q{extra} -o {d}/trace.arrows -- /bin/sh -c {cmd} >{d}/output.log 2>&1 </dev/null &
+/bin/tracer record -q{extra} {output} -- /bin/sh -c {cmd} >{d}/output.log 2>&1 </dev/null &
 tracer=$!
 watchdog {t} $tracer & dog=$!
 wait $tracer
@@ -249,6 +252,11 @@ save {n} {USER_BOX}
 say "{end}$rc"
 "#,
             cmd = sh_quote(&r.command),
+            output = if p.stream {
+                crate::stream::guest_output(&d)
+            } else {
+                format!("-o {d}/trace.arrows")
+            },
         ));
     }
     s.push_str(&format!(
@@ -364,7 +372,17 @@ mod tests {
             ],
             run_timeout_s: 60,
             record_args: vec![],
+            stream: false,
         }
+    }
+
+    #[test]
+    fn a_streaming_box_sends_each_trace_through_the_port_and_keeps_the_rest_in_the_run() {
+        let mut p = user_plan();
+        p.stream = true;
+        let s = user_script(&p);
+        assert!(s.contains("/bin/tracer record -q -o virtio:pfnscope --token-file /etc/pfnscope-stream-token --fallback-dir /out/pfndemo-touch -- /bin/sh -c 'pfndemo-touch 16'"), "{s}");
+        assert!(!s.contains("trace.arrows"));
     }
 
     #[test]

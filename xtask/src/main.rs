@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation (`setup`, `testbox`, `test`, `bench`).
 
 mod bench;
+mod bench_collect;
 mod check;
 mod cpio;
 mod fuzz;
@@ -14,6 +15,7 @@ mod qemu;
 mod report;
 mod select;
 mod setup;
+mod stream;
 mod suite;
 mod testbox;
 mod userbox;
@@ -50,6 +52,16 @@ enum Cmd {
     /// The fault generator the overhead benchmark times (touches MIB of fresh anonymous memory).
     #[command(hide = true, name = "__touch")]
     Touch { mib: usize },
+    /// A streaming sender the collector benchmark runs (BATCHES batches to ADDR, every PACE_MS
+    /// milliseconds, 0: as fast as acknowledged).
+    #[command(hide = true, name = "__send")]
+    Send {
+        addr: String,
+        batches: u64,
+        id: u64,
+        #[arg(default_value_t = 0)]
+        pace_ms: u64,
+    },
 }
 
 fn main() {
@@ -62,6 +74,12 @@ fn main() {
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Fuzz(a) => fuzz::run(&a),
         Cmd::Touch { mib } => bench::touch(mib),
+        Cmd::Send {
+            addr,
+            batches,
+            id,
+            pace_ms,
+        } => bench_collect::send(&addr, batches, id, pace_ms),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

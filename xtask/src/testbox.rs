@@ -83,6 +83,10 @@ pub struct Args {
     /// Put this (static) tracer binary in the guest instead of building one.
     #[arg(long, conflicts_with_all = ["no_trace", "host"])]
     tracer_bin: Option<PathBuf>,
+    /// With --run: stream each trace to a `tracer collect` on the host through a virtio-serial
+    /// port (no guest networking), so it arrives while the guest runs and survives a crash.
+    #[arg(long, requires = "run")]
+    stream: bool,
 }
 
 /// Seconds one traced workload may take in the guest (TCG is 10-50x slower than the host).
@@ -109,6 +113,7 @@ pub fn run(args: &Args) -> Result<()> {
                 .map(String::from)
                 .collect(),
             tracer_bin: args.tracer_bin.clone(),
+            stream: args.stream,
         });
     }
     let workloads = pick_workloads(&args.workload, args.host)?;

@@ -17,7 +17,7 @@ use crate::initramfs::{self, GuestBins};
 use crate::kernels::{self, Apt, BoxKernel, Kernel};
 use crate::modules::{self, Found, ModuleTree};
 use crate::userspec::{self, ModuleSrc, Request, Run};
-use crate::{check, kmod, qemu, report, util};
+use crate::{check, kmod, qemu, report, stream, util};
 
 pub struct Options {
     pub request: Request,
@@ -27,6 +27,8 @@ pub struct Options {
     pub keep: bool,
     pub record_args: Vec<String>,
     pub tracer_bin: Option<PathBuf>,
+    /// Traces stream to the host through a virtio-serial port ([`crate::stream`]).
+    pub stream: bool,
 }
 
 /// Seconds one command may take unless `--timeout` says otherwise.
@@ -36,6 +38,8 @@ const WORK: &str = ".run-work";
 /// The serial console of the last `--run` boot, under `<kernel>/` (and copied into each run's
 /// directory).
 const CONSOLE: &str = "run-console.log";
+/// The host's collector's log of the last `--run --stream` boot, under `<kernel>/`.
+const COLLECT_LOG: &str = "run-collect.log";
 /// Each results disk (sparse: only what the guest writes takes space).
 const DISK_BYTES: u64 = 512 << 20;
 
@@ -48,7 +52,7 @@ pub fn run(o: &Options) -> Result<()> {
     let mut prepared = Vec::new();
     for &s in &o.series {
         let k = kernels::fetch(s, &apt, updated.as_ref().map(|_| ()), &cache)?;
-        let p = prepare(&k, &o.request, &cache, &applets)
+        let p = prepare(&k, &o.request, &cache, &applets, o.stream)
             .with_context(|| format!("kernel {} ({})", s.name(), k.release))?;
         prepared.push((k, p));
     }
@@ -99,11 +103,22 @@ struct UserModule {
     depends: Vec<String>,
 }
 
-fn prepare(k: &Kernel, req: &Request, cache: &Path, applets: &HashSet<String>) -> Result<Prepared> {
+fn prepare(
+    k: &Kernel,
+    req: &Request,
+    cache: &Path,
+    applets: &HashSet<String>,
+    stream: bool,
+) -> Result<Prepared> {
     let mut tree = ModuleTree::open(&k.modules)?;
     let user = user_modules(k, req, cache)?;
     let mut loaded = HashSet::new();
-    let boot_modules = tree.resolve(&initramfs::BOOT_MODULES.map(String::from), &loaded)?;
+    let mut boot = initramfs::BOOT_MODULES.map(String::from).to_vec();
+    if stream {
+        // The virtio-serial port the traces leave by (built in on 6.12 and 7.2).
+        boot.push("virtio_console".into());
+    }
+    let boot_modules = tree.resolve(&boot, &loaded)?;
     loaded.extend(boot_modules.iter().cloned());
 
     let mut args: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -344,6 +359,7 @@ fn boot(
             .collect(),
         run_timeout_s,
         record_args: o.record_args.clone(),
+        stream: o.stream,
     };
     if !p.loads.is_empty() {
         let loads: Vec<String> = p
@@ -359,7 +375,22 @@ fn boot(
             .collect();
         println!("  insmod in order: {}", loads.join(", "));
     }
-    let initrd = initramfs(p, &plan, bins, busybox, &work)?;
+    // Started before qemu, which connects to its socket as the guest boots.
+    let collector = match (o.stream, &bins.tracer) {
+        (true, Some(tracer)) => Some(stream::HostCollector::start(
+            tracer,
+            &work,
+            &out.join(COLLECT_LOG),
+        )?),
+        (true, None) => bail!("--stream needs the tracer binary"),
+        (false, _) => None,
+    };
+    let token = collector.as_ref().map(|c| c.token.as_slice());
+    let initrd = initramfs(p, &plan, bins, busybox, &work, token)?;
+    let mut devices = o.request.qemu_args.clone();
+    if let Some(c) = &collector {
+        devices.extend(stream::qemu_args(&c.socket));
+    }
     let disks = [work.join("results.img"), work.join("running.img")];
     for d in &disks {
         qemu::blank_disk(d, DISK_BYTES)?;
@@ -377,7 +408,7 @@ fn boot(
         cmdline: &p.cmdline,
         console: &console_path,
         timeout,
-        devices: &o.request.qemu_args,
+        devices: &devices,
     };
     println!(
         "  booting (hard limit {}s): qemu-system-x86_64 {}",
@@ -420,6 +451,29 @@ fn boot(
     }
 
     let died = booted.timed_out || !finished;
+    let mut problems_streaming = Vec::new();
+    if let Some(c) = collector {
+        let files = c.finish()?;
+        println!(
+            "  the host's collector took {} streamed trace(s) ({})",
+            files.len(),
+            out.join(COLLECT_LOG).display()
+        );
+        problems_streaming = stream::place(&files, &plan.runs, &out);
+    }
+    problems.extend(problems_streaming);
+    if died
+        && let Some(r) = runs.iter().find(|r| {
+            let (start, end) = guest::run_marks(&r.name);
+            booted.console.contains(&start) && !booted.console.contains(&end)
+        })
+        && stream::save_oops(&booted.console, &out.join(&r.name))?
+    {
+        println!(
+            "  the console's oops is in {}",
+            out.join(&r.name).join(stream::OOPS).display()
+        );
+    }
     problems.extend(guest_problems(
         &booted.console,
         booted.timed_out.then_some(timeout),
@@ -459,8 +513,12 @@ fn initramfs(
     bins: &GuestBins,
     busybox: &Path,
     work: &Path,
+    stream_token: Option<&[u8]>,
 ) -> Result<PathBuf> {
     let mut cpio = initramfs::base_cpio(bins, busybox)?;
+    if let Some(t) = stream_token {
+        cpio.file(stream::GUEST_TOKEN.trim_start_matches('/'), 0o600, t);
+    }
     for (m, data) in &p.modules {
         cpio.file(&format!("lib/modules/{m}.ko"), 0o644, data);
     }

@@ -2,7 +2,8 @@
 //! guest boot on one kernel that builds a module from source (`xtask/testdata/pfndemo`), loads
 //! a Debian module by name with a parameter on a qemu device of its own (qxl, `-vga qxl`),
 //! runs a static binary brought in with `--file`, a command that fails and one that panics the
-//! guest; then the traces, reports and summary are checked. Before that, without a boot, a
+//! guest, every trace streamed to the host through a virtio-serial port (`--stream`); then the
+//! traces (the crashed one up to the crash), reports and summary are checked. Before that, without a boot, a
 //! module built for another kernel and a module name the kernel lacks must each be refused in
 //! one line.
 
@@ -121,6 +122,10 @@ fn missing_module(kernel: &str) -> Verdict {
     )
 }
 
+/// The command that crashes the guest: after it mapped its pages, so its trace, streamed to
+/// the host, must hold them.
+const CRASH: &str = "pfndemo-touch 16 && sleep 1 && echo c > /proc/sysrq-trigger";
+
 fn end_to_end(kernel: &str, scratch: &Path) -> Verdict {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -168,7 +173,8 @@ fn end_to_end(kernel: &str, scratch: &Path) -> Verdict {
         "--run",
         "false",
         "--run",
-        "echo c > /proc/sysrq-trigger",
+        CRASH,
+        "--stream",
     ]) {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -196,7 +202,7 @@ fn check_end_to_end(ok: bool, text: &str, out: &Path) -> Result<(), String> {
         .collect();
     let expected = [
         "FAIL: run false exited 1",
-        "FAIL: the guest panicked during run echo: Kernel panic - not syncing: sysrq triggered crash",
+        "FAIL: the guest panicked during run pfndemo-touch-2: Kernel panic - not syncing: sysrq triggered crash",
     ];
     let matches = |l: &str, e: &str| l.trim().starts_with(e);
     if fails.len() != 2 || !expected.iter().all(|e| fails.iter().any(|l| matches(l, e))) {
@@ -274,8 +280,41 @@ fn check_end_to_end(ok: bool, text: &str, out: &Path) -> Result<(), String> {
     if read(out.join("false/rc"))?.trim() != "1" {
         return Err("false/rc is not 1".into());
     }
-    if !out.join("echo/console.log").is_file() || out.join("echo/rc").exists() {
+    let dir = out.join("pfndemo-touch-2");
+    if !dir.join("console.log").is_file() || dir.join("rc").exists() {
         return Err("the panicked run should keep the console and have no exit status".into());
+    }
+    // Streamed to the host up to the crash: the pages it mapped before, a trace readers call
+    // cut short, replayed, and the console's oops next to it.
+    let t = read_trace(&dir.join("trace.arrows")).map_err(|e| format!("the crashed run: {e}"))?;
+    match &t.damage {
+        Some(d) if d.kind == pfnscope_trace::DamageKind::CutShort => {}
+        other => {
+            return Err(format!(
+                "the crashed run's trace: {other:?}, expected cut short"
+            ));
+        }
+    }
+    let inserts = t
+        .events()
+        .filter(|r| {
+            r.hook == "vmf_insert_pfn"
+                && r.driver.as_deref().is_some_and(|d| d.contains("[pfndemo]"))
+        })
+        .count();
+    if inserts < 16 {
+        return Err(format!(
+            "the crashed run's streamed trace has {inserts} vmf_insert_pfn rows of [pfndemo], expected 16 or more"
+        ));
+    }
+    if !read(dir.join("oops.txt"))?.contains("sysrq triggered crash") {
+        return Err("oops.txt lacks the panic".into());
+    }
+    if !dir.join("replay-check.json").is_file() {
+        return Err("the crashed run's trace was not replayed".into());
+    }
+    if !text.contains("the host's collector took 4 streamed trace(s)") {
+        return Err("the collector did not take one trace per command".into());
     }
     Ok(())
 }

@@ -55,6 +55,8 @@ pub struct CheckedStream<R> {
     failed: Option<String>,
     /// What stopped the stream, once something did.
     broken: Option<Broken>,
+    /// Longest message accepted, metadata and body ([`CheckedStream::with_message_limit`]).
+    limit: u64,
 }
 
 /// Why a message was refused: the class of the damage and what is wrong, to follow "batch N".
@@ -154,6 +156,33 @@ impl<R: Read> CheckedStream<R> {
             checksums: false,
             failed: None,
             broken: None,
+            limit: MAX_META as u64 + MAX_BODY,
+        }
+    }
+
+    /// Refuses any message longer than `bytes`, metadata and body: for a reader of a
+    /// connection, whose memory must stay bounded whatever the other end claims.
+    pub fn with_message_limit(mut self, bytes: u64) -> CheckedStream<R> {
+        self.limit = bytes;
+        self
+    }
+
+    /// The next whole message, checked, framing included (the bytes a trace file holds): None
+    /// at the end of the stream, where [`Self::saw_end_marker`] tells a finished stream from
+    /// one that stops. For a reader that passes messages on instead of decoding them (`tracer
+    /// collect`); not to be mixed with reading through [`Read`].
+    pub fn next_message(&mut self) -> Result<Option<&[u8]>, Broken> {
+        self.pos = self.buf.len();
+        match self.load() {
+            Ok(true) => {
+                self.pos = self.buf.len();
+                Ok(Some(&self.buf))
+            }
+            Ok(false) => Ok(None),
+            Err(b) => {
+                self.broken = Some(b.clone());
+                Err(b)
+            }
         }
     }
 
@@ -209,6 +238,15 @@ impl<R: Read> CheckedStream<R> {
                 "is invalid: impossible metadata length {meta_len}"
             )));
         }
+        let limit = self.limit;
+        let too_long = |len: u64| {
+            Broken::corrupt(format!(
+                "is invalid: a message of over {len} bytes, more than the {limit} this reader takes"
+            ))
+        };
+        if meta_len as u64 > limit {
+            return Err(too_long(meta_len as u64));
+        }
         let meta_at = self.buf.len();
         self.take(meta_len as u64)?;
         let message = arrow_ipc::root_as_message(&self.buf[meta_at..])
@@ -218,6 +256,9 @@ impl<R: Read> CheckedStream<R> {
             return Err(Broken::corrupt(format!(
                 "is invalid: impossible body length {body_len}"
             )));
+        }
+        if meta_len as u64 + body_len as u64 > limit {
+            return Err(too_long(meta_len as u64 + body_len as u64));
         }
         let (compressed, most) = compressed_buffers(&message, body_len as u64)
             .map_err(|e| Broken::corrupt(format!("is invalid: {e}")))?;

@@ -30,6 +30,7 @@ mod meta;
 pub mod output;
 mod reader;
 mod stdout;
+pub mod stream;
 mod sym;
 mod writer;
 

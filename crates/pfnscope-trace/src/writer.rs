@@ -25,7 +25,7 @@ use crate::{
 
 /// The IPC end-of-stream marker: continuation, then a metadata length of 0. Readers that find
 /// the file ending without it know the recording did not finish.
-const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+pub(crate) const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 
 // An I/O or polars error is part of the message, so it is a field named `err`, not `source`:
 // front ends print the whole chain on one line, and a source would say it twice.
@@ -50,7 +50,7 @@ fn is_full(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }
 
-fn arrow_io(e: ArrowError) -> io::Error {
+pub(crate) fn arrow_io(e: ArrowError) -> io::Error {
     match e {
         ArrowError::IoError(_, e) => e,
         other => io::Error::other(other.to_string()),
@@ -58,8 +58,9 @@ fn arrow_io(e: ArrowError) -> io::Error {
 }
 
 /// Arrow's IPC encoding of one stream, message by message, each batch message stamped with
-/// its checksum ([`crate::checksum`]).
-struct Encoder {
+/// its checksum ([`crate::checksum`]). Shared with [`crate::stream`], which sends the same
+/// messages over a connection.
+pub(crate) struct Encoder {
     generator: IpcDataGenerator,
     dictionaries: DictionaryTracker,
     options: IpcWriteOptions,
@@ -67,8 +68,36 @@ struct Encoder {
 }
 
 impl Encoder {
+    pub(crate) fn new() -> Result<Encoder, ArrowError> {
+        // Zstandard (level 3): most columns are null or repeat within a hook, and its run-length
+        // blocks turn those back into zeros ~3x faster than LZ4 frames decode them, in half the
+        // bytes (BENCHMARKS.md); arrow-rs, C++/pyarrow and polars all read it. Traces written
+        // with LZ4 before still read: the codec is recorded per batch.
+        let options =
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+        Ok(Encoder {
+            generator: IpcDataGenerator::default(),
+            dictionaries: DictionaryTracker::new(false),
+            options,
+            context: IpcWriteContext::default(),
+        })
+    }
+
+    /// Makes the next batch carry every dictionary it uses, as if nothing had been sent after
+    /// the schema: a batch that follows is then readable after the schema alone. The tracker
+    /// also holds the dictionary ids the schema assigned; they are assigned again from the
+    /// fields (without the metadata, which is large and plays no part in them).
+    pub(crate) fn forget_dictionaries(&mut self, schema: &Schema) {
+        self.dictionaries = DictionaryTracker::new(false);
+        self.generator.schema_to_bytes_with_dictionary_tracker(
+            &Schema::new(schema.fields().clone()),
+            &mut self.dictionaries,
+            &self.options,
+        );
+    }
+
     /// Appends the schema message to `out`.
-    fn schema(&mut self, schema: &Schema, out: &mut Vec<u8>) -> Result<(), ArrowError> {
+    pub(crate) fn schema(&mut self, schema: &Schema, out: &mut Vec<u8>) -> Result<(), ArrowError> {
         let m = self.generator.schema_to_bytes_with_dictionary_tracker(
             schema,
             &mut self.dictionaries,
@@ -78,7 +107,7 @@ impl Encoder {
     }
 
     /// Appends the batch's dictionary messages, then the batch, to `out`.
-    fn batch(
+    pub(crate) fn batch(
         &mut self,
         batch: &arrow_array::RecordBatch,
         out: &mut Vec<u8>,
@@ -98,6 +127,24 @@ impl Encoder {
         }
         Ok(())
     }
+}
+
+/// The schema of a trace with `meta`, stamped with the current schema version.
+pub(crate) fn trace_schema(meta: &TraceMeta) -> SchemaRef {
+    let mut meta = meta.clone();
+    meta.schema_version = CURRENT_SCHEMA_VERSION;
+    let json = serde_json::to_string(&meta).expect("trace metadata serialises");
+    Arc::new(Schema::new_with_metadata(
+        fields(),
+        HashMap::from([
+            (META_KEY.to_string(), json),
+            (
+                SCHEMA_VERSION_KEY.to_string(),
+                CURRENT_SCHEMA_VERSION.to_string(),
+            ),
+            (CHECKSUMS_KEY.to_string(), CHECKSUMS_CRC32.to_string()),
+        ]),
+    ))
 }
 
 /// Appends records, writes them out as one Arrow batch on [`TraceWriter::flush_batch`] (the
@@ -134,38 +181,13 @@ impl TraceWriter {
         meta: &TraceMeta,
         existing: Existing,
     ) -> Result<TraceWriter, WriteError> {
-        let mut meta = meta.clone();
-        meta.schema_version = CURRENT_SCHEMA_VERSION;
-        let json = serde_json::to_string(&meta).expect("trace metadata serialises");
-        let schema = Arc::new(Schema::new_with_metadata(
-            fields(),
-            HashMap::from([
-                (META_KEY.to_string(), json),
-                (
-                    SCHEMA_VERSION_KEY.to_string(),
-                    CURRENT_SCHEMA_VERSION.to_string(),
-                ),
-                (CHECKSUMS_KEY.to_string(), CHECKSUMS_CRC32.to_string()),
-            ]),
-        ));
+        let schema = trace_schema(meta);
         let create_err = |err| WriteError::Create {
             path: path.to_owned(),
             err,
         };
         let mut out = NewFile::create(path, existing, &[])?;
-        // Zstandard (level 3): most columns are null or repeat within a hook, and its run-length
-        // blocks turn those back into zeros ~3x faster than LZ4 frames decode them, in half the
-        // bytes (BENCHMARKS.md); arrow-rs, C++/pyarrow and polars all read it. Traces written
-        // with LZ4 before still read: the codec is recorded per batch.
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::ZSTD))
-            .map_err(|e| create_err(arrow_io(e)))?;
-        let mut encoder = Encoder {
-            generator: IpcDataGenerator::default(),
-            dictionaries: DictionaryTracker::new(false),
-            options,
-            context: IpcWriteContext::default(),
-        };
+        let mut encoder = Encoder::new().map_err(|e| create_err(arrow_io(e)))?;
         let mut bytes = Vec::with_capacity(1 << 20);
         encoder
             .schema(&schema, &mut bytes)

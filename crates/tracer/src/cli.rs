@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::destination::Destination;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tracer",
@@ -25,14 +27,34 @@ pub enum Command {
     },
     /// Record a trace.
     Record(RecordArgs),
+    /// Receive traces streamed by `tracer record -o tcp://...` from many boxes at once, one
+    /// file per stream.
+    Collect(CollectArgs),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RecordArgs {
-    /// Trace file to write (Arrow IPC stream). Never written through a symbolic link or to a
-    /// device; an existing file is replaced only with --force.
-    #[arg(short = 'o', long, default_value = "pfnscope.arrows")]
-    pub output: PathBuf,
+    /// Where the trace goes: a file (Arrow IPC stream; never written through a symbolic link
+    /// or to a device, an existing one replaced only with --force), `-` for standard output,
+    /// tcp://HOST:PORT for a `tracer collect`, or virtio:NAME for a collector behind a
+    /// virtio-serial port.
+    #[arg(
+        short = 'o',
+        long,
+        default_value = "pfnscope.arrows",
+        value_parser = crate::destination::parse
+    )]
+    pub output: Destination,
+    /// The collector's shared token (one line), for -o tcp://... and virtio:...
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Streaming: where the rest of the trace goes when the collector stays unreachable
+    /// (a file named as the collector names it).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub fallback_dir: PathBuf,
+    /// Streaming: how long a lost collector is retried before the rest goes to a local file.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_retry)]
+    pub retry_for: Duration,
     /// Replace the output file if it exists (a regular file; never a link).
     #[arg(long)]
     pub force: bool,
@@ -75,6 +97,44 @@ pub struct RecordArgs {
     /// Command to run and trace (with its children); recording stops when it exits.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CollectArgs {
+    /// Where to listen: HOST:PORT (loopback unless told otherwise) or unix:PATH (a socket, as
+    /// qemu's `-chardev socket,path=PATH` connects to).
+    #[arg(long, value_name = "ADDR", default_value_t = format!("127.0.0.1:{}", crate::collect::DEFAULT_PORT))]
+    pub listen: String,
+    /// Directory the traces go to, one file per stream: <box>-<kernel>-<start time>.arrows.
+    #[arg(short = 'd', long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The token every sender must present (one line; the same file `tracer record` gets).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub token_file: PathBuf,
+    /// Most streams at once; more are refused.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_streams: u32,
+    /// Largest message (a batch) accepted, in MiB: what one connection may hold in memory.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_message_mb: u32,
+    /// A sender that sends nothing for this long is cut off (its file keeps every batch).
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_retry)]
+    pub stall_timeout: Duration,
+    /// No live lines, only what happens to each stream.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A number of seconds for the streaming limits: more than nothing, at most a day.
+fn parse_retry(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 86400.0) {
+        return Err(format!("give 0 < SECONDS <= 86400, got {s}"));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +254,7 @@ mod tests {
             panic!()
         };
         assert_eq!(r.command, ["workload", "anon", "--pages", "10"]);
-        assert_eq!(r.output, PathBuf::from("x.arrows"));
+        assert_eq!(r.output, Destination::File(PathBuf::from("x.arrows")));
         assert_eq!(r.buffer_mb, 16);
     }
 
@@ -220,11 +280,38 @@ mod tests {
             (&["record", "--buffer-mb", "3"], "power of two"),
             (&["record", "--comm", "a-very-long-command-name"], "15"),
             (&["record", "-p", "1", "-a"], "cannot be used with"),
+            (&["record", "-o", "tcp://box"], "tcp://HOST:PORT"),
+            (&["record", "--retry-for", "0"], "0 < SECONDS"),
+            (&["collect", "-d", "x"], "--token-file"),
+            (
+                &[
+                    "collect",
+                    "-d",
+                    "x",
+                    "--token-file",
+                    "t",
+                    "--max-streams",
+                    "0",
+                ],
+                "0",
+            ),
         ];
         for (args, want) in table {
             let e = parse(args).unwrap_err().to_string();
             assert!(e.contains(want), "{args:?}: {e}");
         }
+    }
+
+    /// The collector listens on loopback unless told otherwise: reachable from elsewhere only
+    /// on purpose.
+    #[test]
+    fn collect_listens_on_loopback_by_default() {
+        let c = parse(&["collect", "-d", "x", "--token-file", "t"]).unwrap();
+        let Command::Collect(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.listen, "127.0.0.1:7430");
+        assert_eq!(a.stall_timeout, Duration::from_secs(60));
     }
 
     #[test]

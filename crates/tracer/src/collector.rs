@@ -1,4 +1,5 @@
-//! The user-space end of the ring buffer: poll, decode, batch into the trace file.
+//! The user-space end of the ring buffer: poll, decode, batch into the trace file or stream
+//! ([`Sink`]).
 //!
 //! The programs submit with BPF_RB_NO_WAKEUP, so nothing ever wakes us: we poll every
 //! millisecond (immediately again while there is data). A wakeup per event cost 1.83x on the
@@ -14,13 +15,16 @@ use std::{
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use pfnscope_abi::{Event, counter};
-use pfnscope_trace::{CpuCounters, TraceWriter, WriteError};
+use pfnscope_trace::CpuCounters;
 
-use crate::decode::Decoder;
+use crate::{
+    decode::Decoder,
+    sink::{Delivered, Sink, SinkError},
+};
 
-/// At most this many events per batch: bounds memory between flushes in a fault storm.
-const MAX_BATCH: usize = 64 * 1024;
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The loss counters go out at least this often (as rows of a batch), whatever the sink's
+/// rhythm.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 const POLL_EVERY: Duration = Duration::from_millis(1);
 
 /// What a recording wrote, for the line the tracer prints at the end.
@@ -43,7 +47,7 @@ pub struct Collector {
     pub ring: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub decoder: Decoder,
-    pub writer: TraceWriter,
+    pub sink: Sink,
     /// Print a status line on stderr (every second on a terminal, every 10 s otherwise).
     pub status: bool,
     pub ebpf_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -72,8 +76,13 @@ fn misses_in(fdinfo: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The summary and where the trace went, or the error that ended it early (with what was
+/// recorded until then).
+pub type Outcome = Result<(Recorded, Delivered), (SinkError, Recorded)>;
+
 impl Collector {
-    fn drain(&mut self, summary: &mut Recorded) -> usize {
+    /// Moves events from the ring into the sink, up to `max_batch` pending.
+    fn drain(&mut self, summary: &mut Recorded, max_batch: usize) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
             if item.len() < size_of::<Event>() {
@@ -91,9 +100,9 @@ impl Collector {
                     summary.per_hook.insert(r.hook.to_string(), 1);
                 }
             }
-            self.writer.push(&r);
+            self.sink.push(&r);
             n += 1;
-            if self.writer.pending() >= MAX_BATCH {
+            if self.sink.pending() >= max_batch {
                 break;
             }
         }
@@ -129,27 +138,21 @@ impl Collector {
     /// from the events) and returns them.
     fn push_counters(&mut self, now_ns: u64) -> Vec<CpuCounters> {
         let c = self.read_counters();
-        self.writer.push_counters(&c, now_ns);
+        self.sink.push_counters(&c, now_ns);
         c
     }
 
-    /// Runs until `stop` resolves, then drains what is left and finishes the file. A write error
-    /// ends the run at once; everything flushed before it stays readable.
-    pub async fn run<T>(
-        self,
-        stop: impl Future<Output = T>,
-    ) -> (Result<Recorded, (WriteError, Recorded)>, Option<T>) {
+    /// Runs until `stop` resolves, then drains what is left and finishes the file or stream. A
+    /// write error ends the run at once; everything flushed before it stays readable.
+    pub async fn run<T>(self, stop: impl Future<Output = T>) -> (Outcome, Option<T>) {
         let mut why = None;
         let res = self.run_inner(stop, &mut why).await;
         (res, why)
     }
 
-    async fn run_inner<T>(
-        mut self,
-        stop: impl Future<Output = T>,
-        why: &mut Option<T>,
-    ) -> Result<Recorded, (WriteError, Recorded)> {
+    async fn run_inner<T>(mut self, stop: impl Future<Output = T>, why: &mut Option<T>) -> Outcome {
         let mut summary = Recorded::default();
+        let (flush_every, max_batch) = self.sink.rhythm();
         let started = Instant::now();
         let tty = std::io::stderr().is_terminal();
         let status_every = if tty {
@@ -160,6 +163,7 @@ impl Collector {
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_flush = Instant::now();
+        let mut last_counters = Instant::now();
         let mut last_status = Instant::now();
         let mut events_at_status = 0u64;
         tokio::pin!(stop);
@@ -171,13 +175,20 @@ impl Collector {
                 }
                 _ = tick.tick() => {}
             }
-            while self.drain(&mut summary) > 0 && self.writer.pending() < MAX_BATCH {}
+            while self.drain(&mut summary, max_batch) > 0 && self.sink.pending() < max_batch {}
             if let Some(l) = self.ebpf_log.as_mut() {
                 l.flush();
             }
-            if last_flush.elapsed() >= FLUSH_EVERY || self.writer.pending() >= MAX_BATCH {
-                summary.per_cpu = self.push_counters(monotonic_ns());
-                if let Err(e) = self.writer.flush_batch() {
+            let counters_due = last_counters.elapsed() >= COUNTERS_EVERY;
+            if counters_due
+                || self.sink.pending() >= max_batch
+                || (self.sink.pending() > 0 && last_flush.elapsed() >= flush_every)
+            {
+                if counters_due {
+                    summary.per_cpu = self.push_counters(monotonic_ns());
+                    last_counters = Instant::now();
+                }
+                if let Err(e) = self.sink.flush_batch() {
                     summary.elapsed = started.elapsed();
                     return Err((e, summary));
                 }
@@ -187,11 +198,11 @@ impl Collector {
                 let secs = last_status.elapsed().as_secs_f64();
                 let rate = (summary.events - events_at_status) as f64 / secs;
                 let line = format!(
-                    "recording: {:>9.0} events/s, {} events, {} dropped, {} on disk",
+                    "recording: {:>9.0} events/s, {} events, {} dropped, {} out",
                     rate,
                     summary.events,
                     summary.dropped(),
-                    self.writer.rows_on_disk()
+                    self.sink.rows_out()
                 );
                 let mut err = std::io::stderr().lock();
                 if tty {
@@ -205,9 +216,9 @@ impl Collector {
             }
         }
         // Probes are still attached: take everything already in the ring.
-        while self.drain(&mut summary) > 0 {
-            if self.writer.pending() >= MAX_BATCH
-                && let Err(e) = self.writer.flush_batch()
+        while self.drain(&mut summary, max_batch) > 0 {
+            if self.sink.pending() >= max_batch
+                && let Err(e) = self.sink.flush_batch()
             {
                 summary.elapsed = started.elapsed();
                 return Err((e, summary));
@@ -219,8 +230,8 @@ impl Collector {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
         summary.elapsed = started.elapsed();
-        match self.writer.finish() {
-            Ok(_) => Ok(summary),
+        match self.sink.finish() {
+            Ok(d) => Ok((summary, d)),
             Err(e) => Err((e, summary)),
         }
     }

@@ -4,7 +4,7 @@ use clap::Parser;
 use pfnscope_trace::print_stdout;
 use tracer::{
     cli::{Cli, Command},
-    doctor, record,
+    collect, doctor, record,
 };
 
 fn main() -> ExitCode {
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
                 .map(|()| if r.ready { 0 } else { 1 })
         }
         Command::Record(args) => record::run(args),
+        Command::Collect(args) => collect::run(args),
     };
     match res {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

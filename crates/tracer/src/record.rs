@@ -11,14 +11,20 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use pfnscope_abi::{COMM_LEN, Filter};
-use pfnscope_trace::{Existing, TraceMeta, TraceWriter};
+use pfnscope_trace::{
+    Existing, TraceMeta, TraceWriter,
+    stream::{StreamId, Token},
+};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     cli::RecordArgs,
     collector::{Collector, Recorded, monotonic_ns},
     decode::{Decoder, PAT_TABLE},
+    destination::Destination,
+    send::{self, Greeted},
     session::{self, Setup},
+    sink::{Delivered, Sink},
     stacks::{StackRequest, Stacks},
 };
 
@@ -43,7 +49,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
     let target = Target::from_args(&args)?;
     // Before any probe is attached: a refusal then costs nothing.
     let existing = Existing::replace_if(args.force);
-    pfnscope_trace::output::check(&args.output, existing, &[])?;
+    let mut greeted = check_destination(&args, existing)?;
     let hooks = match &args.hooks {
         Some(list) => Some(session::parse_hooks(list)?),
         None => None,
@@ -93,7 +99,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
             .insert(pid, 1, 0)
             .context("adding the pid to the in-kernel filter")?,
         Target::Command(path, cmd) => {
-            let c = GatedChild::spawn(path, cmd)?;
+            // The trace owns standard output: the command's goes to standard error.
+            let c = GatedChild::spawn(path, cmd, args.output == Destination::Stdout)?;
             tgids
                 .insert(c.pid as u32, 1, 0)
                 .context("adding the command to the in-kernel filter")?;
@@ -143,7 +150,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         stacks: Some(stacks_meta),
         ..Default::default()
     };
-    let writer = TraceWriter::create_with(&args.output, &meta, existing)?;
+    let sink = match &args.output {
+        Destination::File(path) => Sink::File(TraceWriter::create_with(path, &meta, existing)?),
+        Destination::Stdout => Sink::stdout(&meta)?,
+        Destination::Tcp(_) | Destination::Virtio(_) => {
+            Sink::collector(greeted.take().expect("greeted before loading"), &meta)?
+        }
+    };
     let ring = RingBuf::try_from(
         s.ebpf
             .take_map("EVENTS")
@@ -165,7 +178,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         ring,
         counters,
         decoder,
-        writer,
+        sink,
         status: !args.quiet,
         ebpf_log: s.ebpf_log.take(),
         // Raw: `s` keeps the programs loaded until the collector is done.
@@ -208,15 +221,21 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         end_command(c.pid);
     }
 
-    let path = args.output.display().to_string();
-    let summary = match result {
-        Ok(summary) => summary,
+    let (summary, delivered) = match result {
+        Ok(x) => x,
         Err((e, summary)) => {
-            print_summary(&summary, &path);
+            print_summary(&summary, &args.output, None);
             bail!("{e}");
         }
     };
-    print_summary(&summary, &path);
+    print_summary(&summary, &args.output, Some(&delivered));
+    if let Delivered::Stream(d) = &delivered
+        && let Some(why) = stream_trouble(d)
+    {
+        // Its own status: the recording is kept, but not all of it where it was sent.
+        eprintln!("tracer: {why}");
+        return Ok(STREAM_INCOMPLETE);
+    }
     Ok(match stop {
         Some(Stop::ChildExited(code)) if code != 0 => {
             eprintln!("tracer: the traced command exited with status {code}");
@@ -432,7 +451,8 @@ struct GatedChild {
 }
 
 impl GatedChild {
-    fn spawn(path: &Path, cmd: &[String]) -> anyhow::Result<GatedChild> {
+    /// `stdout_to_stderr`: the command's standard output goes where its standard error goes.
+    fn spawn(path: &Path, cmd: &[String], stdout_to_stderr: bool) -> anyhow::Result<GatedChild> {
         let prog = CString::new(path.as_os_str().as_bytes())?;
         let argv: Vec<CString> = cmd
             .iter()
@@ -456,6 +476,9 @@ impl GatedChild {
                 let n = libc::read(fds[0], &mut b as *mut u8 as *mut libc::c_void, 1);
                 if n != 1 {
                     libc::_exit(127);
+                }
+                if stdout_to_stderr {
+                    libc::dup2(2, 1);
                 }
                 libc::execv(prog.as_ptr(), argv_ptrs.as_ptr());
                 libc::_exit(127);
@@ -510,14 +533,112 @@ fn resolve_command(name: &str) -> anyhow::Result<PathBuf> {
     bail!("command not found: {name}")
 }
 
-fn print_summary(s: &Recorded, path: &str) {
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    eprintln!(
-        "tracer: wrote {} events to {path} ({:.1} MiB) in {:.1} s",
-        s.events,
-        size as f64 / (1 << 20) as f64,
-        s.elapsed.as_secs_f64()
+/// Checks where the trace goes, before anything is loaded: a file that may be written,
+/// standard output that is no terminal, or a collector that answers and takes the token (the
+/// link comes back, greeted).
+fn check_destination(args: &RecordArgs, existing: Existing) -> anyhow::Result<Option<Greeted>> {
+    if args.token_file.is_some() && !args.output.is_collector() {
+        bail!(
+            "--token-file is for a collector (-o tcp://HOST:PORT or virtio:NAME), not for {}",
+            args.output
+        );
+    }
+    match &args.output {
+        Destination::File(path) => {
+            pfnscope_trace::output::check(path, existing, &[])?;
+            Ok(None)
+        }
+        Destination::Stdout => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                bail!(
+                    "-o - writes the binary trace to standard output, which is a terminal: redirect it (> t.arrows) or pipe it"
+                );
+            }
+            Ok(None)
+        }
+        Destination::Tcp(_) | Destination::Virtio(_) => {
+            let Some(token_file) = &args.token_file else {
+                bail!(
+                    "{} needs the collector's token: add --token-file FILE (the file `tracer collect --token-file` was given)",
+                    args.output
+                );
+            };
+            let token = Token::read(token_file)?;
+            let dir = &args.fallback_dir;
+            let probe = dir.join(".pfnscope-fallback-check.arrows");
+            pfnscope_trace::output::check(&probe, Existing::Replace, &[])
+                .map_err(|e| anyhow!("--fallback-dir {}: {e}", dir.display()))?;
+            let plan = send::Plan {
+                dest: args.output.clone(),
+                token,
+                fallback_dir: dir.clone(),
+                retry_for: args.retry_for,
+                id: StreamId::random(),
+            };
+            Ok(Some(send::greet(plan).map_err(|e| anyhow!(e))?))
+        }
+    }
+}
+
+/// `tracer record`'s exit status when the collector did not get the whole trace: the rest is
+/// in the local file the message names (or counted as lost).
+pub const STREAM_INCOMPLETE: i32 = 3;
+
+/// What went wrong with a stream, if anything: the rest in a local file, or events lost.
+fn stream_trouble(d: &send::Delivery) -> Option<String> {
+    if d.complete {
+        return None;
+    }
+    let mut why = format!(
+        "the stream to {} is incomplete: the collector has {} of the {} events",
+        d.dest, d.acked_events, d.events
     );
+    if let Some((path, first, events)) = &d.fallback {
+        why.push_str(&format!(
+            "; {events} events from batch {first} on are in {}",
+            path.display()
+        ));
+    }
+    if d.lost_events > 0 {
+        why.push_str(&format!("; {} events are lost", d.lost_events));
+    }
+    if let Some(w) = &d.why_fallback {
+        why.push_str(&format!(" ({w})"));
+    }
+    Some(why)
+}
+
+fn print_summary(s: &Recorded, dest: &Destination, delivered: Option<&Delivered>) {
+    match (dest, delivered) {
+        (Destination::File(path), _) => {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            eprintln!(
+                "tracer: wrote {} events to {} ({:.1} MiB) in {:.1} s",
+                s.events,
+                path.display(),
+                size as f64 / (1 << 20) as f64,
+                s.elapsed.as_secs_f64()
+            );
+        }
+        (_, Some(Delivered::Stream(d))) => eprintln!(
+            "tracer: streamed {} events in {} batches to {} in {:.1} s; the collector has {} of them on disk{}",
+            d.events,
+            d.batches,
+            d.dest,
+            s.elapsed.as_secs_f64(),
+            d.acked_events,
+            if d.complete {
+                ", and the end of the stream"
+            } else {
+                ""
+            }
+        ),
+        _ => eprintln!(
+            "tracer: wrote {} events to {dest} in {:.1} s",
+            s.events,
+            s.elapsed.as_secs_f64()
+        ),
+    }
     for (hook, n) in &s.per_hook {
         eprintln!("  {hook:<45} {n:>10}");
     }

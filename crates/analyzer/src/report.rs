@@ -394,31 +394,8 @@ fn why_sections(page: &mut Page, trace: &Trace, dir: &Path) -> Result<()> {
         page.note("No fault was switched out while it ran.");
     }
     page.h2("Top blocking sites per driver", "blocking-sites");
-    let rows: Vec<Vec<String>> = w
-        .sites
-        .iter()
-        .map(|s| {
-            vec![
-                s.driver.clone(),
-                s.site.clone(),
-                s.episodes.to_string(),
-                fmt_ns(s.offcpu_ns as f64),
-                format!("{:.1} %", s.share * 100.0),
-                s.waker.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    page.table(
-        &[
-            "driver",
-            "blocked in",
-            "episodes",
-            "off-CPU",
-            "share of fault time",
-            "woken by (mostly)",
-        ],
-        &rows,
-    );
+    let rows: Vec<Vec<String>> = w.sites.iter().map(crate::text::site_cells).collect();
+    page.table(&crate::text::SITE_HEADER, &rows);
     page.note("A wakeup from interrupt context (a disk completion) names the task the interrupt happened to hit.");
     Ok(())
 }

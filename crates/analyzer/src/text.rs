@@ -260,32 +260,31 @@ pub fn render_why(w: &crate::why::Why) -> String {
         &rows,
     ));
     out.push_str("\nTOP BLOCKING SITES PER DRIVER\n");
-    let rows: Vec<Vec<String>> = w
-        .sites
-        .iter()
-        .map(|s| {
-            vec![
-                s.driver.clone(),
-                s.site.clone(),
-                s.episodes.to_string(),
-                fmt_ns(s.offcpu_ns as f64),
-                format!("{:.1}%", s.share * 100.0),
-                s.waker.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        &[
-            "driver",
-            "blocked in",
-            "episodes",
-            "off-CPU",
-            "share",
-            "woken by (mostly)",
-        ],
-        &rows,
-    ));
+    let rows: Vec<Vec<String>> = w.sites.iter().map(site_cells).collect();
+    out.push_str(&table(&SITE_HEADER, &rows));
     out
+}
+
+/// The blocking-site table's columns, the same in the terminal and in the HTML report.
+pub const SITE_HEADER: [&str; 6] = [
+    "driver",
+    "blocked in",
+    "episodes",
+    "off-CPU",
+    "share",
+    "woken by (mostly)",
+];
+
+/// A blocking site's cells under [`SITE_HEADER`].
+pub fn site_cells(s: &crate::why::SiteRow) -> Vec<String> {
+    vec![
+        s.driver.clone(),
+        s.site.clone(),
+        s.episodes.to_string(),
+        fmt_ns(s.offcpu_ns as f64),
+        format!("{:.1}%", s.share * 100.0),
+        s.waker.clone().unwrap_or_else(|| "-".into()),
+    ]
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ pub struct RecordArgs {
 pub struct CollectArgs {
     /// Where to listen: HOST:PORT (loopback unless told otherwise) or unix:PATH (a socket, as
     /// qemu's `-chardev socket,path=PATH` connects to).
-    #[arg(long, value_name = "ADDR", default_value_t = format!("127.0.0.1:{}", crate::collect::DEFAULT_PORT))]
+    #[arg(long, value_name = "ADDR", default_value_t = format!("127.0.0.1:{}", crate::destination::DEFAULT_PORT))]
     pub listen: String,
     /// Directory the traces go to, one file per stream: <box>-<kernel>-<start time>.arrows.
     #[arg(short = 'd', long, value_name = "DIR")]

@@ -2,6 +2,10 @@
 
 use std::{fmt, path::PathBuf};
 
+/// The port of `tcp://HOST` without one, and the port `tracer collect` listens on unless told
+/// otherwise.
+pub const DEFAULT_PORT: u16 = 7430;
+
 /// The forms of `-o`, parsed without touching the system.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
@@ -47,7 +51,7 @@ pub fn parse(s: &str) -> Result<Destination, String> {
         if !port_ok {
             return Err(format!(
                 "`{s}`: give the collector as tcp://HOST:PORT, e.g. tcp://127.0.0.1:{}",
-                crate::collect::DEFAULT_PORT
+                DEFAULT_PORT
             ));
         }
         return Ok(Destination::Tcp(addr.to_string()));

@@ -109,7 +109,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<i32> {
         _ => {}
     }
 
-    let stacks_meta = crate::stacks::describe(&args, &stack_request, bad_stacks, &s.plan);
+    let stacks_meta = crate::stacks::describe(
+        args.stacks.as_deref(),
+        args.no_stacks,
+        &stack_request,
+        bad_stacks,
+        &s.plan,
+    );
     if !args.quiet {
         for m in &stacks_meta.missing {
             eprintln!("tracer: stacks: {m}");

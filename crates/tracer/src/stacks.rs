@@ -79,8 +79,11 @@ impl StackRequest {
 
 /// What the trace metadata says about stacks and off-CPU time: what was asked for, and what
 /// this kernel's rungs could not give.
+///
+/// `requested`: `--stacks`'s value as given (None: not given), `no_stacks`: `--no-stacks`.
 pub fn describe(
-    args: &crate::cli::RecordArgs,
+    requested: Option<&str>,
+    no_stacks: bool,
     req: &StackRequest,
     bad: Option<String>,
     plan: &[pfnscope_trace::PlanEntry],
@@ -117,12 +120,10 @@ pub fn describe(
         ));
     }
     pfnscope_trace::StacksMeta {
-        requested: if args.no_stacks {
+        requested: if no_stacks {
             "off".into()
         } else {
-            args.stacks
-                .clone()
-                .unwrap_or_else(|| DEFAULT_THRESHOLD.into())
+            requested.unwrap_or(DEFAULT_THRESHOLD).into()
         },
         threshold_ns: req.threshold_ns(),
         at_entry: *req == StackRequest::All,

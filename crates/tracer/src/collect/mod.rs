@@ -29,8 +29,7 @@ use crate::cli::CollectArgs;
 use listen::{Conn, Listener};
 use streams::{State, Streams};
 
-/// The port `tracer collect` listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 7430;
+pub use crate::destination::DEFAULT_PORT;
 
 /// How long accept waits before it looks at the signals and the live lines again.
 const ACCEPT_WAIT: Duration = Duration::from_millis(100);

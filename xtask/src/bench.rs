@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::util;
+use crate::util::{self, replace_section};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -314,14 +314,7 @@ fn overhead(rounds: usize, mib: usize, no_write: bool) -> Result<()> {
         bail!("the overhead benchmark loads eBPF programs: run it as root");
     }
     let root = util::workspace_root();
-    eprintln!("building tracer (release)...");
-    util::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "tracer",
-    ]))?;
-    let tracer = util::target_dir().join("release/tracer");
+    let tracer = util::release_tracer()?;
     let xtask = std::env::current_exe()?;
     let scratch = util::target_dir().join("bench");
     std::fs::create_dir_all(&scratch)?;
@@ -458,38 +451,6 @@ fn start_collector(
         .trim()
         .to_string();
     Ok((c, (addr, dir)))
-}
-
-/// Replaces the `##` section starting with `heading` (or appends it), leaving the others alone.
-pub fn replace_section(path: &Path, heading: &str, section: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let mut out = String::new();
-    let mut skipping = false;
-    let mut done = false;
-    for line in old.lines() {
-        if line.starts_with("## ") {
-            // The whole heading: `## tracer overhead: where the time goes` is another section.
-            skipping = line.trim_end() == heading;
-            if skipping && !done {
-                out.push_str(section.trim_end());
-                out.push_str("\n\n");
-                done = true;
-            }
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !done {
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(section.trim_end());
-        out.push('\n');
-    }
-    std::fs::write(path, out)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use pfnscope_trace::{
     stream::{END_OF_STREAM, Hello, Reply, StreamEncoder, StreamId},
 };
 
-use crate::{bench::replace_section, util};
+use crate::util::{self, replace_section};
 
 const TOKEN: &str = "bench-collect-token-0123456789";
 /// Events per batch: what a streaming tracer sends at most (its STREAM_BATCH).
@@ -230,14 +230,7 @@ fn one(
 
 pub fn collect(batches: u64, no_write: bool) -> Result<()> {
     let root = util::workspace_root();
-    eprintln!("building tracer (release)...");
-    util::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "tracer",
-    ]))?;
-    let tracer = util::target_dir().join("release/tracer");
+    let tracer = util::release_tracer()?;
     let xtask = std::env::current_exe()?;
     let scratch = util::target_dir().join("bench");
     std::fs::create_dir_all(&scratch)?;

@@ -1,5 +1,5 @@
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -124,4 +124,48 @@ pub fn stream(cmd: &mut Command, mut seen: impl FnMut(&str)) -> Result<bool> {
         seen(&l);
     }
     Ok(child.wait()?.success())
+}
+
+/// Replaces the `##` section starting with `heading` (or appends it), leaving the others alone.
+pub fn replace_section(path: &Path, heading: &str, section: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut done = false;
+    for line in old.lines() {
+        if line.starts_with("## ") {
+            // The whole heading: `## tracer overhead: where the time goes` is another section.
+            skipping = line.trim_end() == heading;
+            if skipping && !done {
+                out.push_str(section.trim_end());
+                out.push_str("\n\n");
+                done = true;
+            }
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !done {
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        out.push_str(section.trim_end());
+        out.push('\n');
+    }
+    std::fs::write(path, out)?;
+    Ok(())
+}
+
+/// Builds the release tracer (the benchmarks time it) and returns its path.
+pub fn release_tracer() -> Result<PathBuf> {
+    eprintln!("building tracer (release)...");
+    run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "-p",
+        "tracer",
+    ]))?;
+    Ok(target_dir().join("release/tracer"))
 }

@@ -253,7 +253,7 @@ say "{end}$rc"
 "#,
             cmd = sh_quote(&r.command),
             output = if p.stream {
-                crate::stream::guest_output(&d)
+                stream_output(&d)
             } else {
                 format!("-o {d}/trace.arrows")
             },
@@ -268,6 +268,20 @@ reboot -f
 "#
     ));
     s
+}
+
+// Streaming (`testbox --stream`): the guest's side of the virtio-serial port; the host's is
+// `crate::stream`.
+
+/// The virtio-serial port's name (`-o virtio:NAME` in the guest).
+pub const PORT: &str = "pfnscope";
+/// Where the guest finds the token the host's collector was given.
+pub const GUEST_TOKEN: &str = "/etc/pfnscope-stream-token";
+
+/// `tracer record`'s output arguments in a streaming guest: the port, and the run's directory for
+/// what the collector does not take.
+pub fn stream_output(run_dir: &str) -> String {
+    format!("-o virtio:{PORT} --token-file {GUEST_TOKEN} --fallback-dir {run_dir}")
 }
 
 #[cfg(test)]

@@ -15,20 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::guest::UserRun;
+use crate::guest::{PORT, UserRun};
 
-/// The virtio-serial port's name (`-o virtio:NAME` in the guest).
-pub const PORT: &str = "pfnscope";
-/// Where the guest finds the token the host's collector was given.
-pub const GUEST_TOKEN: &str = "/etc/pfnscope-stream-token";
 /// The oops or panic the console showed, next to the trace of the command the guest died in.
 pub const OOPS: &str = "oops.txt";
-
-/// `tracer record`'s output arguments in the guest: the port, and the run's directory for
-/// what the collector does not take.
-pub fn guest_output(run_dir: &str) -> String {
-    format!("-o virtio:{PORT} --token-file {GUEST_TOKEN} --fallback-dir {run_dir}")
-}
 
 /// The qemu arguments of the port, its host side the collector's socket. `reconnect=1`: should
 /// the collector drop the connection (a stream it refused), qemu connects again.

@@ -82,4 +82,6 @@ pub type IdMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher
 pub use engine::Engine;
 pub use report::{Divergence, Finding, Report, Results, Sink};
 pub use rules::Rule;
-pub use run::{CheckOptions, ReplayError, check_file, check_records, each_batch, overhead_file};
+pub use run::{
+    CheckOptions, ReplayError, check_file, check_records, check_trace, each_batch, overhead_file,
+};

@@ -4,7 +4,9 @@
 use std::io::Read;
 use std::path::Path;
 
-use pfnscope_trace::{Damage, Record, Rows, TraceError, TraceMeta, TraceReader};
+use pfnscope_trace::{
+    Damage, LossCounters, Record, Rows, Trace, TraceError, TraceMeta, TraceReader,
+};
 
 use crate::engine::Engine;
 use crate::kernel::{BadRelease, KernelRules};
@@ -35,16 +37,46 @@ pub fn rules_for(meta: &TraceMeta, forced: Option<&str>) -> Result<KernelRules, 
     }
 }
 
-/// Replays records already in memory.
+/// Replays records already in memory, as from a tracer that lost nothing: a call whose parent
+/// is missing is a divergence. For a trace read from a file, [`check_trace`] brings its loss
+/// counters.
 pub fn check_records(
     meta: &TraceMeta,
     rules: KernelRules,
     records: impl IntoIterator<Item = Record>,
     trace: &str,
 ) -> Report {
+    check_with(meta, rules, records, None, None, trace)
+}
+
+/// Replays a trace read whole ([`pfnscope_trace::read_trace`]) as [`check_file`] replays the
+/// file: with the tracer's loss counters (where it counted a loss, a call whose parent never
+/// came is not checkable, not a divergence) and its damage.
+pub fn check_trace(t: &Trace, rules: KernelRules, name: &str) -> Report {
+    check_with(
+        &t.meta,
+        rules,
+        t.records.iter().cloned(),
+        Some(&t.counters),
+        t.damage.clone(),
+        name,
+    )
+}
+
+fn check_with(
+    meta: &TraceMeta,
+    rules: KernelRules,
+    records: impl IntoIterator<Item = Record>,
+    counters: Option<&LossCounters>,
+    damage: Option<Damage>,
+    trace: &str,
+) -> Report {
     let head_rules = rules.clone();
     let mut e = Engine::new(meta, rules, Results::new());
     e.push_all(records);
+    if let Some(c) = counters {
+        e.set_losses(c);
+    }
     let (c, losses, events) = e.finish();
     Report::from_results(
         c,
@@ -54,7 +86,7 @@ pub fn check_records(
             rules: head_rules.series().to_string(),
             rules_note: head_rules.note,
             events,
-            damage: None,
+            damage,
             losses,
         },
     )
@@ -173,6 +205,43 @@ mod tests {
     use pfnscope_trace::{RecordBatch, SCHEMA_VERSION_KEY, TraceWriter};
 
     use super::*;
+
+    /// A call whose parent never came is a divergence only where the tracer lost nothing: the
+    /// counters a trace read whole comes with must reach the replay (they once did not, and
+    /// real test-box traces with unpaired returns failed as if the kernel had diverged).
+    #[test]
+    fn a_lost_parent_is_a_divergence_only_without_a_counted_loss() {
+        use crate::synth::workload;
+        use pfnscope_abi::kernel::Series;
+        use pfnscope_trace::CpuCounters;
+        let b = workload(Series::V6_12);
+        let mut records = b.records();
+        let parent = records.iter().find(|r| r.parent != 0).unwrap().parent;
+        records.retain(|r| r.id != parent);
+        let mut t = Trace {
+            meta: b.meta(),
+            records,
+            counters: LossCounters::default(),
+            damage: None,
+        };
+        let rules = || KernelRules::for_series(Series::V6_12);
+        let orphans = |r: &Report| {
+            r.divergences
+                .iter()
+                .filter(|d| d.rule == crate::rules::Rule::TraceParent)
+                .count()
+        };
+        let lossless = check_trace(&t, rules(), "t");
+        assert_eq!(orphans(&lossless), 1, "{}", lossless.to_human());
+        t.counters.update(CpuCounters {
+            cpu: 0,
+            unpaired: 1,
+            ..Default::default()
+        });
+        let lossy = check_trace(&t, rules(), "t");
+        assert_eq!(orphans(&lossy), 0, "{}", lossy.to_human());
+        assert_eq!(lossy.losses.unpaired, 1);
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("replay-run-{}-{name}", std::process::id()));

@@ -38,6 +38,14 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
+/// The off-CPU episode's own event buffer. Where the kernel is preemptible (7.2's Debian
+/// build), a function hook's program can be switched out between filling `SCRATCH` and storing
+/// it in `OPEN` (tracing programs run with migration, not preemption, disabled:
+/// kernel/bpf/trampoline.c `__bpf_prog_enter_recur`), and `sched_switch` runs on that very
+/// CPU at that very moment: sharing `SCRATCH` lost the interrupted call (counted unpaired).
+#[map]
+pub static EPISODE_SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 

@@ -27,7 +27,8 @@ use crate::{
     emit::emit,
     filter::process_allowed,
     maps::{
-        BLOCKED, BLOCKED_SCRATCH, CALLS_LIVE, LAST_FAULT, OPEN, SCRATCH, TASKS, next_id, offsets,
+        BLOCKED, BLOCKED_SCRATCH, CALLS_LIVE, EPISODE_SCRATCH, LAST_FAULT, OPEN, TASKS, next_id,
+        offsets,
     },
     mem::{set, zero},
     stacks::stack_id,
@@ -160,7 +161,7 @@ fn switched_in(tid: u32, now: u64) {
         l.tid = tid as u64;
         l.id = b.parent;
     }
-    if let Some(ev) = SCRATCH.get_ptr_mut(0) {
+    if let Some(ev) = EPISODE_SCRATCH.get_ptr_mut(0) {
         let ev = unsafe { &mut *ev };
         ev.ts_entry = b.ts_out;
         ev.ts_exit = now;

@@ -423,16 +423,19 @@ fn parse_maps(text: &str) -> Vec<FileMap> {
         .collect()
 }
 
+/// How a user frame names its binary: the file name of its path.
+fn binary_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// A frame of a process that is gone, named from the mappings read while it ran: the binary's
 /// ELF symbols at the address's file offset, or the binary and that offset.
 fn frame_from_maps(symbolizer: &Symbolizer, maps: &[FileMap], ip: u64) -> Option<String> {
     let m = maps.iter().find(|m| m.start <= ip && ip < m.end)?;
     let off = ip - m.start + m.offset;
-    let binary = m
-        .path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let binary = binary_name(&m.path);
     let src = Source::Elf(Elf::new(&m.path));
     Some(
         match symbolizer.symbolize_single(&src, Input::FileOffset(off)) {
@@ -469,14 +472,7 @@ fn user_frames(
                     _ => None,
                 }
             });
-            let binary = elf
-                .map(|(_, e)| {
-                    e.path
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                })
-                .unwrap_or_default();
+            let binary = elf.map(|(_, e)| binary_name(&e.path)).unwrap_or_default();
             match syms.get(i) {
                 Some(Symbolized::Sym(s)) => {
                     frames.push(format!("{}+{:#x} ({binary})", clean(&s.name), s.offset))

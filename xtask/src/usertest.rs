@@ -232,13 +232,7 @@ fn check_end_to_end(ok: bool, text: &str, out: &Path) -> Result<(), String> {
     if let Some(d) = &t.damage {
         return Err(format!("pfndemo-touch's trace is damaged: {d}"));
     }
-    let inserts = t
-        .events()
-        .filter(|r| {
-            r.hook == "vmf_insert_pfn"
-                && r.driver.as_deref().is_some_and(|d| d.contains("[pfndemo]"))
-        })
-        .count();
+    let inserts = pfndemo_inserts(&t);
     if inserts < 16 {
         return Err(format!(
             "{inserts} vmf_insert_pfn rows of [pfndemo], expected 16 or more"
@@ -295,13 +289,7 @@ fn check_end_to_end(ok: bool, text: &str, out: &Path) -> Result<(), String> {
             ));
         }
     }
-    let inserts = t
-        .events()
-        .filter(|r| {
-            r.hook == "vmf_insert_pfn"
-                && r.driver.as_deref().is_some_and(|d| d.contains("[pfndemo]"))
-        })
-        .count();
+    let inserts = pfndemo_inserts(&t);
     if inserts < 16 {
         return Err(format!(
             "the crashed run's streamed trace has {inserts} vmf_insert_pfn rows of [pfndemo], expected 16 or more"
@@ -317,4 +305,14 @@ fn check_end_to_end(ok: bool, text: &str, out: &Path) -> Result<(), String> {
         return Err("the collector did not take one trace per command".into());
     }
     Ok(())
+}
+
+/// The `vmf_insert_pfn` rows of the pfndemo driver in `t`: its touch maps one page each.
+fn pfndemo_inserts(t: &pfnscope_trace::Trace) -> usize {
+    t.events()
+        .filter(|r| {
+            r.hook == "vmf_insert_pfn"
+                && r.driver.as_deref().is_some_and(|d| d.contains("[pfndemo]"))
+        })
+        .count()
 }

@@ -23,6 +23,11 @@ fn cold_file_child() {
         return;
     };
     workload::blocking::cold_file(Some(&dir)).unwrap();
+    // Stay a moment: the collector names user frames from the running process, and on a busy
+    // machine it can decode the last stacks after a process that exits at once is gone (its
+    // mappings with it; the tracer's limit, said in README). This test is about where faults
+    // block and what the stacks say, so its process lives until they are decoded.
+    std::thread::sleep(std::time::Duration::from_secs(1));
 }
 
 /// A directory on a disk-backed filesystem (tmpfs pages never leave memory: nothing to wait
